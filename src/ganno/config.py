@@ -1,0 +1,177 @@
+"""Configuration: YAML files validated against one JSON schema, with defaults filled in.
+
+The same schema (``ganno/schemas/config.schema.yaml``) is used by the Snakemake workflow's
+``validate``, so a key means the same thing to the pipeline and to the library.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(str(resources.files("ganno") / "schemas" / "config.schema.yaml"))
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, but '1e-3' is a float (YAML 1.1 would read it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file, with scientific notation such as 1e-3 read as a number."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_Loader)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or impossible."""
+
+
+def load_schema() -> dict[str, Any]:
+    return read_yaml(SCHEMA_PATH)
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    node: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    merged = dict(node)
+    merged.update({k: v for k, v in schema.items() if k != "$ref"})
+    return merged
+
+
+def _fill_defaults(schema: Mapping[str, Any], value: Any, root: Mapping[str, Any]) -> Any:
+    schema = _resolve(schema, root)
+    if not isinstance(value, dict) or "properties" not in schema:
+        return value
+    for key, sub in schema["properties"].items():
+        sub = _resolve(sub, root)
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            value[key] = _fill_defaults(sub, value[key], root)
+    return value
+
+
+def _key_name(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError, root: Mapping[str, Any]) -> str:
+    key = _key_name(error.absolute_path)
+    schema = _resolve(error.schema, root) if isinstance(error.schema, Mapping) else {}
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        where = "at the top level" if key == "<top level>" else f"under '{key}'"
+        return f"unknown key {', '.join(hints)} {where}; allowed keys: {', '.join(allowed)}"
+    value = error.instance
+    if kind == "enum":
+        return f"'{key}' = {value!r} is not allowed; choose one of {error.validator_value}"
+    if kind == "type":
+        return f"'{key}' = {value!r} has the wrong type; expected {error.validator_value}"
+    bounds = {
+        "minimum": ">=",
+        "maximum": "<=",
+        "exclusiveMinimum": ">",
+        "exclusiveMaximum": "<",
+    }
+    if kind in bounds:
+        return f"'{key}' = {value!r} is out of range; it must be {bounds[kind]} {error.validator_value}"
+    if kind in ("minItems", "maxItems"):
+        return f"'{key}' = {value!r} has {len(value)} item(s); {kind} is {error.validator_value}"
+    return f"'{key}' = {value!r}: {error.message}"
+
+
+def _check_semantics(config: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in ("lr0_range", "lr_bounds"):
+        low, high = config["env"][key]
+        if not low < high:
+            problems.append(
+                f"'env.{key}' = {[low, high]} is an inverted or empty range; give [low, high] with "
+                "0 < low < high"
+            )
+    return problems
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults into a copy of ``config`` and check it; raise ConfigError naming every problem."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a mapping of keys to values, not {type(config).__name__}")
+    schema = load_schema()
+    filled = _fill_defaults(schema, copy.deepcopy(dict(config)), schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [_describe(e, schema) for e in errors]
+    if not problems:
+        problems = _check_semantics(filled)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return filled
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a YAML config (the defaults if ``path`` is None), apply nested ``overrides``, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = read_yaml(path) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if overrides:
+        raw = merge(raw, overrides)
+    try:
+        return validate(raw)
+    except ConfigError as exc:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{exc}".replace("invalid configuration", f"invalid configuration{where}"))
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dictionary merge: values of ``update`` win; neither input is modified."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
+    """Write a resolved config as YAML (what a run actually used, defaults included)."""
+    with open(path, "w") as f:
+        yaml.safe_dump(dict(config), f, sort_keys=False)
