@@ -1,0 +1,146 @@
+"""A trained policy: the shared actor's parameters plus the config needed to rebuild the network.
+
+``Policy.load(dir)`` reads what meta-training wrote to ``<run>/policy/``; ``policy.act(obs)`` picks
+one action per agent and works for any number of agents (the agent axis is a batch axis). A
+``Policy`` is a pytree (its parameters are the leaves), so it can be passed through ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import serialization, traverse_util
+
+from ganno.systems.networks import make_actor
+
+CONFIG_FILE = "policy.json"
+PARAMS_FILE = "actor_params.msgpack"
+FORMAT_VERSION = 1
+_HOW_TO_CREATE = (
+    "create it by meta-training (ganno.meta_train.meta_train(env, cfg, algo, seed, out_dir), "
+    "or the pipeline's meta-train stage), which writes <out_dir>/policy/"
+)
+
+
+class PolicyNotFoundError(FileNotFoundError):
+    """There is no saved policy at the given path."""
+
+
+class PolicyLoadError(ValueError):
+    """A saved policy exists but cannot be read (corrupt, truncated or of another network)."""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@jax.tree_util.register_pytree_node_class
+class Policy:
+    """Shared actor parameters and their config (``config["network"]`` rebuilds the actor)."""
+
+    def __init__(self, params: Any, config: dict[str, Any]):
+        if "network" not in config:
+            raise ValueError("a policy config needs a 'network' entry (see actor_config)")
+        self.params = params
+        self._config_json = json.dumps(config, sort_keys=True)
+        self.network = make_actor(config["network"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return copy.deepcopy(json.loads(self._config_json))
+
+    def tree_flatten(self) -> tuple[tuple[Any], str]:
+        return (self.params,), self._config_json
+
+    @classmethod
+    def tree_unflatten(cls, config_json: str, children: tuple[Any]) -> Policy:
+        return cls(children[0], json.loads(config_json))
+
+    def distribution(self, observation: Any) -> Any:
+        """The masked categorical over actions, batch shape ``[..., N]``."""
+        return self.network.apply(self.params, observation)
+
+    def act(
+        self, observation: Any, key: chex.PRNGKey | None = None, greedy: bool = True
+    ) -> jax.Array:
+        """Actions ``[..., N]`` (int32) for an observation with ``agents_view`` ``[..., N, F]`` and
+        ``action_mask`` ``[..., N, A]``: the most likely valid action if ``greedy``, else a sample
+        drawn with ``key``. Jittable (``greedy`` must then be static)."""
+        policy = self.distribution(observation)
+        if greedy:
+            return policy.mode().astype(jnp.int32)
+        if key is None:
+            raise ValueError("sampling an action (greedy=False) needs a PRNG key")
+        return policy.sample(seed=key).astype(jnp.int32)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``policy.json`` and ``actor_params.msgpack`` to ``directory`` (atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        params = jax.tree.map(lambda x: jax.device_get(x), self.params)
+        _write_atomic(directory / PARAMS_FILE, serialization.msgpack_serialize(params))
+        config = {"format_version": FORMAT_VERSION, **self.config}
+        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Policy:
+        """Read a policy written by :meth:`save`; clear errors if it is missing or corrupt."""
+        directory = Path(directory)
+        config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_FILE
+        for path in (config_path, params_path):
+            if not path.is_file():
+                raise PolicyNotFoundError(
+                    f"no saved policy at {directory} ({path} is missing); " + _HOW_TO_CREATE
+                )
+        try:
+            config = json.loads(config_path.read_text())
+            config.pop("format_version", None)
+            network = make_actor(config["network"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise PolicyLoadError(
+                f"the policy config {config_path} is corrupt or not a policy ({exc}); "
+                "delete the folder and " + _HOW_TO_CREATE
+            ) from exc
+        try:
+            params = serialization.msgpack_restore(params_path.read_bytes())
+        except Exception as exc:  # msgpack raises several unrelated types on bad bytes
+            raise PolicyLoadError(
+                f"the policy parameters {params_path} are corrupt ({type(exc).__name__}: {exc}); "
+                "delete the folder and " + _HOW_TO_CREATE
+            ) from exc
+        expected = _expected_param_shapes(network, config["network"])
+        try:
+            found = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(params).items()}
+        except (AttributeError, TypeError):
+            found = None
+        if found != expected:
+            raise PolicyLoadError(
+                f"the parameters in {params_path} do not fit the network in {config_path} "
+                f"({config['network']}); the files come from different runs or are corrupt"
+            )
+        return cls(jax.tree.map(jnp.asarray, params), config)
+
+
+def _expected_param_shapes(network: Any, net_config: dict[str, Any]) -> Any:
+    from ganno.types import Observation
+
+    obs = Observation(
+        agents_view=jnp.zeros((1, net_config["obs_dim"]), jnp.float32),
+        action_mask=jnp.ones((1, net_config["action_dim"]), bool),
+        step_count=jnp.zeros((1,), jnp.int32),
+    )
+    shapes = jax.eval_shape(network.init, jax.random.PRNGKey(0), obs)
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}

@@ -1,0 +1,231 @@
+"""The PPO learner IPPO and MAPPO share, Anakin style: environments and learner in one jitted step.
+
+One update = a rollout of ``rollout_length`` steps in ``num_envs`` vmapped environments
+(``lax.scan``), GAE, then ``ppo_epochs`` epochs over ``num_minibatches`` shuffled minibatches,
+updating the shared actor and the critic with Adam after global-norm clipping. The systems differ
+only in the critic they pass in (what it reads); see :mod:`ganno.systems.ippo` and ``mappo``.
+
+``update_fn`` is pure and jittable, :func:`scan_updates` runs several updates in one compiled call,
+and ``jax.vmap(init_fn)`` / ``jax.vmap(update_fn)`` run several seeds at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ganno.config import ConfigError
+from ganno.systems.networks import Actor, actor_config
+from ganno.systems.ppo import (
+    LearnerState,
+    OptStates,
+    Params,
+    PPOTransition,
+    clipped_policy_loss,
+    clipped_value_loss,
+    compute_gae,
+    normalize,
+)
+from ganno.systems.wrappers import EPISODE_METRICS, wrap
+
+InitFn = Callable[[chex.PRNGKey], LearnerState]
+UpdateFn = Callable[[LearnerState], tuple[LearnerState, dict]]
+
+
+def ppo_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``meta_train`` section of a full (validated) config, checked for PPO's batch layout."""
+    if "meta_train" not in cfg:
+        raise ConfigError("the config has no 'meta_train' section; pass a full, validated config")
+    mt = dict(cfg["meta_train"])
+    batch = mt["num_envs"] * mt["rollout_length"]
+    if batch % mt["num_minibatches"]:
+        raise ConfigError(
+            f"'meta_train.num_minibatches' = {mt['num_minibatches']} must divide num_envs x "
+            f"rollout_length = {batch}"
+        )
+    return mt
+
+
+def steps_per_update(cfg: Mapping[str, Any]) -> int:
+    """Environment steps (summed over parallel environments) one update collects."""
+    mt = cfg["meta_train"]
+    return int(mt["num_envs"] * mt["rollout_length"])
+
+
+def actor_network_config(env: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The actor's config (saved with a policy), from the environment's observation shape."""
+    _, timestep = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    obs_dim = timestep.observation.agents_view.shape[-1]
+    return actor_config(obs_dim, env.action_dim, cfg["meta_train"]["hidden_sizes"])
+
+
+def _optimiser(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def _finished_episode_sums(info: dict) -> dict[str, chex.Array]:
+    """Sums over the finished episodes of a rollout of every episode metric, and their count."""
+    terminal = info["is_terminal_step"]
+    sums = {
+        name: jnp.sum(jnp.where(terminal, value, 0.0))
+        for name, value in info.items()
+        if name != "is_terminal_step"
+    }
+    return {"num_episodes": terminal.sum(), "episode_sums": sums}
+
+
+def make_ppo_learner(
+    env: Any, cfg: Mapping[str, Any], critic: nn.Module
+) -> tuple[InitFn, UpdateFn]:
+    """``(init_fn, update_fn)`` of a PPO learner with the shared actor and the given critic."""
+    mt = ppo_settings(cfg)
+    env = wrap(env)
+    num_envs, rollout_length = mt["num_envs"], mt["rollout_length"]
+    num_minibatches = mt["num_minibatches"]
+    actor = Actor(hidden_sizes=tuple(mt["hidden_sizes"]), action_dim=env.action_dim)
+    actor_optim = _optimiser(mt["actor_lr"], mt["max_grad_norm"])
+    critic_optim = _optimiser(mt["critic_lr"], mt["max_grad_norm"])
+
+    def init_fn(key: chex.PRNGKey) -> LearnerState:
+        key, env_key, actor_key, critic_key = jax.random.split(key, 4)
+        env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
+        one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
+        params = Params(actor.init(actor_key, one_obs), critic.init(critic_key, one_obs))
+        opt_states = OptStates(actor_optim.init(params.actor), critic_optim.init(params.critic))
+        return LearnerState(params, opt_states, key, env_state, timestep.observation)
+
+    def env_step(state: LearnerState, _: None) -> tuple[LearnerState, PPOTransition]:
+        params, opt_states, key, env_state, obs = state
+
+        # SELECT ACTION
+        key, policy_key = jax.random.split(key)
+        policy = actor.apply(params.actor, obs)
+        value = critic.apply(params.critic, obs)
+        action = policy.sample(seed=policy_key)
+        log_prob = policy.log_prob(action)
+
+        # STEP ENVIRONMENT
+        env_state, timestep = jax.vmap(env.step)(env_state, action)
+
+        # RECORD TRANSITION (the episode's end is every agent's end)
+        done = jnp.broadcast_to(timestep.last()[:, None], action.shape)
+        transition = PPOTransition(
+            obs=obs,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            reward=timestep.reward,
+            discount=timestep.discount,
+            done=done,
+            info=timestep.extras[EPISODE_METRICS],
+        )
+        return LearnerState(params, opt_states, key, env_state, timestep.observation), transition
+
+    def actor_loss_fn(actor_params: Any, batch: PPOTransition, advantages: chex.Array) -> tuple:
+        policy = actor.apply(actor_params, batch.obs)
+        log_prob = policy.log_prob(batch.action)
+        policy_loss = clipped_policy_loss(
+            log_prob, batch.log_prob, normalize(advantages), mt["clip_eps"]
+        )
+        entropy = policy.entropy().mean()
+        approx_kl = jnp.mean(batch.log_prob - log_prob)
+        return policy_loss - mt["ent_coef"] * entropy, (policy_loss, entropy, approx_kl)
+
+    def critic_loss_fn(critic_params: Any, batch: PPOTransition, targets: chex.Array) -> tuple:
+        value = critic.apply(critic_params, batch.obs)
+        value_loss = clipped_value_loss(value, batch.value, targets, mt["clip_eps"])
+        return mt["vf_coef"] * value_loss, value_loss
+
+    def update_minibatch(carry: tuple, minibatch: tuple) -> tuple:
+        params, opt_states = carry
+        batch, advantages, targets = minibatch
+
+        # CALCULATE ACTOR LOSS
+        (actor_total, (policy_loss, entropy, approx_kl)), actor_grads = jax.value_and_grad(
+            actor_loss_fn, has_aux=True
+        )(params.actor, batch, advantages)
+
+        # CALCULATE CRITIC LOSS
+        (critic_total, value_loss), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            params.critic, batch, targets
+        )
+
+        # UPDATE ACTOR AND CRITIC
+        actor_updates, actor_opt = actor_optim.update(actor_grads, opt_states.actor, params.actor)
+        critic_updates, critic_opt = critic_optim.update(
+            critic_grads, opt_states.critic, params.critic
+        )
+        params = Params(
+            optax.apply_updates(params.actor, actor_updates),
+            optax.apply_updates(params.critic, critic_updates),
+        )
+        losses = {
+            "total_loss": actor_total + critic_total,
+            "actor_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": approx_kl,
+        }
+        return (params, OptStates(actor_opt, critic_opt)), losses
+
+    def update_epoch(carry: tuple, _: None) -> tuple:
+        params, opt_states, key, rollout = carry
+
+        # SHUFFLE INTO MINIBATCHES (time and environment axes merged; agents stay together)
+        key, shuffle_key = jax.random.split(key)
+        flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rollout)
+        order = jax.random.permutation(shuffle_key, num_envs * rollout_length)
+        minibatches = jax.tree.map(
+            lambda x: jnp.take(x, order, axis=0).reshape(num_minibatches, -1, *x.shape[1:]), flat
+        )
+
+        # UPDATE MINIBATCHES
+        (params, opt_states), losses = jax.lax.scan(
+            update_minibatch, (params, opt_states), minibatches
+        )
+        return (params, opt_states, key, rollout), losses
+
+    def update_fn(state: LearnerState) -> tuple[LearnerState, dict]:
+        # STEP ENVIRONMENT FOR ROLLOUT LENGTH
+        state, traj = jax.lax.scan(env_step, state, None, rollout_length)
+        params, opt_states, key, env_state, obs = state
+
+        # CALCULATE ADVANTAGE
+        last_value = critic.apply(params.critic, obs)
+        advantages, targets = compute_gae(
+            traj.reward,
+            traj.value,
+            traj.discount,
+            traj.done,
+            last_value,
+            mt["gamma"],
+            mt["gae_lambda"],
+        )
+
+        # UPDATE EPOCHS
+        rollout = (traj._replace(info={}), advantages, targets)
+        (params, opt_states, key, _), losses = jax.lax.scan(
+            update_epoch, (params, opt_states, key, rollout), None, mt["ppo_epochs"]
+        )
+
+        # REPORT METRICS
+        metrics = {name: value.mean() for name, value in losses.items()}
+        metrics.update(_finished_episode_sums(traj.info))
+        return LearnerState(params, opt_states, key, env_state, obs), metrics
+
+    return init_fn, update_fn
+
+
+def scan_updates(update_fn: UpdateFn, num_updates: int) -> UpdateFn:
+    """``num_updates`` updates in one call (``lax.scan``); metrics get a leading update axis."""
+
+    def run(state: LearnerState) -> tuple[LearnerState, dict]:
+        return jax.lax.scan(lambda s, _: update_fn(s), state, None, num_updates)
+
+    return run

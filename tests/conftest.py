@@ -1,0 +1,41 @@
+"""Shared fixtures: a small, learnable synthetic classification task (no dataset files needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ganno.config import validate
+
+
+def synthetic_dataset(n_train=512, n_val=256, features=40, classes=10, seed=0):
+    """Gaussian blobs: learnable by an MLP in a few hundred SGD steps."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, features)).astype(np.float32)
+
+    def draw(n):
+        y = rng.integers(0, classes, n).astype(np.int32)
+        x = centres[y] + 1.5 * rng.normal(size=(n, features)).astype(np.float32)
+        return x.astype(np.float32), y
+
+    x_train, y_train = draw(n_train)
+    x_val, y_val = draw(n_val)
+    x_test, y_test = draw(n_val)
+    return SimpleNamespace(name="synthetic", x_train=x_train, y_train=y_train, x_val=x_val,
+                           y_val=y_val, x_test=x_test, y_test=y_test, num_classes=classes)
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    return synthetic_dataset()
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """The default config shrunk: 3-layer MLP of width 32, 5 decisions of 10 steps."""
+    return validate({
+        "task": {"network": {"kind": "mlp", "depth": 3, "width": 32}, "batch_size": 32},
+        "env": {"steps_per_decision": 10, "num_decisions": 5},
+    })

@@ -1,0 +1,243 @@
+"""The GANNO environment: protocol, observations, rewards, divergence, equivalences."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ganno.config import merge, validate
+from ganno.env import FEATURE_NAMES, GannoEnv, make_env
+from ganno.inner import episode_keys, make_task, train_steps
+from ganno.types import MarlEnv, ObservationGlobalState
+
+KEEP = 2  # index of the x1 factor in the default action set
+
+
+def make(config, dataset, **env_overrides):
+    cfg = validate(merge(config, {"env": env_overrides})) if env_overrides else config
+    return make_env(cfg, dataset)
+
+
+def rollout(env, key, actions_fn, lr0=None):
+    """Run one episode; return the list of timesteps and the final state."""
+    reset = jax.jit(env.reset) if lr0 is None else jax.jit(lambda k: env.reset_with_lr0(k, lr0))
+    step = jax.jit(env.step)
+    state, ts = reset(key)
+    steps = [ts]
+    for t in range(env.time_limit):
+        state, ts = step(state, actions_fn(t))
+        steps.append(ts)
+        if bool(ts.last()):
+            break
+    return steps, state
+
+
+def test_protocol_and_specs(small_config, dataset):
+    env = make(small_config, dataset)
+    assert isinstance(env, MarlEnv)
+    assert (env.num_agents, env.action_dim, env.time_limit) == (3, 5, 5)
+    state, ts = env.reset(jax.random.PRNGKey(0))
+    assert isinstance(ts.observation, ObservationGlobalState)
+    env.observation_spec.validate(ts.observation)
+    assert ts.first() and ts.reward.shape == (3,) and ts.discount.shape == (3,)
+    assert env.action_spec.num_values.tolist() == [5, 5, 5]
+
+
+def test_observations_are_finite_with_fixed_shapes(small_config, dataset):
+    env = make(small_config, dataset)
+    rng = np.random.default_rng(0)
+    steps, _ = rollout(env, jax.random.PRNGKey(1), lambda t: jnp.asarray(rng.integers(0, 5, 3)))
+    assert len(steps) == env.time_limit + 1
+    for t, ts in enumerate(steps):
+        obs = ts.observation
+        assert obs.agents_view.shape == (3, len(FEATURE_NAMES))
+        assert obs.agents_view.dtype == jnp.float32
+        assert obs.global_state.shape == (3, env.global_state_dim)
+        assert obs.action_mask.shape == (3, 5) and obs.action_mask.dtype == jnp.bool_
+        assert obs.step_count.tolist() == [t] * 3
+        assert np.all(np.isfinite(obs.agents_view)) and np.all(np.isfinite(obs.global_state))
+        # Unit scale: every feature within a few units of zero.
+        assert np.abs(np.asarray(obs.agents_view)).max() <= 8.0
+        progress = obs.agents_view[:, FEATURE_NAMES.index("progress")]
+        np.testing.assert_allclose(progress, t / env.time_limit, rtol=1e-6)
+    assert steps[-1].last() and np.all(steps[-1].discount == 0)
+    assert all(np.all(ts.discount == 1) for ts in steps[1:-1])
+
+
+def test_log_lr_feature_tracks_the_rates(small_config, dataset):
+    env = make(small_config, dataset)
+    steps, state = rollout(env, jax.random.PRNGKey(0), lambda t: jnp.array([4, 2, 0]), lr0=0.01)
+    lrs = np.asarray(state.opt_state.learning_rates)
+    np.testing.assert_allclose(lrs, [0.01 * 2**5, 0.01, 0.01 * 0.5**5], rtol=1e-5)
+    view = steps[-1].observation.agents_view
+    np.testing.assert_allclose(view[:, FEATURE_NAMES.index("log_lr")], np.log10(lrs) / 4, rtol=1e-5)
+    np.testing.assert_allclose(view[:, FEATURE_NAMES.index("prev_action")], [1.0, 0.0, -1.0])
+
+
+def test_rates_are_clipped_to_bounds(small_config, dataset):
+    env = make(small_config, dataset, lr_bounds=[1e-3, 0.05])
+    _, state = rollout(env, jax.random.PRNGKey(0), lambda t: jnp.array([4, 0, 2]), lr0=0.01)
+    np.testing.assert_allclose(state.opt_state.learning_rates, [0.05, 1e-3, 0.01], rtol=1e-6)
+
+
+def test_rewards_telescope_to_log_ratio_of_validation_losses(small_config, dataset):
+    env = make(small_config, dataset)
+    rng = np.random.default_rng(3)
+    steps, state = rollout(env, jax.random.PRNGKey(2), lambda t: jnp.asarray(rng.integers(1, 4, 3)),
+                           lr0=0.05)
+    assert not bool(state.diverged)
+    rewards = np.stack([np.asarray(ts.reward) for ts in steps[1:]])
+    assert np.all(rewards == rewards[:, :1])  # shared by the team
+    l0, lt = float(steps[0].extras["val_loss"]), float(steps[-1].extras["val_loss"])
+    np.testing.assert_allclose(rewards[:, 0].sum(), np.log(l0 / lt), rtol=1e-4, atol=1e-5)
+    assert lt < l0  # the task is learnable: training at a sane rate lowers the loss
+
+
+def test_final_only_and_accuracy_rewards(small_config, dataset):
+    final_env = make(small_config, dataset, reward="final_log_val_loss_drop")
+    steps, _ = rollout(final_env, jax.random.PRNGKey(2), lambda t: jnp.full(3, KEEP), lr0=0.05)
+    rewards = np.stack([np.asarray(ts.reward) for ts in steps[1:]])
+    assert np.all(rewards[:-1] == 0)
+    l0, lt = float(steps[0].extras["val_loss"]), float(steps[-1].extras["val_loss"])
+    np.testing.assert_allclose(rewards[-1], np.log(l0 / lt), rtol=1e-4)
+
+    acc_env = make(small_config, dataset, reward="val_accuracy_gain")
+    steps, _ = rollout(acc_env, jax.random.PRNGKey(2), lambda t: jnp.full(3, KEEP), lr0=0.05)
+    total = sum(float(ts.reward[0]) for ts in steps[1:])
+    gain = float(steps[-1].extras["val_accuracy"] - steps[0].extras["val_accuracy"])
+    np.testing.assert_allclose(total, gain, atol=1e-5)
+
+
+def test_counterfactual_rewards_are_per_agent(small_config, dataset):
+    env = make(small_config, dataset, reward="counterfactual_log_val_loss_drop")
+    state, _ = env.reset_with_lr0(jax.random.PRNGKey(0), 0.05)
+    # Agent 0 keeps its rate, so its counterfactual is the actual run: reward 0.
+    # Agent 2 halves its rate; its reward is the loss of (agent 2 keeps) against the actual loss.
+    _, ts = jax.jit(env.step)(state, jnp.array([KEEP, 4, 0]))
+    assert ts.reward.shape == (3,)
+    np.testing.assert_allclose(ts.reward[0], 0.0, atol=1e-5)
+    cf_state, _ = jax.jit(env.step)(state, jnp.array([KEEP, 4, KEEP]))
+    expected = np.log(float(cf_state.val_loss)) - np.log(float(ts.extras["val_loss"]))
+    np.testing.assert_allclose(ts.reward[2], expected, rtol=1e-4, atol=1e-6)
+    assert abs(float(ts.reward[1])) > 0
+
+
+def test_keep_actions_reproduce_constant_sgd_exactly(small_config, dataset):
+    env = make(small_config, dataset)
+    key, lr0 = jax.random.PRNGKey(7), 0.03
+    _, state = rollout(env, key, lambda t: jnp.full(3, KEEP), lr0=lr0)
+
+    task = env.task
+    init_key, data_key, _ = episode_keys(key)
+    params = task.init_params(init_key)
+    sgd = optax.sgd(lr0)
+    total = env.steps_per_decision * env.time_limit
+    ref, _, _ = jax.jit(lambda p: train_steps(task, sgd, p, sgd.init(p), data_key, 0, total))(params)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_keep_actions_with_momentum_match_optax_sgd_momentum(small_config, dataset):
+    cfg = validate(merge(small_config, {"task": {"momentum": 0.9}}))
+    env = make_env(cfg, dataset)
+    key, lr0 = jax.random.PRNGKey(7), 0.01
+    _, state = rollout(env, key, lambda t: jnp.full(3, KEEP), lr0=lr0)
+    init_key, data_key, _ = episode_keys(key)
+    params = env.task.init_params(init_key)
+    sgd = optax.sgd(lr0, momentum=0.9)
+    total = env.steps_per_decision * env.time_limit
+    ref, _, _ = jax.jit(lambda p: train_steps(env.task, sgd, p, sgd.init(p), data_key, 0, total))(
+        params)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _assert_all_finite(tree):
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+            assert np.all(np.isfinite(leaf)), "a non-finite value left the environment"
+
+
+def test_huge_initial_rate_ends_the_episode_cleanly(small_config, dataset):
+    # Bounds wide enough that a rate of 1e3 is really used: the inner training blows up.
+    env = make(small_config, dataset, lr_bounds=[1e-6, 1e4])
+    steps, state = rollout(env, jax.random.PRNGKey(0), lambda t: jnp.full(3, KEEP), lr0=1e3)
+    last = steps[-1]
+    assert last.last() and len(steps) == 2  # terminated on the first decision
+    assert bool(last.extras["diverged"]) and bool(state.diverged)
+    np.testing.assert_allclose(last.reward, -env.divergence_penalty)
+    assert np.all(last.discount == 0)
+    _assert_all_finite((state, last))
+    # The kept state is the last finite one: the initial weights and observation.
+    np.testing.assert_array_equal(last.observation.agents_view, steps[0].observation.agents_view)
+
+
+def test_initial_rate_outside_the_bounds_is_clipped_and_stays_finite(small_config, dataset):
+    env = make(small_config, dataset)  # default bounds: 1e-6 .. 10
+    steps, state = rollout(env, jax.random.PRNGKey(0), lambda t: jnp.full(3, 4), lr0=1e3)
+    np.testing.assert_allclose(steps[0].extras["learning_rates"], 10.0)
+    assert steps[-1].last()
+    _assert_all_finite((state, steps))
+
+
+def test_vmap_over_envs_equals_single_runs(small_config, dataset):
+    env = make(small_config, dataset)
+    keys = jax.random.split(jax.random.PRNGKey(11), 8)
+    actions = jax.random.randint(jax.random.PRNGKey(12), (env.time_limit, 8, 3), 0, 5)
+
+    def episode(key, acts):
+        state, ts = env.reset(key)
+        def body(state, a):
+            state, ts = env.step(state, a)
+            return state, (ts.reward, ts.observation.agents_view)
+        return jax.lax.scan(body, state, acts)
+
+    batched_state, (batched_r, batched_obs) = jax.jit(jax.vmap(episode, in_axes=(0, 1)))(
+        keys, actions)
+    single = jax.jit(episode)
+    for i in range(8):
+        state, (r, obs) = single(keys[i], actions[:, i])
+        np.testing.assert_allclose(batched_r[i], r, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(batched_obs[i], obs, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(batched_state.val_loss[i], state.val_loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize("network,agents", [
+    ({"kind": "mlp", "depth": 5, "width": 32}, 5),
+    ({"kind": "mlp", "depth": 8, "width": 16}, 8),
+    ({"kind": "mlp", "depth": 3, "width": 128}, 3),
+    ({"kind": "cnn1d", "channels": [8, 8], "kernel_size": 5}, 3),
+])
+def test_bigger_networks_change_agent_count_not_feature_width(small_config, dataset, network,
+                                                              agents):
+    cfg = validate(merge(small_config, {"task": {"network": network}}))
+    env = make_env(cfg, dataset)
+    small = make(small_config, dataset)
+    assert env.num_agents == agents
+    state, ts = env.reset(jax.random.PRNGKey(0))
+    _, ts = jax.jit(env.step)(state, jnp.full(agents, KEEP))
+    assert ts.observation.agents_view.shape == (agents, small.num_features)
+    assert ts.observation.global_state.shape == (agents, small.global_state_dim)
+    depth = ts.observation.agents_view[:, FEATURE_NAMES.index("relative_depth")]
+    np.testing.assert_allclose(depth, np.linspace(0, 1, agents), rtol=1e-6)
+
+
+def test_initial_rates_are_drawn_log_uniformly_from_the_training_range(small_config, dataset):
+    env = make(small_config, dataset)
+    lr0 = jax.vmap(lambda k: env.reset(k)[0].lr0)(jax.random.split(jax.random.PRNGKey(0), 2000))
+    lr0 = np.log10(np.asarray(lr0))
+    assert lr0.min() >= -3 - 1e-6 and lr0.max() <= -1 + 1e-6
+    assert abs(lr0.mean() - (-2.0)) < 0.05  # log-uniform: the mean of log10 is the midpoint
+
+
+def test_bad_environment_arguments_are_rejected(small_config, dataset):
+    task = make_task(small_config, dataset)
+    with pytest.raises(ValueError, match="unknown reward"):
+        GannoEnv(task, reward="accuracy")
+    with pytest.raises(ValueError, match="empty"):
+        GannoEnv(task, actions=())
+    with pytest.raises(ValueError, match="keep action"):
+        GannoEnv(task, actions=(0.5, 2.0), reward="counterfactual_log_val_loss_drop")
