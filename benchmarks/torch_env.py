@@ -117,9 +117,9 @@ class TorchGannoEnv:
     ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"reward {reward!r} is not implemented here; choose one of {REWARDS}")
-        self.x_train = torch.as_tensor(np.asarray(x_train, np.float32))
-        self.y_train = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
-        xv, yv = np.asarray(x_val, np.float32), np.asarray(y_val)
+        self.x_train = torch.from_numpy(np.array(x_train, np.float32))
+        self.y_train = torch.as_tensor(np.array(y_train), dtype=torch.long)
+        xv, yv = np.array(x_val, np.float32), np.array(y_val)
         if val_subset is not None:
             xv, yv = xv[:val_subset], yv[:val_subset]
         self.x_val, self.y_val = torch.as_tensor(xv), torch.as_tensor(yv, dtype=torch.long)

@@ -23,8 +23,16 @@ def synthetic_dataset(n_train=512, n_val=256, features=40, classes=10, seed=0):
     x_train, y_train = draw(n_train)
     x_val, y_val = draw(n_val)
     x_test, y_test = draw(n_val)
-    return SimpleNamespace(name="synthetic", x_train=x_train, y_train=y_train, x_val=x_val,
-                           y_val=y_val, x_test=x_test, y_test=y_test, num_classes=classes)
+    return SimpleNamespace(
+        name="synthetic",
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=classes,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +43,9 @@ def dataset():
 @pytest.fixture(scope="session")
 def small_config():
     """The default config shrunk: 3-layer MLP of width 32, 5 decisions of 10 steps."""
-    return validate({
-        "task": {"network": {"kind": "mlp", "depth": 3, "width": 32}, "batch_size": 32},
-        "env": {"steps_per_decision": 10, "num_decisions": 5},
-    })
+    return validate(
+        {
+            "task": {"network": {"kind": "mlp", "depth": 3, "width": 32}, "batch_size": 32},
+            "env": {"steps_per_decision": 10, "num_decisions": 5},
+        }
+    )

@@ -86,8 +86,9 @@ def test_rates_are_clipped_to_bounds(small_config, dataset):
 def test_rewards_telescope_to_log_ratio_of_validation_losses(small_config, dataset):
     env = make(small_config, dataset)
     rng = np.random.default_rng(3)
-    steps, state = rollout(env, jax.random.PRNGKey(2), lambda t: jnp.asarray(rng.integers(1, 4, 3)),
-                           lr0=0.05)
+    steps, state = rollout(
+        env, jax.random.PRNGKey(2), lambda t: jnp.asarray(rng.integers(1, 4, 3)), lr0=0.05
+    )
     assert not bool(state.diverged)
     rewards = np.stack([np.asarray(ts.reward) for ts in steps[1:]])
     assert np.all(rewards == rewards[:, :1])  # shared by the team
@@ -135,7 +136,9 @@ def test_keep_actions_reproduce_constant_sgd_exactly(small_config, dataset):
     params = task.init_params(init_key)
     sgd = optax.sgd(lr0)
     total = env.steps_per_decision * env.time_limit
-    ref, _, _ = jax.jit(lambda p: train_steps(task, sgd, p, sgd.init(p), data_key, 0, total))(params)
+    ref, _, _ = jax.jit(lambda p: train_steps(task, sgd, p, sgd.init(p), data_key, 0, total))(
+        params
+    )
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -150,7 +153,8 @@ def test_keep_actions_with_momentum_match_optax_sgd_momentum(small_config, datas
     sgd = optax.sgd(lr0, momentum=0.9)
     total = env.steps_per_decision * env.time_limit
     ref, _, _ = jax.jit(lambda p: train_steps(env.task, sgd, p, sgd.init(p), data_key, 0, total))(
-        params)
+        params
+    )
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -190,13 +194,16 @@ def test_vmap_over_envs_equals_single_runs(small_config, dataset):
 
     def episode(key, acts):
         state, ts = env.reset(key)
+
         def body(state, a):
             state, ts = env.step(state, a)
             return state, (ts.reward, ts.observation.agents_view)
+
         return jax.lax.scan(body, state, acts)
 
     batched_state, (batched_r, batched_obs) = jax.jit(jax.vmap(episode, in_axes=(0, 1)))(
-        keys, actions)
+        keys, actions
+    )
     single = jax.jit(episode)
     for i in range(8):
         state, (r, obs) = single(keys[i], actions[:, i])
@@ -205,14 +212,18 @@ def test_vmap_over_envs_equals_single_runs(small_config, dataset):
         np.testing.assert_allclose(batched_state.val_loss[i], state.val_loss, rtol=1e-5)
 
 
-@pytest.mark.parametrize("network,agents", [
-    ({"kind": "mlp", "depth": 5, "width": 32}, 5),
-    ({"kind": "mlp", "depth": 8, "width": 16}, 8),
-    ({"kind": "mlp", "depth": 3, "width": 128}, 3),
-    ({"kind": "cnn1d", "channels": [8, 8], "kernel_size": 5}, 3),
-])
-def test_bigger_networks_change_agent_count_not_feature_width(small_config, dataset, network,
-                                                              agents):
+@pytest.mark.parametrize(
+    "network,agents",
+    [
+        ({"kind": "mlp", "depth": 5, "width": 32}, 5),
+        ({"kind": "mlp", "depth": 8, "width": 16}, 8),
+        ({"kind": "mlp", "depth": 3, "width": 128}, 3),
+        ({"kind": "cnn1d", "channels": [8, 8], "kernel_size": 5}, 3),
+    ],
+)
+def test_bigger_networks_change_agent_count_not_feature_width(
+    small_config, dataset, network, agents
+):
     cfg = validate(merge(small_config, {"task": {"network": network}}))
     env = make_env(cfg, dataset)
     small = make(small_config, dataset)

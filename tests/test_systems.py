@@ -106,8 +106,9 @@ def test_vmapped_seeds_equal_separate_runs(name):
     run = scan_updates(update_fn, 3)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)])
     both, both_metrics = jax.jit(jax.vmap(run))(jax.jit(jax.vmap(init_fn))(keys))
+    init_one, run_one = jax.jit(init_fn), jax.jit(run)
     for i, seed in enumerate((0, 1)):
-        alone, alone_metrics = jax.jit(run)(jax.jit(init_fn)(jax.random.PRNGKey(seed)))
+        alone, alone_metrics = run_one(init_one(jax.random.PRNGKey(seed)))
         for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(both.params), strict=True):
             np.testing.assert_allclose(a, b[i], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(

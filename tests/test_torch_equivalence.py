@@ -240,7 +240,7 @@ def test_eager_torch_environment_follows_the_same_definitions(task):
     env = GannoEnv(task, steps_per_decision=k, num_decisions=decisions)
     key = jax.random.PRNGKey(11)
     init_key, data_key, _ = episode_keys(key)
-    state, ts = env.reset_with_lr0(key, lr0)
+    state, ts = jax.jit(lambda kk: env.reset_with_lr0(kk, lr0))(key)
     indices = np.asarray(jax.vmap(lambda s: task.batch_indices(data_key, s))(
         jnp.arange(k * decisions)))
     tenv = torch_env.TorchGannoEnv(

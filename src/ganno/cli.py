@@ -47,23 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganno", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data_p = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",
-                                                                    required=True)
+    data_p = sub.add_parser("data", help="datasets").add_subparsers(
+        dest="data_command", required=True
+    )
     prep = data_p.add_parser("prepare", help="build a dataset's fixed splits as .npz + manifest")
     prep.add_argument("name", help="mnist1d, digits, mnist or fashion_mnist")
     prep.add_argument("--config", type=Path, help="take root/val_fraction/split_seed from here")
     prep.add_argument("--root", help="data folder (default: data)")
     prep.add_argument("--val-fraction", type=float)
     prep.add_argument("--split-seed", type=int)
-    prep.add_argument("--download", action="store_true",
-                      help="fetch missing MNIST/Fashion-MNIST files (needs internet)")
+    prep.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch missing MNIST/Fashion-MNIST files (needs internet)",
+    )
     prep.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    prep.add_argument("--no-verify", action="store_true",
-                      help="accept MNIST files whose SHA-256 differs from the published one")
+    prep.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="accept MNIST files whose SHA-256 differs from the published one",
+    )
     prep.set_defaults(func=_cmd_data_prepare)
 
-    cfg_p = sub.add_parser("config", help="configs").add_subparsers(dest="config_command",
-                                                                    required=True)
+    cfg_p = sub.add_parser("config", help="configs").add_subparsers(
+        dest="config_command", required=True
+    )
     check = cfg_p.add_parser("check", help="validate a config and print it with defaults filled")
     check.add_argument("config", type=Path)
     check.add_argument("--out", type=Path, help="write the resolved config here instead")

@@ -106,7 +106,8 @@ def _describe(error: jsonschema.ValidationError, root: Mapping[str, Any]) -> str
         "exclusiveMaximum": "<",
     }
     if kind in bounds:
-        return f"'{key}' = {value!r} is out of range; it must be {bounds[kind]} {error.validator_value}"
+        limit = f"{bounds[kind]} {error.validator_value}"
+        return f"'{key}' = {value!r} is out of range; it must be {limit}"
     if kind in ("minItems", "maxItems"):
         return f"'{key}' = {value!r} has {len(value)} item(s); {kind} is {error.validator_value}"
     return f"'{key}' = {value!r}: {error.message}"
@@ -125,9 +126,11 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
 
 
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults into a copy of ``config`` and check it; raise ConfigError naming every problem."""
+    """Fill defaults into a copy of ``config`` and check it; a ConfigError names each problem."""
     if not isinstance(config, Mapping):
-        raise ConfigError(f"a config must be a mapping of keys to values, not {type(config).__name__}")
+        raise ConfigError(
+            f"a config must be a mapping of keys to values, not {type(config).__name__}"
+        )
     schema = load_schema()
     filled = _fill_defaults(schema, copy.deepcopy(dict(config)), schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -141,7 +144,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
-    """Read a YAML config (the defaults if ``path`` is None), apply nested ``overrides``, validate."""
+    """Read a YAML config (defaults if ``path`` is None), apply nested ``overrides``, validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -157,7 +160,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         return validate(raw)
     except ConfigError as exc:
         where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"{exc}".replace("invalid configuration", f"invalid configuration{where}"))
+        message = str(exc).replace("invalid configuration", f"invalid configuration{where}")
+        raise ConfigError(message) from None
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def per_layer(fn, *trees: Any) -> jnp.ndarray:
 
 
 class GannoEnv(Environment):
-    """Cooperative multi-agent learning-rate control of an inner network (jumanji ``Environment``)."""
+    """Cooperative multi-agent learning-rate control of an inner network (a jumanji Environment)."""
 
     def __init__(
         self,
@@ -174,8 +174,10 @@ class GannoEnv(Environment):
         return 3 * len(POOLED_FEATURES) + len(GLOBAL_FEATURES)
 
     def __repr__(self) -> str:
-        return (f"GannoEnv(agents={self.num_agents}, actions={self.actions}, "
-                f"k={self.steps_per_decision}, H={self.num_decisions}, reward={self.reward_name})")
+        return (
+            f"GannoEnv(agents={self.num_agents}, actions={self.actions}, "
+            f"k={self.steps_per_decision}, H={self.num_decisions}, reward={self.reward_name})"
+        )
 
     @cached_property
     def observation_spec(self) -> specs.Spec:
@@ -224,15 +226,30 @@ class GannoEnv(Environment):
         zeros = jax.tree.map(jnp.zeros_like, params)
         init = (params, opt_state, zeros, jnp.zeros(self._num_agents), jnp.zeros(()))
         steps = start_step + jnp.arange(self.steps_per_decision)
-        (params, opt_state, grad_sum, sq_norm_sum, loss_sum), _ = jax.lax.scan(one_step, init, steps)
+        (params, opt_state, grad_sum, sq_norm_sum, loss_sum), _ = jax.lax.scan(
+            one_step, init, steps
+        )
         k = self.steps_per_decision
         mean_grad = jax.tree.map(lambda g: g / k, grad_sum)
         return params, opt_state, mean_grad, sq_norm_sum / k, loss_sum / k
 
     # ------------------------------------------------------------------ observations
-    def _observe(self, *, learning_rates, mean_grad, prev_mean_grad, mean_sq_grad_norm, params,
-                 prev_params, train_loss, val_loss, prev_train_loss, prev_val_loss, step_count,
-                 prev_log2_factor):
+    def _observe(
+        self,
+        *,
+        learning_rates,
+        mean_grad,
+        prev_mean_grad,
+        mean_sq_grad_norm,
+        params,
+        prev_params,
+        train_loss,
+        val_loss,
+        prev_train_loss,
+        prev_val_loss,
+        step_count,
+        prev_log2_factor,
+    ):
         grad_sq = per_layer(jnp.square, mean_grad)
         weight_sq = per_layer(jnp.square, params)
         update_sq = per_layer(lambda p, q: jnp.square(p - q), params, prev_params)
@@ -290,8 +307,13 @@ class GannoEnv(Environment):
             "learning_rates": state.opt_state.learning_rates,
             "lr0": state.lr0,
         }
-        return TimeStep(step_type=step_type, reward=reward, discount=discount,
-                        observation=observation, extras=extras)
+        return TimeStep(
+            step_type=step_type,
+            reward=reward,
+            discount=discount,
+            observation=observation,
+            extras=extras,
+        )
 
     # ------------------------------------------------------------------ protocol
     def sample_lr0(self, key: jax.Array) -> jnp.ndarray:
@@ -321,20 +343,40 @@ class GannoEnv(Environment):
         n = self._num_agents
         grad_sq = per_layer(jnp.square, grads)
         view = self._observe(
-            learning_rates=opt_state.learning_rates, mean_grad=grads, prev_mean_grad=grads,
-            mean_sq_grad_norm=grad_sq, params=params, prev_params=params, train_loss=train_loss,
-            val_loss=val_loss, prev_train_loss=train_loss, prev_val_loss=val_loss,
-            step_count=0, prev_log2_factor=jnp.zeros((n,)),
+            learning_rates=opt_state.learning_rates,
+            mean_grad=grads,
+            prev_mean_grad=grads,
+            mean_sq_grad_norm=grad_sq,
+            params=params,
+            prev_params=params,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            prev_train_loss=train_loss,
+            prev_val_loss=val_loss,
+            step_count=0,
+            prev_log2_factor=jnp.zeros((n,)),
         )
         view = view.at[:, _F["grad_cosine"]].set(0.0).at[:, _F["log_grad_noise"]].set(0.0)
         state = EnvState(
-            params=params, opt_state=opt_state, data_key=data_key,
-            step_count=jnp.zeros((), jnp.int32), prev_mean_grad=grads, train_loss=train_loss,
-            val_loss=val_loss, val_accuracy=val_accuracy, initial_val_loss=val_loss, lr0=lr0,
-            agents_view=view, diverged=jnp.zeros((), bool),
+            params=params,
+            opt_state=opt_state,
+            data_key=data_key,
+            step_count=jnp.zeros((), jnp.int32),
+            prev_mean_grad=grads,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            initial_val_loss=val_loss,
+            lr0=lr0,
+            agents_view=view,
+            diverged=jnp.zeros((), bool),
         )
-        timestep = self._timestep(state, jnp.zeros((n,), jnp.float32),
-                                  jnp.asarray(StepType.FIRST, jnp.int8), jnp.ones((n,), jnp.float32))
+        timestep = self._timestep(
+            state,
+            jnp.zeros((n,), jnp.float32),
+            jnp.asarray(StepType.FIRST, jnp.int8),
+            jnp.ones((n,), jnp.float32),
+        )
         return state, timestep
 
     def step(self, state: EnvState, action: jnp.ndarray) -> tuple[EnvState, TimeStep]:
@@ -351,10 +393,17 @@ class GannoEnv(Environment):
         val_loss, val_accuracy = self._val_metrics(params)
         step_count = state.step_count + 1
         view = self._observe(
-            learning_rates=learning_rates, mean_grad=mean_grad, prev_mean_grad=state.prev_mean_grad,
-            mean_sq_grad_norm=mean_sq, params=params, prev_params=state.params,
-            train_loss=train_loss, val_loss=val_loss, prev_train_loss=state.train_loss,
-            prev_val_loss=state.val_loss, step_count=step_count,
+            learning_rates=learning_rates,
+            mean_grad=mean_grad,
+            prev_mean_grad=state.prev_mean_grad,
+            mean_sq_grad_norm=mean_sq,
+            params=params,
+            prev_params=state.params,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            prev_train_loss=state.train_loss,
+            prev_val_loss=state.val_loss,
+            step_count=step_count,
             prev_log2_factor=self._log2_factors[action],
         )
         finite = jnp.isfinite(val_loss) & jnp.isfinite(train_loss)
@@ -420,8 +469,9 @@ class GannoEnv(Environment):
         return jnp.clip(diff, -10.0, 10.0)
 
 
-def make_env(config: Mapping[str, Any], dataset: Any | None = None,
-             task: InnerTask | None = None) -> GannoEnv:
+def make_env(
+    config: Mapping[str, Any], dataset: Any | None = None, task: InnerTask | None = None
+) -> GannoEnv:
     """The environment a validated config describes (``task`` and ``env`` blocks)."""
     task = task if task is not None else make_task(config, dataset)
     env_cfg, task_cfg = config["env"], config["task"]

@@ -52,11 +52,17 @@ def make_network(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
     """Build the network a config's ``task.network`` block describes."""
     kind = spec.get("kind", "mlp")
     if kind == "mlp":
-        return MLP(depth=int(spec.get("depth", 3)), width=int(spec.get("width", 64)),
-                   num_classes=num_classes)
+        return MLP(
+            depth=int(spec.get("depth", 3)),
+            width=int(spec.get("width", 64)),
+            num_classes=num_classes,
+        )
     if kind == "cnn1d":
-        return CNN1D(channels=tuple(int(c) for c in spec.get("channels", (16, 32))),
-                     kernel_size=int(spec.get("kernel_size", 5)), num_classes=num_classes)
+        return CNN1D(
+            channels=tuple(int(c) for c in spec.get("channels", (16, 32))),
+            kernel_size=int(spec.get("kernel_size", 5)),
+            num_classes=num_classes,
+        )
     raise ValueError(f"unknown network kind {kind!r}; choose 'mlp' or 'cnn1d'")
 
 

@@ -1,4 +1,4 @@
-"""Layerwise SGD as an optax transformation: one learning rate (and momentum, weight decay) per layer.
+"""Layerwise SGD as an optax transformation: a learning rate (momentum, weight decay) per layer.
 
 The per-layer hyperparameters live in the optimiser state, so an agent changes them between steps
 with ``state._replace(learning_rates=...)`` and the update stays a pure, jittable function.
@@ -30,9 +30,9 @@ def layerwise_sgd(
     """SGD whose step of layer ``i`` is ``-lr[i] * buf[i]``, ``buf = mu[i] * buf + g + wd[i] * w``.
 
     This is PyTorch's ``torch.optim.SGD`` rule (no dampening, no Nesterov) with one parameter group
-    per layer. ``momentum=None`` / ``weight_decay=None`` leave those terms out of the compiled update
-    altogether (pass 0.0 to keep them switchable at run time). Parameters must be a mapping of
-    ``layer_{i}`` entries, as built by :mod:`ganno.networks`.
+    per layer. ``momentum=None`` / ``weight_decay=None`` leave those terms out of the compiled
+    update altogether (pass 0.0 to keep them switchable at run time). Parameters must be a mapping
+    of ``layer_{i}`` entries, as built by :mod:`ganno.networks`.
     """
     use_momentum = momentum is not None
     use_weight_decay = weight_decay is not None
@@ -48,13 +48,14 @@ def layerwise_sgd(
             raise ValueError("layerwise_sgd with weight decay needs the parameters in update()")
         updates, trace = {}, {}
         for i, key in enumerate(layer_keys(grads)):
+            lr, mu, wd = state.learning_rates[i], state.momentum[i], state.weight_decay[i]
             g = grads[key]
             if use_weight_decay:
-                g = jax.tree.map(lambda g_, p_: g_ + state.weight_decay[i] * p_, g, params[key])
+                g = jax.tree.map(lambda g_, p_, wd=wd: g_ + wd * p_, g, params[key])
             if use_momentum:
-                g = jax.tree.map(lambda t_, g_: state.momentum[i] * t_ + g_, state.trace[key], g)
+                g = jax.tree.map(lambda t_, g_, mu=mu: mu * t_ + g_, state.trace[key], g)
                 trace[key] = g
-            updates[key] = jax.tree.map(lambda g_: -state.learning_rates[i] * g_, g)
+            updates[key] = jax.tree.map(lambda g_, lr=lr: -lr * g_, g)
         return updates, state._replace(trace=trace if use_momentum else ())
 
     return optax.GradientTransformation(init, update)
