@@ -125,6 +125,39 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_generalisation_tasks(config: Mapping[str, Any]) -> list[str]:
+    problems, seen = [], set()
+    for i, spec in enumerate(config.get("evaluation", {}).get("generalisation_tasks", [])):
+        if spec["name"] in seen:
+            problems.append(
+                f"'evaluation.generalisation_tasks.{i}.name' = {spec['name']!r} "
+                "is used twice; task names must be unique"
+            )
+        seen.add(spec["name"])
+        try:
+            generalisation_config(config, spec["name"])
+        except ConfigError as exc:
+            detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
+            problems.append(
+                f"'evaluation.generalisation_tasks.{i}' ({spec['name']}) gives an "
+                f"invalid task: {detail.strip()}"
+            )
+    return problems
+
+
+def generalisation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The full config of generalisation task ``name``: the meta-training config with that task's
+    ``task``/``env`` overrides applied, validated like any config."""
+    tasks = {t["name"]: t for t in config["evaluation"]["generalisation_tasks"]}
+    if name not in tasks:
+        raise ConfigError(f"no generalisation task {name!r}; configured: {sorted(tasks)}")
+    spec = tasks[name]
+    overrides = {k: spec[k] for k in ("task", "env") if k in spec}
+    merged = merge(config, overrides)
+    merged["evaluation"] = {**merged["evaluation"], "generalisation_tasks": []}
+    return validate(merged)
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill defaults into a copy of ``config`` and check it; a ConfigError names each problem."""
     if not isinstance(config, Mapping):
@@ -137,7 +170,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e, schema) for e in errors]
     if not problems:
-        problems = _check_semantics(filled)
+        problems = _check_semantics(filled) + _check_generalisation_tasks(filled)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return filled

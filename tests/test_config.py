@@ -1,0 +1,121 @@
+"""Config validation: every bad value fails at load with a message naming key, value and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganno.cli import main
+from ganno.config import ConfigError, generalisation_config, load_config, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(ROOT / "config" / name)
+    assert cfg["task"]["dataset"] == "mnist1d"
+    assert cfg["env"]["actions"] == [0.5, 0.8, 1.0, 1.25, 2.0]
+
+
+def test_defaults_are_filled_and_match_the_design():
+    cfg = validate({})
+    assert cfg["task"]["network"] == {
+        "kind": "mlp",
+        "depth": 3,
+        "width": 64,
+        "channels": [16, 32],
+        "kernel_size": 5,
+    }
+    assert (cfg["env"]["steps_per_decision"], cfg["env"]["num_decisions"]) == (50, 40)
+    assert cfg["env"]["lr0_range"] == [1e-3, 1e-1] and cfg["env"]["lr_bounds"] == [1e-6, 10.0]
+    assert cfg["env"]["reward"] == "log_val_loss_drop"
+    mt = cfg["meta_train"]
+    assert (mt["num_envs"], mt["ppo_epochs"], mt["num_minibatches"]) == (16, 4, 2)
+    assert (mt["gamma"], mt["gae_lambda"], mt["clip_eps"]) == (0.99, 0.95, 0.2)
+
+
+@pytest.mark.parametrize(
+    "bad,expected",
+    [
+        ({"envv": {}}, "unknown key 'envv' (did you mean 'env'?)"),
+        ({"task": {"network": {"widht": 8}}}, "unknown key 'widht' (did you mean 'width'?)"),
+        (
+            {"env": {"steps_per_decision": "fifty"}},
+            "'env.steps_per_decision' = 'fifty' has the wrong",
+        ),
+        ({"env": {"lr0_range": [-0.1, 0.1]}}, "'env.lr0_range.0' = -0.1 is out of range"),
+        ({"env": {"actions": []}}, "'env.actions' = [] has 0 item(s)"),
+        ({"env": {"lr0_range": [0.1, 0.001]}}, "'env.lr0_range' = [0.1, 0.001] is an inverted"),
+        (
+            {"env": {"lr_bounds": [1.0, 1.0]}},
+            "'env.lr_bounds' = [1.0, 1.0] is an inverted or empty",
+        ),
+        (
+            {"task": {"network": {"depth": 0}}},
+            "'task.network.depth' = 0 is out of range; it must be >= 1",
+        ),
+        (
+            {"task": {"dataset": "cifar10"}},
+            "'task.dataset' = 'cifar10' is not allowed; choose one of",
+        ),
+        ({"env": {"reward": "loss"}}, "'env.reward' = 'loss' is not allowed"),
+        (
+            {"meta_train": {"algorithms": ["dqn"]}},
+            "'meta_train.algorithms.0' = 'dqn' is not allowed",
+        ),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(bad, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(bad)
+    assert expected in str(info.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate({"task": {"batch_size": 0}, "env": {"num_decisions": -1}})
+    message = str(info.value)
+    assert "task.batch_size" in message and "env.num_decisions" in message
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("env:\n  lr0_range: [1e-4, 1e-2]\n")
+    assert load_config(path)["env"]["lr0_range"] == [1e-4, 1e-2]
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_the_file_name_is_in_the_message(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("env:\n  num_decisions: 0\n")
+    with pytest.raises(ConfigError, match=r"in .*mine\.yaml"):
+        load_config(path)
+
+
+def test_generalisation_tasks_are_full_valid_configs():
+    cfg = validate({})
+    deep = generalisation_config(cfg, "mlp_depth8")
+    assert deep["task"]["network"]["depth"] == 8 and deep["task"]["network"]["width"] == 64
+    assert generalisation_config(cfg, "long_budget")["env"]["num_decisions"] == 160
+    with pytest.raises(ConfigError, match="no generalisation task 'nope'"):
+        generalisation_config(cfg, "nope")
+    with pytest.raises(ConfigError, match="unknown key 'datset'"):
+        validate({"evaluation": {"generalisation_tasks": [{"name": "x", "task": {"datset": 1}}]}})
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("env:\n  actions: []\n")
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "env.actions" in err and "Traceback" not in err
