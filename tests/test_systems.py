@@ -16,7 +16,7 @@ from ganno.types import Observation
 SYSTEMS = {"ippo": ippo, "mappo": mappo}
 
 
-def small_config(**meta_train):
+def tiny_config(**meta_train):
     settings = {
         "num_envs": 16,
         "rollout_length": 16,
@@ -89,7 +89,7 @@ def _train(system, cfg, num_updates, seed=0, env=None):
 @pytest.mark.parametrize("name", ["ippo", "mappo"])
 def test_reaches_near_the_optimum_of_the_coordination_game(name):
     env = CoordinationGame(num_agents=3, num_actions=3, time_limit=8)
-    _, metrics = _train(SYSTEMS[name], small_config(), 50, env=env)
+    _, metrics = _train(SYSTEMS[name], tiny_config(), 50, env=env)
     sums, counts = metrics["episode_sums"]["episode_return"], metrics["num_episodes"]
     first = float(sums[:5].sum() / counts[:5].sum())
     last = float(sums[-5:].sum() / counts[-5:].sum())
@@ -100,7 +100,7 @@ def test_reaches_near_the_optimum_of_the_coordination_game(name):
 @pytest.mark.parametrize("name", ["ippo", "mappo"])
 def test_vmapped_seeds_equal_separate_runs(name):
     system = SYSTEMS[name]
-    cfg = small_config(num_envs=4, rollout_length=8)
+    cfg = tiny_config(num_envs=4, rollout_length=8)
     env = CoordinationGame(num_agents=2, num_actions=3)
     init_fn, update_fn = system.make_learner(env, cfg)
     run = scan_updates(update_fn, 3)
@@ -127,6 +127,6 @@ def test_mappo_needs_a_global_state_and_minibatches_must_divide_the_batch():
             )
 
     with pytest.raises(ConfigError, match="global state"):
-        mappo.make_learner(NoGlobalState(), small_config())
+        mappo.make_learner(NoGlobalState(), tiny_config())
     with pytest.raises(ConfigError, match="num_minibatches"):
-        ippo.make_learner(CoordinationGame(), small_config(num_minibatches=3))
+        ippo.make_learner(CoordinationGame(), tiny_config(num_minibatches=3))

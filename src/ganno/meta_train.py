@@ -353,7 +353,9 @@ def meta_train(
     t_start = time.perf_counter()
     try:
         while update < num_updates:
-            n = min(chunk, num_updates - update)
+            # Chunks end on checkpoint updates, also after a resume with another checkpoint_every.
+            next_checkpoint = (update // mt["checkpoint_every"] + 1) * mt["checkpoint_every"]
+            n = min(chunk, num_updates - update, next_checkpoint - update)
             t_chunk = time.perf_counter()
             state, metrics = run_chunk(state, n)
             metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
