@@ -32,6 +32,107 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_meta_train(args: argparse.Namespace) -> int:
+    from ganno.data import load_from_config
+    from ganno.env import make_env
+    from ganno.meta_train import meta_train
+
+    cfg = load_config(args.config)
+    env = make_env(cfg, load_from_config(cfg))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    summary = meta_train(
+        env,
+        cfg,
+        args.algo,
+        args.seed,
+        args.out,
+        seeds_vmapped=seeds,
+        progress=not args.no_progress,
+        env_name="ganno",
+        task_name=cfg["task"]["dataset"],
+    )
+    print(
+        f"{args.algo}: {summary['updates']} updates, {summary['env_steps']} agent decisions; "
+        f"final mean return {summary['final_return']:.4f}; written to {summary['out_dir']}"
+    )
+    return 0
+
+
+def _run_config_of(policy_dir: Path) -> Path:
+    """The resolved config that a meta-training run wrote beside its policy."""
+    for candidate in (policy_dir.parent / "config.yaml", policy_dir.parent.parent / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no config.yaml beside the policy {policy_dir} (looked in its parent folders); "
+        "pass --config with the config the policy was trained with"
+    )
+
+
+def _cmd_run_policy(args: argparse.Namespace) -> int:
+    import json
+
+    import jax
+
+    from ganno.config import generalisation_config
+    from ganno.data import load_from_config
+    from ganno.env import make_env
+    from ganno.evaluate import keep_rate, play_episode
+    from ganno.policy import Policy
+
+    policy_dir = Path(args.policy)
+    policy = Policy.load(policy_dir)
+    cfg = load_config(args.config or _run_config_of(policy_dir))
+    if args.task != "train":
+        cfg = generalisation_config(cfg, args.task)
+    dataset = load_from_config(cfg)
+    env = make_env(cfg, dataset)
+    if args.controller == "policy":
+        act = lambda obs, key: policy.act(obs, key, greedy=not args.sample)  # noqa: E731
+    else:
+        act = keep_rate(env)
+    episode = jax.jit(
+        lambda key, lr0: play_episode(env, act, key, lr0, dataset.x_test, dataset.y_test)
+    )
+    t = jax.tree.map(lambda x: x.tolist(), episode(jax.random.PRNGKey(args.seed), args.lr0))
+    last = sum(t.active) - 1
+    record = {
+        "policy": str(policy_dir),
+        "controller": args.controller,
+        "task": args.task,
+        "dataset": cfg["task"]["dataset"],
+        "network": cfg["task"]["network"],
+        "lr0": args.lr0,
+        "seed": args.seed,
+        "steps_per_decision": env.steps_per_decision,
+        "num_agents": env.num_agents,
+        "decisions": [
+            {
+                "decision": d,
+                "step": d * env.steps_per_decision,
+                "learning_rates": t.learning_rates[d],
+                "train_loss": t.train_loss[d],
+                "val_loss": t.val_loss[d],
+                "val_accuracy": t.val_accuracy[d],
+            }
+            for d in range(last + 1)
+        ],
+        "diverged": t.diverged,
+        "final_val_loss": t.val_loss[last],
+        "final_val_accuracy": t.val_accuracy[last],
+        "test_loss": t.test_loss,
+        "test_accuracy": t.test_accuracy,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(
+        f"test loss {t.test_loss:.4f}, test accuracy {t.test_accuracy:.4f}"
+        f"{' (diverged)' if t.diverged else ''}; trajectory written to {out}"
+    )
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.out:
@@ -69,6 +170,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.set_defaults(func=_cmd_data_prepare)
 
+    mt = sub.add_parser("meta-train", help="meta-train IPPO or MAPPO agents on the config's task")
+    mt.add_argument("--config", type=Path, required=True)
+    mt.add_argument("--algo", choices=["ippo", "mappo"], required=True)
+    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument(
+        "--seeds", help="comma-separated seeds trained side by side (vmapped); replaces --seed"
+    )
+    mt.add_argument("--out", type=Path, required=True, help="run folder (rerun it to resume)")
+    mt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mt.set_defaults(func=_cmd_meta_train)
+
+    rp = sub.add_parser("run-policy", help="train an inner network with a policy in control")
+    rp.add_argument("--policy", type=Path, required=True, help="a policy folder (run/policy)")
+    rp.add_argument(
+        "--config", type=Path, help="config (default: the config.yaml the policy's run wrote)"
+    )
+    rp.add_argument(
+        "--task",
+        default="train",
+        help="'train' (the meta-training task) or a generalisation task's name",
+    )
+    rp.add_argument("--lr0", type=float, required=True, help="initial learning rate of all layers")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument(
+        "--controller",
+        choices=["policy", "constant"],
+        default="policy",
+        help="'constant' keeps lr0 throughout (the plain-SGD reference)",
+    )
+    rp.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
+    rp.add_argument("--out", type=Path, required=True, help="trajectory JSON to write")
+    rp.set_defaults(func=_cmd_run_policy)
+
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
         dest="config_command", required=True
     )
@@ -84,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as exc:
         print(f"ganno: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,185 @@
+"""The command line end to end on the tiny test config: meta-train, resume, run a policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ganno
+from ganno.cli import main
+from ganno.config import load_config, merge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    cfg = merge(
+        yaml.safe_load((ROOT / "config" / "test.yaml").read_text()),
+        {"data": {"root": str(tmp / "data")}},
+    )
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "ippo"
+    assert (
+        main(
+            [
+                "meta-train",
+                "--config",
+                str(tiny_config),
+                "--algo",
+                "ippo",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_meta_train_writes_a_complete_run(trained_run, tiny_config):
+    for name in ("config.yaml", "learning_curve.jsonl", "metrics.json", "policy/policy.json"):
+        assert (trained_run / name).is_file(), name
+    rows = [json.loads(line) for line in (trained_run / "learning_curve.jsonl").open()]
+    cfg = load_config(tiny_config)
+    mt = cfg["meta_train"]
+    per_update = mt["num_envs"] * mt["rollout_length"]
+    assert [r["env_steps"] for r in rows] == [per_update * (i + 1) for i in range(len(rows))]
+    assert len(rows) == mt["total_timesteps"] // per_update
+    for key in ("episode_return", "val_loss", "val_accuracy", "steps_per_second"):
+        assert key in rows[-1]
+    assert load_config(trained_run / "config.yaml") == cfg
+
+
+def test_rerunning_a_finished_run_resumes_instead_of_restarting(trained_run, tiny_config):
+    before = (trained_run / "learning_curve.jsonl").read_text()
+    assert (
+        main(
+            [
+                "meta-train",
+                "--config",
+                str(tiny_config),
+                "--algo",
+                "ippo",
+                "--seed",
+                "0",
+                "--out",
+                str(trained_run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (trained_run / "learning_curve.jsonl").read_text() == before
+
+
+def test_run_policy_writes_the_trajectory(trained_run, tmp_path):
+    policy = ganno.Policy.load(trained_run / "policy")
+    assert policy.config["network"]
+    out = tmp_path / "traj.json"
+    assert (
+        main(
+            [
+                "run-policy",
+                "--policy",
+                str(trained_run / "policy"),
+                "--lr0",
+                "0.02",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    record = json.loads(out.read_text())
+    cfg = load_config(trained_run / "config.yaml")
+    assert len(record["decisions"]) == cfg["env"]["num_decisions"] + 1
+    assert all(len(d["learning_rates"]) == 3 for d in record["decisions"])
+    assert record["decisions"][0]["learning_rates"] == pytest.approx([0.02] * 3)
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and record["diverged"] is False
+
+
+def test_run_policy_on_a_deeper_network(trained_run, tmp_path):
+    out = tmp_path / "deep.json"
+    assert (
+        main(
+            [
+                "run-policy",
+                "--policy",
+                str(trained_run / "policy"),
+                "--task",
+                "mlp_depth5",
+                "--lr0",
+                "0.02",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    record = json.loads(out.read_text())
+    assert record["num_agents"] == 5
+    assert all(len(d["learning_rates"]) == 5 for d in record["decisions"])
+
+
+def test_constant_controller_keeps_the_rate(trained_run, tmp_path):
+    out = tmp_path / "const.json"
+    assert (
+        main(
+            [
+                "run-policy",
+                "--policy",
+                str(trained_run / "policy"),
+                "--controller",
+                "constant",
+                "--lr0",
+                "0.05",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    record = json.loads(out.read_text())
+    for decision in record["decisions"]:
+        assert decision["learning_rates"] == pytest.approx([0.05] * 3)
+
+
+def test_clear_errors(tmp_path, capsys, tiny_config):
+    assert (
+        main(
+            [
+                "run-policy",
+                "--policy",
+                str(tmp_path / "missing"),
+                "--lr0",
+                "0.1",
+                "--out",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
+    assert "no saved policy" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta_train:\n  num_envs: 0\n")
+    assert (
+        main(["meta-train", "--config", str(bad), "--algo", "ippo", "--out", str(tmp_path / "r")])
+        == 2
+    )
+    assert "meta_train.num_envs" in capsys.readouterr().err
