@@ -1,0 +1,19 @@
+# ganno: `snakemake --cores all` regenerates every figure and table of the paper into paper/.
+# The rules call the `ganno` command line; no algorithm lives here. See README.md for the stages.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/meta_train.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

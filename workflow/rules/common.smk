@@ -1,0 +1,47 @@
+# Shared set-up: validate the config (ganno's messages first, then Snakemake's schema check),
+# write the resolved config once for the rules, and name the pipeline's final outputs.
+import json
+from pathlib import Path
+
+import yaml
+
+from ganno.config import ConfigError, generalisation_config
+from ganno.config import validate as ganno_validate
+
+try:
+    _resolved = ganno_validate(config)
+except ConfigError as exc:
+    raise ValueError(f"config error:\n{exc}") from None
+validate(config, "../schemas/config.schema.yaml")
+config.clear()
+config.update(_resolved)
+
+RESULTS = Path("results")
+LOGS = Path("logs")
+RESOLVED_CONFIG = str(RESULTS / "config.yaml")
+
+
+def _write_if_changed(path, text):
+    # Rewriting an unchanged file would bump its mtime and rerun everything downstream.
+    path = Path(path)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+_write_if_changed(RESOLVED_CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+META = config["meta_train"]
+ALGOS = META["algorithms"]
+SEEDS = META["seeds"]
+
+
+def section(*keys):
+    """A config section as a string: a rule's params, so editing it reruns that rule only."""
+    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+
+
+def final_outputs():
+    return expand(
+        "results/meta_train/{algo}/seed_{seed}/policy/policy.json", algo=ALGOS, seed=SEEDS
+    )

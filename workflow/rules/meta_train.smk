@@ -1,0 +1,23 @@
+def training_data(wildcards):
+    return rules.prepare_data.output.npz.format(dataset=config["task"]["dataset"])
+
+
+rule meta_train:
+    """IPPO / MAPPO agents meta-trained on the config's task; a killed run resumes."""
+    input:
+        training_data,
+    output:
+        policy="results/meta_train/{algo}/seed_{seed}/policy/policy.json",
+        curve="results/meta_train/{algo}/seed_{seed}/learning_curve.jsonl",
+    log:
+        "logs/meta_train/{algo}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/meta_train/{algo}_seed_{seed}.tsv"
+    threads: workflow.cores
+    params:
+        config=RESOLVED_CONFIG,
+        settings=section("seed", "task", "env", "meta_train"),
+        out="results/meta_train/{algo}/seed_{seed}",
+    shell:
+        "ganno meta-train --config {params.config} --algo {wildcards.algo} "
+        "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"
