@@ -32,6 +32,7 @@ def test_defaults_are_filled_and_match_the_design():
     assert cfg["env"]["lr0_range"] == [1e-3, 1e-1] and cfg["env"]["lr_bounds"] == [1e-6, 10.0]
     assert cfg["env"]["reward"] == "log_val_loss_drop"
     mt = cfg["meta_train"]
+    assert mt["total_timesteps"] == 102400
     assert (mt["num_envs"], mt["ppo_epochs"], mt["num_minibatches"]) == (16, 4, 2)
     assert (mt["gamma"], mt["gae_lambda"], mt["clip_eps"]) == (0.99, 0.95, 0.2)
 
