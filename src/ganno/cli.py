@@ -133,6 +133,60 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_csv(df, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)  # a killed run never leaves a half-written table
+
+
+def _skip_if_unavailable(cfg: dict, task: str, out: Path, columns) -> bool:
+    """Write an empty table with a note when a task's dataset is absent; True if skipped."""
+    import pandas as pd
+
+    from ganno.experiments import task_unavailable_reason
+
+    reason = task_unavailable_reason(cfg, task)
+    if reason is None:
+        return False
+    _write_csv(pd.DataFrame(columns=list(columns)), out)
+    Path(str(out) + ".skipped").write_text(reason + "\n")
+    print(f"skipped task {task!r}: {reason}", file=sys.stderr)
+    return True
+
+
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from ganno.experiments import COLUMNS, run_baselines
+
+    cfg = load_config(args.config)
+    if _skip_if_unavailable(cfg, args.task, args.out, COLUMNS):
+        return 0
+    methods = args.methods.split(",") if args.methods else None
+    df = run_baselines(cfg, args.task, methods)
+    _write_csv(df, args.out)
+    print(f"{len(df)} runs of {df['method'].nunique()} baselines on {args.task} -> {args.out}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ganno.experiments import COLUMNS, run_policy
+
+    cfg = load_config(args.config)
+    if _skip_if_unavailable(cfg, args.task, args.out, COLUMNS):
+        if args.schedules:
+            _write_csv(__import__("pandas").DataFrame(), args.schedules)
+        return 0
+    results, schedules = run_policy(
+        cfg, args.task, args.policy, args.name, args.meta_seed, greedy=not args.sample
+    )
+    _write_csv(results, args.out)
+    if args.schedules:
+        _write_csv(schedules, args.schedules)
+    print(f"{len(results)} runs of {args.name} on {args.task} -> {args.out}")
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.out:
@@ -202,6 +256,32 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
     rp.add_argument("--out", type=Path, required=True, help="trajectory JSON to write")
     rp.set_defaults(func=_cmd_run_policy)
+
+    bl = sub.add_parser("baselines", help="every baseline on a task over the lr0 grid")
+    bl.add_argument("--config", type=Path, required=True)
+    bl.add_argument(
+        "--task",
+        default="train",
+        help="'train' (the meta-training task) or a generalisation task's name",
+    )
+    bl.add_argument("--methods", help="comma-separated subset of the configured baselines")
+    bl.add_argument("--out", type=Path, required=True, help="results CSV")
+    bl.set_defaults(func=_cmd_baselines)
+
+    for name, helptext, default_task in (
+        ("sweep", "a trained policy from every lr0 of the grid (C2)", "train"),
+        ("generalise", "a trained policy, unchanged, on another task (C3)", None),
+    ):
+        sw = sub.add_parser(name, help=helptext)
+        sw.add_argument("--config", type=Path, required=True)
+        sw.add_argument("--policy", type=Path, required=True, help="a policy folder")
+        sw.add_argument("--name", required=True, help="method name in the table, e.g. ganno_ippo")
+        sw.add_argument("--meta-seed", type=int, default=-1, help="the policy's training seed")
+        sw.add_argument("--task", default=default_task, required=default_task is None)
+        sw.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
+        sw.add_argument("--out", type=Path, required=True, help="results CSV")
+        sw.add_argument("--schedules", type=Path, help="CSV of each layer's rate per decision")
+        sw.set_defaults(func=_cmd_sweep)
 
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
         dest="config_command", required=True

@@ -1,0 +1,100 @@
+"""How much of meta-training the agents cost: full IPPO/MAPPO updates against rolling out the same
+environments with random actions (same number of envs, same rollout length, auto-reset included).
+
+    python benchmarks/meta_train_overhead.py [--config config/config.yaml] [--updates 5]
+        [--json out.json]
+
+Compilation is excluded (one warm-up call); each figure is the median of ``--repeats`` timed calls.
+Target (issue 3): meta-training runs at >= 0.75 x the random-rollout decisions per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+
+from ganno.config import load_config
+from ganno.data import load_from_config
+from ganno.env import make_env
+from ganno.systems import ippo, mappo
+from ganno.systems.anakin import scan_updates
+from ganno.systems.wrappers import wrap
+
+
+def median_seconds(fn, arg, repeats):
+    jax.block_until_ready(fn(arg))  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(arg))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_rollout(env, num_envs, length, updates):
+    wrapped = wrap(env)
+
+    def run(key):
+        states, timesteps = jax.vmap(wrapped.reset)(jax.random.split(key, num_envs))
+
+        def one(carry, k):
+            states = carry
+            actions = jax.random.randint(k, (num_envs, env.num_agents), 0, env.action_dim)
+            states, _ = jax.vmap(wrapped.step)(states, actions)
+            return states, None
+
+        states, _ = jax.lax.scan(one, states, jax.random.split(key, length * updates))
+        return states
+
+    return jax.jit(run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--updates", type=int, default=5, help="updates per timed call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    cfg = load_config(args.config)
+    env = make_env(cfg, load_from_config(cfg))
+    mt = cfg["meta_train"]
+    decisions = mt["num_envs"] * mt["rollout_length"] * args.updates
+
+    rollout = random_rollout(env, mt["num_envs"], mt["rollout_length"], args.updates)
+    t_random = median_seconds(rollout, jax.random.PRNGKey(0), args.repeats)
+    result = {
+        "num_envs": mt["num_envs"],
+        "rollout_length": mt["rollout_length"],
+        "decisions_per_call": decisions,
+        "random_rollout_decisions_per_s": decisions / t_random,
+    }
+    print(
+        f"random-action rollout : {decisions / t_random:8.1f} decisions/s "
+        f"({decisions * env.steps_per_decision / t_random:9.0f} inner steps/s)"
+    )
+    for name, system in (("ippo", ippo), ("mappo", mappo)):
+        init_fn, update_fn = system.make_learner(env, cfg)
+        state = jax.jit(init_fn)(jax.random.PRNGKey(0))
+        updates = scan_updates(update_fn, args.updates)
+        chunk = jax.jit(lambda s, updates=updates: updates(s)[0])
+        t = median_seconds(chunk, state, args.repeats)
+        ratio = t_random / t
+        result[f"{name}_decisions_per_s"] = decisions / t
+        result[f"{name}_over_random"] = ratio
+        print(
+            f"{name} meta-training    : {decisions / t:8.1f} decisions/s  "
+            f"= {ratio:.2f} x random rollout (target >= 0.75)"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

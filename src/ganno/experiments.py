@@ -1,0 +1,165 @@
+"""The evaluation experiments: every method on every task from every initial learning rate.
+
+One function per kind of method writes the same tidy table (one row per task x method x lr0 x
+seed), so the robustness sweep (C2, the meta-training task) and the generalisation evaluation (C3,
+the configured bigger/harder tasks) are the same experiment on different tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ganno import baselines
+from ganno.config import generalisation_config
+from ganno.data import DatasetMissingError, find_raw_files, load_from_config, processed_path
+from ganno.env import make_env
+from ganno.evaluate import grid_table, lr_trajectory_table, timed_grid
+from ganno.inner import make_task
+
+TRAIN_TASK = "train"
+#: Columns of every results table, in order (``meta_seed`` is -1 for methods without one).
+COLUMNS = (
+    "method",
+    "task",
+    "lr0",
+    "seed",
+    "meta_seed",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "diverged",
+    "wall_time_s",
+)
+
+
+def lr0_grid(config: Mapping[str, Any]) -> list[float]:
+    """The initial rates of the sweep: ``10**low .. 10**high``, ``lr0_per_decade`` per decade."""
+    low, high = config["evaluation"]["lr0_exponents"]
+    per = config["evaluation"]["lr0_per_decade"]
+    exponents = np.arange(round(low * per), round(high * per) + 1) / per
+    return [float(10.0**e) for e in exponents]
+
+
+def task_names(config: Mapping[str, Any]) -> list[str]:
+    """``train`` (the meta-training task) and the configured generalisation tasks."""
+    return [TRAIN_TASK] + [t["name"] for t in config["evaluation"]["generalisation_tasks"]]
+
+
+def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The full config of a task: the config itself for ``train``."""
+    return dict(config) if task == TRAIN_TASK else generalisation_config(config, task)
+
+
+def task_unavailable_reason(config: Mapping[str, Any], task: str) -> str | None:
+    """Why a task cannot run here (its dataset's files are absent), or None if it can."""
+    cfg = task_config(config, task)
+    name, data = cfg["task"]["dataset"], cfg["data"]
+    if name not in ("mnist", "fashion_mnist"):
+        return None
+    if processed_path(name, data["root"], data["val_fraction"], data["split_seed"]).is_file():
+        return None
+    try:
+        find_raw_files(name, data["root"])
+    except DatasetMissingError as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
+def _tidy(df: pd.DataFrame, meta_seed: int = -1) -> pd.DataFrame:
+    df = df.copy()
+    df["meta_seed"] = meta_seed
+    return df[list(COLUMNS)]
+
+
+def run_baselines(
+    config: Mapping[str, Any], task: str, methods: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Every configured baseline on ``task`` over the lr0 grid and the evaluation seeds."""
+    cfg = task_config(config, task)
+    dataset = load_from_config(cfg)
+    inner = make_task(cfg, dataset)
+    env_cfg = cfg["env"]
+    registry = baselines.methods_from_config(cfg)
+    frames = []
+    for name in methods or cfg["baselines"]["methods"]:
+        frames.append(
+            baselines.run_grid(
+                inner,
+                registry[name],
+                lr0_grid(cfg),
+                list(cfg["evaluation"]["seeds"]),
+                dataset.x_test,
+                dataset.y_test,
+                num_steps=env_cfg["steps_per_decision"] * env_cfg["num_decisions"],
+                eval_every=env_cfg["steps_per_decision"],
+                divergence_loss_ratio=env_cfg["divergence_loss_ratio"],
+                val_subset=env_cfg["val_subset"],
+                task_name=task,
+                method_name=name,
+            )
+        )
+    return _tidy(pd.concat(frames, ignore_index=True))
+
+
+def run_policy(
+    config: Mapping[str, Any],
+    task: str,
+    policy_dir: str | Path,
+    method: str,
+    meta_seed: int = -1,
+    greedy: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A trained policy, unchanged, on ``task`` over the lr0 grid and the evaluation seeds.
+
+    Returns (results table, each layer's learning rate at every decision).
+    """
+    from ganno.policy import Policy
+
+    policy = Policy.load(policy_dir)
+    cfg = task_config(config, task)
+    dataset = load_from_config(cfg)
+    env = make_env(cfg, dataset)
+    net = policy.config["network"]
+    if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
+        raise ValueError(
+            f"policy {policy_dir} reads {net['obs_dim']} features and has {net['action_dim']} "
+            f"actions, but task {task!r} gives {env.num_features} features and "
+            f"{env.action_dim} actions: it was trained with another observation or action set"
+        )
+
+    def act(observation, key):
+        return policy.act(observation, key, greedy=greedy)
+
+    lr0s, seeds = lr0_grid(cfg), list(cfg["evaluation"]["seeds"])
+    trajectories, wall = timed_grid(env, act, lr0s, seeds, dataset.x_test, dataset.y_test)
+    results = grid_table(trajectories, lr0s, seeds, method=method, task=task, wall_time_s=wall)
+    schedules = lr_trajectory_table(
+        trajectories,
+        lr0s,
+        seeds,
+        method=method,
+        task=task,
+        steps_per_decision=env.steps_per_decision,
+    )
+    schedules["meta_seed"] = meta_seed
+    return _tidy(results, meta_seed), schedules
+
+
+def read_results(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate result CSVs, checking they carry the results schema."""
+    frames = []
+    for path in paths:
+        df = pd.read_csv(path)
+        missing = set(COLUMNS) - set(df.columns)
+        if missing:
+            raise ValueError(f"{path} is not a results table: it lacks {sorted(missing)}")
+        frames.append(df[list(COLUMNS)])
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.concat(frames, ignore_index=True)
