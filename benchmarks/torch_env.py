@@ -1,4 +1,4 @@
-"""A straightforward eager-PyTorch implementation of the GANNO environment (the throughput baseline).
+"""A straightforward eager-PyTorch GANNO environment (the throughput baseline of the JAX one).
 
 It follows :class:`ganno.env.GannoEnv` definition by definition, the way one would write it
 without JAX: ``num_envs`` independent inner networks (``torch.nn.Linear`` + ReLU MLPs), each with
@@ -281,8 +281,9 @@ class TorchGannoEnv:
         old_opt_state = ({id(p): {k: v.clone() if torch.is_tensor(v) else v
                                   for k, v in s.items()} for p, s in opt.state.items()}
                          if self.momentum > 0 else None)
-        grad_sum = [[torch.zeros_like(p) for p in layer] for layer in params]
-        sq_sum = torch.zeros(self.num_agents)
+        flat = [p for layer in params for p in layer]  # w0, b0, w1, b1, ...
+        flat_sum = [torch.zeros_like(p) for p in flat]
+        sq_sum = torch.zeros(len(flat))  # per tensor; summed per layer below
         loss_sum = torch.zeros(())
         start = ep.step_count * self.k
         for s in range(self.k):
@@ -290,13 +291,14 @@ class TorchGannoEnv:
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
-            with torch.no_grad():
-                for i, layer in enumerate(params):
-                    for p, acc in zip(layer, grad_sum[i], strict=True):
-                        acc.add_(p.grad)
-                    sq_sum[i] += sum(p.grad.square().sum() for p in layer)
+            with torch.no_grad():  # the observation's per-step statistics (multi-tensor ops)
+                grads = [p.grad for p in flat]
+                torch._foreach_add_(flat_sum, grads)
+                sq_sum += torch.stack(torch._foreach_norm(grads)).square()
                 loss_sum += loss.detach()
             opt.step()
+        sq_sum = sq_sum.view(self.num_agents, -1).sum(1)
+        grad_sum = [flat_sum[2 * i:2 * i + 2] for i in range(self.num_agents)]
         mean_grad = [[g / self.k for g in layer] for layer in grad_sum]
         train_loss = loss_sum / self.k
         val_loss, val_accuracy = self._val_metrics(model)

@@ -117,8 +117,8 @@ def torch_train(task, params, data_key, lrs, momentum=None, weight_decay=None, s
 
 
 def torch_params(model):
-    return {f"layer_{i}": {"kernel": lin.weight.detach().numpy().T, "bias": lin.bias.detach().numpy()}
-            for i, lin in enumerate(model.layers)}
+    return {f"layer_{i}": {"kernel": lin.weight.detach().numpy().T,
+                           "bias": lin.bias.detach().numpy()} for i, lin in enumerate(model.layers)}
 
 
 def torch_val_loss(model, task):
@@ -267,6 +267,9 @@ def test_eager_torch_environment_follows_the_same_definitions(task):
     assert bool(done[0])
     assert torch_views[0].shape == (env.num_agents, len(FEATURE_NAMES))
     # features are O(1) logs, cosines and flags: an absolute tolerance is the natural one
+    print(f"torch env vs GannoEnv: max |obs diff| "
+          f"{np.max(np.abs(np.stack(torch_views) - np.stack(views))):.2e}, max |reward diff| "
+          f"{np.max(np.abs(np.stack(torch_rewards) - np.stack(rewards))):.2e}")
     np.testing.assert_allclose(np.stack(torch_views), np.stack(views), rtol=0, atol=1e-4)
     np.testing.assert_allclose(np.stack(torch_rewards), np.stack(rewards), rtol=0, atol=1e-4)
 
