@@ -59,7 +59,6 @@ from ganno.config import load_config, merge  # noqa: E402
 from ganno.env import GannoEnv, make_env  # noqa: E402
 from ganno.inner import episode_keys, make_task, train_steps  # noqa: E402
 from ganno.optim import layerwise_sgd  # noqa: E402
-from ganno.systems.wrappers import AutoReset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
@@ -358,8 +357,6 @@ def main(argv=None) -> dict:
         for key, cls in ABLATIONS.items():
             contestants[key] = env_contestant("env " + cls.__doc__.splitlines()[0],
                                               ablation_env(cls, env), E, decisions, k, args.seed)
-        contestants["autoreset"] = env_contestant("env in AutoReset wrapper (cond->select)",
-                                                  AutoReset(env), E, decisions, k, args.seed)
     print(f"compiled and warmed up; timing {len(contestants)} variants x {repeats} rounds",
           flush=True)
     interleaved(list(contestants.values()), repeats)
@@ -426,7 +423,7 @@ def main(argv=None) -> dict:
         print("profile (same rounds): inner steps/s, ms per decision of all envs, "
               "difference to (a)")
         prof = {}
-        for key in ["env", "optax", "layerwise", *ABLATIONS, "autoreset"]:
+        for key in ["env", "optax", "layerwise", *ABLATIONS]:
             c = contestants[key]
             ms = c.seconds / decisions * 1e3
             prof[key] = {"label": c.label, "steps_per_s": c.steps_per_s, "ms_per_decision": ms}

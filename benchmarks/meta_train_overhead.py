@@ -36,15 +36,14 @@ def median_seconds(fn, arg, repeats):
 
 
 def random_rollout(env, num_envs, length, updates):
-    wrapped = wrap(env)
+    wrapped = wrap(env, num_envs)
 
     def run(key):
-        states, timesteps = jax.vmap(wrapped.reset)(jax.random.split(key, num_envs))
+        states, _ = wrapped.reset(key)
 
-        def one(carry, k):
-            states = carry
+        def one(states, k):
             actions = jax.random.randint(k, (num_envs, env.num_agents), 0, env.action_dim)
-            states, _ = jax.vmap(wrapped.step)(states, actions)
+            states, _ = wrapped.step(states, actions)
             return states, None
 
         states, _ = jax.lax.scan(one, states, jax.random.split(key, length * updates))

@@ -60,23 +60,46 @@ def test_centralised_critic_reads_global_state_of_fixed_size():
 
 
 def test_wrappers_reset_automatically_and_record_finished_episodes():
-    env = wrap(CoordinationGame(num_agents=2, num_actions=2, time_limit=3))
+    env = wrap(CoordinationGame(num_agents=2, num_actions=2, time_limit=3), num_envs=2)
     state, ts = env.reset(jax.random.PRNGKey(0))
+    assert ts.observation.agents_view.shape[:2] == (2, 2)
     step = jax.jit(env.step)
     total = 0.0
     for t in range(3):
-        context = jnp.argmax(ts.observation.agents_view[0, :2])
-        action = jnp.full((2,), context) if t != 1 else jnp.array([0, 1])  # miss at t=1
+        context = jnp.argmax(ts.observation.agents_view[:, 0, :2], axis=-1)  # [envs]
+        action = jnp.repeat(context[:, None], 2, axis=1)
+        if t == 1:
+            action = action.at[0].set(jnp.array([0, 1]))  # env 0 misses once
         state, ts = step(state, action)
-        total += float(ts.reward.mean())
+        total += float(ts.reward[0].mean())
     info = ts.extras[EPISODE_METRICS]
-    assert ts.last() and bool(info["is_terminal_step"])
-    assert float(ts.discount[0]) == 0.0 and float(ts.reward[0]) == 1.0  # the true last step
-    assert float(info["episode_return"]) == total == 2.0
-    assert int(info["episode_length"]) == 3 and float(info["agreed"]) == 1.0
-    assert int(ts.observation.step_count[0]) == 0  # already the next episode's first observation
-    state, ts = step(state, jnp.zeros(2, jnp.int32))
-    assert not ts.last() and int(ts.extras[EPISODE_METRICS]["episode_length"]) == 1
+    assert bool(ts.last().all()) and bool(info["is_terminal_step"].all())
+    assert float(ts.discount[0, 0]) == 0.0 and float(ts.reward[0, 0]) == 1.0  # true last step
+    assert float(info["episode_return"][0]) == total == 2.0
+    assert float(info["episode_return"][1]) == 3.0
+    assert int(info["episode_length"][0]) == 3 and float(info["agreed"][0]) == 1.0
+    assert ts.observation.step_count[:, 0].tolist() == [0, 0]  # next episodes' first observation
+    state, ts = step(state, jnp.zeros((2, 2), jnp.int32))
+    assert not bool(ts.last().any())
+    assert ts.extras[EPISODE_METRICS]["episode_length"].tolist() == [1, 1]
+
+
+def test_only_the_environments_that_ended_restart():
+    game = CoordinationGame(num_agents=2, num_actions=2, time_limit=3)
+    env = wrap(game, num_envs=2)
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    state, _ = step(state, jnp.zeros((2, 2), jnp.int32))
+    # Put environment 1 back at the start of its episode: it is now one step behind env 0.
+    fresh, _ = jax.vmap(env.env.reset)(jax.random.split(jax.random.PRNGKey(5), 2))
+    lag = jax.tree.map(lambda new, old: old.at[1].set(new[1]), fresh, state.env_state)
+    state = state._replace(env_state=lag)
+    state, ts = step(state, jnp.zeros((2, 2), jnp.int32))
+    state, ts = step(state, jnp.zeros((2, 2), jnp.int32))
+    assert ts.last().tolist() == [True, False]
+    assert ts.observation.step_count[:, 0].tolist() == [0, 2]  # env 0 restarted, env 1 went on
+    lengths = ts.extras[EPISODE_METRICS]["episode_length"].tolist()
+    assert lengths == [3, 2]
 
 
 def _train(system, cfg, num_updates, seed=0, env=None):

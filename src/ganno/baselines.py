@@ -140,31 +140,58 @@ def _scaled(lr0, unit_schedule: optax.Schedule) -> optax.Schedule:
     return lambda count: lr0 * unit_schedule(count)
 
 
+#: The peak-1 shape of each scheduled baseline's rate, ``total_steps -> schedule``.
+_UNIT_SCHEDULES: dict[str, Callable[[int], optax.Schedule]] = {
+    "sgd_constant": lambda n: optax.constant_schedule(1.0),
+    "sgd_step": lambda n: optax.piecewise_constant_schedule(
+        1.0, {int(f * n): STEP_FACTOR for f in STEP_BOUNDARIES}
+    ),
+    "sgd_exponential": lambda n: optax.exponential_decay(1.0, n, EXPONENTIAL_FINAL_FRACTION),
+    "sgd_cosine": lambda n: optax.cosine_decay_schedule(1.0, n),
+    "sgd_warmup_cosine": lambda n: optax.warmup_cosine_decay_schedule(0.0, 1.0, _warmup(n), n),
+    "sgd_onecycle": lambda n: optax.cosine_onecycle_schedule(n, 1.0),
+    "adam": lambda n: optax.constant_schedule(1.0),
+    "adam_cosine": lambda n: optax.cosine_decay_schedule(1.0, n),
+}
+
+
+def unit_schedule(method: str, total_steps: int) -> optax.Schedule | None:
+    """The shape of ``method``'s learning rate over ``total_steps``, scaled so its peak is 1: the
+    rate at step t is ``lr0 x unit_schedule(method, total_steps)(t)``.
+
+    None for methods without a fixed schedule: the learning-rate-free and adaptive methods, whose
+    step size depends on the gradients (schedule-free methods included: their warmup is fixed but
+    the averaging makes the effective step something else). The training of every scheduled
+    baseline reads its schedule from here, so a figure of these shapes shows what was trained.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; the baselines are {sorted(METHODS)}")
+    shape = _UNIT_SCHEDULES.get(method)
+    return None if shape is None else shape(total_steps)
+
+
 def sgd_constant(lr0, total_steps: int) -> optax.GradientTransformation:
     return optax.sgd(lr0)
 
 
 def sgd_step(lr0, total_steps: int) -> optax.GradientTransformation:
-    boundaries = {int(f * total_steps): STEP_FACTOR for f in STEP_BOUNDARIES}
-    return optax.sgd(_scaled(lr0, optax.piecewise_constant_schedule(1.0, boundaries)))
+    return optax.sgd(_scaled(lr0, unit_schedule("sgd_step", total_steps)))
 
 
 def sgd_exponential(lr0, total_steps: int) -> optax.GradientTransformation:
-    schedule = optax.exponential_decay(1.0, total_steps, EXPONENTIAL_FINAL_FRACTION)
-    return optax.sgd(_scaled(lr0, schedule))
+    return optax.sgd(_scaled(lr0, unit_schedule("sgd_exponential", total_steps)))
 
 
 def sgd_cosine(lr0, total_steps: int) -> optax.GradientTransformation:
-    return optax.sgd(_scaled(lr0, optax.cosine_decay_schedule(1.0, total_steps)))
+    return optax.sgd(_scaled(lr0, unit_schedule("sgd_cosine", total_steps)))
 
 
 def sgd_warmup_cosine(lr0, total_steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, _warmup(total_steps), total_steps)
-    return optax.sgd(_scaled(lr0, schedule))
+    return optax.sgd(_scaled(lr0, unit_schedule("sgd_warmup_cosine", total_steps)))
 
 
 def sgd_onecycle(lr0, total_steps: int) -> optax.GradientTransformation:
-    return optax.sgd(_scaled(lr0, optax.cosine_onecycle_schedule(total_steps, 1.0)))
+    return optax.sgd(_scaled(lr0, unit_schedule("sgd_onecycle", total_steps)))
 
 
 def adam(lr0, total_steps: int) -> optax.GradientTransformation:
@@ -172,7 +199,7 @@ def adam(lr0, total_steps: int) -> optax.GradientTransformation:
 
 
 def adam_cosine(lr0, total_steps: int) -> optax.GradientTransformation:
-    return optax.adam(_scaled(lr0, optax.cosine_decay_schedule(1.0, total_steps)))
+    return optax.adam(_scaled(lr0, unit_schedule("adam_cosine", total_steps)))
 
 
 def schedule_free_sgd(lr0, total_steps: int) -> optax.GradientTransformation:

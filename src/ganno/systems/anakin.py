@@ -85,8 +85,8 @@ def make_ppo_learner(
 ) -> tuple[InitFn, UpdateFn]:
     """``(init_fn, update_fn)`` of a PPO learner with the shared actor and the given critic."""
     mt = ppo_settings(cfg)
-    env = wrap(env)
     num_envs, rollout_length = mt["num_envs"], mt["rollout_length"]
+    env = wrap(env, num_envs)
     num_minibatches = mt["num_minibatches"]
     actor = Actor(hidden_sizes=tuple(mt["hidden_sizes"]), action_dim=env.action_dim)
     actor_optim = _optimiser(mt["actor_lr"], mt["max_grad_norm"])
@@ -94,7 +94,7 @@ def make_ppo_learner(
 
     def init_fn(key: chex.PRNGKey) -> LearnerState:
         key, env_key, actor_key, critic_key = jax.random.split(key, 4)
-        env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
+        env_state, timestep = env.reset(env_key)
         one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
         params = Params(actor.init(actor_key, one_obs), critic.init(critic_key, one_obs))
         opt_states = OptStates(actor_optim.init(params.actor), critic_optim.init(params.critic))
@@ -111,7 +111,7 @@ def make_ppo_learner(
         log_prob = policy.log_prob(action)
 
         # STEP ENVIRONMENT
-        env_state, timestep = jax.vmap(env.step)(env_state, action)
+        env_state, timestep = env.step(env_state, action)
 
         # RECORD TRANSITION (the episode's end is every agent's end)
         done = jnp.broadcast_to(timestep.last()[:, None], action.shape)
