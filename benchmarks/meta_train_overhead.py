@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (JAX must be configured before it is imported)
 """How much of meta-training the agents cost: full IPPO/MAPPO updates against rolling out the same
 environments with random actions (same number of envs, same rollout length, auto-reset included).
 
@@ -15,11 +16,16 @@ import json
 import statistics
 import time
 
+from ganno.parallel import configure_host_devices
+
+configure_host_devices()  # as the ganno command line does: every core an XLA device
+
 import jax
 
 from ganno.config import load_config
 from ganno.data import load_from_config
 from ganno.env import make_env
+from ganno.parallel import shard_batch
 from ganno.systems import ippo, mappo
 from ganno.systems.anakin import scan_updates
 from ganno.systems.wrappers import wrap
@@ -36,20 +42,22 @@ def median_seconds(fn, arg, repeats):
 
 
 def random_rollout(env, num_envs, length, updates):
+    """(initial batch state split over devices, jitted rollout of random actions from it)."""
     wrapped = wrap(env, num_envs)
+    states, _ = jax.jit(wrapped.reset)(jax.random.PRNGKey(1))
 
-    def run(key):
-        states, _ = wrapped.reset(key)
-
-        def one(states, k):
-            actions = jax.random.randint(k, (num_envs, env.num_agents), 0, env.action_dim)
+    def run(states):
+        def one(carry, _):
+            states, key = carry
+            key, action_key = jax.random.split(key)
+            actions = jax.random.randint(action_key, (num_envs, env.num_agents), 0, env.action_dim)
             states, _ = wrapped.step(states, actions)
-            return states, None
+            return (states, key), None
 
-        states, _ = jax.lax.scan(one, states, jax.random.split(key, length * updates))
+        (states, _), _ = jax.lax.scan(one, (states, jax.random.PRNGKey(2)), None, length * updates)
         return states
 
-    return jax.jit(run)
+    return shard_batch(states, num_envs), jax.jit(run)
 
 
 def main() -> None:
@@ -65,8 +73,9 @@ def main() -> None:
     mt = cfg["meta_train"]
     decisions = mt["num_envs"] * mt["rollout_length"] * args.updates
 
-    rollout = random_rollout(env, mt["num_envs"], mt["rollout_length"], args.updates)
-    t_random = median_seconds(rollout, jax.random.PRNGKey(0), args.repeats)
+    states, rollout = random_rollout(env, mt["num_envs"], mt["rollout_length"], args.updates)
+    t_random = median_seconds(rollout, states, args.repeats)
+    print(f"devices: {jax.devices()}")
     result = {
         "num_envs": mt["num_envs"],
         "rollout_length": mt["rollout_length"],
@@ -79,7 +88,7 @@ def main() -> None:
     )
     for name, system in (("ippo", ippo), ("mappo", mappo)):
         init_fn, update_fn = system.make_learner(env, cfg)
-        state = jax.jit(init_fn)(jax.random.PRNGKey(0))
+        state = shard_batch(jax.jit(init_fn)(jax.random.PRNGKey(0)), mt["num_envs"])
         updates = scan_updates(update_fn, args.updates)
         chunk = jax.jit(lambda s, updates=updates: updates(s)[0])
         t = median_seconds(chunk, state, args.repeats)

@@ -61,6 +61,7 @@ from optax import contrib
 
 from ganno.inner import InnerTask, episode_keys
 from ganno.networks import layer_keys
+from ganno.parallel import sharded_vmap
 
 #: ``(lr0, total_steps) -> optimizer``: how every baseline is built.
 MethodFn = Callable[[Any, int], optax.GradientTransformation]
@@ -450,7 +451,8 @@ def train_grid(
     eval_params: EvalParamsFn | None = None,
     val_subset: int | None = None,
 ) -> GridResult:
-    """Every (lr0, key) run of one method in one jitted, doubly vmapped call."""
+    """Every (lr0, key) run of one method in one jitted, vmapped call, split over devices;
+    fields get leading axes [len(lr0s), len(keys)]."""
     x_val = task.x_val if val_subset is None else task.x_val[:val_subset]
     y_val = task.y_val if val_subset is None else task.y_val[:val_subset]
 
@@ -469,10 +471,11 @@ def train_grid(
         test = evaluate(task, params, x_test, y_test)
         return GridResult(record, *val, *test)
 
-    over_keys = jax.vmap(one, in_axes=(0, None))
-    over_grid = jax.vmap(over_keys, in_axes=(None, 0))
-    lr0 = jnp.asarray(lr0s, jnp.float32)
-    return jax.jit(over_grid)(keys, lr0)
+    num_lr0, num_keys = len(lr0s), keys.shape[0]
+    flat_keys = jnp.tile(keys, (num_lr0, 1))
+    flat_lr0 = jnp.repeat(jnp.asarray(lr0s, jnp.float32), num_keys)
+    out = sharded_vmap(one, flat_keys, flat_lr0)
+    return jax.tree.map(lambda x: x.reshape(num_lr0, num_keys, *x.shape[1:]), out)
 
 
 def _as_keys(keys: Any) -> tuple[jax.Array, list[int]]:

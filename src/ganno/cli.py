@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ganno.parallel import configure_host_devices
+
+    configure_host_devices()  # before JAX starts: every core becomes a device
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ganno.env import GannoEnv
+from ganno.parallel import sharded_vmap
 
 #: ``act(observation, key) -> actions [N]``: how a controller picks every agent's action.
 ActFn = Callable[[Any, jax.Array], jnp.ndarray]
@@ -100,14 +101,14 @@ def play_grid(
     x_test: np.ndarray,
     y_test: np.ndarray,
 ) -> Trajectory:
-    """Every (lr0, seed) pair in one compiled call: fields get leading axes [len(lr0s), len(seeds)]."""
+    """Every (lr0, seed) pair in one compiled call split over devices: fields get leading axes
+    [len(lr0s), len(seeds)]."""
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    lr0 = jnp.asarray(lr0s, jnp.float32)
     xt, yt = jnp.asarray(x_test), jnp.asarray(y_test)
-    one = lambda k, lr: play_episode(env, act, k, lr, xt, yt)  # noqa: E731
-    over_seeds = jax.vmap(one, in_axes=(0, None))
-    over_grid = jax.vmap(over_seeds, in_axes=(None, 0))
-    return jax.jit(over_grid)(keys, lr0)
+    flat_keys = jnp.tile(keys, (len(lr0s), 1))
+    flat_lr0 = jnp.repeat(jnp.asarray(lr0s, jnp.float32), len(seeds))
+    out = sharded_vmap(lambda k, lr: play_episode(env, act, k, lr, xt, yt), flat_keys, flat_lr0)
+    return jax.tree.map(lambda x: x.reshape(len(lr0s), len(seeds), *x.shape[1:]), out)
 
 
 def grid_table(

@@ -34,6 +34,7 @@ from flax import serialization
 from tqdm.auto import tqdm
 
 from ganno.config import ConfigError, dump_config, validate
+from ganno.parallel import shard_batch
 from ganno.policy import Policy
 from ganno.systems import ippo, mappo
 from ganno.systems.anakin import actor_network_config, scan_updates, steps_per_update
@@ -309,6 +310,8 @@ def meta_train(
         state = jax.jit(jax.vmap(init_fn))(keys)
     else:
         state = jax.jit(init_fn)(keys[0])
+    # SPLIT THE ENVIRONMENTS OVER DEVICES (every core on a CPU; one jit partitions the work)
+    state = shard_batch(state, mt["num_envs"], axis=1 if vmapped else 0)
 
     compiled: dict[int, Callable] = {}
 

@@ -35,7 +35,7 @@ GANNO_COLORS = ("#000000", "#d62728", "#7b2cbf", "#2a9d8f")
 BASELINE_COLORS = tuple(c for i, c in enumerate(sns.color_palette("tab10").as_hex()) if i != 3) + (
     tuple(sns.color_palette("tab20").as_hex()[1::2])
 )
-KIND_COLORS = {"ganno": "#d62728", "schedule": "#1f77b4", "adaptive": "#7f7f7f"}
+KIND_COLORS = {"schedule": "#1f77b4", "adaptive": "#7f7f7f"}
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "v", "D", "P", "<", ">", "h", "*")
 #: Initial rates whose agent schedules :func:`schedule_figure` shows by default.
@@ -150,36 +150,43 @@ def _pointrange(
 ) -> None:
     """Horizontal point-ranges, one row per method of ``order`` (top to bottom)."""
     y = {m: i for i, m in enumerate(order)}
+    colors = _pointrange_colors(order)
     for _, row in frame.iterrows():
         if row["method"] not in y:
             continue
         kind = method_kind(row["method"])
-        color = KIND_COLORS[kind]
+        color = colors[row["method"]]
         big = kind == "ganno"
         yi = y[row["method"]]
         if big:  # a band across the panel at GANNO's interval, to compare every method with it
             ax.axvspan(row[low], row[high], color=color, alpha=0.10, lw=0, zorder=0)
         ax.plot([row[low], row[high]], [yi, yi], color=color, lw=2.6 if big else 1.6, zorder=2)
-        ax.plot(
-            row[value], yi, "D" if big else "o", color=color, ms=7 if big else 5, zorder=3
-        )
+        ax.plot(row[value], yi, "D" if big else "o", color=color, ms=7 if big else 5, zorder=3)
     ax.set_yticks(range(len(order)), order)
     ax.set_ylim(len(order) - 0.5, -0.5)
     for label in ax.get_yticklabels():
         if is_ganno(label.get_text()):
             label.set_fontweight("bold")
-            label.set_color(KIND_COLORS["ganno"])
+            label.set_color(colors[label.get_text()])
 
 
-def _kind_legend(fig: Figure, kinds: Iterable[str]) -> None:
-    names = {"ganno": "GANNO", "schedule": "scheduled SGD/Adam", "adaptive": "LR-free / adaptive"}
-    handles = [
-        Line2D([], [], color=KIND_COLORS[k], marker="D" if k == "ganno" else "o", lw=1.6)
-        for k in kinds
+def _pointrange_colors(methods: Iterable[str]) -> dict[str, Any]:
+    """GANNO methods in their own colours (:func:`method_palette`), baselines by kind."""
+    palette = method_palette(methods)
+    return {m: palette[m] if is_ganno(m) else KIND_COLORS[method_kind(m)] for m in palette}
+
+
+def _kind_legend(fig: Figure, methods: Sequence[str]) -> None:
+    names = {"schedule": "scheduled SGD/Adam", "adaptive": "LR-free / adaptive"}
+    colors = _pointrange_colors(methods)
+    entries = [(m, colors[m], "D") for m in method_order(methods) if is_ganno(m)]
+    entries += [
+        (names[k], KIND_COLORS[k], "o") for k in names if any(method_kind(m) == k for m in methods)
     ]
+    handles = [Line2D([], [], color=c, marker=mk, lw=1.6) for _, c, mk in entries]
     fig.legend(
         handles,
-        [names[k] for k in kinds],
+        [name for name, _, _ in entries],
         loc="lower center",
         ncols=len(handles),
         bbox_to_anchor=(0.5, 1.0),
@@ -222,7 +229,9 @@ def meta_training_curves(
                     }
                 )
             )
-    long = pd.concat(rows, ignore_index=True).dropna(subset=["value"])
+    columns = ["algo", "seed", "metric", "env_steps", "value"]
+    long = pd.concat([pd.DataFrame(columns=columns), *rows], ignore_index=True)
+    long = long.dropna(subset=["value"]).astype({"env_steps": float, "value": float})
     data = (
         long.groupby(["algo", "metric", "env_steps"], sort=True)["value"]
         .agg(mean="mean", low="min", high="max", seeds="count")
@@ -252,7 +261,10 @@ def meta_training_curves(
             ax.set_xlabel("environment steps (agent decisions)")
             ax.set_ylabel(label)
             ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-        axes[0].legend(title="mean; band: min-max over seeds", loc="lower right")
+        if algos:
+            axes[0].legend(title="mean; band: min-max over seeds", loc="lower right")
+        else:
+            axes[0].text(0.5, 0.5, "no learning curves", ha="center", transform=axes[0].transAxes)
         fig.suptitle(
             f"Meta-training (trailing mean over {smooth_updates} updates)"
             if smooth_updates > 1
@@ -278,7 +290,9 @@ def handcrafted_schedules(tuned_lr0: Mapping[str, float], total_steps: int) -> p
         shape = baselines.unit_schedule(method, total_steps)
         rates = np.asarray([float(shape(int(t))) for t in steps]) * float(lr0)
         frames.append(
-            pd.DataFrame({"method": method, "lr0": float(lr0), "step": steps, "learning_rate": rates})
+            pd.DataFrame(
+                {"method": method, "lr0": float(lr0), "step": steps, "learning_rate": rates}
+            )
         )
     if not frames:
         return pd.DataFrame(columns=["method", "lr0", "step", "learning_rate"])
@@ -345,11 +359,20 @@ def schedule_figure(
                     line = cell[cell["layer"] == layer]
                     color = layer_colors[layer]
                     ax.fill_between(
-                        line["step"], line["low"], line["high"], step="pre", color=color,
-                        alpha=0.2, lw=0,
+                        line["step"],
+                        line["low"],
+                        line["high"],
+                        step="pre",
+                        color=color,
+                        alpha=0.2,
+                        lw=0,
                     )
                     ax.plot(
-                        line["step"], line["median"], drawstyle="steps-pre", color=color, lw=1.6,
+                        line["step"],
+                        line["median"],
+                        drawstyle="steps-pre",
+                        color=color,
+                        lw=1.6,
                         label=f"layer {layer}",
                     )
                 ax.axhline(lr0, color="0.4", ls=":", lw=1)
@@ -357,14 +380,20 @@ def schedule_figure(
                 ax.set_xlabel("inner step" if r == rows - 1 else "")
                 ax.set_ylabel("learning rate" if c == 0 else "")
                 if r == 0 and c == 0:
-                    ax.legend(fontsize=8, loc="best", title="median; band: min-max", title_fontsize=8)
+                    ax.legend(
+                        fontsize=8, loc="best", title="median; band: min-max", title_fontsize=8
+                    )
         ax = fig.add_subplot(grid[:, -1], sharey=first, sharex=first)
         first = first or ax
         palette = method_palette(hand["method"].unique())
         for i, (method, line) in enumerate(hand.groupby("method", sort=False)):
             rates = line["learning_rate"].where(line["learning_rate"] > 0)
             ax.plot(
-                line["step"], rates, color=palette[method], lw=1.6, ls=LINESTYLES[i % 4],
+                line["step"],
+                rates,
+                color=palette[method],
+                lw=1.6,
+                ls=LINESTYLES[i % 4],
                 label=f"{method} ({_fmt_lr(line['lr0'].iloc[0])})",
             )
         ax.set_title("handcrafted SGD schedules at tuned lr0", fontsize=10)
@@ -453,19 +482,37 @@ def robustness_figure(
                 color = palette[method]
                 z = 5 if big else 2
                 ax.fill_between(
-                    line["lr0"], line["low"], line["high"], color=color,
-                    alpha=0.18 if big else 0.08, lw=0, zorder=z - 1,
+                    line["lr0"],
+                    line["low"],
+                    line["high"],
+                    color=color,
+                    alpha=0.18 if big else 0.08,
+                    lw=0,
+                    zorder=z - 1,
                 )
                 ax.plot(
-                    line["lr0"], line["mean"], color=color, lw=2.8 if big else 1.3, zorder=z,
-                    marker=None if big else MARKERS[i % len(MARKERS)], ms=3.5, label=method,
+                    line["lr0"],
+                    line["mean"],
+                    color=color,
+                    lw=2.8 if big else 1.3,
+                    zorder=z,
+                    marker=None if big else MARKERS[i % len(MARKERS)],
+                    ms=3.5,
+                    label=method,
                 )
                 bad = line[line["diverged_fraction"] > 0]
                 dmap.scatter(
-                    bad["lr0"], np.full(len(bad), i), s=8 + 60 * bad["diverged_fraction"],
-                    marker="X", color=color, lw=0, zorder=3,
+                    bad["lr0"],
+                    np.full(len(bad), i),
+                    s=8 + 60 * bad["diverged_fraction"],
+                    marker="X",
+                    color=color,
+                    lw=0,
+                    zorder=3,
                 )
             _log_lr_axis(ax)
+            lr0s = data["lr0"]
+            ax.set_xlim(lr0s.min() / 1.6, lr0s.max() * 1.6)  # the shading must not widen the axis
             ax.set_title(name)
             ax.tick_params(labelbottom=False)
             dmap.set_yticks(range(len(members)), members, fontsize=7)
@@ -534,7 +581,7 @@ def generalisation_figure(
             ax.set_xlabel(xlabel)
         for ax in axes[len(tasks) :]:
             ax.set_visible(False)
-        _kind_legend(fig, [k for k in KIND_COLORS if any(method_kind(m) == k for m in order)])
+        _kind_legend(fig, list(order))
         return _save(fig, data, stem)
 
 
