@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/meta_train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import yaml
 
-from ganno.config import ConfigError, generalisation_config
+from ganno.config import ConfigError
 from ganno.config import validate as ganno_validate
+from ganno.experiments import task_config, task_names, task_unavailable_reason
 
 try:
     _resolved = ganno_validate(config)
@@ -41,7 +42,15 @@ def section(*keys):
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
 
 
-def final_outputs():
-    return expand(
-        "results/meta_train/{algo}/seed_{seed}/policy/policy.json", algo=ALGOS, seed=SEEDS
+TASKS = task_names(config)
+
+
+def sweep_outputs():
+    """Every results table of the sweep and the generalisation evaluation."""
+    return expand("results/sweep/{task}/baselines.csv", task=TASKS) + expand(
+        "results/sweep/{task}/{algo}_seed_{seed}.csv", task=TASKS, algo=ALGOS, seed=SEEDS
     )
+
+
+def final_outputs():
+    return sweep_outputs()
