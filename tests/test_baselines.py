@@ -245,7 +245,7 @@ def _fake_grid():
 
 def test_tune_chooses_on_validation_and_never_reads_test():
     df = _fake_grid()
-    tuned = B.tune(df)
+    tuned = B.tune(df, metric="val_loss")
     picks = tuned.groupby("method")["lr0"].unique().map(list).to_dict()
     assert picks == {"a": [0.1], "b": [1.0]}
     assert len(tuned) == 8 and set(tuned["seed"]) == {0, 1, 2, 3}
@@ -257,9 +257,10 @@ def test_tune_chooses_on_validation_and_never_reads_test():
             test_loss=rng.permutation(df["test_loss"].to_numpy()),
             test_accuracy=rng.normal(size=len(df)),
         )
-        assert B.tune(scrambled)[["method", "lr0", "seed"]].equals(tuned[["method", "lr0", "seed"]])
+        retuned = B.tune(scrambled, metric="val_loss")
+        assert retuned[["method", "lr0", "seed"]].equals(tuned[["method", "lr0", "seed"]])
     no_test = df.drop(columns=["test_loss", "test_accuracy"])
-    assert B.tune(no_test)[["method", "lr0"]].equals(tuned[["method", "lr0"]])
+    assert B.tune(no_test, metric="val_loss")[["method", "lr0"]].equals(tuned[["method", "lr0"]])
 
 
 def test_tune_breaks_ties_on_validation_accuracy_and_ignores_nan():
@@ -268,5 +269,31 @@ def test_tune_breaks_ties_on_validation_accuracy_and_ignores_nan():
     df.loc[a & (df.lr0 == 0.01), "val_loss"] = df.loc[a & (df.lr0 == 0.1), "val_loss"].to_numpy()
     df.loc[a & (df.lr0 == 0.01), "val_accuracy"] = 5.0
     df.loc[(df.method == "b") & (df.lr0 == 1.0) & (df.seed == 0), "val_loss"] = np.nan
-    picks = B.tune(df).groupby("method")["lr0"].first().to_dict()
+    picks = B.tune(df, metric="val_loss").groupby("method")["lr0"].first().to_dict()
     assert picks == {"a": 0.01, "b": 0.1}
+
+
+def test_tune_on_accuracy_ignores_a_loss_that_overfitting_inflates():
+    # Method "o" overfits at lr0=0.1: best accuracy but a huge loss; at lr0=10 it sits at chance
+    # with a moderate loss. Accuracy picks 0.1, loss would pick the chance-level 10.
+    rows = []
+    for lr0, acc, loss in ((0.1, 0.6, 5.0), (10.0, 0.1, 2.3)):
+        for seed in range(3):
+            rows.append(
+                {
+                    "method": "o",
+                    "task": "t",
+                    "lr0": lr0,
+                    "seed": seed,
+                    "val_loss": loss,
+                    "val_accuracy": acc,
+                    "test_loss": 0.0,
+                    "test_accuracy": 0.0,
+                }
+            )
+    df = pd.DataFrame(rows)
+    assert B.tune(df)["lr0"].unique().tolist() == [0.1]
+    assert B.tune(df)["selection_val_accuracy"].iloc[0] == pytest.approx(0.6)
+    assert B.tune(df, metric="val_loss")["lr0"].unique().tolist() == [10.0]
+    with pytest.raises(ValueError, match="tune metric"):
+        B.tune(df, metric="test_accuracy")

@@ -46,7 +46,7 @@ def _design(task: str, lr0s: list[float]) -> dict[str, dict[float, tuple[float, 
 
     On ``train``: ganno_ippo is flat at 0.80 from 1e-2 to 10**-0.5 and diverges at 1 (robust over
     1.5 decades, best validation loss at 0.1); sgd_constant peaks at 0.1 (0 decades) but its
-    validation loss is lowest at 10**-0.5, where it scores 0.50; dog is flat at 0.70 (2 decades,
+    validation accuracy (0.9) and loss are best at 10**-0.5, where it scores 0.50 on test; dog is flat at 0.70 (2 decades,
     best validation loss at 1e-2). On ``wide`` everything is 0.1 lower.
     """
     shift = 0.0 if task == "train" else -0.1
@@ -69,6 +69,8 @@ def _design(task: str, lr0s: list[float]) -> dict[str, dict[float, tuple[float, 
 def _table(method: str, task: str, lr0s: list[float]) -> pd.DataFrame:
     rows = []
     for lr0, (acc, vl, div) in _design(task, lr0s)[method].items():
+        # Validation misleads sgd_constant: it looks best where test accuracy is poor.
+        val_acc = 0.9 if method == "sgd_constant" and lr0 == lr0s[3] else acc
         for seed, off in zip(SEEDS, SEED_OFFSETS, strict=True):
             rows.append(
                 {
@@ -78,7 +80,7 @@ def _table(method: str, task: str, lr0s: list[float]) -> pd.DataFrame:
                     "seed": seed,
                     "meta_seed": 0 if method.startswith("ganno_") else -1,
                     "val_loss": vl + off,
-                    "val_accuracy": acc,
+                    "val_accuracy": val_acc,
                     "test_loss": 1.0,
                     "test_accuracy": acc + off,
                     "diverged": div,
@@ -204,7 +206,7 @@ def test_hand_designed_numbers(built):
     assert rob.loc["sgd_constant", "robust_decades"] == 0.0
     assert rob.loc["sgd_constant", "best_lr0"] == pytest.approx(0.1)
     assert rob.loc["dog", "robust_decades"] == pytest.approx(2.0)
-    # tuned on validation loss: sgd_constant's choice scores 0.50 though 0.85 was on the grid
+    # tuned on validation only: sgd_constant's choice scores 0.50 though 0.85 was on the grid
     assert rob.loc["ganno_ippo", "tuned_lr0"] == pytest.approx(0.1)
     assert rob.loc["ganno_ippo", "tuned_iqm"] == pytest.approx(0.80)
     assert rob.loc["sgd_constant", "tuned_lr0"] == pytest.approx(10**-0.5)

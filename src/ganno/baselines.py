@@ -557,27 +557,41 @@ def run_grid(
 # --------------------------------------------------------------------------------------------
 
 
-def tune(df: pd.DataFrame, by: Sequence[str] = ("method", "task")) -> pd.DataFrame:
+def tune(
+    df: pd.DataFrame, by: Sequence[str] = ("method", "task"), metric: str = "val_accuracy"
+) -> pd.DataFrame:
     """The rows (all seeds) of each method's tuned initial rate, chosen on validation only.
 
-    Per group of ``by`` (columns absent from ``df`` are skipped), the chosen ``lr0`` has the lowest
-    seed-mean final *validation loss*; ties go to the higher seed-mean validation accuracy, then to
-    the smaller lr0. A non-finite validation loss counts as +inf. Test columns are carried along
-    for reporting and never read. The result adds ``selection_val_loss`` (the winning mean); the
+    Per group of ``by`` (columns absent from ``df`` are skipped), the chosen ``lr0`` has the best
+    seed-mean final validation ``metric``: by default the highest *validation accuracy*, ties to
+    the lower validation loss (the reported metric is test accuracy, and a loss criterion picks
+    chance-level rates for methods that overfit: their loss explodes while accuracy stays high);
+    with ``metric="val_loss"`` the lowest loss, ties to the higher accuracy. Remaining ties go to
+    the smaller lr0. A non-finite value counts as the worst. Test columns are carried along for
+    reporting and never read. The result adds ``selection_<metric>`` (the winning mean); the
     full lr0 curve stays in ``df``.
     """
+    if metric not in ("val_accuracy", "val_loss"):
+        raise ValueError(f"tune metric {metric!r}: choose 'val_accuracy' or 'val_loss'")
     group = [c for c in by if c in df.columns]
     val_loss = df["val_loss"].where(np.isfinite(df["val_loss"]), np.inf)
-    scored = df.assign(_vl=val_loss)
+    val_acc = df["val_accuracy"].where(np.isfinite(df["val_accuracy"]), -np.inf)
+    scored = df.assign(_vl=val_loss, _va=val_acc)
     means = (
         scored.groupby([*group, "lr0"], sort=True)
-        .agg(_mvl=("_vl", "mean"), _mva=("val_accuracy", "mean"))
+        .agg(_mvl=("_vl", "mean"), _mva=("_va", "mean"))
         .reset_index()
     )
     means["_mvl"] = means["_mvl"].fillna(np.inf)
-    order = [*group, "_mvl", "_mva", "lr0"]  # lowest loss, then highest accuracy, then smallest lr0
-    means = means.sort_values(order, ascending=[True] * len(group) + [True, False, True])
+    means["_mva"] = means["_mva"].fillna(-np.inf)
+    if metric == "val_accuracy":  # highest accuracy, then lowest loss, then smallest lr0
+        order, ascending = [*group, "_mva", "_mvl", "lr0"], [False, True, True]
+    else:  # lowest loss, then highest accuracy, then smallest lr0
+        order, ascending = [*group, "_mvl", "_mva", "lr0"], [True, False, True]
+    means = means.sort_values(order, ascending=[True] * len(group) + ascending)
     best = means.groupby(group, sort=True).head(1) if group else means.head(1)
-    best = best.rename(columns={"_mvl": "selection_val_loss"}).drop(columns="_mva")
+    chosen = "_mva" if metric == "val_accuracy" else "_mvl"
+    best = best.rename(columns={chosen: f"selection_{metric}"})
+    best = best.drop(columns=[c for c in ("_mva", "_mvl") if c in best.columns])
     tuned = df.merge(best, on=[*group, "lr0"], how="inner")
     return tuned.sort_values([*group, "seed"] if "seed" in df else group).reset_index(drop=True)

@@ -187,6 +187,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ganno.report import build_report
+
+    report = build_report(args.results, args.out, load_config(args.config))
+    print(f"{len(report.figures)} figures, {len(report.tables)} tables; summary: {report.readme}")
+    return 0
+
+
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    from ganno.notebooks import execute_notebook
+
+    execute_notebook(args.notebook, args.out, cwd=args.cwd, timeout=args.timeout)
+    print(f"executed {args.notebook} -> {args.out}")
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.out:
@@ -283,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument("--schedules", type=Path, help="CSV of each layer's rate per decision")
         sw.set_defaults(func=_cmd_sweep)
 
+    rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")
+    rep.add_argument("--config", type=Path, required=True)
+    rep.add_argument("--results", type=Path, default=Path("results"))
+    rep.add_argument("--out", type=Path, default=Path("paper"))
+    rep.set_defaults(func=_cmd_report)
+
+    nb = sub.add_parser("notebook", help="execute an analysis notebook, keeping its outputs")
+    nb.add_argument("notebook", type=Path)
+    nb.add_argument("--out", type=Path, required=True, help="the executed notebook")
+    nb.add_argument("--cwd", type=Path, default=Path("."), help="folder it runs in")
+    nb.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    nb.set_defaults(func=_cmd_notebook)
+
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
         dest="config_command", required=True
     )
@@ -301,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as exc:
         print(f"ganno: error: {exc}", file=sys.stderr)
         return 2
 

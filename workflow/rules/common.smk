@@ -53,4 +53,5 @@ def sweep_outputs():
 
 
 def final_outputs():
-    return sweep_outputs()
+    notebooks = [f"results/notebooks/{p.stem}.ipynb" for p in sorted(Path("notebooks").glob("*.ipynb"))]
+    return ["paper/README.md", *notebooks]

@@ -1,0 +1,44 @@
+"""Execute the analysis notebooks with nbclient, keeping their outputs; a failing cell fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+
+class NotebookFailed(RuntimeError):
+    """A cell of a notebook raised; the partly executed notebook is written beside the output."""
+
+
+def execute_notebook(
+    path: str | Path,
+    out: str | Path,
+    cwd: str | Path = ".",
+    timeout: int = 600,
+    kernel_name: str = "python3",
+) -> Path:
+    """Run every cell of ``path`` in ``cwd`` and write the executed notebook to ``out``."""
+    path, out = Path(path), Path(out)
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name=kernel_name,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        failed = out.with_suffix(".failed.ipynb")
+        nbformat.write(notebook, failed)
+        raise NotebookFailed(
+            f"notebook {path} failed (partial outputs in {failed}):\n{exc}"
+        ) from None
+    tmp = out.with_suffix(".tmp.ipynb")
+    nbformat.write(notebook, tmp)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,58 @@
+# The robustness sweep (C2: task "train") and the generalisation evaluation (C3: the configured
+# tasks) are one experiment on different tasks: every method from every initial rate and seed.
+
+
+def task_data(wildcards):
+    """The prepared dataset a task needs; none for a task whose files are absent (it is skipped
+    with a note by the command itself)."""
+    if task_unavailable_reason(config, wildcards.task) is not None:
+        return []
+    cfg = task_config(config, wildcards.task)
+    return rules.prepare_data.output.npz.format(dataset=cfg["task"]["dataset"])
+
+
+def task_settings(wildcards, *sections):
+    cfg = task_config(config, wildcards.task)
+    return json.dumps({k: cfg[k] for k in sections}, sort_keys=True)
+
+
+rule sweep_baselines:
+    """Every configured baseline on one task over the lr0 grid x evaluation seeds."""
+    input:
+        task_data,
+    output:
+        "results/sweep/{task}/baselines.csv",
+    log:
+        "logs/sweep/{task}/baselines.log",
+    benchmark:
+        "results/benchmarks/sweep/{task}_baselines.tsv"
+    threads: 1
+    params:
+        config=RESOLVED_CONFIG,
+        settings=lambda w: task_settings(w, "task", "env", "evaluation", "baselines"),
+    shell:
+        "ganno baselines --config {params.config} --task {wildcards.task} "
+        "--out {output} > {log} 2>&1"
+
+
+rule sweep_policy:
+    """A meta-trained policy, unchanged, on one task over the lr0 grid x evaluation seeds."""
+    input:
+        task_data,
+        policy="results/meta_train/{algo}/seed_{seed}/policy/policy.json",
+    output:
+        results="results/sweep/{task}/{algo}_seed_{seed}.csv",
+        schedules="results/sweep/{task}/{algo}_seed_{seed}.schedules.csv",
+    log:
+        "logs/sweep/{task}/{algo}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/sweep/{task}_{algo}_seed_{seed}.tsv"
+    threads: 1
+    params:
+        config=RESOLVED_CONFIG,
+        settings=lambda w: task_settings(w, "task", "env", "evaluation"),
+        policy=lambda w, input: str(Path(input.policy).parent),
+    shell:
+        "ganno generalise --config {params.config} --task {wildcards.task} "
+        "--policy {params.policy} --name ganno_{wildcards.algo} --meta-seed {wildcards.seed} "
+        "--out {output.results} --schedules {output.schedules} > {log} 2>&1"

@@ -1,0 +1,43 @@
+# Figures, tables, executed notebooks and the paper summary, all from the pipeline's own results.
+from ganno.report import FIGURES, TABLE_FORMATS, TABLES, report_inputs
+
+NOTEBOOKS = sorted(Path("notebooks").glob("*.ipynb"))
+
+
+rule report:
+    """paper/: figures (PNG, PDF and the CSV drawn), tables (CSV, Markdown, LaTeX), README.md."""
+    input:
+        report_inputs(config, "results"),
+    output:
+        figures=[
+            report(
+                f"paper/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+            )
+            for name in FIGURES
+        ],
+        figure_data=expand("paper/figures/{name}.{ext}", name=FIGURES, ext=["pdf", "csv"]),
+        tables=expand("paper/tables/{name}.{ext}", name=TABLES, ext=TABLE_FORMATS),
+        readme="paper/README.md",
+    log:
+        "logs/report.log",
+    threads: 1
+    params:
+        config=RESOLVED_CONFIG,
+    shell:
+        "ganno report --config {params.config} --results results --out paper > {log} 2>&1"
+
+
+rule notebook:
+    """An analysis notebook executed on the results, outputs kept; a failing cell fails."""
+    input:
+        notebook="notebooks/{name}.ipynb",
+        results=report_inputs(config, "results"),
+    output:
+        "results/notebooks/{name}.ipynb",
+    log:
+        "logs/notebooks/{name}.log",
+    threads: 1
+    shell:
+        "ganno notebook {input.notebook} --out {output} --cwd . > {log} 2>&1"
