@@ -9,6 +9,36 @@ __version__ = "0.1.0"
 __all__ = ["Policy", "__version__"]
 
 
+def _import_jumanji_keeping_the_matplotlib_backend() -> None:
+    """Importing jumanji inside a notebook runs ``%matplotlib ipympl`` (jumanji/environments/
+    __init__.py), which fails without ipympl and would turn figures into widgets that an executed
+    notebook cannot keep. Import it once here with that magic call skipped."""
+    import builtins
+
+    if not getattr(builtins, "__IPYTHON__", False) or "jumanji" in __import__("sys").modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    original = shell.run_line_magic
+
+    def run_line_magic(name, line, *args, **kwargs):
+        if name == "matplotlib":
+            return None
+        return original(name, line, *args, **kwargs)
+
+    shell.run_line_magic = run_line_magic
+    try:
+        import jumanji  # noqa: F401
+    finally:
+        shell.run_line_magic = original
+
+
+_import_jumanji_keeping_the_matplotlib_backend()
+
+
 def __getattr__(name: str):
     # Lazy, so `import ganno` (and the CLI's --help) does not import JAX.
     if name == "Policy":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,8 @@ def execute_notebook(
 ) -> Path:
     """Run every cell of ``path`` in ``cwd`` and write the executed notebook to ``out``."""
     path, out = Path(path), Path(out)
+    # Figures become outputs of the executed notebook, whatever backend the environment names.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
