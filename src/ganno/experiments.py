@@ -87,7 +87,11 @@ def run_baselines(
     env_cfg = cfg["env"]
     registry = baselines.methods_from_config(cfg)
     frames = []
-    for name in methods or cfg["baselines"]["methods"]:
+    if methods is None:
+        methods = cfg["baselines"]["methods"]
+        if task != TRAIN_TASK and cfg["baselines"]["generalisation_methods"] is not None:
+            methods = cfg["baselines"]["generalisation_methods"]
+    for name in methods:
         frames.append(
             baselines.run_grid(
                 inner,

@@ -1,0 +1,140 @@
+"""The Snakemake pipeline end to end on the tiny config, and the default config's DAG."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "notebooks")
+
+
+def _copy_workflow(dest: Path) -> None:
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=False)
+        else:
+            shutil.copy(src, dest / name)
+
+
+def _snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["snakemake", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    _copy_workflow(work)
+    result = _snakemake(work, "--cores", "2", "--configfile", "config/test.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work
+
+
+def test_every_final_file_is_written(pipeline_run):
+    paper = pipeline_run / "paper"
+    from ganno.report import FIGURES, TABLE_FORMATS, TABLES
+
+    for name in FIGURES:
+        width, height = _png_size(paper / "figures" / f"{name}.png")
+        assert width >= 600 and height >= 300
+        assert (paper / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert (paper / "figures" / f"{name}.pdf").stat().st_size > 1_000
+        assert len(pd.read_csv(paper / "figures" / f"{name}.csv")) > 0
+    for name in TABLES:
+        for ext in TABLE_FORMATS:
+            assert (paper / "tables" / f"{name}.{ext}").stat().st_size > 0
+
+
+def test_tables_have_every_method_and_no_nan(pipeline_run):
+    tables = pipeline_run / "paper" / "tables"
+    robustness = pd.read_csv(tables / "robustness.csv")
+    expected = {"ganno_ippo", "ganno_mappo", "sgd_constant", "sgd_cosine", "adam", "dog"}
+    assert set(robustness["method"]) == expected
+    generalisation = pd.read_csv(tables / "generalisation.csv")
+    assert {"train", "mlp_depth5", "digits"} <= set(generalisation["task"])
+    assert "mnist" not in set(generalisation["task"])  # its files are absent: skipped
+    for table in (robustness, generalisation, pd.read_csv(tables / "improvement.csv")):
+        assert not table.select_dtypes("number").isna().any().any()
+
+
+def test_results_tables_cover_the_grid(pipeline_run):
+    results = pd.read_csv(pipeline_run / "results" / "sweep" / "train" / "baselines.csv")
+    # 4 methods x 4 initial rates (1e-3 .. 1) x 2 evaluation seeds
+    assert len(results) == 4 * 4 * 2
+    assert sorted(results["lr0"].unique()) == pytest.approx([1e-3, 1e-2, 1e-1, 1.0])
+    skipped = pipeline_run / "results" / "sweep" / "mnist" / "baselines.csv.skipped"
+    assert "train-images-idx3-ubyte" in skipped.read_text()
+
+
+def test_summary_and_notebooks(pipeline_run):
+    readme = (pipeline_run / "paper" / "README.md").read_text()
+    for claim in ("C1", "C2", "C3"):
+        assert claim in readme
+    assert "figures/robustness.png" in readme and "mnist" in readme
+    for name in ("01_meta_training", "02_robustness_and_generalisation"):
+        notebook = nbformat.read(pipeline_run / "results" / "notebooks" / f"{name}.ipynb", 4)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert all(c.get("execution_count") for c in code)
+        assert any(o.get("output_type") == "display_data" for c in code for o in c.outputs)
+
+
+def test_a_second_run_has_nothing_to_do(pipeline_run):
+    result = _snakemake(pipeline_run, "--cores", "2", "--configfile", "config/test.yaml", "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_baseline_settings_reruns_only_baselines_and_their_dependants(pipeline_run,
+                                                                               tmp_path):
+    cfg = (pipeline_run / "config" / "test.yaml").read_text()
+    changed = cfg.replace("bootstrap_resamples: 200", "bootstrap_resamples: 300").replace(
+        "methods: [sgd_constant, sgd_cosine, adam, dog]", "methods: [sgd_constant, adam, dog]")
+    path = tmp_path / "changed.yaml"
+    path.write_text(changed)
+    result = _snakemake(pipeline_run, "--cores", "2", "--configfile", str(path), "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = result.stdout + result.stderr
+    assert "sweep_baselines" in jobs and "report" in jobs
+    assert "meta_train " not in jobs and "rule meta_train:" not in jobs
+    assert "rule sweep_policy:" not in jobs
+
+
+def test_default_config_dag_dry_run(tmp_path):
+    _copy_workflow(tmp_path)
+    result = _snakemake(tmp_path, "--cores", "2", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_policy", "report",
+                 "notebook"):
+        assert rule in out
+
+
+def test_a_bad_config_stops_the_pipeline_naming_the_key(tmp_path):
+    _copy_workflow(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env:\n  actions: []\n")
+    result = _snakemake(tmp_path, "--cores", "1", "-n", "--configfile", str(bad))
+    assert result.returncode != 0
+    assert "env.actions" in result.stdout + result.stderr
+
+
+def test_lint_and_format():
+    lint = _snakemake(ROOT, "--lint", "--cores", "1")
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+    files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "workflow" / "rules").glob("*.smk")))]
+    fmt = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
