@@ -48,10 +48,34 @@ TASKS = task_names(config)
 def sweep_outputs():
     """Every results table of the sweep and the generalisation evaluation."""
     return expand("results/sweep/{task}/baselines.csv", task=TASKS) + expand(
-        "results/sweep/{task}/{algo}_seed_{seed}.csv", task=TASKS, algo=ALGOS, seed=SEEDS
+        "results/sweep/{task}/{algo}_seed_{seed}.csv",
+        task=TASKS,
+        algo=ALGOS,
+        seed=SEEDS,
     )
 
 
 def final_outputs():
-    notebooks = [f"results/notebooks/{p.stem}.ipynb" for p in sorted(Path("notebooks").glob("*.ipynb"))]
+    notebooks = [
+        f"results/notebooks/{p.stem}.ipynb"
+        for p in sorted(Path("notebooks").glob("*.ipynb"))
+    ]
     return ["paper/README.md", *notebooks]
+
+
+def training_data(wildcards):
+    return rules.prepare_data.output.npz.format(dataset=config["task"]["dataset"])
+
+
+def task_data(wildcards):
+    """The prepared dataset a task needs; none for a task whose files are absent (it is skipped
+    with a note by the command itself)."""
+    if task_unavailable_reason(config, wildcards.task) is not None:
+        return []
+    cfg = task_config(config, wildcards.task)
+    return rules.prepare_data.output.npz.format(dataset=cfg["task"]["dataset"])
+
+
+def task_settings(wildcards, *sections):
+    cfg = task_config(config, wildcards.task)
+    return json.dumps({k: cfg[k] for k in sections}, sort_keys=True)

@@ -4,6 +4,8 @@ rule prepare_data:
         npz=f"{config['data']['root']}/processed/{{dataset}}-val{float(config['data']['val_fraction'])!r}-seed{config['data']['split_seed']}.npz",
     log:
         "logs/data/{dataset}.log",
+    conda:
+        "../envs/ganno.yaml"
     threads: 1
     params:
         config=RESOLVED_CONFIG,

@@ -2,20 +2,6 @@
 # tasks) are one experiment on different tasks: every method from every initial rate and seed.
 
 
-def task_data(wildcards):
-    """The prepared dataset a task needs; none for a task whose files are absent (it is skipped
-    with a note by the command itself)."""
-    if task_unavailable_reason(config, wildcards.task) is not None:
-        return []
-    cfg = task_config(config, wildcards.task)
-    return rules.prepare_data.output.npz.format(dataset=cfg["task"]["dataset"])
-
-
-def task_settings(wildcards, *sections):
-    cfg = task_config(config, wildcards.task)
-    return json.dumps({k: cfg[k] for k in sections}, sort_keys=True)
-
-
 rule sweep_baselines:
     """Every configured baseline on one task over the lr0 grid x evaluation seeds."""
     input:
@@ -26,6 +12,8 @@ rule sweep_baselines:
         "logs/sweep/{task}/baselines.log",
     benchmark:
         "results/benchmarks/sweep/{task}_baselines.tsv"
+    conda:
+        "../envs/ganno.yaml"
     threads: 1
     params:
         config=RESOLVED_CONFIG,
@@ -47,6 +35,8 @@ rule sweep_policy:
         "logs/sweep/{task}/{algo}_seed_{seed}.log",
     benchmark:
         "results/benchmarks/sweep/{task}_{algo}_seed_{seed}.tsv"
+    conda:
+        "../envs/ganno.yaml"
     threads: 1
     params:
         config=RESOLVED_CONFIG,

@@ -1,7 +1,3 @@
-def training_data(wildcards):
-    return rules.prepare_data.output.npz.format(dataset=config["task"]["dataset"])
-
-
 rule meta_train:
     """IPPO / MAPPO agents meta-trained on the config's task; a killed run resumes."""
     input:
@@ -13,11 +9,13 @@ rule meta_train:
         "logs/meta_train/{algo}_seed_{seed}.log",
     benchmark:
         "results/benchmarks/meta_train/{algo}_seed_{seed}.tsv"
+    conda:
+        "../envs/ganno.yaml"
     threads: workflow.cores
     params:
         config=RESOLVED_CONFIG,
         settings=section("seed", "task", "env", "meta_train"),
-        out="results/meta_train/{algo}/seed_{seed}",
+        out=lambda wildcards, output: str(Path(output.curve).parent),
     shell:
         "ganno meta-train --config {params.config} --algo {wildcards.algo} "
         "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"

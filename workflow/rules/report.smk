@@ -17,11 +17,15 @@ rule report:
             )
             for name in FIGURES
         ],
-        figure_data=expand("paper/figures/{name}.{ext}", name=FIGURES, ext=["pdf", "csv"]),
+        figure_data=expand(
+            "paper/figures/{name}.{ext}", name=FIGURES, ext=["pdf", "csv"]
+        ),
         tables=expand("paper/tables/{name}.{ext}", name=TABLES, ext=TABLE_FORMATS),
         readme="paper/README.md",
     log:
         "logs/report.log",
+    conda:
+        "../envs/ganno.yaml"
     threads: 1
     params:
         config=RESOLVED_CONFIG,
@@ -38,6 +42,8 @@ rule notebook:
         "results/notebooks/{name}.ipynb",
     log:
         "logs/notebooks/{name}.log",
+    conda:
+        "../envs/ganno.yaml"
     threads: 1
     shell:
         "ganno notebook {input.notebook} --out {output} --cwd . > {log} 2>&1"
