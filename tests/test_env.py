@@ -252,3 +252,80 @@ def test_bad_environment_arguments_are_rejected(small_config, dataset):
         GannoEnv(task, actions=())
     with pytest.raises(ValueError, match="keep action"):
         GannoEnv(task, actions=(0.5, 2.0), reward="counterfactual_log_val_loss_drop")
+
+
+# ----------------------------------------------------------------------------- Q1: several
+# hyperparameters per layer (learning-rate factor x momentum x weight decay, one flat action)
+
+Q1_ENV = {"momentum_actions": [0.0, 0.5, 0.9], "weight_decay_actions": [0.0, 1e-3]}
+
+
+def test_q1_action_space_is_the_product_and_features_grow_by_one_per_hyperparameter(
+    small_config, dataset
+):
+    env = make(small_config, dataset, **Q1_ENV)
+    lr_only = make(small_config, dataset)
+    assert env.action_dim == 5 * 3 * 2
+    assert env.feature_names == FEATURE_NAMES + ("momentum", "log_weight_decay")
+    assert env.num_features == lr_only.num_features + 2
+    assert env.global_state_dim == lr_only.global_state_dim + 2 * 3  # mean, min, max
+    # The flat index decodes learning-rate factor (slowest), momentum, weight decay (fastest).
+    index = env.action_index(2.0, momentum=0.5, weight_decay=1e-3)
+    assert index == (4 * 3 + 1) * 2 + 1
+    assert float(env._factors[index]) == 2.0
+    assert float(env._controlled["momentum"][index]) == 0.5
+    assert float(env._controlled["weight_decay"][index]) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="not one of the momentum actions"):
+        env.action_index(1.0, momentum=0.7)
+    with pytest.raises(ValueError, match="do not set momentum"):
+        lr_only.action_index(1.0, momentum=0.5)
+
+    state, ts = env.reset(jax.random.PRNGKey(0))
+    env.observation_spec.validate(ts.observation)
+    actions = jnp.array([env.action_index(1.0, 0.9, 0.0), index, env.action_index(0.5, 0.0, 1e-3)])
+    _, ts = jax.jit(env.step)(state, actions)
+    env.observation_spec.validate(ts.observation)
+    view = np.asarray(ts.observation.agents_view)
+    assert np.isfinite(view).all()
+    np.testing.assert_allclose(view[:, -2], [0.9, 0.5, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(view[:, -1], np.log10([1e-30, 1e-3, 1e-3]).clip(-8) / 4, rtol=1e-5)
+    np.testing.assert_allclose(ts.extras["momentum"], [0.9, 0.5, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(view[:, FEATURE_NAMES.index("prev_action")], [0.0, 1.0, -1.0])
+
+
+def test_q1_constant_momentum_action_equals_optax_sgd_with_momentum(small_config, dataset):
+    """Choosing (x1, momentum 0.9) at every decision is SGD with momentum 0.9 from the start."""
+    env = make(small_config, dataset, momentum_actions=[0.0, 0.9])
+    action = env.action_index(1.0, momentum=0.9)
+    key, lr0 = jax.random.PRNGKey(7), 0.01
+    _, state = rollout(env, key, lambda t: jnp.full(3, action), lr0=lr0)
+    init_key, data_key, _ = episode_keys(key)
+    params = env.task.init_params(init_key)
+    sgd = optax.sgd(lr0, momentum=0.9)
+    total = env.steps_per_decision * env.time_limit
+    ref, _, _ = jax.jit(lambda p: train_steps(env.task, sgd, p, sgd.init(p), data_key, 0, total))(
+        params
+    )
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_q1_feature_width_does_not_depend_on_depth(small_config, dataset):
+    cfg = validate(
+        merge(small_config, {"task": {"network": {"depth": 6, "width": 16}}, "env": Q1_ENV})
+    )
+    deep = make_env(cfg, dataset)
+    shallow = make(small_config, dataset, **Q1_ENV)
+    state, ts = deep.reset(jax.random.PRNGKey(1))
+    assert ts.observation.agents_view.shape == (6, shallow.num_features)
+    assert ts.observation.global_state.shape == (6, shallow.global_state_dim)
+
+
+def test_q1_rejects_empty_sets_and_counterfactual_rewards(small_config, dataset):
+    task = make_task(small_config, dataset)
+    with pytest.raises(ValueError, match="momentum_actions is empty"):
+        GannoEnv(task, momentum_actions=())
+    with pytest.raises(ValueError, match="learning-rate-only"):
+        GannoEnv(task, momentum_actions=(0.0, 0.9), reward="counterfactual_log_val_loss_drop")
+    with pytest.raises(Exception, match="momentum_actions"):
+        validate(merge(small_config, {"env": {"momentum_actions": [0.5, 1.5]}}))

@@ -54,6 +54,9 @@ FEATURE_NAMES: tuple[str, ...] = (
 POOLED_FEATURES: tuple[str, ...] = FEATURE_NAMES[:7] + ("prev_action",)
 #: Team-level features appended once to the global state.
 GLOBAL_FEATURES: tuple[str, ...] = FEATURE_NAMES[7:12]
+#: Features appended (after the position features) when the agents also set their layer's momentum
+#: and/or weight decay (Q1): the layer's current value, ``log_feature(wd)`` for weight decay.
+HYPERPARAMETER_FEATURES: dict[str, str] = {"momentum": "momentum", "weight_decay": "log_weight_decay"}
 REWARDS: tuple[str, ...] = (
     "log_val_loss_drop",
     "val_accuracy_gain",
@@ -118,6 +121,8 @@ class GannoEnv(Environment):
         val_subset: int | None = None,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        momentum_actions: Sequence[float] | None = None,
+        weight_decay_actions: Sequence[float] | None = None,
     ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {REWARDS}")
@@ -125,6 +130,17 @@ class GannoEnv(Environment):
             raise ValueError("the action set is empty; give at least one learning-rate factor")
         if reward == "counterfactual_log_val_loss_drop" and 1.0 not in actions:
             raise ValueError("counterfactual rewards need the keep action 1.0 in the action set")
+        extra = {"momentum": momentum_actions, "weight_decay": weight_decay_actions}
+        self.hyperparameter_actions = {k: tuple(float(v) for v in vs) for k, vs in extra.items()
+                                       if vs is not None}
+        for name, values in self.hyperparameter_actions.items():
+            if not values:
+                raise ValueError(f"{name}_actions is empty; give at least one {name} value or null")
+        if self.hyperparameter_actions and reward == "counterfactual_log_val_loss_drop":
+            raise ValueError(
+                "counterfactual rewards are defined for learning-rate-only agents; set "
+                "momentum_actions and weight_decay_actions to null or choose another reward"
+            )
         self.task = task
         self.steps_per_decision = int(steps_per_decision)
         self.num_decisions = int(num_decisions)
@@ -136,14 +152,21 @@ class GannoEnv(Environment):
         self.divergence_loss_ratio = float(divergence_loss_ratio)
         self._x_val = task.x_val if val_subset is None else task.x_val[:val_subset]
         self._y_val = task.y_val if val_subset is None else task.y_val[:val_subset]
+        controls = self.hyperparameter_actions
         self.optimizer = layerwise_sgd(
             learning_rate=self.lr0_range[0],
-            momentum=momentum if momentum > 0 else None,
-            weight_decay=weight_decay if weight_decay > 0 else None,
+            momentum=momentum if momentum > 0 or "momentum" in controls else None,
+            weight_decay=weight_decay if weight_decay > 0 or "weight_decay" in controls else None,
         )
         self._momentum, self._weight_decay = float(momentum), float(weight_decay)
-        self._factors = jnp.asarray(self.actions, jnp.float32)
+        # The joint action of one agent is a flat index into the product of its choice sets:
+        # learning-rate factor (slowest), then momentum, then weight decay (fastest).
+        choice_sets = [self.actions, *controls.values()]
+        grids = jnp.meshgrid(*[jnp.asarray(c, jnp.float32) for c in choice_sets], indexing="ij")
+        table = jnp.stack([g.reshape(-1) for g in grids], axis=1)  # [A, 1 + len(controls)]
+        self._factors = table[:, 0]
         self._log2_factors = jnp.log2(self._factors)
+        self._controlled = {name: table[:, 1 + i] for i, name in enumerate(controls)}
         self._num_agents = task.num_layers()
         n = self._num_agents
         depth = jnp.arange(n, dtype=jnp.float32) / max(n - 1, 1)
@@ -159,7 +182,31 @@ class GannoEnv(Environment):
 
     @property
     def action_dim(self) -> int:
-        return len(self.actions)
+        return int(self._factors.shape[0])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The names of the observation's columns: :data:`FEATURE_NAMES`, then one per extra
+        hyperparameter the agents control."""
+        return FEATURE_NAMES + tuple(HYPERPARAMETER_FEATURES[k] for k in self.hyperparameter_actions)
+
+    def action_index(
+        self, factor: float = 1.0, momentum: float | None = None, weight_decay: float | None = None
+    ) -> int:
+        """The flat action that applies learning-rate ``factor`` and sets the given momentum and
+        weight decay (each must be in its action set; leave out those the agents do not set)."""
+        index = self.actions.index(float(factor))
+        for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
+            if name not in self.hyperparameter_actions:
+                if value is not None:
+                    raise ValueError(f"these agents do not set {name}")
+                continue
+            values = self.hyperparameter_actions[name]
+            value = getattr(self, f"_{name}") if value is None else float(value)
+            if value not in values:
+                raise ValueError(f"{name} {value} is not one of the {name} actions {values}")
+            index = index * len(values) + values.index(value)
+        return index
 
     @property
     def time_limit(self) -> int:
@@ -167,21 +214,23 @@ class GannoEnv(Environment):
 
     @property
     def num_features(self) -> int:
-        return len(FEATURE_NAMES)
+        return len(self.feature_names)
 
     @property
     def global_state_dim(self) -> int:
-        return 3 * len(POOLED_FEATURES) + len(GLOBAL_FEATURES)
+        pooled = len(POOLED_FEATURES) + len(self.hyperparameter_actions)
+        return 3 * pooled + len(GLOBAL_FEATURES)
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}_actions={v}" for k, v in self.hyperparameter_actions.items())
         return (
-            f"GannoEnv(agents={self.num_agents}, actions={self.actions}, "
+            f"GannoEnv(agents={self.num_agents}, actions={self.actions}{extra}, "
             f"k={self.steps_per_decision}, H={self.num_decisions}, reward={self.reward_name})"
         )
 
     @cached_property
     def observation_spec(self) -> specs.Spec:
-        n, a = self._num_agents, len(self.actions)
+        n, a = self._num_agents, self.action_dim
         return specs.Spec(
             ObservationGlobalState,
             "ObservationSpec",
@@ -194,7 +243,7 @@ class GannoEnv(Environment):
     @cached_property
     def action_spec(self) -> specs.MultiDiscreteArray:
         return specs.MultiDiscreteArray(
-            num_values=jnp.full((self._num_agents,), len(self.actions), jnp.int32), name="action"
+            num_values=jnp.full((self._num_agents,), self.action_dim, jnp.int32), name="action"
         )
 
     @cached_property
@@ -249,6 +298,7 @@ class GannoEnv(Environment):
         prev_val_loss,
         step_count,
         prev_log2_factor,
+        opt_state,
     ):
         grad_sq = per_layer(jnp.square, mean_grad)
         weight_sq = per_layer(jnp.square, params)
@@ -277,13 +327,18 @@ class GannoEnv(Environment):
             ],
             axis=1,
         )
-        view = jnp.concatenate([layer, self._position], axis=1)
+        extras = [
+            opt_state.momentum if name == "momentum" else log_feature(opt_state.weight_decay)
+            for name in self.hyperparameter_actions
+        ]
+        view = jnp.concatenate([layer, self._position, *(e[:, None] for e in extras)], axis=1)
         return jnp.nan_to_num(view, nan=0.0, posinf=8.0, neginf=-8.0).astype(jnp.float32)
 
     def global_state(self, agents_view: jnp.ndarray) -> jnp.ndarray:
         """[N, F] -> [N, G]: per-layer features pooled over agents plus the team features, the
         same for every agent and of a size that does not depend on N."""
-        pooled_idx = jnp.array([_F[f] for f in POOLED_FEATURES])
+        extra_idx = [len(FEATURE_NAMES) + i for i in range(len(self.hyperparameter_actions))]
+        pooled_idx = jnp.array([_F[f] for f in POOLED_FEATURES] + extra_idx)
         team_idx = jnp.array([_F[f] for f in GLOBAL_FEATURES])
         pooled = agents_view[:, pooled_idx]
         row = jnp.concatenate(
@@ -295,7 +350,7 @@ class GannoEnv(Environment):
         n = self._num_agents
         observation = ObservationGlobalState(
             agents_view=state.agents_view,
-            action_mask=jnp.ones((n, len(self.actions)), bool),
+            action_mask=jnp.ones((n, self.action_dim), bool),
             global_state=self.global_state(state.agents_view),
             step_count=jnp.full((n,), state.step_count, jnp.int32),
         )
@@ -305,6 +360,8 @@ class GannoEnv(Environment):
             "val_accuracy": state.val_accuracy,
             "diverged": state.diverged,
             "learning_rates": state.opt_state.learning_rates,
+            "momentum": state.opt_state.momentum,
+            "weight_decay": state.opt_state.weight_decay,
             "lr0": state.lr0,
         }
         return TimeStep(
@@ -355,6 +412,7 @@ class GannoEnv(Environment):
             prev_val_loss=val_loss,
             step_count=0,
             prev_log2_factor=jnp.zeros((n,)),
+            opt_state=opt_state,
         )
         view = view.at[:, _F["grad_cosine"]].set(0.0).at[:, _F["log_grad_noise"]].set(0.0)
         state = EnvState(
@@ -385,7 +443,7 @@ class GannoEnv(Environment):
         learning_rates = jnp.clip(
             state.opt_state.learning_rates * self._factors[action], *self.lr_bounds
         )
-        opt_state = state.opt_state._replace(learning_rates=learning_rates)
+        opt_state = self._apply_hyperparameters(state.opt_state, action, learning_rates)
         start = state.step_count * self.steps_per_decision
         params, opt_state, mean_grad, mean_sq, train_loss = self._train_interval(
             state.params, opt_state, state.data_key, start
@@ -405,6 +463,7 @@ class GannoEnv(Environment):
             prev_val_loss=state.val_loss,
             step_count=step_count,
             prev_log2_factor=self._log2_factors[action],
+            opt_state=opt_state,
         )
         finite = jnp.isfinite(val_loss) & jnp.isfinite(train_loss)
         finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, params)))
@@ -432,6 +491,13 @@ class GannoEnv(Environment):
         step_type = jnp.where(done, StepType.LAST, StepType.MID).astype(jnp.int8)
         discount = jnp.where(done, 0.0, 1.0) * jnp.ones((n,), jnp.float32)
         return new_state, self._timestep(new_state, reward, step_type, discount)
+
+    def _apply_hyperparameters(self, opt_state: LayerwiseSGDState, action, learning_rates):
+        """The optimiser state with the new rates and, for Q1 agents, momentum / weight decay."""
+        changes = {"learning_rates": learning_rates}
+        for name, values in self._controlled.items():
+            changes[name] = values[action]
+        return opt_state._replace(**changes)
 
     # ------------------------------------------------------------------ rewards
     def _reward(self, state: EnvState, action, val_loss, val_accuracy, step_count, diverged):
@@ -488,4 +554,6 @@ def make_env(
         val_subset=env_cfg["val_subset"],
         momentum=task_cfg["momentum"],
         weight_decay=task_cfg["weight_decay"],
+        momentum_actions=env_cfg.get("momentum_actions"),
+        weight_decay_actions=env_cfg.get("weight_decay_actions"),
     )
