@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -48,8 +49,13 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or impossible."""
 
 
+@functools.cache
+def _schema_text() -> str:
+    return SCHEMA_PATH.read_text()
+
+
 def load_schema() -> dict[str, Any]:
-    return read_yaml(SCHEMA_PATH)
+    return yaml.load(_schema_text(), Loader=_Loader)
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -155,6 +161,7 @@ def generalisation_config(config: Mapping[str, Any], name: str) -> dict[str, Any
     overrides = {k: spec[k] for k in ("task", "env") if k in spec}
     merged = merge(config, overrides)
     merged["evaluation"] = {**merged["evaluation"], "generalisation_tasks": []}
+    merged["extensions"] = {}  # variants and their tasks belong to the meta-training config
     return validate(merged)
 
 
@@ -171,6 +178,10 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     problems = [_describe(e, schema) for e in errors]
     if not problems:
         problems = _check_semantics(filled) + _check_generalisation_tasks(filled)
+    if not problems:
+        from ganno.variants import check as check_variants
+
+        problems = check_variants(filled)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return filled

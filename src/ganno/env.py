@@ -56,7 +56,10 @@ POOLED_FEATURES: tuple[str, ...] = FEATURE_NAMES[:7] + ("prev_action",)
 GLOBAL_FEATURES: tuple[str, ...] = FEATURE_NAMES[7:12]
 #: Features appended (after the position features) when the agents also set their layer's momentum
 #: and/or weight decay (Q1): the layer's current value, ``log_feature(wd)`` for weight decay.
-HYPERPARAMETER_FEATURES: dict[str, str] = {"momentum": "momentum", "weight_decay": "log_weight_decay"}
+HYPERPARAMETER_FEATURES: dict[str, str] = {
+    "momentum": "momentum",
+    "weight_decay": "log_weight_decay",
+}
 REWARDS: tuple[str, ...] = (
     "log_val_loss_drop",
     "val_accuracy_gain",
@@ -131,8 +134,9 @@ class GannoEnv(Environment):
         if reward == "counterfactual_log_val_loss_drop" and 1.0 not in actions:
             raise ValueError("counterfactual rewards need the keep action 1.0 in the action set")
         extra = {"momentum": momentum_actions, "weight_decay": weight_decay_actions}
-        self.hyperparameter_actions = {k: tuple(float(v) for v in vs) for k, vs in extra.items()
-                                       if vs is not None}
+        self.hyperparameter_actions = {
+            k: tuple(float(v) for v in vs) for k, vs in extra.items() if vs is not None
+        }
         for name, values in self.hyperparameter_actions.items():
             if not values:
                 raise ValueError(f"{name}_actions is empty; give at least one {name} value or null")
@@ -188,7 +192,9 @@ class GannoEnv(Environment):
     def feature_names(self) -> tuple[str, ...]:
         """The names of the observation's columns: :data:`FEATURE_NAMES`, then one per extra
         hyperparameter the agents control."""
-        return FEATURE_NAMES + tuple(HYPERPARAMETER_FEATURES[k] for k in self.hyperparameter_actions)
+        return FEATURE_NAMES + tuple(
+            HYPERPARAMETER_FEATURES[k] for k in self.hyperparameter_actions
+        )
 
     def action_index(
         self, factor: float = 1.0, momentum: float | None = None, weight_decay: float | None = None
