@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
     check.add_argument("--out", type=Path, help="write the resolved config here instead")
     check.set_defaults(func=_cmd_config_check)
+    from ganno.torch.cli import add_torch_commands  # torch-eval (PyTorch deployment)
+
+    add_torch_commands(sub)
     return parser
 
 

@@ -128,6 +128,12 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                 f"'env.{key}' = {[low, high]} is an inverted or empty range; give [low, high] with "
                 "0 < low < high"
             )
+    low, high = config["torch_deployment"]["lr0_exponents"]
+    if not low <= high:
+        problems.append(
+            f"'torch_deployment.lr0_exponents' = {[low, high]} is inverted; give [low, high] "
+            "with low <= high"
+        )
     return problems
 
 

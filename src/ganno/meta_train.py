@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ganno.config import ConfigError, dump_config, validate
 from ganno.parallel import shard_batch
-from ganno.policy import Policy
+from ganno.policy import Policy, env_settings
 from ganno.systems import ippo, mappo
 from ganno.systems.anakin import actor_network_config, scan_updates, steps_per_update
 
@@ -429,6 +429,8 @@ def meta_train(
             "env_name": env_name,
             "task_name": task_name,
         }
+        if (settings := env_settings(env)) is not None:
+            policy_config["env"] = settings  # what deploying the policy needs (ganno.torch)
         policy_dir = out_dir / "policy" / (f"seed_{seed_}" if vmapped else "")
         Policy(actor_params, policy_config).save(policy_dir)
     final = [

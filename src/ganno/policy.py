@@ -144,3 +144,35 @@ def _expected_param_shapes(network: Any, net_config: dict[str, Any]) -> Any:
     )
     shapes = jax.eval_shape(network.init, jax.random.PRNGKey(0), obs)
     return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+
+
+#: The environment attributes a policy is saved with (``policy.json``'s ``env`` entry), so that it
+#: can be deployed (e.g. by :class:`ganno.torch.GannoScheduler`) without the training config.
+ENV_SETTINGS: tuple[str, ...] = (
+    "steps_per_decision",
+    "num_decisions",
+    "actions",
+    "lr_bounds",
+    "lr0_range",
+    "divergence_loss_ratio",
+)
+
+
+def env_settings(env: Any) -> dict[str, Any] | None:
+    """The settings of a GANNO environment that a deployed policy needs, or None for an
+    environment without them (e.g. the coordination game of the tests)."""
+    if not all(hasattr(env, name) for name in ENV_SETTINGS):
+        return None
+    settings: dict[str, Any] = {}
+    for name in ENV_SETTINGS:
+        value = getattr(env, name)
+        settings[name] = [float(v) for v in value] if isinstance(value, tuple | list) else value
+    settings["steps_per_decision"] = int(settings["steps_per_decision"])
+    settings["num_decisions"] = int(settings["num_decisions"])
+    settings["divergence_loss_ratio"] = float(settings["divergence_loss_ratio"])
+    if hasattr(env, "feature_names"):
+        settings["feature_names"] = list(env.feature_names)
+    extra = getattr(env, "hyperparameter_actions", None)
+    if extra:
+        settings["hyperparameter_actions"] = {k: [float(v) for v in vs] for k, vs in extra.items()}
+    return settings

@@ -1,0 +1,167 @@
+"""The GANNO observation computed from PyTorch tensors, definition by definition as
+:meth:`ganno.env.GannoEnv._observe` computes it from JAX arrays.
+
+A *layer* is one agent: a list of tensors (a parameter group's weight and bias, say). Every
+per-layer statistic is a sum over the layer's tensors, so any number of layers and any tensor
+shapes work; the agent axis ``N`` is the number of layers. See :data:`ganno.env.FEATURE_NAMES`
+for the meaning and scaling of the ``F = 16`` columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+#: The observation's columns, in order; identical to :data:`ganno.env.FEATURE_NAMES` (a test
+#: checks it), repeated here so that this module does not import JAX.
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_lr",
+    "log_grad_norm",
+    "log_weight_norm",
+    "log_update_norm",
+    "log_update_ratio",
+    "grad_cosine",
+    "log_grad_noise",
+    "log_train_loss",
+    "log_val_loss",
+    "delta_log_train_loss",
+    "delta_log_val_loss",
+    "progress",
+    "prev_action",
+    "relative_depth",
+    "is_first",
+    "is_last",
+)
+_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_TINY = 1e-30
+
+#: One layer's tensors (weight, bias, ...); a network is a sequence of layers.
+Layer = Sequence[torch.Tensor]
+
+
+def log_feature(x: torch.Tensor) -> torch.Tensor:
+    """Scaled log10 of a positive quantity: ``clip(log10(max(x, 1e-30)), -8, 8) / 4``."""
+    return torch.clamp(torch.log10(torch.clamp(x, min=_TINY)), -8.0, 8.0) / 4.0
+
+
+def log10_loss(loss: torch.Tensor) -> torch.Tensor:
+    """``clip(log10(max(loss, 1e-30)), -8, 8)``, the environment's loss features."""
+    return torch.clamp(torch.log10(torch.clamp(loss, min=_TINY)), -8.0, 8.0)
+
+
+def layer_sums(fn: Callable[..., torch.Tensor], *layers: Sequence[Layer]) -> torch.Tensor:
+    """``fn`` applied to the matching tensors of each layer, summed per layer: ``[N]`` float32.
+
+    ``layer_sums(torch.square, grads)`` is every layer's squared gradient norm.
+    """
+    sums = []
+    for tensors in zip(*layers, strict=True):
+        total = torch.zeros((), dtype=torch.float32)
+        for leaf in zip(*tensors, strict=True):
+            total = total + fn(*(t.detach().float() for t in leaf)).sum()
+        sums.append(total)
+    return torch.stack(sums)
+
+
+def position_features(num_layers: int) -> torch.Tensor:
+    """``[N, 3]``: relative depth ``i / (N - 1)``, is-first and is-last flags."""
+    n = int(num_layers)
+    index = torch.arange(n)
+    depth = index.float() / max(n - 1, 1)
+    return torch.stack([depth, (index == 0).float(), (index == n - 1).float()], dim=1)
+
+
+def _scalar(x: torch.Tensor | float) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32).detach().reshape(())
+
+
+@torch.no_grad()
+def observe(
+    *,
+    learning_rates: torch.Tensor,
+    mean_grad: Sequence[Layer],
+    prev_mean_grad: Sequence[Layer],
+    mean_sq_grad_norm: torch.Tensor,
+    params: Sequence[Layer],
+    prev_params: Sequence[Layer],
+    train_loss: torch.Tensor | float,
+    val_loss: torch.Tensor | float,
+    prev_train_loss: torch.Tensor | float,
+    prev_val_loss: torch.Tensor | float,
+    step_count: int,
+    num_decisions: int,
+    prev_log2_factor: torch.Tensor,
+) -> torch.Tensor:
+    """The ``[N, F]`` float32 observation of :meth:`ganno.env.GannoEnv._observe`.
+
+    ``mean_grad``: each layer's mean gradient over the interval; ``mean_sq_grad_norm`` ``[N]``:
+    the interval's mean of each layer's squared minibatch-gradient norm; ``params`` /
+    ``prev_params``: the weights after / before the interval; ``train_loss``: the interval's mean
+    minibatch loss; ``step_count``: decisions taken, including the one that started the interval;
+    ``prev_log2_factor`` ``[N]``: log2 of the factor each layer's rate got at that decision.
+    """
+    n = len(params)
+    grad_sq = layer_sums(torch.square, mean_grad)
+    weight_sq = layer_sums(torch.square, params)
+    update_sq = layer_sums(lambda p, q: torch.square(p - q), params, prev_params)
+    dot = layer_sums(torch.mul, mean_grad, prev_mean_grad)
+    prev_sq = layer_sums(torch.square, prev_mean_grad)
+    noise = torch.clamp(torch.as_tensor(mean_sq_grad_norm, dtype=torch.float32) - grad_sq, min=0.0)
+    cosine = dot / torch.sqrt(torch.clamp(grad_sq * prev_sq, min=_TINY))
+    log_train, log_val = log10_loss(_scalar(train_loss)), log10_loss(_scalar(val_loss))
+    ones = torch.ones(n)
+    lrs = torch.as_tensor(learning_rates, dtype=torch.float32).reshape(n)
+    layer = torch.stack(
+        [
+            log_feature(lrs),
+            log_feature(torch.sqrt(grad_sq)),
+            log_feature(torch.sqrt(weight_sq)),
+            log_feature(torch.sqrt(update_sq)),
+            log_feature(torch.sqrt(update_sq / torch.clamp(weight_sq, min=_TINY))),
+            torch.clamp(cosine, -1.0, 1.0),
+            log_feature(torch.sqrt(noise / torch.clamp(grad_sq, min=_TINY))),
+            log_train * ones,
+            log_val * ones,
+            torch.clamp(log_train - log10_loss(_scalar(prev_train_loss)), -5.0, 5.0) * ones,
+            torch.clamp(log_val - log10_loss(_scalar(prev_val_loss)), -5.0, 5.0) * ones,
+            (float(step_count) / float(num_decisions)) * ones,
+            torch.as_tensor(prev_log2_factor, dtype=torch.float32).reshape(n),
+        ],
+        dim=1,
+    )
+    view = torch.cat([layer, position_features(n)], dim=1)
+    return torch.nan_to_num(view, nan=0.0, posinf=8.0, neginf=-8.0)
+
+
+@torch.no_grad()
+def initial_observation(
+    *,
+    learning_rates: torch.Tensor,
+    grads: Sequence[Layer],
+    params: Sequence[Layer],
+    train_loss: torch.Tensor | float,
+    val_loss: torch.Tensor | float,
+    num_decisions: int,
+) -> torch.Tensor:
+    """The first observation of an episode (:meth:`ganno.env.GannoEnv.reset_with_lr0`): the
+    gradient of the first minibatch at the initial weights, no update yet, cosine and noise 0."""
+    n = len(params)
+    view = observe(
+        learning_rates=learning_rates,
+        mean_grad=grads,
+        prev_mean_grad=grads,
+        mean_sq_grad_norm=layer_sums(torch.square, grads),
+        params=params,
+        prev_params=params,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        prev_train_loss=train_loss,
+        prev_val_loss=val_loss,
+        step_count=0,
+        num_decisions=num_decisions,
+        prev_log2_factor=torch.zeros(n),
+    )
+    view[:, _F["grad_cosine"]] = 0.0
+    view[:, _F["log_grad_noise"]] = 0.0
+    return view

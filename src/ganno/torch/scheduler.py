@@ -1,0 +1,548 @@
+"""``GannoScheduler``: a trained GANNO policy setting the per-layer learning rates of any
+``torch.optim`` optimiser while a PyTorch network trains.
+
+Each parameter group of the optimiser is one layer, i.e. one agent (build the groups with
+:func:`ganno.torch.layerwise_param_groups`). The scheduler replays the environment's protocol
+(:class:`ganno.env.GannoEnv`) on a real training loop::
+
+    optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
+    sched = GannoScheduler(optimizer, Policy.load(policy_dir), val_loss_fn=val_loss)
+    for x, y in batches:                     # steps_per_decision x num_decisions steps
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        sched.observe_gradients(loss)        # before optimizer.step(): reads p.grad
+        optimizer.step()
+        sched.step()
+
+* The first ``observe_gradients`` call (step 0) builds the episode's first observation from the
+  gradient of the first minibatch at the initial weights and the initial validation loss (like
+  ``reset``), and the policy's first decision sets the rates that step 0 already uses.
+* Every ``steps_per_decision`` steps, ``step()`` ends an interval: it takes the validation loss
+  (``val_loss_fn()``, or the ``val_loss`` passed to ``step``; :attr:`needs_val_loss` says when),
+  builds the ``[N, 16]`` observation with :func:`ganno.torch.features.observe` (mean gradient and
+  mean squared gradient norm of the interval, weights before/after it, mean minibatch loss,
+  progress, previous action, position), checks for divergence and, while fewer than
+  ``num_decisions`` decisions were taken, asks the policy for one factor per layer:
+  ``lr <- clip(lr * factor, *lr_bounds)``. After ``num_decisions`` decisions (the episode length
+  the policy was trained on) the rates stay where they are.
+
+Divergence (the environment's rule): a non-finite minibatch loss, a non-finite validation loss
+or weight, or a validation loss above ``divergence_loss_ratio`` x the initial one.
+``on_divergence`` chooses what happens then:
+
+* ``"raise"`` (default): :class:`TrainingDivergedError` at once (from ``observe_gradients`` for a
+  non-finite minibatch loss, before the optimiser steps on it; else from ``step``).
+* ``"restore"``: the environment's semantics. The weights go back to those of the last decision
+  (the last state that passed the check) and the rates to the ones they had before it;
+  :attr:`diverged` becomes True and the scheduler takes no further decisions (``observe_gradients``
+  and ``step`` do nothing). Optimiser buffers (momentum, Adam moments) are not rolled back.
+* ``"stop"``: like ``"restore"`` but the weights are left as they are.
+
+Divergence is detected at interval ends, like the environment, except that a non-finite minibatch
+loss is caught at once (the interval's mean training loss would be non-finite anyway).
+
+The policy is a JAX network: arrays cross between PyTorch and NumPy/JAX at decisions only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganno.torch import features
+
+ON_DIVERGENCE = ("raise", "restore", "stop")
+_DEFAULT_ACTIONS = (0.5, 0.8, 1.0, 1.25, 2.0)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training the scheduler watches diverged (``on_divergence="raise"``)."""
+
+
+class GannoScheduler:
+    """Per-parameter-group learning rates of ``optimizer`` chosen by a trained GANNO ``policy``.
+
+    Settings (``steps_per_decision``, ``num_decisions``, ``actions``, ``lr_bounds``,
+    ``divergence_loss_ratio``) are read from the policy's saved config (its ``env`` entry, written
+    by meta-training); an explicit argument overrides the saved value, except ``actions``, which
+    must equal the policy's own (they define what its outputs mean). A policy saved without them
+    needs them as arguments (``actions`` and ``lr_bounds`` then default to the environment's
+    defaults). ``lr0``: the initial rate of every group (default: the groups' current ``lr``),
+    clipped to ``lr_bounds``. ``greedy``: the most likely action (default) or a sample drawn with
+    ``seed``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        policy: Any,
+        *,
+        val_loss_fn: Callable[[], float | torch.Tensor] | None = None,
+        steps_per_decision: int | None = None,
+        num_decisions: int | None = None,
+        actions: Sequence[float] | None = None,
+        lr_bounds: Sequence[float] | None = None,
+        divergence_loss_ratio: float | None = None,
+        lr0: float | Sequence[float] | None = None,
+        greedy: bool = True,
+        seed: int = 0,
+        on_divergence: str = "raise",
+    ) -> None:
+        if on_divergence not in ON_DIVERGENCE:
+            raise ValueError(f"on_divergence={on_divergence!r}; choose one of {ON_DIVERGENCE}")
+        self.optimizer = optimizer
+        self.policy = policy
+        self.val_loss_fn = val_loss_fn
+        self.greedy = bool(greedy)
+        self.on_divergence = on_divergence
+        saved = dict(policy.config.get("env") or {})
+        settings = self._settings(
+            saved,
+            steps_per_decision=steps_per_decision,
+            num_decisions=num_decisions,
+            lr_bounds=lr_bounds,
+            divergence_loss_ratio=divergence_loss_ratio,
+        )
+        self.steps_per_decision = int(settings["steps_per_decision"])
+        self.num_decisions = int(settings["num_decisions"])
+        self.lr_bounds = (float(settings["lr_bounds"][0]), float(settings["lr_bounds"][1]))
+        self.divergence_loss_ratio = float(settings["divergence_loss_ratio"])
+        if self.steps_per_decision < 1 or self.num_decisions < 1:
+            raise ValueError("steps_per_decision and num_decisions must be >= 1")
+        if not 0 < self.lr_bounds[0] < self.lr_bounds[1]:
+            raise ValueError(f"lr_bounds={self.lr_bounds} must satisfy 0 < low < high")
+        self.actions = self._check_actions(policy, saved, actions)
+        self._factors = torch.tensor(self.actions, dtype=torch.float32)
+        self._log2_factors = torch.log2(self._factors)
+
+        self.num_layers = len(optimizer.param_groups)
+        if self.num_layers == 0:
+            raise ValueError("the optimizer has no parameter groups")
+        self._params = [list(g["params"]) for g in optimizer.param_groups]
+        self._flat = [p for group in self._params for p in group]
+        self._group_of = torch.tensor(
+            [i for i, group in enumerate(self._params) for _ in group], dtype=torch.long
+        )
+        if lr0 is None:
+            lr0 = [float(g["lr"]) for g in optimizer.param_groups]
+        rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
+        self.learning_rates = torch.clamp(rates, *self.lr_bounds)
+        self._apply_rates(self.learning_rates)
+
+        self._act = _make_act(policy, self.greedy)
+        self._key = None if self.greedy else _jax_key(seed)
+        self._reset_episode()
+
+    # ------------------------------------------------------------------ settings
+    @staticmethod
+    def _settings(saved: dict[str, Any], **explicit: Any) -> dict[str, Any]:
+        fallback = {"lr_bounds": (1e-6, 10.0), "divergence_loss_ratio": 10.0}
+        out, missing = {}, []
+        for name, value in explicit.items():
+            if value is not None:
+                out[name] = value
+            elif name in saved:
+                out[name] = saved[name]
+            elif name in fallback:
+                out[name] = fallback[name]
+            else:
+                missing.append(name)
+        if missing:
+            raise ValueError(
+                f"the policy's config does not record {', '.join(missing)} (it predates saving "
+                "the environment settings with a policy); pass "
+                + ", ".join(f"{m}=..." for m in missing)
+                + " as the meta-training config's env block had them"
+            )
+        return out
+
+    @staticmethod
+    def _check_actions(policy: Any, saved: dict[str, Any], actions) -> tuple[float, ...]:
+        net = policy.config["network"]
+        if saved.get("hyperparameter_actions"):
+            raise ValueError(
+                "this policy also sets "
+                + " and ".join(sorted(saved["hyperparameter_actions"]))
+                + " (its actions are joint choices); GannoScheduler drives learning rates only"
+            )
+        names = saved.get("feature_names")
+        if names is not None and tuple(names) != features.FEATURE_NAMES:
+            raise ValueError(
+                f"the policy was trained on the features {names}, but GannoScheduler builds "
+                f"{list(features.FEATURE_NAMES)}"
+            )
+        recorded = saved.get("actions")
+        if actions is not None and recorded is not None:
+            if [float(a) for a in actions] != [float(a) for a in recorded]:
+                raise ValueError(
+                    f"actions={list(actions)} differ from the factors the policy was trained "
+                    f"with ({recorded}); leave actions out to use the policy's"
+                )
+        chosen = tuple(float(a) for a in (actions or recorded or _DEFAULT_ACTIONS))
+        if any(not (a > 0 and math.isfinite(a)) for a in chosen):
+            raise ValueError(f"learning-rate factors must be positive and finite, got {chosen}")
+        if int(net["action_dim"]) != len(chosen):
+            raise ValueError(
+                f"the policy has {net['action_dim']} actions but there are {len(chosen)} "
+                f"learning-rate factors {list(chosen)}: it controls more than the learning rate "
+                "(or another action set), which GannoScheduler cannot drive"
+            )
+        if int(net["obs_dim"]) != len(features.FEATURE_NAMES):
+            raise ValueError(
+                f"the policy reads {net['obs_dim']} features per layer but GannoScheduler builds "
+                f"the {len(features.FEATURE_NAMES)} of ganno.env.FEATURE_NAMES; it was trained "
+                "with another observation (e.g. momentum or weight-decay control)"
+            )
+        return chosen
+
+    # ------------------------------------------------------------------ state
+    def _reset_episode(self) -> None:
+        self.steps = 0  # optimiser steps taken (calls to step())
+        self.decisions = 0  # policy decisions taken
+        self.diverged = False
+        self.diverged_at_step: int | None = None
+        self.initial_val_loss: float | None = None
+        self.val_loss: float | None = None
+        self.train_loss: float | None = None
+        self.last_observation: torch.Tensor | None = None
+        self.last_actions: np.ndarray | None = None
+        #: per decision (and one for the end of the budget): ``{"observation" [N, F], "step",
+        #: "decision", "learning_rates" (after it), "actions", "train_loss", "val_loss"}``
+        self.history: list[dict[str, Any]] = []
+        self._prev_log2 = torch.zeros(self.num_layers)
+        self._prev_mean_grad: list[list[torch.Tensor]] | None = None
+        self._prev_params: list[list[torch.Tensor]] | None = None
+        self._prev_rates = self.learning_rates.clone()
+        self._observed_this_step = False
+        self._zero_accumulators()
+
+    def _zero_accumulators(self) -> None:
+        self._grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self._flat]
+        self._sq_sum = torch.zeros(self.num_layers)
+        self._loss_sum = 0.0
+        self._count = 0
+
+    @property
+    def done(self) -> bool:
+        """True once all ``num_decisions`` decisions were taken (or the training diverged)."""
+        return self.diverged or self.decisions >= self.num_decisions and self._interval_closed()
+
+    def _interval_closed(self) -> bool:
+        return self.steps >= self.decisions * self.steps_per_decision
+
+    @property
+    def total_steps(self) -> int:
+        """The budget the policy was trained for: ``steps_per_decision x num_decisions``."""
+        return self.steps_per_decision * self.num_decisions
+
+    @property
+    def needs_val_loss(self) -> bool:
+        """Whether the next ``observe_gradients`` (the very first) or ``step`` call needs a
+        validation loss (only relevant without ``val_loss_fn``)."""
+        if self.diverged:
+            return False
+        if self.steps == 0 and self.decisions == 0:
+            return True  # the first observe_gradients: the initial validation loss
+        following = self.steps + 1
+        return self._at_boundary(following) and self.decisions * self.steps_per_decision == (
+            following
+        )
+
+    def _at_boundary(self, steps: int) -> bool:
+        k = self.steps_per_decision
+        return steps % k == 0 and 0 < steps // k <= self.num_decisions
+
+    def get_last_lr(self) -> list[float]:
+        """Each group's current learning rate (like ``torch.optim.lr_scheduler``)."""
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _apply_rates(self, rates: torch.Tensor) -> None:
+        for group, lr in zip(self.optimizer.param_groups, rates.tolist(), strict=True):
+            group["lr"] = lr
+
+    # ------------------------------------------------------------------ the loop
+    def _val_loss(self, val_loss) -> float:
+        if val_loss is None:
+            if self.val_loss_fn is None:
+                raise ValueError(
+                    "a validation loss is needed now (an interval ended): pass val_loss_fn to "
+                    "GannoScheduler or val_loss= to this call (see needs_val_loss)"
+                )
+            val_loss = self.val_loss_fn()
+        return float(torch.as_tensor(val_loss).detach().float().cpu())
+
+    def _grads(self) -> list[torch.Tensor]:
+        grads = []
+        for p in self._flat:
+            if p.grad is None:
+                grads.append(torch.zeros_like(p, dtype=torch.float32))
+            else:
+                grads.append(p.grad.detach().float())
+        return grads
+
+    def _detached_params(self) -> list[list[torch.Tensor]]:
+        return [[p.detach().float().clone() for p in group] for group in self._params]
+
+    def _by_layer(self, flat: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        out, i = [], 0
+        for group in self._params:
+            out.append(list(flat[i : i + len(group)]))
+            i += len(group)
+        return out
+
+    @torch.no_grad()
+    def observe_gradients(self, loss: float | torch.Tensor, val_loss=None) -> None:
+        """Record this step's minibatch ``loss`` and the gradients now in ``p.grad``; call it after
+        ``loss.backward()`` and before ``optimizer.step()``, once per step. On the first step it
+        also takes the first decision (using ``val_loss`` or ``val_loss_fn`` at the initial
+        weights), so step 0 already trains with the policy's rates."""
+        if self.diverged:
+            return
+        if self._observed_this_step:
+            raise RuntimeError(
+                "observe_gradients was called twice without step() in between (one call per "
+                "optimizer step; accumulate gradients before calling it)"
+            )
+        loss_value = float(torch.as_tensor(loss).detach().float().cpu())
+        if not math.isfinite(loss_value):
+            self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
+            return
+        first = self.steps == 0 and self.decisions == 0
+        if first or self.steps < self.decisions * self.steps_per_decision:
+            grads = self._grads()
+        if first:
+            self._first_decision(grads, loss_value, self._val_loss(val_loss))
+        if self.decisions > 0 and self.steps < self.decisions * self.steps_per_decision:
+            torch._foreach_add_(self._grad_sum, grads)
+            norms = torch.stack(torch._foreach_norm(grads)).float().square()
+            self._sq_sum.index_add_(0, self._group_of, norms)
+            self._loss_sum += loss_value
+            self._count += 1
+        self._observed_this_step = True
+
+    def _first_decision(self, grads, train_loss: float, val_loss: float) -> None:
+        by_layer = self._by_layer(grads)
+        params = self._detached_params()
+        self.initial_val_loss = self.val_loss = val_loss
+        self.train_loss = train_loss
+        if not math.isfinite(val_loss):
+            self._diverge(f"non-finite initial validation loss {val_loss}")
+            return
+        view = features.initial_observation(
+            learning_rates=self.learning_rates,
+            grads=by_layer,
+            params=params,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            num_decisions=self.num_decisions,
+        )
+        self._prev_mean_grad = [[g.clone() for g in layer] for layer in by_layer]
+        self._prev_params = params
+        self._decide(view)
+
+    @torch.no_grad()
+    def step(self, val_loss: float | torch.Tensor | None = None) -> None:
+        """Count one optimiser step; at the end of an interval observe, check for divergence and
+        (while decisions remain) let the policy rescale every group's rate."""
+        if self.diverged:
+            return
+        if not self._observed_this_step:
+            raise RuntimeError(
+                "step() without observe_gradients(loss) for this step: call "
+                "sched.observe_gradients(loss) after loss.backward() and before optimizer.step()"
+            )
+        self._observed_this_step = False
+        self.steps += 1
+        if not self._at_boundary(self.steps) or self.decisions * self.steps_per_decision != (
+            self.steps
+        ):
+            return
+        k = self._count
+        mean_grad = self._by_layer([g / k for g in self._grad_sum])
+        mean_sq = self._sq_sum / k
+        train_loss = self._loss_sum / k
+        val = self._val_loss(val_loss)
+        params = self._detached_params()
+        view = features.observe(
+            learning_rates=self.learning_rates,
+            mean_grad=mean_grad,
+            prev_mean_grad=self._prev_mean_grad,
+            mean_sq_grad_norm=mean_sq,
+            params=params,
+            prev_params=self._prev_params,
+            train_loss=train_loss,
+            val_loss=val,
+            prev_train_loss=self.train_loss,
+            prev_val_loss=self.val_loss,
+            step_count=self.decisions,
+            num_decisions=self.num_decisions,
+            prev_log2_factor=self._prev_log2,
+        )
+        finite = math.isfinite(val) and math.isfinite(train_loss)
+        finite = finite and all(bool(torch.isfinite(p).all()) for layer in params for p in layer)
+        if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
+            self._diverge(
+                f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
+                f"{self.divergence_loss_ratio:g}x) / training loss {train_loss:.4g} after step "
+                f"{self.steps}"
+            )
+            return
+        self.train_loss, self.val_loss = train_loss, val
+        self._prev_mean_grad = mean_grad
+        self._prev_params = params
+        self._zero_accumulators()
+        if self.decisions < self.num_decisions:
+            self._decide(view)
+        else:
+            self.last_observation = view
+            self.history.append(self._record(None, view))
+
+    def _decide(self, view: torch.Tensor) -> None:
+        actions = self._policy_actions(view)
+        self._prev_rates = self.learning_rates.clone()
+        idx = torch.as_tensor(actions, dtype=torch.long)
+        self.learning_rates = torch.clamp(self.learning_rates * self._factors[idx], *self.lr_bounds)
+        self._prev_log2 = self._log2_factors[idx]
+        self._apply_rates(self.learning_rates)
+        self.last_observation, self.last_actions = view, actions
+        self.history.append(self._record(actions, view))
+        self.decisions += 1
+
+    def _record(self, actions, view: torch.Tensor) -> dict[str, Any]:
+        return {
+            "observation": view.clone(),
+            "step": self.steps,
+            "decision": self.decisions,
+            "learning_rates": self.learning_rates.tolist(),
+            "actions": None if actions is None else [int(a) for a in actions],
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+        }
+
+    def _policy_actions(self, view: torch.Tensor) -> np.ndarray:
+        import jax
+        import jax.numpy as jnp
+
+        from ganno.types import Observation
+
+        n, a = view.shape[0], len(self.actions)
+        obs = Observation(
+            agents_view=jnp.asarray(view.numpy(), jnp.float32),
+            action_mask=jnp.ones((n, a), bool),
+            step_count=jnp.full((n,), self.decisions, jnp.int32),
+        )
+        if self.greedy:
+            out = self._act(self.policy, obs)
+        else:
+            self._key, sub = jax.random.split(self._key)
+            out = self._act(self.policy, obs, sub)
+        return np.asarray(out, np.int64)
+
+    def _diverge(self, why: str) -> None:
+        if self.on_divergence == "raise":
+            raise TrainingDivergedError(
+                f"training diverged: {why}. GannoScheduler(on_divergence='restore') instead "
+                "rolls back to the last decision's weights and stops deciding"
+            )
+        self.diverged, self.diverged_at_step = True, self.steps
+        self._observed_this_step = False
+        if self.on_divergence == "restore" and self._prev_params is not None:
+            with torch.no_grad():
+                for group, saved in zip(self._params, self._prev_params, strict=True):
+                    for p, q in zip(group, saved, strict=True):
+                        p.copy_(q.to(p.dtype))
+            if self.decisions > 0:
+                self.learning_rates = self._prev_rates.clone()
+                self._apply_rates(self.learning_rates)
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume mid-episode (not the policy, optimizer or model)."""
+
+        def clone(layers):
+            return None if layers is None else [[t.clone() for t in layer] for layer in layers]
+
+        return {
+            "steps": self.steps,
+            "decisions": self.decisions,
+            "diverged": self.diverged,
+            "diverged_at_step": self.diverged_at_step,
+            "initial_val_loss": self.initial_val_loss,
+            "val_loss": self.val_loss,
+            "train_loss": self.train_loss,
+            "learning_rates": self.learning_rates.clone(),
+            "prev_rates": self._prev_rates.clone(),
+            "prev_log2": self._prev_log2.clone(),
+            "prev_mean_grad": clone(self._prev_mean_grad),
+            "prev_params": clone(self._prev_params),
+            "grad_sum": [g.clone() for g in self._grad_sum],
+            "sq_sum": self._sq_sum.clone(),
+            "loss_sum": self._loss_sum,
+            "count": self._count,
+            "observed_this_step": self._observed_this_step,
+            "history": [dict(h) for h in self.history],
+            "key": None if self._key is None else np.asarray(self._key).tolist(),
+            "settings": {
+                "steps_per_decision": self.steps_per_decision,
+                "num_decisions": self.num_decisions,
+                "actions": list(self.actions),
+                "lr_bounds": list(self.lr_bounds),
+                "num_layers": self.num_layers,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the settings and the number of groups must match."""
+        settings = state["settings"]
+        mine = self.state_dict()["settings"]
+        if settings != mine:
+            raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
+        if len(state["grad_sum"]) != len(self._flat) or any(
+            g.shape != p.shape for g, p in zip(state["grad_sum"], self._flat, strict=True)
+        ):
+            raise ValueError("scheduler state of another model (parameter shapes differ)")
+        for name in ("steps", "decisions", "diverged", "diverged_at_step", "initial_val_loss"):
+            setattr(self, name, state[name])
+        self.val_loss, self.train_loss = state["val_loss"], state["train_loss"]
+        self.learning_rates = state["learning_rates"].clone()
+        self._prev_rates = state["prev_rates"].clone()
+        self._prev_log2 = state["prev_log2"].clone()
+        copy = lambda ls: None if ls is None else [[t.clone() for t in layer] for layer in ls]  # noqa: E731
+        self._prev_mean_grad = copy(state["prev_mean_grad"])
+        self._prev_params = copy(state["prev_params"])
+        self._grad_sum = [g.clone() for g in state["grad_sum"]]
+        self._sq_sum = state["sq_sum"].clone()
+        self._loss_sum, self._count = state["loss_sum"], state["count"]
+        self._observed_this_step = state["observed_this_step"]
+        self.history = [dict(h) for h in state["history"]]
+        if state["key"] is not None:
+            import jax.numpy as jnp
+
+            self._key = jnp.asarray(state["key"], jnp.uint32)
+        self._apply_rates(self.learning_rates)
+
+
+_ACT_CACHE: dict[bool, Any] = {}
+
+
+def _make_act(policy: Any, greedy: bool):
+    """A jitted ``act`` (compiled once per observation shape, shared by all schedulers)."""
+    import jax
+
+    if greedy not in _ACT_CACHE:
+        if greedy:
+            _ACT_CACHE[greedy] = jax.jit(lambda p, obs: p.act(obs, greedy=True))
+        else:
+            _ACT_CACHE[greedy] = jax.jit(lambda p, obs, key: p.act(obs, key, greedy=False))
+    return _ACT_CACHE[greedy]
+
+
+def _jax_key(seed: int):
+    import jax
+
+    return jax.random.PRNGKey(int(seed))

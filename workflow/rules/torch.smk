@@ -1,0 +1,31 @@
+# Deployment in PyTorch: the meta-trained policies drive the per-layer learning rates of plain
+# PyTorch training (ganno.torch.GannoScheduler), compared with PyTorch SGD baselines.
+
+
+rule torch_deployment:
+    """Every network x lr0 x seed of the torch_deployment block: GannoScheduler vs baselines."""
+    input:
+        training_data,
+        policies=expand(
+            "results/meta_train/{algorithm}/seed_{seed}/policy/policy.json",
+            algorithm=config["torch_deployment"]["algorithm"],
+            seed=SEEDS if "ganno" in config["torch_deployment"]["methods"] else [],
+        ),
+    output:
+        "results/torch/deployment.csv",
+    log:
+        "logs/torch/deployment.log",
+    benchmark:
+        "results/benchmarks/torch/deployment.tsv"
+    conda:
+        "../envs/ganno.yaml"
+    threads: 1
+    params:
+        config=RESOLVED_CONFIG,
+        settings=section("data", "task", "env", "torch_deployment"),
+        policies=lambda w, input: " ".join(
+            f"--policy {Path(p).parent}" for p in input.policies
+        ),
+    shell:
+        "ganno torch-eval --config {params.config} {params.policies} "
+        "--out {output} --threads {threads} --quiet > {log} 2>&1"
