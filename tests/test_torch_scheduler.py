@@ -383,16 +383,18 @@ def test_error_paths(mlp_task, tmp_path):
         sched.step()
 
 
-def _diverging_run(mlp_task, on_divergence, lr0=8.0, nan_at=None):
+def _diverging_run(mlp_task, on_divergence, nan_at=None, explode_after=10):
+    """SGD at 0.01 with a validation loss of 2.0 that jumps to 50 (> 10 x 2.0) once more than
+    ``explode_after`` steps were taken, or a NaN minibatch loss at step ``nan_at``: the rule
+    itself, deterministically (a real explosion is compared with GannoEnv above)."""
     env = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H)
     policy = make_policy(env, seed=0, scale=0.0)  # uniform logits: greedy keeps action 0 (x0.5)
+    torch.manual_seed(0)
     model = TorchMLP(40, 3, 32, 10)
-    opt = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
-    x_val = torch.tensor(np.asarray(mlp_task.x_val)) * 30
-    y_val = torch.tensor(np.asarray(mlp_task.y_val)).long()
-    sched = GannoScheduler(opt, policy, on_divergence=on_divergence, lr_bounds=(1e-6, 100.0),
-                           val_loss_fn=lambda: F.cross_entropy(model(x_val), y_val))
-    x_all = torch.tensor(np.asarray(mlp_task.x_train)) * 30  # big inputs: lr0 8 explodes
+    opt = torch.optim.SGD(layerwise_param_groups(model), lr=0.01)
+    sched = GannoScheduler(opt, policy, on_divergence=on_divergence,
+                           val_loss_fn=lambda: 2.0 if sched.steps <= explode_after else 50.0)
+    x_all = torch.tensor(np.asarray(mlp_task.x_train))
     y_all = torch.tensor(np.asarray(mlp_task.y_train)).long()
     snapshots = []
     for step in range(K * H):
@@ -413,19 +415,21 @@ def _diverging_run(mlp_task, on_divergence, lr0=8.0, nan_at=None):
 
 
 def test_divergence_raises_or_restores_like_the_environment(mlp_task):
-    with pytest.raises(TrainingDivergedError, match="diverged"):
+    with pytest.raises(TrainingDivergedError, match="validation loss 50"):
         _diverging_run(mlp_task, "raise")
     with pytest.raises(TrainingDivergedError, match="non-finite minibatch loss"):
-        _diverging_run(mlp_task, "raise", lr0=1e-3, nan_at=7)
+        _diverging_run(mlp_task, "raise", nan_at=7)
     sched, model, snapshots = _diverging_run(mlp_task, "restore")
-    assert sched.diverged and sched.diverged_at_step == K * sched.decisions
-    # the weights are those of the last decision, the rates those before it
+    # checks after steps 5 and 10 pass, the one after step 15 fails: 3 decisions were taken
+    assert sched.diverged and sched.diverged_at_step == 15 and sched.decisions == 3
+    # the weights are those of the last decision (step 10), the rates those before it
     for p, q in zip(model.parameters(), snapshots[-1], strict=True):
         torch.testing.assert_close(p.detach(), q)
-    assert sched.get_last_lr() == pytest.approx([8.0 * 0.5 ** (sched.decisions - 1)] * 3)
-    decisions = sched.decisions
+    assert not torch.equal(snapshots[-1][0], snapshots[0][0])
+    assert sched.get_last_lr() == pytest.approx([0.01 * 0.5**2] * 3)
     sched.observe_gradients(torch.tensor(1.0))  # no-ops from now on
     sched.step()
-    assert sched.decisions == decisions and sched.done
-    sched, model, snapshots = _diverging_run(mlp_task, "stop", lr0=1e-3, nan_at=7)
+    assert sched.decisions == 3 and sched.done
+    sched, model, snapshots = _diverging_run(mlp_task, "stop", nan_at=7)
     assert sched.diverged and sched.diverged_at_step == 7 and sched.decisions == 2
+    assert sched.get_last_lr() == pytest.approx([0.01 * 0.5**2] * 3)  # "stop" changes nothing
