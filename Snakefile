@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/meta_train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/torch.smk"
 include: "workflow/rules/report.smk"
 
 

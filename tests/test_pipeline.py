@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -46,15 +47,20 @@ def pipeline_run(tmp_path_factory):
 
 def test_every_final_file_is_written(pipeline_run):
     paper = pipeline_run / "paper"
-    from ganno.report import FIGURES, TABLE_FORMATS, TABLES
+    from ganno.config import load_config
+    from ganno.report import TABLE_FORMATS, figure_names, table_names
 
-    for name in FIGURES:
+    config = load_config(pipeline_run / "results" / "config.yaml")
+    figures, tables = figure_names(config), table_names(config)
+    assert {"q1_robustness", "q2_curves", "torch_deployment"} <= set(figures)
+    assert {"q1", "q2", "torch_deployment"} <= set(tables)
+    for name in figures:
         width, height = _png_size(paper / "figures" / f"{name}.png")
         assert width >= 600 and height >= 300
         assert (paper / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (paper / "figures" / f"{name}.pdf").stat().st_size > 1_000
         assert len(pd.read_csv(paper / "figures" / f"{name}.csv")) > 0
-    for name in TABLES:
+    for name in tables:
         for ext in TABLE_FORMATS:
             assert (paper / "tables" / f"{name}.{ext}").stat().st_size > 0
 
@@ -69,6 +75,30 @@ def test_tables_have_every_method_and_no_nan(pipeline_run):
     assert "mnist" not in set(generalisation["task"])  # its files are absent: skipped
     for table in (robustness, generalisation, pd.read_csv(tables / "improvement.csv")):
         assert not table.select_dtypes("number").isna().any().any()
+
+
+def test_extensions_are_meta_trained_evaluated_and_reported(pipeline_run):
+    tables = pipeline_run / "paper" / "tables"
+    q1 = pd.read_csv(tables / "q1.csv")
+    assert list(q1["method"]) == ["ganno_ippo", "ganno_lr_momentum"]
+    q2 = pd.read_csv(tables / "q2.csv")
+    assert list(q2["method"]) == [
+        "ganno_ippo",
+        "ganno_reward_accuracy",
+        "ganno_reward_counterfactual",
+    ]
+    for table in (q1, q2):  # train and the held-out task digits
+        assert table["held_out_tasks"].eq(1).all() and table["tuned_iqm"].between(0, 1).all()
+    policy = pipeline_run / "results" / "meta_train" / "variants" / "lr_momentum" / "seed_0"
+    saved = json.loads((policy / "policy" / "policy.json").read_text())
+    assert saved["env"]["hyperparameter_actions"] == {"momentum": [0.0, 0.9]}
+    sweep = pipeline_run / "results" / "sweep" / "digits" / "variants"
+    rows = pd.read_csv(sweep / "lr_momentum_seed_0.csv")
+    assert set(rows["method"]) == {"ganno_lr_momentum"} and len(rows) == 4 * 2
+    torch = pd.read_csv(tables / "torch_deployment.csv")
+    assert {"ganno_ippo", "sgd_constant", "sgd_cosine", "schedule_free_sgd"} <= set(torch["method"])
+    readme = (pipeline_run / "paper" / "README.md").read_text()
+    assert "## Q1" in readme and "## Q2" in readme and "## PyTorch deployment" in readme
 
 
 def test_results_tables_cover_the_grid(pipeline_run):
@@ -135,6 +165,7 @@ def test_a_bad_config_stops_the_pipeline_naming_the_key(tmp_path):
 def test_lint_and_format():
     lint = _snakemake(ROOT, "--lint", "--cores", "1")
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
-    files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "workflow" / "rules").glob("*.smk")))]
+    rules = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+    files = [str(ROOT / "Snakefile"), *map(str, rules)]
     fmt = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr

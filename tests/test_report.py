@@ -46,8 +46,8 @@ def _design(task: str, lr0s: list[float]) -> dict[str, dict[float, tuple[float, 
 
     On ``train``: ganno_ippo is flat at 0.80 from 1e-2 to 10**-0.5 and diverges at 1 (robust over
     1.5 decades, best validation loss at 0.1); sgd_constant peaks at 0.1 (0 decades) but its
-    validation accuracy (0.9) and loss are best at 10**-0.5, where it scores 0.50 on test; dog is flat at 0.70 (2 decades,
-    best validation loss at 1e-2). On ``wide`` everything is 0.1 lower.
+    validation accuracy (0.9) and loss are best at 10**-0.5, where it scores 0.50 on test; dog is
+    flat at 0.70 (2 decades, best validation loss at 1e-2). On ``wide`` everything is 0.1 lower.
     """
     shift = 0.0 if task == "train" else -0.1
     out: dict[str, dict[float, tuple[float, float, bool]]] = {}

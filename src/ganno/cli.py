@@ -38,12 +38,22 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
     from ganno.meta_train import meta_train
 
     cfg = load_config(args.config)
+    algo = args.algo
+    if args.variant:
+        from ganno.variants import variant_config, variant_spec
+
+        algorithm = variant_spec(cfg, args.variant)["algorithm"]
+        if algo is not None and algo != algorithm:
+            raise ValueError(f"variant {args.variant!r} is trained with {algorithm}, not {algo}")
+        cfg, algo = variant_config(cfg, args.variant), algorithm
+    elif algo is None:
+        raise ValueError("give --algo (ippo or mappo) or --variant NAME")
     env = make_env(cfg, load_from_config(cfg))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = meta_train(
         env,
         cfg,
-        args.algo,
+        algo,
         args.seed,
         args.out,
         seeds_vmapped=seeds,
@@ -52,7 +62,8 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
         task_name=cfg["task"]["dataset"],
     )
     print(
-        f"{args.algo}: {summary['updates']} updates, {summary['env_steps']} agent decisions; "
+        f"{args.variant or algo}: {summary['updates']} updates, "
+        f"{summary['env_steps']} agent decisions; "
         f"final mean return {summary['final_return']:.4f}; written to {summary['out_dir']}"
     )
     return 0
@@ -173,6 +184,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from ganno.experiments import COLUMNS, run_policy
 
     cfg = load_config(args.config)
+    if args.variant:
+        from ganno.variants import variant_config
+
+        cfg = variant_config(cfg, args.variant)
     if _skip_if_unavailable(cfg, args.task, args.out, COLUMNS):
         if args.schedules:
             _write_csv(__import__("pandas").DataFrame(), args.schedules)
@@ -242,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mt = sub.add_parser("meta-train", help="meta-train IPPO or MAPPO agents on the config's task")
     mt.add_argument("--config", type=Path, required=True)
-    mt.add_argument("--algo", choices=["ippo", "mappo"], required=True)
+    mt.add_argument("--algo", choices=["ippo", "mappo"], help="required unless --variant")
+    mt.add_argument(
+        "--variant", help="an extensions.variants name: its overrides and algorithm (Q1, Q2)"
+    )
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument(
         "--seeds", help="comma-separated seeds trained side by side (vmapped); replaces --seed"
@@ -297,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
         sw.add_argument("--out", type=Path, required=True, help="results CSV")
         sw.add_argument("--schedules", type=Path, help="CSV of each layer's rate per decision")
+        sw.add_argument(
+            "--variant", help="the extensions.variants name the policy was meta-trained as"
+        )
         sw.set_defaults(func=_cmd_sweep)
 
     rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")

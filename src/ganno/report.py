@@ -93,22 +93,45 @@ def result_paths(config: Mapping[str, Any], results_dir: str | Path = "results")
 
 
 def report_inputs(config: Mapping[str, Any], results_dir: str | Path = "results") -> list[str]:
-    """Every file :func:`build_report` reads (a Snakemake rule's ``input``)."""
+    """Every file :func:`build_report` reads (a Snakemake rule's ``input``), the extensions'
+    (:mod:`ganno.extensions_report`) included."""
+    from ganno.extensions_report import extension_inputs
+
     paths = result_paths(config, results_dir)
     return [
         str(p)
         for group in (paths.baselines, paths.policies, paths.schedules, paths.curves)
         for p in group.values()
-    ]
+    ] + extension_inputs(config, results_dir)
 
 
-def report_outputs(out_dir: str | Path = "paper") -> list[str]:
-    """Every file :func:`build_report` writes (a Snakemake rule's ``output``)."""
+def figure_names(config: Mapping[str, Any]) -> list[str]:
+    """The figures :func:`build_report` writes for ``config``: :data:`FIGURES` and the
+    extensions' (Q1, Q2, PyTorch deployment) when configured."""
+    from ganno.extensions_report import figure_names as extension_figures
+
+    return [*FIGURES, *extension_figures(config)]
+
+
+def table_names(config: Mapping[str, Any]) -> list[str]:
+    """The tables :func:`build_report` writes for ``config`` (see :func:`figure_names`)."""
+    from ganno.extensions_report import table_names as extension_tables
+
+    return [*TABLES, *extension_tables(config)]
+
+
+def report_outputs(
+    out_dir: str | Path = "paper", config: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Every file :func:`build_report` writes (a Snakemake rule's ``output``); without a config,
+    those of the paper's claims only."""
     out = Path(out_dir)
+    figures = FIGURES if config is None else figure_names(config)
+    tables = TABLES if config is None else table_names(config)
     return (
         [str(out / "README.md"), str(out / "config.yaml")]
-        + [str(out / "figures" / f"{f}.{e}") for f in FIGURES for e in FIGURE_FORMATS]
-        + [str(out / "tables" / f"{t}.{e}") for t in TABLES for e in TABLE_FORMATS]
+        + [str(out / "figures" / f"{f}.{e}") for f in figures for e in FIGURE_FORMATS]
+        + [str(out / "tables" / f"{t}.{e}") for t in tables for e in TABLE_FORMATS]
     )
 
 
@@ -683,6 +706,7 @@ def write_paper_readme(
     skipped: Mapping[str, str],
     skipped_files: Mapping[str, str] | None = None,
     results_dir: str | Path = "results",
+    extension_lines: Sequence[str] = (),
 ) -> Path:
     """``out_dir/README.md``: the claims C1-C3 with their key numbers (all read from ``tables``),
     the figures inline, the tables, skipped tasks and the config. Paths are relative to
@@ -763,6 +787,7 @@ def write_paper_readme(
             "Episode return and episode-end validation loss during meta-training (mean over "
             "seeds, band min-max).",
         ),
+        *extension_lines,
         "## Tables",
         "",
     ]
@@ -772,6 +797,9 @@ def write_paper_readme(
         "generalisation": "tuned test accuracy per task (C3)",
         "improvement": "probability of improvement of GANNO over each baseline (C3)",
         "schedules": "final and peak learning rates the agents set (C1)",
+        "q1": "Q1: agents that set more than the learning rate, against the reference agents",
+        "q2": "Q2: agents trained on different rewards, against the reference agents",
+        "torch_deployment": "the policy in a PyTorch training loop against PyTorch baselines",
     }
     for name, paths in table_paths.items():
         links = ", ".join(f"[{p.suffix[1:]}]({rel(p)})" for p in paths)
@@ -910,6 +938,11 @@ def build_report(
         title="tuned test accuracy over all tasks",
         **ci,
     )
+    from ganno.extensions_report import build_extensions
+
+    extensions = build_extensions(results_dir, out, config, data)
+    figures |= extensions.figures
+    table_paths |= extensions.tables
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
     readme = write_paper_readme(
         out,
@@ -918,7 +951,8 @@ def build_report(
         table_paths,
         config,
         skipped_tasks(data, config),
-        data.skipped,
+        {**data.skipped, **extensions.skipped},
         results_dir,
+        extensions.lines,
     )
     return Report(readme, figures, table_paths, tables)

@@ -8,6 +8,7 @@ import yaml
 from ganno.config import ConfigError
 from ganno.config import validate as ganno_validate
 from ganno.experiments import task_config, task_names, task_unavailable_reason
+from ganno.variants import variant_config, variant_names, variant_tasks
 
 try:
     _resolved = ganno_validate(config)
@@ -35,6 +36,14 @@ _write_if_changed(RESOLVED_CONFIG, yaml.safe_dump(config, sort_keys=False))
 META = config["meta_train"]
 ALGOS = META["algorithms"]
 SEEDS = META["seeds"]
+VARIANTS = variant_names(config)
+
+
+wildcard_constraints:
+    algo="ippo|mappo",
+    variant="[a-z][a-z0-9_]*",
+    seed=r"\d+",
+    task="[^/]+",
 
 
 def section(*keys):
@@ -43,16 +52,7 @@ def section(*keys):
 
 
 TASKS = task_names(config)
-
-
-def sweep_outputs():
-    """Every results table of the sweep and the generalisation evaluation."""
-    return expand("results/sweep/{task}/baselines.csv", task=TASKS) + expand(
-        "results/sweep/{task}/{algo}_seed_{seed}.csv",
-        task=TASKS,
-        algo=ALGOS,
-        seed=SEEDS,
-    )
+VARIANT_TASKS = variant_tasks(config)
 
 
 def final_outputs():
@@ -77,5 +77,16 @@ def task_data(wildcards):
 
 
 def task_settings(wildcards, *sections):
-    cfg = task_config(config, wildcards.task)
+    base = config
+    if "variant" in wildcards.keys():
+        base = variant_config(config, wildcards.variant)
+    cfg = task_config(base, wildcards.task)
     return json.dumps({k: cfg[k] for k in sections}, sort_keys=True)
+
+
+def variant_settings(wildcards):
+    """A variant's resolved meta-training settings: editing it reruns that variant only."""
+    cfg = variant_config(config, wildcards.variant)
+    return json.dumps(
+        {k: cfg[k] for k in ("seed", "task", "env", "meta_train")}, sort_keys=True
+    )

@@ -46,3 +46,29 @@ rule sweep_policy:
         "ganno generalise --config {params.config} --task {wildcards.task} "
         "--policy {params.policy} --name ganno_{wildcards.algo} --meta-seed {wildcards.seed} "
         "--out {output.results} --schedules {output.schedules} > {log} 2>&1"
+
+
+rule sweep_variant:
+    """A Q1/Q2 variant's policy on one task over the lr0 grid x evaluation seeds."""
+    input:
+        task_data,
+        policy="results/meta_train/variants/{variant}/seed_{seed}/policy/policy.json",
+    output:
+        results="results/sweep/{task}/variants/{variant}_seed_{seed}.csv",
+        schedules="results/sweep/{task}/variants/{variant}_seed_{seed}.schedules.csv",
+    log:
+        "logs/sweep/{task}/variants/{variant}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/sweep/{task}_variant_{variant}_seed_{seed}.tsv"
+    conda:
+        "../envs/ganno.yaml"
+    threads: 1
+    params:
+        config=RESOLVED_CONFIG,
+        settings=lambda w: task_settings(w, "task", "env", "evaluation"),
+        policy=lambda w, input: str(Path(input.policy).parent),
+    shell:
+        "ganno generalise --config {params.config} --task {wildcards.task} "
+        "--variant {wildcards.variant} --policy {params.policy} --name ganno_{wildcards.variant} "
+        "--meta-seed {wildcards.seed} --out {output.results} --schedules {output.schedules} "
+        "> {log} 2>&1"

@@ -19,3 +19,26 @@ rule meta_train:
     shell:
         "ganno meta-train --config {params.config} --algo {wildcards.algo} "
         "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"
+
+
+rule meta_train_variant:
+    """Q1/Q2 variants of the agents (config extensions.variants), meta-trained like the main ones."""
+    input:
+        training_data,
+    output:
+        policy="results/meta_train/variants/{variant}/seed_{seed}/policy/policy.json",
+        curve="results/meta_train/variants/{variant}/seed_{seed}/learning_curve.jsonl",
+    log:
+        "logs/meta_train/variants/{variant}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/meta_train/variants/{variant}_seed_{seed}.tsv"
+    conda:
+        "../envs/ganno.yaml"
+    threads: workflow.cores
+    params:
+        config=RESOLVED_CONFIG,
+        settings=variant_settings,
+        out=lambda wildcards, output: str(Path(output.curve).parent),
+    shell:
+        "ganno meta-train --config {params.config} --variant {wildcards.variant} "
+        "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"

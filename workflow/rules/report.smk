@@ -1,5 +1,5 @@
 # Figures, tables, executed notebooks and the paper summary, all from the pipeline's own results.
-from ganno.report import FIGURES, TABLE_FORMATS, TABLES, report_inputs
+from ganno.report import TABLE_FORMATS, figure_names, report_inputs, table_names
 
 NOTEBOOKS = sorted(Path("notebooks").glob("*.ipynb"))
 
@@ -15,12 +15,14 @@ rule report:
                 caption=f"../report/{name}.rst",
                 category="Figures",
             )
-            for name in FIGURES
+            for name in figure_names(config)
         ],
         figure_data=expand(
-            "paper/figures/{name}.{ext}", name=FIGURES, ext=["pdf", "csv"]
+            "paper/figures/{name}.{ext}", name=figure_names(config), ext=["pdf", "csv"]
         ),
-        tables=expand("paper/tables/{name}.{ext}", name=TABLES, ext=TABLE_FORMATS),
+        tables=expand(
+            "paper/tables/{name}.{ext}", name=table_names(config), ext=TABLE_FORMATS
+        ),
         readme="paper/README.md",
     log:
         "logs/report.log",
