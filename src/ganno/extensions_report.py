@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from ganno import plots, report
 from ganno.experiments import TRAIN_TASK, read_results
 from ganno.meta_train import read_curve
-from ganno.variants import QUESTIONS, method_name, variant_tasks, variants
+from ganno.variants import QUESTIONS, method_name, variant_spec, variant_tasks, variants
 
 VARIANT_CSV = "sweep/{task}/variants/{variant}_seed_{seed}.csv"
 VARIANT_SCHEDULES_CSV = "sweep/{task}/variants/{variant}_seed_{seed}.schedules.csv"
@@ -39,8 +39,9 @@ TORCH = "torch_deployment"
 
 
 def questions(config: Mapping[str, Any]) -> list[str]:
-    """The questions (Q1, Q2) with at least one configured variant."""
-    return [q for q in QUESTIONS if variants(config, q)]
+    """The questions (Q1, Q2) with at least one configured variant besides the reference."""
+    reference = config.get("extensions", {}).get("reference", "ippo")
+    return [q for q in QUESTIONS if any(v["name"] != reference for v in variants(config, q))]
 
 
 def torch_enabled(config: Mapping[str, Any]) -> bool:
@@ -418,10 +419,13 @@ def build_extensions(
     tol = float(config["baselines"]["robustness_tolerance"])
     ext = config["extensions"]
     reference = method_name(ext["reference"])
-    ref_label = (
-        f"reference {ext['reference'].upper()}: learning rate only, reward "
-        f"{config['env']['reward']}"
-    )
+    if ext["reference"] in config["meta_train"]["algorithms"]:
+        ref_label = (
+            f"reference {ext['reference'].upper()}: learning rate only, reward "
+            f"{config['env']['reward']}"
+        )
+    else:
+        ref_label = f"reference: {_setting(variant_spec(config, ext['reference']))}"
     tasks = [t for t in variant_tasks(config) if t in set(main.results["task"])]
     results = pd.concat(
         [main.results[main.results["method"] == reference], data.results], ignore_index=True
@@ -434,7 +438,9 @@ def build_extensions(
     numbers: dict[str, pd.DataFrame] = {}
     lines: list[str] = []
     for question in questions(config):
-        specs = variants(config, question)
+        specs = [v for v in variants(config, question) if method_name(v["name"]) != reference]
+        if not specs:
+            continue
         methods = [reference] + [method_name(v["name"]) for v in specs]
         labels = {reference: ref_label} | {method_name(v["name"]): _setting(v) for v in specs}
         table = question_summary(

@@ -3,8 +3,9 @@
 A variant is a named set of overrides of the ``env`` (and optionally ``meta_train``) blocks, with
 the MARL system that trains it. It is meta-trained over the same seeds as the main algorithms and
 evaluated with the same code on the ``extensions.tasks``; its rows in the results tables carry the
-method name ``ganno_<name>`` and are compared with the reference algorithm's (``ganno_ippo`` by
-default) in ``paper/`` (:mod:`ganno.extensions_report`). For example::
+method name ``ganno_<name>`` and are compared with the reference (``extensions.reference``: a main
+algorithm, ``ganno_ippo`` by default, or a variant trained at the variants' own budget) in
+``paper/`` (:mod:`ganno.extensions_report`). For example::
 
     extensions:
       variants:
@@ -33,11 +34,18 @@ def method_name(name: str) -> str:
 def variants(config: Mapping[str, Any], question: str | None = None) -> list[dict[str, Any]]:
     """The configured variants (of one question, if given), each with its ``algorithm``."""
     ext = config.get("extensions", {})
+    reference = ext.get("reference", "ippo")
+    default_algorithm = reference if reference in ("ippo", "mappo") else "ippo"
     out = []
     for spec in ext.get("variants", []):
         if question is None or spec["question"] == question:
-            out.append({"algorithm": ext.get("reference", "ippo"), **spec})
+            out.append({"algorithm": default_algorithm, **spec})
     return out
+
+
+def reference_is_variant(config: Mapping[str, Any]) -> bool:
+    """Whether ``extensions.reference`` names a variant (else a main algorithm)."""
+    return config.get("extensions", {}).get("reference", "ippo") in variant_names(config)
 
 
 def variant_names(config: Mapping[str, Any]) -> list[str]:
@@ -79,10 +87,11 @@ def check(config: Mapping[str, Any]) -> list[str]:
     ext = config.get("extensions", {})
     problems: list[str] = []
     algorithms = config["meta_train"]["algorithms"]
-    if ext.get("variants") and ext["reference"] not in algorithms:
+    names = [v["name"] for v in ext.get("variants", [])]
+    if ext.get("variants") and ext["reference"] not in [*algorithms, *names]:
         problems.append(
             f"'extensions.reference' = {ext['reference']!r} is not meta-trained; it must be one "
-            f"of meta_train.algorithms {algorithms}"
+            f"of meta_train.algorithms {algorithms} or a variant's name {names}"
         )
     known = task_names(config)
     for task in ext.get("tasks") or []:
