@@ -143,20 +143,24 @@ def test_keep_actions_reproduce_constant_sgd_exactly(small_config, dataset):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_keep_actions_with_momentum_match_optax_sgd_momentum(small_config, dataset):
-    cfg = validate(merge(small_config, {"task": {"momentum": 0.9}}))
-    env = make_env(cfg, dataset)
+def _assert_constant_action_is_optax_sgd(env, action: int, momentum: float) -> None:
+    """Playing ``action`` at every decision trains exactly like ``optax.sgd(lr0, momentum)``."""
     key, lr0 = jax.random.PRNGKey(7), 0.01
-    _, state = rollout(env, key, lambda t: jnp.full(3, KEEP), lr0=lr0)
+    _, state = rollout(env, key, lambda t: jnp.full(3, action), lr0=lr0)
     init_key, data_key, _ = episode_keys(key)
     params = env.task.init_params(init_key)
-    sgd = optax.sgd(lr0, momentum=0.9)
+    sgd = optax.sgd(lr0, momentum=momentum)
     total = env.steps_per_decision * env.time_limit
     ref, _, _ = jax.jit(lambda p: train_steps(env.task, sgd, p, sgd.init(p), data_key, 0, total))(
         params
     )
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_actions_with_momentum_match_optax_sgd_momentum(small_config, dataset):
+    env = make_env(validate(merge(small_config, {"task": {"momentum": 0.9}})), dataset)
+    _assert_constant_action_is_optax_sgd(env, KEEP, momentum=0.9)
 
 
 def _assert_all_finite(tree):
@@ -296,18 +300,7 @@ def test_q1_action_space_is_the_product_and_features_grow_by_one_per_hyperparame
 def test_q1_constant_momentum_action_equals_optax_sgd_with_momentum(small_config, dataset):
     """Choosing (x1, momentum 0.9) at every decision is SGD with momentum 0.9 from the start."""
     env = make(small_config, dataset, momentum_actions=[0.0, 0.9])
-    action = env.action_index(1.0, momentum=0.9)
-    key, lr0 = jax.random.PRNGKey(7), 0.01
-    _, state = rollout(env, key, lambda t: jnp.full(3, action), lr0=lr0)
-    init_key, data_key, _ = episode_keys(key)
-    params = env.task.init_params(init_key)
-    sgd = optax.sgd(lr0, momentum=0.9)
-    total = env.steps_per_decision * env.time_limit
-    ref, _, _ = jax.jit(lambda p: train_steps(env.task, sgd, p, sgd.init(p), data_key, 0, total))(
-        params
-    )
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_constant_action_is_optax_sgd(env, env.action_index(1.0, momentum=0.9), momentum=0.9)
 
 
 def test_q1_feature_width_does_not_depend_on_depth(small_config, dataset):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import _table  # the hand-designed results of the paper's report tests
+from test_report import write_designed_results  # the report tests' designed results
 
 from ganno import extensions_report, report
 from ganno.config import ConfigError, merge, validate
@@ -110,12 +110,7 @@ def built(tmp_path_factory, config):
     results, out = root / "results", root / "paper"
     lr0s = lr0_grid(config)
     paths = report.result_paths(config, results)
-    for task in ("train", "wide"):
-        paths.baselines[task].parent.mkdir(parents=True, exist_ok=True)
-        pd.concat([_table(m, task, lr0s) for m in ("sgd_constant", "dog")]).to_csv(
-            paths.baselines[task], index=False
-        )
-        _table("ganno_ippo", task, lr0s).to_csv(paths.policies[(task, "ippo", 0)], index=False)
+    write_designed_results(paths, ("train", "wide"), lr0s)
     columns = ["method", "task", "lr0", "seed", "step", "layer", "learning_rate"]
     pd.DataFrame(columns=columns).to_csv(paths.schedules[("ippo", 0)], index=False)
     _curve(paths.curves[("ippo", 0)], 1.5)

@@ -23,33 +23,12 @@ from jumanji import specs
 from jumanji.env import Environment
 from jumanji.types import StepType, TimeStep
 
+from ganno.feature_names import FEATURE_NAMES
 from ganno.inner import InnerTask, episode_keys, make_task
 from ganno.networks import layer_keys
 from ganno.optim import LayerwiseSGDState, layerwise_sgd
 from ganno.types import ObservationGlobalState
 
-#: Per-agent observation features, in order. ``log_*`` of norms, rates and ratios are
-#: ``clip(log10(x), -8, 8) / 4``; losses are ``log10`` (their changes are per decision);
-#: ``grad_cosine`` is the cosine between the layer's mean gradients of two consecutive intervals;
-#: ``log_grad_noise`` is the spread of the interval's minibatch gradients relative to their mean.
-FEATURE_NAMES: tuple[str, ...] = (
-    "log_lr",
-    "log_grad_norm",
-    "log_weight_norm",
-    "log_update_norm",
-    "log_update_ratio",
-    "grad_cosine",
-    "log_grad_noise",
-    "log_train_loss",
-    "log_val_loss",
-    "delta_log_train_loss",
-    "delta_log_val_loss",
-    "progress",
-    "prev_action",
-    "relative_depth",
-    "is_first",
-    "is_last",
-)
 #: Per-layer features that the centralised critic's global state pools (mean, min, max) over agents.
 POOLED_FEATURES: tuple[str, ...] = FEATURE_NAMES[:7] + ("prev_action",)
 #: Team-level features appended once to the global state.

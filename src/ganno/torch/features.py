@@ -13,26 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-#: The observation's columns, in order; identical to :data:`ganno.env.FEATURE_NAMES` (a test
-#: checks it), repeated here so that this module does not import JAX.
-FEATURE_NAMES: tuple[str, ...] = (
-    "log_lr",
-    "log_grad_norm",
-    "log_weight_norm",
-    "log_update_norm",
-    "log_update_ratio",
-    "grad_cosine",
-    "log_grad_noise",
-    "log_train_loss",
-    "log_val_loss",
-    "delta_log_train_loss",
-    "delta_log_val_loss",
-    "progress",
-    "prev_action",
-    "relative_depth",
-    "is_first",
-    "is_last",
-)
+from ganno.feature_names import FEATURE_NAMES
+
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _TINY = 1e-30
 
