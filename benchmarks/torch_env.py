@@ -27,21 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "log_lr", "log_grad_norm", "log_weight_norm", "log_update_norm", "log_update_ratio",
-    "grad_cosine", "log_grad_noise", "log_train_loss", "log_val_loss", "delta_log_train_loss",
-    "delta_log_val_loss", "progress", "prev_action", "relative_depth", "is_first", "is_last",
-)
+# The observation in PyTorch, shared with ganno.torch.GannoScheduler (no JAX is imported).
+from ganno.torch.features import initial_observation, observe
+
 REWARDS = ("log_val_loss_drop", "val_accuracy_gain", "final_log_val_loss_drop")
-_TINY = 1e-30
-
-
-def log_feature(x: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(torch.log10(torch.clamp(x, min=_TINY)), -8.0, 8.0) / 4.0
-
-
-def log10_loss(x: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(torch.log10(torch.clamp(x, min=_TINY)), -8.0, 8.0)
 
 
 class MLP(torch.nn.Module):
@@ -135,10 +124,6 @@ class TorchGannoEnv:
         self.divergence_loss_ratio = float(divergence_loss_ratio)
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.num_agents = self.depth
-        n = self.num_agents
-        depth_pos = torch.arange(n, dtype=torch.float32) / max(n - 1, 1)
-        self.position = torch.stack([depth_pos, (torch.arange(n) == 0).float(),
-                                     (torch.arange(n) == n - 1).float()], dim=1)
         self._batch_indices = batch_indices
         self._init_params = init_params
         self._rng = np.random.default_rng(seed)
@@ -180,43 +165,6 @@ class TorchGannoEnv:
         return loss, (logits.argmax(-1) == self.y_val).float().mean()
 
     @staticmethod
-    def _layer_sums(fn, *per_layer: list[list[torch.Tensor]]) -> torch.Tensor:
-        """Apply ``fn`` to each layer's tensors (weight and bias) and sum per layer: [N]."""
-        return torch.stack([sum(fn(*ts).sum() for ts in zip(*layer, strict=True))
-                            for layer in zip(*per_layer, strict=True)])
-
-    @torch.no_grad()
-    def _observe(self, *, lrs, mean_grad, prev_mean_grad, mean_sq, params, prev_params,
-                 train_loss, val_loss, prev_train_loss, prev_val_loss, step_count, prev_log2):
-        sums = self._layer_sums
-        grad_sq = sums(torch.square, mean_grad)
-        weight_sq = sums(torch.square, params)
-        update_sq = sums(lambda p, q: torch.square(p - q), params, prev_params)
-        dot = sums(torch.mul, mean_grad, prev_mean_grad)
-        prev_sq = sums(torch.square, prev_mean_grad)
-        noise = torch.clamp(mean_sq - grad_sq, min=0.0)
-        cosine = dot / torch.sqrt(torch.clamp(grad_sq * prev_sq, min=_TINY))
-        log_train, log_val = log10_loss(train_loss), log10_loss(val_loss)
-        ones = torch.ones(self.num_agents)
-        layer = torch.stack([
-            log_feature(lrs),
-            log_feature(torch.sqrt(grad_sq)),
-            log_feature(torch.sqrt(weight_sq)),
-            log_feature(torch.sqrt(update_sq)),
-            log_feature(torch.sqrt(update_sq / torch.clamp(weight_sq, min=_TINY))),
-            torch.clamp(cosine, -1.0, 1.0),
-            log_feature(torch.sqrt(noise / torch.clamp(grad_sq, min=_TINY))),
-            log_train * ones,
-            log_val * ones,
-            torch.clamp(log_train - log10_loss(prev_train_loss), -5.0, 5.0) * ones,
-            torch.clamp(log_val - log10_loss(prev_val_loss), -5.0, 5.0) * ones,
-            (step_count / self.num_decisions) * ones,
-            prev_log2,
-        ], dim=1)
-        view = torch.cat([layer, self.position], dim=1)
-        return torch.nan_to_num(view, nan=0.0, posinf=8.0, neginf=-8.0)
-
-    @staticmethod
     def _params(model: MLP) -> list[list[torch.Tensor]]:
         return [[lin.weight, lin.bias] for lin in model.layers]
 
@@ -247,14 +195,9 @@ class TorchGannoEnv:
         ep.step_count = 0
         with torch.no_grad():
             detached = [[p.detach() for p in layer] for layer in params]
-            view = self._observe(
-                lrs=ep.lrs, mean_grad=grads, prev_mean_grad=grads,
-                mean_sq=self._layer_sums(torch.square, grads), params=detached,
-                prev_params=detached, train_loss=ep.train_loss, val_loss=ep.val_loss,
-                prev_train_loss=ep.train_loss, prev_val_loss=ep.val_loss, step_count=0,
-                prev_log2=torch.zeros(self.num_agents))
-            view[:, FEATURE_NAMES.index("grad_cosine")] = 0.0
-            view[:, FEATURE_NAMES.index("log_grad_noise")] = 0.0
+            view = initial_observation(
+                learning_rates=ep.lrs, grads=grads, params=detached, train_loss=ep.train_loss,
+                val_loss=ep.val_loss, num_decisions=self.num_decisions)
         ep.view, ep.diverged = view, False
         return ep
 
@@ -304,11 +247,12 @@ class TorchGannoEnv:
         val_loss, val_accuracy = self._val_metrics(model)
         step_count = ep.step_count + 1
         detached = [[p.detach() for p in layer] for layer in params]
-        view = self._observe(
-            lrs=lrs, mean_grad=mean_grad, prev_mean_grad=ep.prev_mean_grad, mean_sq=sq_sum / self.k,
-            params=detached, prev_params=prev_params, train_loss=train_loss, val_loss=val_loss,
-            prev_train_loss=ep.train_loss, prev_val_loss=ep.val_loss, step_count=step_count,
-            prev_log2=self.log2_factors[action])
+        view = observe(
+            learning_rates=lrs, mean_grad=mean_grad, prev_mean_grad=ep.prev_mean_grad,
+            mean_sq_grad_norm=sq_sum / self.k, params=detached, prev_params=prev_params,
+            train_loss=train_loss, val_loss=val_loss, prev_train_loss=ep.train_loss,
+            prev_val_loss=ep.val_loss, step_count=step_count, num_decisions=self.num_decisions,
+            prev_log2_factor=self.log2_factors[action])
         with torch.no_grad():
             weights_finite = all(torch.isfinite(p).all() for layer in detached for p in layer)
         finite = bool(torch.isfinite(val_loss)) and bool(torch.isfinite(train_loss))

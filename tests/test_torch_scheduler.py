@@ -10,7 +10,6 @@ are identical (the policy's logits differ by ~1e-7, far below the gaps between t
 
 from __future__ import annotations
 
-import inspect
 import io
 
 import jax
@@ -109,11 +108,10 @@ def test_features_equal_the_jax_observe(mlp_task):
     prev_log2 = jnp.asarray([1.0, -1.0, 0.0], jnp.float32)
     kw = dict(train_loss=jnp.float32(1.7), val_loss=jnp.float32(1.9),
               prev_train_loss=jnp.float32(2.1), prev_val_loss=jnp.float32(2.0), step_count=2)
-    jax_kw = dict(kw)
-    if "opt_state" in inspect.signature(env._observe).parameters:  # for momentum/wd features
-        jax_kw["opt_state"] = env.optimizer.init(params)
+    # the environment reads the rates (and any momentum / weight decay) from the optimiser state
+    jax_kw = dict(kw, opt_state=env.optimizer.init(params)._replace(learning_rates=lrs))
     jax_view = np.asarray(env._observe(
-        learning_rates=lrs, mean_grad=mean_grad, prev_mean_grad=prev_mean_grad,
+        mean_grad=mean_grad, prev_mean_grad=prev_mean_grad,
         mean_sq_grad_norm=mean_sq, params=params, prev_params=prev_params,
         prev_log2_factor=prev_log2, **jax_kw))
     torch_view = features.observe(
@@ -128,7 +126,7 @@ def test_features_equal_the_jax_observe(mlp_task):
     # the edge cases: no update, zero gradient (logs clipped, cosine 0 via the tiny guard)
     zeros = jax.tree.map(jnp.zeros_like, params)
     jax_edge = np.asarray(env._observe(
-        learning_rates=lrs, mean_grad=zeros, prev_mean_grad=zeros, mean_sq_grad_norm=mean_sq * 0,
+        mean_grad=zeros, prev_mean_grad=zeros, mean_sq_grad_norm=mean_sq * 0,
         params=params, prev_params=params, prev_log2_factor=prev_log2, **jax_kw))
     torch_edge = features.observe(
         learning_rates=torch.tensor(np.asarray(lrs)), mean_grad=_torch_layers(zeros),

@@ -50,12 +50,13 @@ class ConfigError(ValueError):
 
 
 @functools.cache
-def _schema_text() -> str:
-    return SCHEMA_PATH.read_text()
+def _parsed_schema() -> dict[str, Any]:
+    return read_yaml(SCHEMA_PATH)
 
 
 def load_schema() -> dict[str, Any]:
-    return yaml.load(_schema_text(), Loader=_Loader)
+    """The config schema (read and parsed once per process; a copy, so callers may change it)."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -177,7 +178,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"a config must be a mapping of keys to values, not {type(config).__name__}"
         )
-    schema = load_schema()
+    schema = _parsed_schema()  # read only here
     filled = _fill_defaults(schema, copy.deepcopy(dict(config)), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))

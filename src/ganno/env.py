@@ -271,7 +271,6 @@ class GannoEnv(Environment):
     def _observe(
         self,
         *,
-        learning_rates,
         mean_grad,
         prev_mean_grad,
         mean_sq_grad_norm,
@@ -296,7 +295,7 @@ class GannoEnv(Environment):
         ones = jnp.ones((self._num_agents,))
         layer = jnp.stack(
             [
-                log_feature(learning_rates),
+                log_feature(opt_state.learning_rates),
                 log_feature(jnp.sqrt(grad_sq)),
                 log_feature(jnp.sqrt(weight_sq)),
                 log_feature(jnp.sqrt(update_sq)),
@@ -385,7 +384,6 @@ class GannoEnv(Environment):
         n = self._num_agents
         grad_sq = per_layer(jnp.square, grads)
         view = self._observe(
-            learning_rates=opt_state.learning_rates,
             mean_grad=grads,
             prev_mean_grad=grads,
             mean_sq_grad_norm=grad_sq,
@@ -436,7 +434,6 @@ class GannoEnv(Environment):
         val_loss, val_accuracy = self._val_metrics(params)
         step_count = state.step_count + 1
         view = self._observe(
-            learning_rates=learning_rates,
             mean_grad=mean_grad,
             prev_mean_grad=state.prev_mean_grad,
             mean_sq_grad_norm=mean_sq,

@@ -467,12 +467,12 @@ def build_extensions(
         if question == "Q2":
             lines += _q2_why(table)
         lines += [""]
-        lines += _figure_lines(
+        lines += report.figure_lines(
             out,
             figures[f"{q}_robustness"],
             f"{question}: final test accuracy against lr0 on `{TRAIN_TASK}`.",
         )
-        lines += _figure_lines(
+        lines += report.figure_lines(
             out,
             figures[f"{q}_curves"],
             f"{question}: meta-training curves (returns of different rewards are on different "
@@ -501,20 +501,10 @@ def build_extensions(
                 "",
                 *torch_lines(table),
                 "",
-                *_figure_lines(
+                *report.figure_lines(
                     out, figures[TORCH], "PyTorch deployment: final test accuracy against lr0."
                 ),
                 f"Table: `tables/{TORCH}.md`.",
                 "",
             ]
     return Extensions(figures, tables, numbers, lines, data.skipped)
-
-
-def _figure_lines(out: Path, f: plots.FigurePaths, caption: str) -> list[str]:
-    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
-    return [
-        f"![{caption}]({rel(f.png)})",
-        "",
-        f"*{caption}* ([PDF]({rel(f.pdf)}), [data]({rel(f.csv)}))",
-        "",
-    ]

@@ -697,6 +697,17 @@ def _c3_lines(tables: Tables) -> list[str]:
     return lines
 
 
+def figure_lines(out_dir: str | Path, f: plots.FigurePaths, caption: str) -> list[str]:
+    """A figure inline in ``out_dir/README.md``, with links to its PDF and data."""
+    rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
+    return [
+        f"![{caption}]({rel(f.png)})",
+        "",
+        f"*{caption}* ([PDF]({rel(f.pdf)}), [data]({rel(f.csv)}))",
+        "",
+    ]
+
+
 def write_paper_readme(
     out_dir: str | Path,
     tables: Tables,
@@ -722,15 +733,7 @@ def write_paper_readme(
     seeds, meta_seeds = config["evaluation"]["seeds"], config["meta_train"]["seeds"]
 
     def figure(name: str, caption: str) -> list[str]:
-        if name not in figures:
-            return []
-        f = figures[name]
-        return [
-            f"![{caption}]({rel(f.png)})",
-            "",
-            f"*{caption}* ([PDF]({rel(f.pdf)}), [data]({rel(f.csv)}))",
-            "",
-        ]
+        return figure_lines(out, figures[name], caption) if name in figures else []
 
     lines = [
         "# GANNO: results",
