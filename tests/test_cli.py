@@ -183,3 +183,50 @@ def test_clear_errors(tmp_path, capsys, tiny_config):
         == 2
     )
     assert "meta_train.num_envs" in capsys.readouterr().err
+
+
+def test_generalise_runs_several_policies_as_each_alone(trained_run, tiny_config, tmp_path):
+    import jax
+    import pandas as pd
+
+    policy = ganno.Policy.load(trained_run / "policy")
+    # A second, different policy: the same network with random parameters.
+    leaves, treedef = jax.tree.flatten(policy.params)
+    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+    scrambled = [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    other = ganno.Policy(treedef.unflatten(scrambled), {"network": policy.config["network"]})
+    other.save(tmp_path / "other")
+    dirs = [trained_run / "policy", tmp_path / "other"]
+
+    def generalise(indices, tag):
+        args = ["generalise", "--config", str(tiny_config), "--task", "mlp_depth5"]
+        for i in indices:
+            args += ["--policy", str(dirs[i]), "--name", f"p{i}", "--meta-seed", str(i)]
+            args += ["--out", str(tmp_path / f"{tag}{i}.csv")]
+            args += ["--schedules", str(tmp_path / f"{tag}{i}.schedules.csv")]
+        assert main(args) == 0
+
+    generalise([0, 1], "together")
+    for i in (0, 1):
+        generalise([i], "alone")
+    numbers = ["lr0", "seed", "meta_seed", "val_loss", "test_loss", "test_accuracy", "diverged"]
+    tables = {}
+    for i in (0, 1):
+        together = pd.read_csv(tmp_path / f"together{i}.csv")
+        alone = pd.read_csv(tmp_path / f"alone{i}.csv")
+        assert set(together["method"]) == {f"p{i}"} and set(together["meta_seed"]) == {i}
+        pd.testing.assert_frame_equal(together[numbers], alone[numbers], rtol=1e-5)
+        schedules = pd.read_csv(tmp_path / f"together{i}.schedules.csv")
+        reference = pd.read_csv(tmp_path / f"alone{i}.schedules.csv")
+        pd.testing.assert_frame_equal(schedules, reference, rtol=1e-5)
+        tables[i] = schedules
+    assert not tables[0]["learning_rate"].equals(tables[1]["learning_rate"])
+
+
+def test_generalise_needs_one_out_per_policy(trained_run, tiny_config, tmp_path, capsys):
+    policy = str(trained_run / "policy")
+    args = ["generalise", "--config", str(tiny_config), "--task", "train"]
+    args += ["--policy", policy, "--name", "a", "--policy", policy, "--name", "b"]
+    assert main([*args, "--out", str(tmp_path / "a.csv")]) == 2
+    assert "2 --policy but 1 --out" in capsys.readouterr().err
+    assert not (tmp_path / "a.csv").exists()

@@ -136,7 +136,7 @@ def test_changing_baseline_settings_reruns_only_baselines_and_their_dependants(p
     jobs = result.stdout + result.stderr
     assert "sweep_baselines" in jobs and "report" in jobs
     assert "meta_train " not in jobs and "rule meta_train:" not in jobs
-    assert "rule sweep_policy:" not in jobs
+    assert "rule sweep_policies:" not in jobs
 
 
 def test_default_config_dag_dry_run(tmp_path):
@@ -144,7 +144,7 @@ def test_default_config_dag_dry_run(tmp_path):
     result = _snakemake(tmp_path, "--cores", "2", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_policy", "report",
+    for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_policies", "report",
                  "notebook"):
         assert rule in out
 

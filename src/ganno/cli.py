@@ -181,24 +181,39 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ganno.experiments import COLUMNS, run_policy
+    import pandas as pd
 
+    from ganno.experiments import COLUMNS, PolicyRun, run_policies
+
+    count = len(args.policy)
+    meta_seeds = args.meta_seed or [-1] * count
+    for flag, values in (("--name", args.name), ("--out", args.out), ("--meta-seed", meta_seeds)):
+        if len(values) != count:
+            raise ValueError(
+                f"{count} --policy but {len(values)} {flag}: give one {flag} per --policy, in "
+                "the same order"
+            )
+    if args.schedules and len(args.schedules) != count:
+        raise ValueError(
+            f"{count} --policy but {len(args.schedules)} --schedules: give one per --policy or none"
+        )
     cfg = load_config(args.config)
     if args.variant:
         from ganno.variants import variant_config
 
         cfg = variant_config(cfg, args.variant)
-    if _skip_if_unavailable(cfg, args.task, args.out, COLUMNS):
-        if args.schedules:
-            _write_csv(__import__("pandas").DataFrame(), args.schedules)
+    skipped = [_skip_if_unavailable(cfg, args.task, out, COLUMNS) for out in args.out]
+    if any(skipped):
+        for path in args.schedules or []:
+            _write_csv(pd.DataFrame(), path)
         return 0
-    results, schedules = run_policy(
-        cfg, args.task, args.policy, args.name, args.meta_seed, greedy=not args.sample
-    )
-    _write_csv(results, args.out)
-    if args.schedules:
-        _write_csv(schedules, args.schedules)
-    print(f"{len(results)} runs of {args.name} on {args.task} -> {args.out}")
+    runs = [PolicyRun(*run) for run in zip(args.policy, args.name, meta_seeds, strict=True)]
+    tables = run_policies(cfg, args.task, runs, greedy=not args.sample)
+    for i, (results, schedules) in enumerate(tables):
+        _write_csv(results, args.out[i])
+        if args.schedules:
+            _write_csv(schedules, args.schedules[i])
+        print(f"{len(results)} runs of {args.name[i]} on {args.task} -> {args.out[i]}")
     return 0
 
 
@@ -308,13 +323,34 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sw = sub.add_parser(name, help=helptext)
         sw.add_argument("--config", type=Path, required=True)
-        sw.add_argument("--policy", type=Path, required=True, help="a policy folder")
-        sw.add_argument("--name", required=True, help="method name in the table, e.g. ganno_ippo")
-        sw.add_argument("--meta-seed", type=int, default=-1, help="the policy's training seed")
+        sw.add_argument(
+            "--policy",
+            type=Path,
+            required=True,
+            action="append",
+            help="a policy folder; repeat it (with one --name, --out, ... each) to evaluate "
+            "several policies in one process and one compilation",
+        )
+        sw.add_argument(
+            "--name",
+            required=True,
+            action="append",
+            help="method name in the table, e.g. ganno_ippo (one per --policy)",
+        )
+        sw.add_argument(
+            "--meta-seed", type=int, action="append", help="the policy's training seed (default -1)"
+        )
         sw.add_argument("--task", default=default_task, required=default_task is None)
         sw.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
-        sw.add_argument("--out", type=Path, required=True, help="results CSV")
-        sw.add_argument("--schedules", type=Path, help="CSV of each layer's rate per decision")
+        sw.add_argument(
+            "--out", type=Path, required=True, action="append", help="results CSV, one per --policy"
+        )
+        sw.add_argument(
+            "--schedules",
+            type=Path,
+            action="append",
+            help="CSV of each layer's rate per decision (one per --policy)",
+        )
         sw.add_argument(
             "--variant", help="the extensions.variants name the policy was meta-trained as"
         )

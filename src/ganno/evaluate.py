@@ -7,7 +7,6 @@ metrics; it ``vmap``s over seeds and initial rates, so a whole robustness grid i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -103,12 +102,53 @@ def play_grid(
 ) -> Trajectory:
     """Every (lr0, seed) pair in one compiled call split over devices: fields get leading axes
     [len(lr0s), len(seeds)]."""
+    out = play_policies_grid(
+        env,
+        lambda _params, observation, key: act(observation, key),
+        jnp.zeros((1,)),
+        lr0s,
+        seeds,
+        x_test,
+        y_test,
+    )
+    return jax.tree.map(lambda x: x[0], out)
+
+
+#: At most this many episodes run side by side in one call of :func:`play_policies_grid`.
+MAX_EPISODES_PER_CALL = 512
+
+
+def play_policies_grid(
+    env: GannoEnv,
+    act_with: Callable[[Any, Any, jax.Array], jnp.ndarray],
+    params: Any,
+    lr0s: Sequence[float],
+    seeds: Sequence[int],
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    max_episodes: int = MAX_EPISODES_PER_CALL,
+) -> Trajectory:
+    """Every (controller, lr0, seed) triple for P controllers that differ only in their
+    parameters: ``act_with(params, observation, key)`` with ``params`` stacked on a leading axis
+    [P]. The parameters are arguments of the compiled function, not constants in it, so one
+    compilation serves all P (run in calls of at most ``max_episodes`` episodes); fields get
+    leading axes [P, len(lr0s), len(seeds)]. Controller p plays the episodes
+    :func:`play_grid` plays for it alone (up to float rounding: batch shapes may change the last
+    bit of a sum)."""
+    num = jax.tree.leaves(params)[0].shape[0]
+    per_controller = len(lr0s) * len(seeds)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     xt, yt = jnp.asarray(x_test), jnp.asarray(y_test)
-    flat_keys = jnp.tile(keys, (len(lr0s), 1))
-    flat_lr0 = jnp.repeat(jnp.asarray(lr0s, jnp.float32), len(seeds))
-    out = sharded_vmap(lambda k, lr: play_episode(env, act, k, lr, xt, yt), flat_keys, flat_lr0)
-    return jax.tree.map(lambda x: x.reshape(len(lr0s), len(seeds), *x.shape[1:]), out)
+    flat_keys = jnp.tile(keys, (num * len(lr0s), 1))
+    flat_lr0 = jnp.tile(jnp.repeat(jnp.asarray(lr0s, jnp.float32), len(seeds)), num)
+    flat_params = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x), per_controller, axis=0), params)
+
+    def episode(p, k, lr):
+        return play_episode(env, lambda obs, key: act_with(p, obs, key), k, lr, xt, yt)
+
+    chunk = max(1, max_episodes // per_controller) * per_controller
+    out = sharded_vmap(episode, flat_params, flat_keys, flat_lr0, chunk_size=chunk)
+    return jax.tree.map(lambda x: x.reshape(num, len(lr0s), len(seeds), *x.shape[1:]), out)
 
 
 def grid_table(
@@ -170,11 +210,3 @@ def lr_trajectory_table(
                         }
                     )
     return pd.DataFrame(rows)
-
-
-def timed_grid(env, act, lr0s, seeds, x_test, y_test) -> tuple[Trajectory, float]:
-    """:func:`play_grid` and its wall time (compilation included, results ready)."""
-    start = time.perf_counter()
-    out = play_grid(env, act, lr0s, seeds, x_test, y_test)
-    jax.block_until_ready(out)
-    return out, time.perf_counter() - start

@@ -7,9 +7,11 @@ the configured bigger/harder tasks) are the same experiment on different tasks.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from ganno import baselines
 from ganno.config import generalisation_config
 from ganno.data import DatasetMissingError, find_raw_files, load_from_config, processed_path
 from ganno.env import make_env
-from ganno.evaluate import grid_table, lr_trajectory_table, timed_grid
+from ganno.evaluate import grid_table, lr_trajectory_table
 from ganno.inner import make_task
 
 TRAIN_TASK = "train"
@@ -111,6 +113,82 @@ def run_baselines(
     return _tidy(pd.concat(frames, ignore_index=True))
 
 
+class PolicyRun(NamedTuple):
+    """A trained policy to evaluate and the names its rows get in the results table."""
+
+    policy_dir: str | Path
+    method: str
+    meta_seed: int = -1
+
+
+def run_policies(
+    config: Mapping[str, Any],
+    task: str,
+    runs: Sequence[PolicyRun],
+    greedy: bool = True,
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Trained policies, unchanged, on ``task`` over the lr0 grid and the evaluation seeds.
+
+    Policies with the same actor network are evaluated together: their parameters are stacked
+    and passed to one compiled function, so a task's policies cost one compilation, and each
+    policy's episodes are those it would play alone. Returns, per run in order, (results table,
+    each layer's learning rate at every decision).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ganno.evaluate import play_policies_grid
+    from ganno.policy import Policy
+
+    cfg = task_config(config, task)
+    dataset = load_from_config(cfg)
+    env = make_env(cfg, dataset)
+    policies = [Policy.load(run.policy_dir) for run in runs]
+    for run, policy in zip(runs, policies, strict=True):
+        net = policy.config["network"]
+        if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
+            raise ValueError(
+                f"policy {run.policy_dir} reads {net['obs_dim']} features and has "
+                f"{net['action_dim']} actions, but task {task!r} gives {env.num_features} "
+                f"features and {env.action_dim} actions: it was trained with another observation "
+                "or action set"
+            )
+    groups: dict[str, list[int]] = {}
+    for i, policy in enumerate(policies):
+        groups.setdefault(json.dumps(policy.config["network"], sort_keys=True), []).append(i)
+
+    lr0s, seeds = lr0_grid(cfg), list(cfg["evaluation"]["seeds"])
+    out: list[tuple[pd.DataFrame, pd.DataFrame] | None] = [None] * len(runs)
+    for network_json, members in groups.items():
+        shell = {"network": json.loads(network_json)}
+
+        def act_with(params, observation, key, shell=shell):
+            return Policy(params, shell).act(observation, key, greedy=greedy)
+
+        params = jax.tree.map(lambda *x: jnp.stack(x), *(policies[i].params for i in members))
+        start = time.perf_counter()
+        trajectories = play_policies_grid(
+            env, act_with, params, lr0s, seeds, dataset.x_test, dataset.y_test
+        )
+        jax.block_until_ready(trajectories)
+        wall = (time.perf_counter() - start) / len(members)
+        for j, i in enumerate(members):
+            mine = jax.tree.map(lambda x, j=j: x[j], trajectories)
+            run = runs[i]
+            results = grid_table(mine, lr0s, seeds, method=run.method, task=task, wall_time_s=wall)
+            schedules = lr_trajectory_table(
+                mine,
+                lr0s,
+                seeds,
+                method=run.method,
+                task=task,
+                steps_per_decision=env.steps_per_decision,
+            )
+            schedules["meta_seed"] = run.meta_seed
+            out[i] = (_tidy(results, run.meta_seed), schedules)
+    return out
+
+
 def run_policy(
     config: Mapping[str, Any],
     task: str,
@@ -119,40 +197,8 @@ def run_policy(
     meta_seed: int = -1,
     greedy: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A trained policy, unchanged, on ``task`` over the lr0 grid and the evaluation seeds.
-
-    Returns (results table, each layer's learning rate at every decision).
-    """
-    from ganno.policy import Policy
-
-    policy = Policy.load(policy_dir)
-    cfg = task_config(config, task)
-    dataset = load_from_config(cfg)
-    env = make_env(cfg, dataset)
-    net = policy.config["network"]
-    if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
-        raise ValueError(
-            f"policy {policy_dir} reads {net['obs_dim']} features and has {net['action_dim']} "
-            f"actions, but task {task!r} gives {env.num_features} features and "
-            f"{env.action_dim} actions: it was trained with another observation or action set"
-        )
-
-    def act(observation, key):
-        return policy.act(observation, key, greedy=greedy)
-
-    lr0s, seeds = lr0_grid(cfg), list(cfg["evaluation"]["seeds"])
-    trajectories, wall = timed_grid(env, act, lr0s, seeds, dataset.x_test, dataset.y_test)
-    results = grid_table(trajectories, lr0s, seeds, method=method, task=task, wall_time_s=wall)
-    schedules = lr_trajectory_table(
-        trajectories,
-        lr0s,
-        seeds,
-        method=method,
-        task=task,
-        steps_per_decision=env.steps_per_decision,
-    )
-    schedules["meta_seed"] = meta_seed
-    return _tidy(results, meta_seed), schedules
+    """One trained policy on ``task`` (see :func:`run_policies`): (results, schedules)."""
+    return run_policies(config, task, [PolicyRun(policy_dir, method, meta_seed)], greedy)[0]
 
 
 def read_results(paths: Sequence[str | Path]) -> pd.DataFrame:

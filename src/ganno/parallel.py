@@ -81,21 +81,30 @@ def shard_batch(tree: Any, size: int, axis: int = 0) -> Any:
     return jax.tree.map(place, tree)
 
 
-def sharded_vmap(fn: Callable[..., Any], *args: Any) -> Any:
+def sharded_vmap(fn: Callable[..., Any], *args: Any, chunk_size: int | None = None) -> Any:
     """``jit(vmap(fn))(*args)`` with the batch (the leading axis of every arg) split over devices.
 
     The batch is padded to a multiple of the device count with copies of its last element, and
-    the padding is dropped from the result, so any batch size works.
+    the padding is dropped from the result, so any batch size works. With ``chunk_size`` the batch
+    runs in chunks of at most that many elements (rounded up to a multiple of the device count),
+    one after another through the same compiled function, to bound memory.
     """
     import jax
     import jax.numpy as jnp
 
     size = jax.tree.leaves(args)[0].shape[0]
     count = len(jax.local_devices())
-    padded = -(-size // count) * count
-    if count > 1 and padded != size:
+    chunk = size if chunk_size is None else max(1, min(size, int(chunk_size)))
+    chunk = -(-chunk // count) * count
+    num_chunks = -(-size // chunk)
+    padded = num_chunks * chunk
+    if padded != size:
         pad = padded - size
         args = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), args)
-    args = shard_batch(args, padded)
-    out = jax.jit(jax.vmap(fn))(*args)
+    batched = jax.jit(jax.vmap(fn))
+    outs = []
+    for i in range(num_chunks):
+        part = jax.tree.map(lambda x, i=i: x[i * chunk : (i + 1) * chunk], args)
+        outs.append(batched(*shard_batch(part, chunk)))
+    out = outs[0] if num_chunks == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
     return jax.tree.map(lambda x: x[:size], out) if padded != size else out

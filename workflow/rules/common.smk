@@ -1,6 +1,7 @@
 # Shared set-up: validate the config (ganno's messages first, then Snakemake's schema check),
 # write the resolved config once for the rules, and name the pipeline's final outputs.
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -32,6 +33,13 @@ def _write_if_changed(path, text):
 
 
 _write_if_changed(RESOLVED_CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+# XLA's persistent compilation cache (JAX reads the variable itself): the jobs that run the same
+# program, such as the seeds of one meta-training setting, compile it once. It lives with the
+# results it helped make; export JAX_COMPILATION_CACHE_DIR to put it elsewhere.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str((RESULTS / "jax_cache").resolve())
+)
 
 META = config["meta_train"]
 ALGOS = META["algorithms"]
@@ -89,4 +97,16 @@ def variant_settings(wildcards):
     cfg = variant_config(config, wildcards.variant)
     return json.dumps(
         {k: cfg[k] for k in ("seed", "task", "env", "meta_train")}, sort_keys=True
+    )
+
+
+def sweep_arguments(runs, input, output):
+    """`ganno generalise` arguments for several policies, one --policy/--name/--meta-seed/--out/
+    --schedules group per (method name, meta seed) in ``runs``, in the order of the rule's
+    input.policies, output.results and output.schedules."""
+    groups = zip(runs, input.policies, output.results, output.schedules, strict=True)
+    return " ".join(
+        f"--policy {Path(policy).parent} --name {name} --meta-seed {seed} "
+        f"--out {results} --schedules {schedules}"
+        for (name, seed), policy, results, schedules in groups
     )

@@ -23,52 +23,75 @@ rule sweep_baselines:
         "--out {output} > {log} 2>&1"
 
 
-rule sweep_policy:
-    """A meta-trained policy, unchanged, on one task over the lr0 grid x evaluation seeds."""
+rule sweep_policies:
+    """Every meta-trained policy (algorithm x seed), unchanged, on one task over the lr0 grid x
+    evaluation seeds: one process and one compilation for them all."""
     input:
         task_data,
-        policy="results/meta_train/{algo}/seed_{seed}/policy/policy.json",
+        policies=expand(
+            "results/meta_train/{algo}/seed_{seed}/policy/policy.json",
+            algo=ALGOS,
+            seed=SEEDS,
+        ),
     output:
-        results="results/sweep/{task}/{algo}_seed_{seed}.csv",
-        schedules="results/sweep/{task}/{algo}_seed_{seed}.schedules.csv",
+        results=expand(
+            "results/sweep/{{task}}/{algo}_seed_{seed}.csv", algo=ALGOS, seed=SEEDS
+        ),
+        schedules=expand(
+            "results/sweep/{{task}}/{algo}_seed_{seed}.schedules.csv",
+            algo=ALGOS,
+            seed=SEEDS,
+        ),
     log:
-        "logs/sweep/{task}/{algo}_seed_{seed}.log",
+        "logs/sweep/{task}/policies.log",
     benchmark:
-        "results/benchmarks/sweep/{task}_{algo}_seed_{seed}.tsv"
+        "results/benchmarks/sweep/{task}_policies.tsv"
     conda:
         "../envs/ganno.yaml"
     threads: 1
     params:
         config=RESOLVED_CONFIG,
         settings=lambda w: task_settings(w, "task", "env", "evaluation"),
-        policy=lambda w, input: str(Path(input.policy).parent),
+        runs=lambda w, input, output: sweep_arguments(
+            [(f"ganno_{algo}", seed) for algo in ALGOS for seed in SEEDS],
+            input,
+            output,
+        ),
     shell:
-        "ganno generalise --config {params.config} --task {wildcards.task} "
-        "--policy {params.policy} --name ganno_{wildcards.algo} --meta-seed {wildcards.seed} "
-        "--out {output.results} --schedules {output.schedules} > {log} 2>&1"
+        "ganno generalise --config {params.config} --task {wildcards.task} {params.runs} "
+        "> {log} 2>&1"
 
 
 rule sweep_variant:
-    """A Q1/Q2 variant's policy on one task over the lr0 grid x evaluation seeds."""
+    """A Q1/Q2 variant's policies (one per seed) on one task over the lr0 grid x evaluation
+    seeds, in one process."""
     input:
         task_data,
-        policy="results/meta_train/variants/{variant}/seed_{seed}/policy/policy.json",
+        policies=expand(
+            "results/meta_train/variants/{{variant}}/seed_{seed}/policy/policy.json",
+            seed=SEEDS,
+        ),
     output:
-        results="results/sweep/{task}/variants/{variant}_seed_{seed}.csv",
-        schedules="results/sweep/{task}/variants/{variant}_seed_{seed}.schedules.csv",
+        results=expand(
+            "results/sweep/{{task}}/variants/{{variant}}_seed_{seed}.csv", seed=SEEDS
+        ),
+        schedules=expand(
+            "results/sweep/{{task}}/variants/{{variant}}_seed_{seed}.schedules.csv",
+            seed=SEEDS,
+        ),
     log:
-        "logs/sweep/{task}/variants/{variant}_seed_{seed}.log",
+        "logs/sweep/{task}/variants/{variant}.log",
     benchmark:
-        "results/benchmarks/sweep/{task}_variant_{variant}_seed_{seed}.tsv"
+        "results/benchmarks/sweep/{task}_variant_{variant}.tsv"
     conda:
         "../envs/ganno.yaml"
     threads: 1
     params:
         config=RESOLVED_CONFIG,
         settings=lambda w: task_settings(w, "task", "env", "evaluation"),
-        policy=lambda w, input: str(Path(input.policy).parent),
+        runs=lambda w, input, output: sweep_arguments(
+            [(f"ganno_{w.variant}", seed) for seed in SEEDS], input, output
+        ),
     shell:
         "ganno generalise --config {params.config} --task {wildcards.task} "
-        "--variant {wildcards.variant} --policy {params.policy} --name ganno_{wildcards.variant} "
-        "--meta-seed {wildcards.seed} --out {output.results} --schedules {output.schedules} "
-        "> {log} 2>&1"
+        "--variant {wildcards.variant} {params.runs} > {log} 2>&1"
