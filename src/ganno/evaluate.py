@@ -114,8 +114,10 @@ def play_grid(
     return jax.tree.map(lambda x: x[0], out)
 
 
-#: At most this many episodes run side by side in one call of :func:`play_policies_grid`.
-MAX_EPISODES_PER_CALL = 512
+#: At most this many episodes (but at least one controller's grid) run side by side in one call of
+#: :func:`play_policies_grid`: small calls keep each device's episodes in its cache. Six policies
+#: on the width-256 MLP task (234 episodes) took 185 s in calls of 40 and 238 s in one call.
+MAX_EPISODES_PER_CALL = 64
 
 
 def play_policies_grid(

@@ -131,8 +131,8 @@ def run_policies(
 
     Policies with the same actor network are evaluated together: their parameters are stacked
     and passed to one compiled function, so a task's policies cost one compilation, and each
-    policy's episodes are those it would play alone. Returns, per run in order, (results table,
-    each layer's learning rate at every decision).
+    policy plays the episodes it would play alone (up to float rounding). Returns, per run in
+    order, (results table, each layer's learning rate at every decision).
     """
     import jax
     import jax.numpy as jnp

@@ -1,3 +1,7 @@
+# Meta-training goes first (priority): it holds every core and everything downstream waits on it;
+# the single-core baseline jobs then fill the cores next to the evaluations at the end.
+
+
 rule meta_train:
     """IPPO / MAPPO agents meta-trained on the config's task; a killed run resumes."""
     input:
@@ -9,6 +13,7 @@ rule meta_train:
         "logs/meta_train/{algo}_seed_{seed}.log",
     benchmark:
         "results/benchmarks/meta_train/{algo}_seed_{seed}.tsv"
+    priority: 10
     conda:
         "../envs/ganno.yaml"
     threads: workflow.cores
@@ -32,6 +37,7 @@ rule meta_train_variant:
         "logs/meta_train/variants/{variant}_seed_{seed}.log",
     benchmark:
         "results/benchmarks/meta_train/variants/{variant}_seed_{seed}.tsv"
+    priority: 10
     conda:
         "../envs/ganno.yaml"
     threads: workflow.cores
