@@ -35,6 +35,24 @@ def synthetic_dataset(n_train=512, n_val=256, features=40, classes=10, seed=0):
     )
 
 
+def tiny_inner_task(data):
+    """A 2-layer MLP of width 8 on a 3-class synthetic dataset, minibatches of 16."""
+    import jax.numpy as jnp
+
+    from ganno.inner import InnerTask
+    from ganno.networks import make_network
+
+    return InnerTask(
+        network=make_network({"kind": "mlp", "depth": 2, "width": 8}, 3),
+        x_train=jnp.asarray(data.x_train),
+        y_train=jnp.asarray(data.y_train),
+        x_val=jnp.asarray(data.x_val),
+        y_val=jnp.asarray(data.y_val),
+        batch_size=16,
+        num_classes=3,
+    )
+
+
 @pytest.fixture(scope="session")
 def dataset():
     return synthetic_dataset()

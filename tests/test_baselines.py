@@ -9,14 +9,13 @@ import numpy as np
 import optax
 import pandas as pd
 import pytest
-from conftest import synthetic_dataset
+from conftest import synthetic_dataset, tiny_inner_task
 
 from ganno import baselines as B
 from ganno.config import load_schema, validate
 from ganno.env import GannoEnv
 from ganno.evaluate import keep_rate, play_grid
-from ganno.inner import InnerTask, episode_keys, train_steps
-from ganno.networks import make_network
+from ganno.inner import episode_keys, train_steps
 
 STEPS, EVERY = 20, 10
 
@@ -28,15 +27,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def task(data):
-    return InnerTask(
-        network=make_network({"kind": "mlp", "depth": 2, "width": 8}, 3),
-        x_train=jnp.asarray(data.x_train),
-        y_train=jnp.asarray(data.y_train),
-        x_val=jnp.asarray(data.x_val),
-        y_val=jnp.asarray(data.y_val),
-        batch_size=16,
-        num_classes=3,
-    )
+    return tiny_inner_task(data)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import synthetic_dataset
+from conftest import synthetic_dataset, tiny_inner_task
 
 from ganno.env import GannoEnv
 from ganno.evaluate import play_grid, play_policies_grid
-from ganno.inner import InnerTask
-from ganno.networks import make_network
 from ganno.parallel import sharded_vmap
 from ganno.policy import Policy
 from ganno.systems.networks import Actor, actor_config
@@ -26,16 +24,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def env(data):
-    task = InnerTask(
-        network=make_network({"kind": "mlp", "depth": 2, "width": 8}, 3),
-        x_train=jnp.asarray(data.x_train),
-        y_train=jnp.asarray(data.y_train),
-        x_val=jnp.asarray(data.x_val),
-        y_val=jnp.asarray(data.y_val),
-        batch_size=16,
-        num_classes=3,
-    )
-    return GannoEnv(task, steps_per_decision=5, num_decisions=4)
+    return GannoEnv(tiny_inner_task(data), steps_per_decision=5, num_decisions=4)
 
 
 @pytest.fixture(scope="module")

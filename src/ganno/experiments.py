@@ -170,7 +170,7 @@ def run_policies(
         trajectories = play_policies_grid(
             env, act_with, params, lr0s, seeds, dataset.x_test, dataset.y_test
         )
-        jax.block_until_ready(trajectories)
+        trajectories = jax.tree.map(np.asarray, trajectories)  # to the host once
         wall = (time.perf_counter() - start) / len(members)
         for j, i in enumerate(members):
             mine = jax.tree.map(lambda x, j=j: x[j], trajectories)
