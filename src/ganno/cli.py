@@ -156,7 +156,7 @@ def _skip_if_unavailable(cfg: dict, task: str, out: Path, columns) -> bool:
     """Write an empty table with a note when a task's dataset is absent; True if skipped."""
     import pandas as pd
 
-    from ganno.experiments import task_unavailable_reason
+    from ganno.data import task_unavailable_reason
 
     reason = task_unavailable_reason(cfg, task)
     if reason is None:
@@ -382,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_compute(args: argparse.Namespace) -> None:
+    """Apply the config's ``compute`` block, which must happen before JAX starts."""
+    from ganno.parallel import configure_fast_compile
+
+    path = getattr(args, "config", None)
+    if path is not None and load_config(path)["compute"]["fast_compile"]:
+        configure_fast_compile()
+
+
 def main(argv: list[str] | None = None) -> int:
     from ganno.parallel import configure_host_devices
 
@@ -389,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _configure_compute(args)
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as exc:
         print(f"ganno: error: {exc}", file=sys.stderr)

@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+#: The name of the meta-training task among the evaluation tasks.
+TRAIN_TASK = "train"
 SCHEMA_PATH = Path(str(resources.files("ganno") / "schemas" / "config.schema.yaml"))
 
 
@@ -156,6 +158,16 @@ def _check_generalisation_tasks(config: Mapping[str, Any]) -> list[str]:
                 f"invalid task: {detail.strip()}"
             )
     return problems
+
+
+def task_names(config: Mapping[str, Any]) -> list[str]:
+    """``train`` (the meta-training task) and the configured generalisation tasks."""
+    return [TRAIN_TASK] + [t["name"] for t in config["evaluation"]["generalisation_tasks"]]
+
+
+def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The full config of a task: the config itself for ``train``."""
+    return dict(config) if task == TRAIN_TASK else generalisation_config(config, task)
 
 
 def generalisation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from ganno.config import task_config
+
 DATASETS: tuple[str, ...] = ("mnist1d", "digits", "mnist", "fashion_mnist")
 
 FORMAT_VERSION = 1
@@ -714,3 +716,18 @@ def load_from_config(config: Mapping[str, Any]) -> Dataset:
         val_fraction=data.get("val_fraction", 0.2),
         split_seed=data.get("split_seed", 0),
     )
+
+
+def task_unavailable_reason(config: Mapping[str, Any], task: str) -> str | None:
+    """Why a task cannot run here (its dataset's files are absent), or None if it can."""
+    cfg = task_config(config, task)
+    name, data = cfg["task"]["dataset"], cfg["data"]
+    if name not in ("mnist", "fashion_mnist"):
+        return None
+    if processed_path(name, data["root"], data["val_fraction"], data["split_seed"]).is_file():
+        return None
+    try:
+        find_raw_files(name, data["root"])
+    except DatasetMissingError as exc:
+        return str(exc).splitlines()[0]
+    return None

@@ -17,13 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ganno import baselines
-from ganno.config import generalisation_config
-from ganno.data import DatasetMissingError, find_raw_files, load_from_config, processed_path
+from ganno.config import TRAIN_TASK, task_config
+from ganno.data import load_from_config
 from ganno.env import make_env
 from ganno.evaluate import grid_table, lr_trajectory_table
 from ganno.inner import make_task
 
-TRAIN_TASK = "train"
 #: Columns of every results table, in order (``meta_seed`` is -1 for methods without one).
 COLUMNS = (
     "method",
@@ -46,31 +45,6 @@ def lr0_grid(config: Mapping[str, Any]) -> list[float]:
     per = config["evaluation"]["lr0_per_decade"]
     exponents = np.arange(round(low * per), round(high * per) + 1) / per
     return [float(10.0**e) for e in exponents]
-
-
-def task_names(config: Mapping[str, Any]) -> list[str]:
-    """``train`` (the meta-training task) and the configured generalisation tasks."""
-    return [TRAIN_TASK] + [t["name"] for t in config["evaluation"]["generalisation_tasks"]]
-
-
-def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """The full config of a task: the config itself for ``train``."""
-    return dict(config) if task == TRAIN_TASK else generalisation_config(config, task)
-
-
-def task_unavailable_reason(config: Mapping[str, Any], task: str) -> str | None:
-    """Why a task cannot run here (its dataset's files are absent), or None if it can."""
-    cfg = task_config(config, task)
-    name, data = cfg["task"]["dataset"], cfg["data"]
-    if name not in ("mnist", "fashion_mnist"):
-        return None
-    if processed_path(name, data["root"], data["val_fraction"], data["split_seed"]).is_file():
-        return None
-    try:
-        find_raw_files(name, data["root"])
-    except DatasetMissingError as exc:
-        return str(exc).splitlines()[0]
-    return None
 
 
 def _tidy(df: pd.DataFrame, meta_seed: int = -1) -> pd.DataFrame:

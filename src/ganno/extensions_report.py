@@ -27,7 +27,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ganno import plots, report
-from ganno.experiments import TRAIN_TASK, read_results
+from ganno.config import TRAIN_TASK
+from ganno.experiments import read_results
 from ganno.meta_train import read_curve
 from ganno.variants import QUESTIONS, method_name, variant_spec, variant_tasks, variants
 

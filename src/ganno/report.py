@@ -30,7 +30,8 @@ import pandas as pd
 import yaml
 
 from ganno import baselines, plots, stats
-from ganno.experiments import TRAIN_TASK, read_results, task_names
+from ganno.config import TRAIN_TASK, task_names
+from ganno.experiments import read_results
 from ganno.meta_train import read_curve
 
 # --------------------------------------------------------------------------------------------

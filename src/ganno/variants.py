@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ganno.config import ConfigError, merge, validate
+from ganno.config import ConfigError, merge, task_names, validate
 
 QUESTIONS = {
     "Q1": "which hyperparameters the agents set",
@@ -74,7 +74,6 @@ def variant_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def variant_tasks(config: Mapping[str, Any]) -> list[str]:
     """The tasks variants are evaluated on (``extensions.tasks``, default: every task)."""
-    from ganno.experiments import task_names
 
     tasks = config.get("extensions", {}).get("tasks")
     return list(task_names(config)) if tasks is None else list(tasks)
@@ -82,7 +81,6 @@ def variant_tasks(config: Mapping[str, Any]) -> list[str]:
 
 def check(config: Mapping[str, Any]) -> list[str]:
     """Problems with the ``extensions`` block (each naming its key), for :func:`validate`."""
-    from ganno.experiments import task_names
 
     ext = config.get("extensions", {})
     problems: list[str] = []

@@ -8,7 +8,8 @@ import yaml
 
 from ganno.config import ConfigError
 from ganno.config import validate as ganno_validate
-from ganno.experiments import task_config, task_names, task_unavailable_reason
+from ganno.config import task_config, task_names
+from ganno.data import task_unavailable_reason
 from ganno.variants import variant_config, variant_names, variant_tasks
 
 try:
