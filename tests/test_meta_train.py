@@ -101,7 +101,8 @@ def test_missing_and_corrupt_checkpoints_give_clear_errors(tmp_path):
     assert meta["update"] == 1
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(full_run, tmp_path):
+@pytest.mark.parametrize("curve_deleted", [False, True])
+def test_resume_after_interruption_equals_an_uninterrupted_run(full_run, tmp_path, curve_deleted):
     reference, _ = full_run
     chunks = []
 
@@ -117,6 +118,8 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(full_run, tmp_pat
         )  # fmt: skip
     # Killed at update 6; the last checkpoint is at update 4, the curve runs ahead to 6.
     assert [r["update"] for r in read_curve(tmp_path / "learning_curve.jsonl")] == list(range(1, 7))
+    if curve_deleted:  # as Snakemake deletes the outputs of a job it reruns
+        (tmp_path / "learning_curve.jsonl").unlink()
     resumed = []
     meta_train(
         ENV, tiny_config(), "ippo", 0, tmp_path, progress=False,

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "notebooks")
+WORKFLOW_FILES = ("Snakefile", "workflow", "profiles", "config", "notebooks")
 
 
 def _copy_workflow(dest: Path) -> None:
@@ -116,6 +116,19 @@ def test_summary_and_notebooks(pipeline_run):
         code = [c for c in notebook.cells if c.cell_type == "code"]
         assert all(c.get("execution_count") for c in code)
         assert any(o.get("output_type") == "display_data" for c in code for o in c.outputs)
+
+
+def test_the_report_is_made_as_the_readme_says(pipeline_run):
+    # No --cores: the default profile (profiles/default -> workflow/profiles/default) gives them.
+    result = _snakemake(pipeline_run, "--configfile", "config/test.yaml", "--report",
+                        "report.html")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "profiles/default" in result.stdout + result.stderr
+    html = (pipeline_run / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    assert "robustness.png" in html
+    caption = (pipeline_run / "workflow" / "report" / "robustness.rst").read_text().split(";")[0]
+    assert caption in html  # the figures' captions
 
 
 def test_a_second_run_has_nothing_to_do(pipeline_run):

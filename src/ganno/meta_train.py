@@ -7,8 +7,10 @@
   the means of the episode-end ``extras`` over the episodes finished in that update, PPO losses,
   steps per second, wall time);
 - ``metrics.json``: the same curve in marl-eval's format (see :func:`marl_eval_json`);
-- ``checkpoints/``: the learner state every ``checkpoint_every`` updates (msgpack, written
-  atomically); rerunning on the same ``out_dir`` resumes from the last one;
+- ``checkpoints/``: the learner state every ``checkpoint_every`` updates, with the learning curve
+  up to it (msgpack, written atomically); rerunning on the same ``out_dir`` resumes from the last
+  one, the curve included, even where ``learning_curve.jsonl`` was deleted (as Snakemake deletes
+  the outputs of a job it reruns);
 - ``policy/`` (``policy/seed_<s>/`` when seeds are vmapped): the final actor, see
   :class:`ganno.policy.Policy`.
 
@@ -194,8 +196,10 @@ def read_curve(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _truncate_curve(path: Path, last_update: int) -> None:
-    rows = [r for r in read_curve(path) if r["update"] <= last_update]
+def _restore_curve(path: Path, last_update: int, saved: list[dict[str, Any]] | None) -> None:
+    """Rewrite the curve as it was at the checkpoint of ``last_update``: from the rows saved with
+    the checkpoint, or (a checkpoint without them) from the file's own rows up to that update."""
+    rows = [r for r in (read_curve(path) if saved is None else saved) if r["update"] <= last_update]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
@@ -336,9 +340,10 @@ def meta_train(
             raise ConfigError(
                 f"{out_dir} is already at update {start_update}, past this run's {num_updates}"
             )
-        _truncate_curve(curve_path, start_update)
+        _restore_curve(curve_path, start_update, meta.get("curve"))
     else:
         curve_path.write_text("")
+    curve = read_curve(curve_path)  # the rows so far, also saved with every checkpoint
     dump_config(cfg, out_dir / "config.yaml")
 
     # RUN UPDATES IN CHUNKS
@@ -389,6 +394,7 @@ def meta_train(
                 row["wall_time"] = wall
             with open(curve_path, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
+            curve.extend(rows)
             update += n
 
             # CHECKPOINT
@@ -400,6 +406,8 @@ def meta_train(
                     "algo": algo,
                     "seeds": seeds,
                     "fingerprint": fingerprint,
+                    # The curve so far: Snakemake deletes a rerun job's outputs, this file too.
+                    "curve": curve,
                 }
                 save_checkpoint(ckpt_dir, state, meta)
                 last_checkpoint = update
@@ -413,7 +421,7 @@ def meta_train(
         bar.close()
 
     # WRITE METRICS AND THE FINAL POLICY
-    rows = read_curve(curve_path)
+    rows = curve
     with open(out_dir / METRICS_FILE, "w") as f:
         json.dump(marl_eval_json(rows, env_name, task_name, algo), f, indent=1)
     network = actor_network_config(env, cfg)
