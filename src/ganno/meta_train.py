@@ -196,13 +196,16 @@ def read_curve(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _restore_curve(path: Path, last_update: int, saved: list[dict[str, Any]] | None) -> None:
-    """Rewrite the curve as it was at the checkpoint of ``last_update``: from the rows saved with
-    the checkpoint, or (a checkpoint without them) from the file's own rows up to that update."""
+def _restore_curve(
+    path: Path, last_update: int, saved: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Rewrite the curve as it was at the checkpoint of ``last_update`` and return its rows: from
+    the rows saved with the checkpoint, or (a checkpoint without them) from the file's own rows."""
     rows = [r for r in (read_curve(path) if saved is None else saved) if r["update"] <= last_update]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
+    return rows
 
 
 def marl_eval_json(
@@ -340,10 +343,11 @@ def meta_train(
             raise ConfigError(
                 f"{out_dir} is already at update {start_update}, past this run's {num_updates}"
             )
-        _restore_curve(curve_path, start_update, meta.get("curve"))
+        # The rows so far, also saved with every checkpoint.
+        curve = _restore_curve(curve_path, start_update, meta.get("curve"))
     else:
         curve_path.write_text("")
-    curve = read_curve(curve_path)  # the rows so far, also saved with every checkpoint
+        curve = []
     dump_config(cfg, out_dir / "config.yaml")
 
     # RUN UPDATES IN CHUNKS
@@ -421,9 +425,8 @@ def meta_train(
         bar.close()
 
     # WRITE METRICS AND THE FINAL POLICY
-    rows = curve
     with open(out_dir / METRICS_FILE, "w") as f:
-        json.dump(marl_eval_json(rows, env_name, task_name, algo), f, indent=1)
+        json.dump(marl_eval_json(curve, env_name, task_name, algo), f, indent=1)
     network = actor_network_config(env, cfg)
     for s, seed_ in enumerate(seeds):
         actor_params = state.params.actor
@@ -442,7 +445,7 @@ def meta_train(
         policy_dir = out_dir / "policy" / (f"seed_{seed_}" if vmapped else "")
         Policy(actor_params, policy_config).save(policy_dir)
     final = [
-        r["episode_return"] for r in rows[-len(seeds) :] if r.get("episode_return") is not None
+        r["episode_return"] for r in curve[-len(seeds) :] if r.get("episode_return") is not None
     ]
     return {
         "updates": num_updates,

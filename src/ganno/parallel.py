@@ -28,13 +28,12 @@ def configure_host_devices(count: int | None = None) -> int:
     Returns the count asked for, or 0 when it is too late (JAX already imported) or the user set
     ``XLA_FLAGS`` themselves, in which case nothing is changed.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _DEVICE_COUNT_FLAG in flags or "jax" in sys.modules:
+    if not _can_set(_DEVICE_COUNT_FLAG):
         return 0
     if count is None:
         count = int(os.environ.get(HOST_DEVICES_ENV, 0)) or len(os.sched_getaffinity(0))
     if count > 1:
-        os.environ["XLA_FLAGS"] = f"{flags} {_DEVICE_COUNT_FLAG}={count}".strip()
+        _add_flag(_DEVICE_COUNT_FLAG, count)
     return count
 
 
@@ -45,11 +44,19 @@ def configure_fast_compile() -> bool:
     Must run before JAX starts. Returns whether the flag was set: not when JAX has already started
     or ``XLA_FLAGS`` sets the optimisation level itself.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _OPT_LEVEL_FLAG in flags or "jax" in sys.modules:
+    if not _can_set(_OPT_LEVEL_FLAG):
         return False
-    os.environ["XLA_FLAGS"] = f"{flags} {_OPT_LEVEL_FLAG}=0".strip()
+    _add_flag(_OPT_LEVEL_FLAG, 0)
     return True
+
+
+def _can_set(flag: str) -> bool:
+    """Whether ``flag`` can still take effect: JAX has not started and the user did not set it."""
+    return flag not in os.environ.get("XLA_FLAGS", "") and "jax" not in sys.modules
+
+
+def _add_flag(flag: str, value: Any) -> None:
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={value}".strip()
 
 
 def _devices_for(size: int) -> list:
