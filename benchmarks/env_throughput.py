@@ -237,7 +237,7 @@ def torch_contestant(config, dataset, num_envs: int, decisions: int, threads: in
 class NoGradAccumulation(GannoEnv):
     """without the per-step gradient sum and squared-norm accumulation"""
 
-    def _train_interval(self, params, opt_state, data_key, start_step):
+    def _train_interval(self, params, opt_state, data_key, start_step, rate_fn=None):
         grad_fn = jax.value_and_grad(self.task.loss)
 
         def one_step(carry, step):
@@ -259,7 +259,7 @@ class NoGradAccumulation(GannoEnv):
 class NoObservation(GannoEnv):
     """without per-layer norms/cosines (constant observation)"""
 
-    def _observe(self, **kwargs):
+    def _observe(self, stats, opt_state, lr_scale):
         return jnp.zeros((self._num_agents, self.num_features), jnp.float32)
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 from ganno.env import FEATURE_NAMES, GannoEnv  # noqa: E402
 from ganno.inner import InnerTask, episode_keys  # noqa: E402
 from ganno.networks import CNN1D, MLP, layer_keys  # noqa: E402
+from ganno.observation import IntervalStats  # noqa: E402
 from ganno.policy import Policy, env_settings  # noqa: E402
 from ganno.systems.networks import Actor, actor_config  # noqa: E402
 from ganno.torch import features  # noqa: E402
@@ -108,12 +109,16 @@ def test_features_equal_the_jax_observe(mlp_task):
     prev_log2 = jnp.asarray([1.0, -1.0, 0.0], jnp.float32)
     kw = dict(train_loss=jnp.float32(1.7), val_loss=jnp.float32(1.9),
               prev_train_loss=jnp.float32(2.1), prev_val_loss=jnp.float32(2.0), step_count=2)
-    # the environment reads the rates (and any momentum / weight decay) from the optimiser state
-    jax_kw = dict(kw, opt_state=env.optimizer.init(params)._replace(learning_rates=lrs))
-    jax_view = np.asarray(env._observe(
-        mean_grad=mean_grad, prev_mean_grad=prev_mean_grad,
-        mean_sq_grad_norm=mean_sq, params=params, prev_params=prev_params,
-        prev_log2_factor=prev_log2, **jax_kw))
+    losses = {k: v for k, v in kw.items() if k != "step_count"}
+
+    def jax_observe(mean_grad, prev_mean_grad, mean_sq, params, prev_params):
+        stats = IntervalStats(
+            learning_rates=lrs, mean_grad=mean_grad, prev_mean_grad=prev_mean_grad,
+            mean_sq_grad_norm=mean_sq, params=params, prev_params=prev_params,
+            progress=jnp.float32(kw["step_count"] / H), prev_log2_choice=prev_log2, **losses)
+        return np.asarray(env._observe(stats, env.optimizer.init(params), jnp.ones(3)))
+
+    jax_view = jax_observe(mean_grad, prev_mean_grad, mean_sq, params, prev_params)
     torch_view = features.observe(
         learning_rates=torch.tensor(np.asarray(lrs)),
         mean_grad=_torch_layers(mean_grad), prev_mean_grad=_torch_layers(prev_mean_grad),
@@ -125,9 +130,7 @@ def test_features_equal_the_jax_observe(mlp_task):
     np.testing.assert_allclose(torch_view.numpy(), jax_view, rtol=0, atol=FEATURE_ATOL)
     # the edge cases: no update, zero gradient (logs clipped, cosine 0 via the tiny guard)
     zeros = jax.tree.map(jnp.zeros_like, params)
-    jax_edge = np.asarray(env._observe(
-        mean_grad=zeros, prev_mean_grad=zeros, mean_sq_grad_norm=mean_sq * 0,
-        params=params, prev_params=params, prev_log2_factor=prev_log2, **jax_kw))
+    jax_edge = jax_observe(zeros, zeros, mean_sq * 0, params, params)
     torch_edge = features.observe(
         learning_rates=torch.tensor(np.asarray(lrs)), mean_grad=_torch_layers(zeros),
         prev_mean_grad=_torch_layers(zeros), mean_sq_grad_norm=torch.zeros(3),
@@ -431,3 +434,34 @@ def test_divergence_raises_or_restores_like_the_environment(mlp_task):
     sched, model, snapshots = _diverging_run(mlp_task, "stop", nan_at=7)
     assert sched.diverged and sched.diverged_at_step == 7 and sched.decisions == 2
     assert sched.get_last_lr() == pytest.approx([0.01 * 0.5**2] * 3)  # "stop" changes nothing
+
+
+# ------------------------------------------------------------------------------------ (b')
+@pytest.mark.parametrize("mode", ["anchored", "anchored_compound"])
+def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mode):
+    """A policy meta-trained in an anchored action mode on normalised observations: torch SGD +
+    GannoScheduler follow the base schedule x the multipliers step by step, and take the
+    environment's decisions on the environment's (normalised) observations."""
+    env = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode)
+    assert env.num_features == 17
+    policy = make_policy(env, seed=3, obs_dim=17)
+    rng = np.random.default_rng(0)
+    stats = {"mean": rng.normal(size=17).tolist(), "var": rng.uniform(0.5, 2, 17).tolist()}
+    policy = Policy(policy.params, {**policy.config, "observation_normalisation": stats})
+    key = jax.random.PRNGKey(5)
+    _, data_key, _ = episode_keys(key)
+    params0, state, views, rates, actions = jax_episode(env, policy, key, 0.05)
+    assert len(set(actions.ravel().tolist())) > 1, "vacuous test"
+    model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
+    sched = torch_episode(mlp_task, model, policy, data_key, 0.05, K * H, sgd)
+    assert sched.action_mode == mode
+    np.testing.assert_array_equal(
+        np.stack([h["actions"] for h in sched.history[:H]]), actions)
+    np.testing.assert_allclose(_views(sched), views, rtol=0, atol=FEATURE_ATOL)
+    np.testing.assert_allclose(sched.lr_scale, state.lr_scale, rtol=1e-6)
+    np.testing.assert_allclose(sched.get_last_lr(), state.opt_state.learning_rates, rtol=1e-5)
+    final = to_jax_params(model)
+    for k in layer_keys(final):
+        for n in ("kernel", "bias"):
+            a, b = final[k][n], np.asarray(state.params[k][n])
+            assert np.linalg.norm(a - b) <= WEIGHT_RTOL * np.linalg.norm(b) + 1e-7, (k, n)

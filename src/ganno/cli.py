@@ -69,6 +69,14 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_design_table(args: argparse.Namespace) -> int:
+    from ganno.design_study import write_study
+
+    for path in write_study(load_config(args.config), args.results, args.out):
+        print(path)
+    return 0
+
+
 def _run_config_of(policy_dir: Path) -> Path:
     """The resolved config that a meta-training run wrote beside its policy."""
     for candidate in (policy_dir.parent / "config.yaml", policy_dir.parent.parent / "config.yaml"):
@@ -355,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--variant", help="the extensions.variants name the policy was meta-trained as"
         )
         sw.set_defaults(func=_cmd_sweep)
+
+    ds = sub.add_parser("design-table", help="the design study's table (config/study.yaml)")
+    ds.add_argument("--config", type=Path, required=True)
+    ds.add_argument("--results", type=Path, default=Path("results/study"))
+    ds.add_argument("--out", type=Path, default=Path("paper/tables"))
+    ds.set_defaults(func=_cmd_design_table)
 
     rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")
     rep.add_argument("--config", type=Path, required=True)

@@ -1,9 +1,12 @@
 """The GANNO environment: one episode is one training run of an inner network.
 
 Each parametrised layer of the inner network is an agent. Every ``steps_per_decision`` inner SGD
-steps, each agent sees features of its own layer (plus the shared losses and progress) and picks a
-multiplicative factor for its layer's learning rate. The team shares one reward, by default the drop
-in log validation loss over the interval, so an episode's rewards sum to ``log(L_0 / L_T)``.
+steps, each agent sees features of its own layer (plus the shared losses and progress) and makes a
+learning-rate choice for its layer: a factor on its current rate, or a level on a base schedule
+(the action modes of :mod:`ganno.env_settings`). The team shares one reward, by default the drop in
+log validation loss over the interval, so an episode's rewards sum to ``log(L_0 / L_T)``; the
+rewards are the named functions of :mod:`ganno.rewards`, the observation the named columns of
+:mod:`ganno.observation`.
 
 The environment speaks Mava's protocol (see :mod:`ganno.types`): ``reset``/``step`` are pure and
 ``vmap``-able and return jumanji ``TimeStep``s whose observation is an
@@ -13,7 +16,7 @@ agents ``N`` only, never the feature width ``F``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -23,11 +26,32 @@ from jumanji import specs
 from jumanji.env import Environment
 from jumanji.types import StepType, TimeStep
 
+from ganno.env_settings import ACTION_MODES, EnvSettings, settings_from
 from ganno.feature_names import FEATURE_NAMES
 from ganno.inner import InnerTask, episode_keys, make_task
-from ganno.networks import layer_keys
+from ganno.observation import (
+    IntervalStats,
+    interval_columns,
+    log_feature,
+    per_layer,
+    position_columns,
+    stack_columns,
+)
 from ganno.optim import LayerwiseSGDState, layerwise_sgd
+from ganno.rewards import REWARDS, RewardInputs, validation_error
 from ganno.types import ObservationGlobalState
+
+__all__ = [
+    "ACTION_MODES",
+    "FEATURE_NAMES",
+    "REWARDS",
+    "EnvSettings",
+    "EnvState",
+    "GannoEnv",
+    "log_feature",
+    "make_env",
+    "per_layer",
+]
 
 #: Per-layer features that the centralised critic's global state pools (mean, min, max) over agents.
 POOLED_FEATURES: tuple[str, ...] = FEATURE_NAMES[:7] + ("prev_action",)
@@ -39,14 +63,20 @@ HYPERPARAMETER_FEATURES: dict[str, str] = {
     "momentum": "momentum",
     "weight_decay": "log_weight_decay",
 }
-REWARDS: tuple[str, ...] = (
-    "log_val_loss_drop",
-    "val_accuracy_gain",
-    "final_log_val_loss_drop",
-    "counterfactual_log_val_loss_drop",
-)
-_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
-_TINY = 1e-30
+#: Feature appended in the anchored action modes: ``log_feature`` of the layer's multiplier on the
+#: base schedule.
+SCALE_FEATURE = "log_lr_scale"
+
+RateFn = Callable[[jnp.ndarray], jnp.ndarray]  # inner step -> [N] learning rates
+
+
+class ReferenceRun(NamedTuple):
+    """The run the relative rewards compare with: the base schedule (or constant SGD) from the same
+    lr0, initial weights and minibatches, trained alongside the agents' run."""
+
+    params: Any
+    opt_state: LayerwiseSGDState
+    metric: jnp.ndarray  # [] its validation loss or error rate (``Reward.reference_metric``)
 
 
 class EnvState(NamedTuple):
@@ -64,99 +94,94 @@ class EnvState(NamedTuple):
     lr0: jnp.ndarray  # []
     agents_view: jnp.ndarray  # [N, F] the last observation (kept when a step diverges)
     diverged: jnp.ndarray  # [] bool
-
-
-def log_feature(x: jnp.ndarray) -> jnp.ndarray:
-    """Scaled log10 of a positive quantity (a norm, a rate, a ratio): about unit scale, finite."""
-    return jnp.clip(jnp.log10(jnp.maximum(x, _TINY)), -8.0, 8.0) / 4.0
-
-
-def _log10_loss(loss: jnp.ndarray) -> jnp.ndarray:
-    return jnp.clip(jnp.log10(jnp.maximum(loss, _TINY)), -8.0, 8.0)
-
-
-def per_layer(fn, *trees: Any) -> jnp.ndarray:
-    """Apply ``fn`` to every leaf of each layer (top-level entry) and sum per layer: [N]."""
-    keys = layer_keys(trees[0])
-    sums = []
-    for key in keys:
-        leaves = zip(*(jax.tree.leaves(t[key]) for t in trees), strict=True)
-        sums.append(sum(jnp.sum(fn(*leaf)) for leaf in leaves))
-    return jnp.stack(sums)
+    lr_scale: jnp.ndarray  # [N] multiplier on the base schedule (anchored modes; else 1)
+    reference: ReferenceRun | tuple  # () unless the reward compares with a reference run
 
 
 class GannoEnv(Environment):
-    """Cooperative multi-agent learning-rate control of an inner network (a jumanji Environment)."""
+    """Cooperative multi-agent learning-rate control of an inner network (a jumanji Environment).
+
+    Built from an inner task and :class:`~ganno.env_settings.EnvSettings` (``settings=``), or from
+    keyword arguments naming its fields (``GannoEnv(task, num_decisions=5)``).
+    """
 
     def __init__(
-        self,
-        task: InnerTask,
-        *,
-        steps_per_decision: int = 50,
-        num_decisions: int = 40,
-        lr0_range: Sequence[float] = (1e-3, 1e-1),
-        lr_bounds: Sequence[float] = (1e-6, 10.0),
-        actions: Sequence[float] = (0.5, 0.8, 1.0, 1.25, 2.0),
-        reward: str = "log_val_loss_drop",
-        divergence_penalty: float = 1.0,
-        divergence_loss_ratio: float = 10.0,
-        val_subset: int | None = None,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        momentum_actions: Sequence[float] | None = None,
-        weight_decay_actions: Sequence[float] | None = None,
+        self, task: InnerTask, settings: EnvSettings | None = None, **overrides: Any
     ) -> None:
-        if reward not in REWARDS:
-            raise ValueError(f"unknown reward {reward!r}; choose one of {REWARDS}")
-        if not actions:
-            raise ValueError("the action set is empty; give at least one learning-rate factor")
-        if reward == "counterfactual_log_val_loss_drop" and 1.0 not in actions:
-            raise ValueError("counterfactual rewards need the keep action 1.0 in the action set")
-        extra = {"momentum": momentum_actions, "weight_decay": weight_decay_actions}
-        self.hyperparameter_actions = {
-            k: tuple(float(v) for v in vs) for k, vs in extra.items() if vs is not None
+        settings = settings_from(settings, **overrides)
+        if settings.reward not in REWARDS:
+            raise ValueError(f"unknown reward {settings.reward!r}; choose one of {tuple(REWARDS)}")
+        self.settings = settings
+        self._reward = REWARDS[settings.reward]
+        if self._reward.counterfactual:
+            settings.neutral_lr_choice  # noqa: B018 - raises if there is no keep action
+        extra = {
+            "momentum": settings.momentum_actions,
+            "weight_decay": settings.weight_decay_actions,
         }
+        self.hyperparameter_actions = {k: vs for k, vs in extra.items() if vs is not None}
         for name, values in self.hyperparameter_actions.items():
             if not values:
                 raise ValueError(f"{name}_actions is empty; give at least one {name} value or null")
-        if self.hyperparameter_actions and reward == "counterfactual_log_val_loss_drop":
+        if self.hyperparameter_actions and self._reward.counterfactual:
             raise ValueError(
                 "counterfactual rewards are defined for learning-rate-only agents; set "
                 "momentum_actions and weight_decay_actions to null or choose another reward"
             )
         self.task = task
-        self.steps_per_decision = int(steps_per_decision)
-        self.num_decisions = int(num_decisions)
-        self.lr0_range = (float(lr0_range[0]), float(lr0_range[1]))
-        self.lr_bounds = (float(lr_bounds[0]), float(lr_bounds[1]))
-        self.actions = tuple(float(a) for a in actions)
-        self.reward_name = reward
-        self.divergence_penalty = float(divergence_penalty)
-        self.divergence_loss_ratio = float(divergence_loss_ratio)
-        self._x_val = task.x_val if val_subset is None else task.x_val[:val_subset]
-        self._y_val = task.y_val if val_subset is None else task.y_val[:val_subset]
+        self._x_val = (
+            task.x_val if settings.val_subset is None else task.x_val[: settings.val_subset]
+        )
+        self._y_val = (
+            task.y_val if settings.val_subset is None else task.y_val[: settings.val_subset]
+        )
         controls = self.hyperparameter_actions
         self.optimizer = layerwise_sgd(
             learning_rate=self.lr0_range[0],
-            momentum=momentum if momentum > 0 or "momentum" in controls else None,
-            weight_decay=weight_decay if weight_decay > 0 or "weight_decay" in controls else None,
+            momentum=settings.momentum if settings.momentum > 0 or "momentum" in controls else None,
+            weight_decay=settings.weight_decay
+            if settings.weight_decay > 0 or "weight_decay" in controls
+            else None,
         )
-        self._momentum, self._weight_decay = float(momentum), float(weight_decay)
+        # The reference run of the relative rewards trains with the task's fixed momentum and
+        # weight decay, whatever the agents set.
+        self._reference_optimizer = layerwise_sgd(
+            learning_rate=self.lr0_range[0],
+            momentum=settings.momentum if settings.momentum > 0 else None,
+            weight_decay=settings.weight_decay if settings.weight_decay > 0 else None,
+        )
         # The joint action of one agent is a flat index into the product of its choice sets:
-        # learning-rate factor (slowest), then momentum, then weight decay (fastest).
-        choice_sets = [self.actions, *controls.values()]
+        # learning-rate choice (slowest), then momentum, then weight decay (fastest).
+        choice_sets = [settings.lr_multipliers, *controls.values()]
         grids = jnp.meshgrid(*[jnp.asarray(c, jnp.float32) for c in choice_sets], indexing="ij")
         table = jnp.stack([g.reshape(-1) for g in grids], axis=1)  # [A, 1 + len(controls)]
         self._factors = table[:, 0]
         self._log2_factors = jnp.log2(self._factors)
         self._controlled = {name: table[:, 1 + i] for i, name in enumerate(controls)}
         self._num_agents = task.num_layers()
-        n = self._num_agents
-        depth = jnp.arange(n, dtype=jnp.float32) / max(n - 1, 1)
-        first = (jnp.arange(n) == 0).astype(jnp.float32)
-        last = (jnp.arange(n) == n - 1).astype(jnp.float32)
-        self._position = jnp.stack([depth, first, last], axis=1)  # [N, 3]
+        self._position = position_columns(self._num_agents)
+        if self.anchored:
+            from ganno.baselines import unit_schedule
+
+            self._unit_schedule = unit_schedule(settings.base_schedule, settings.total_steps)
         super().__init__()
+
+    # ------------------------------------------------------------------ settings
+    def __getattr__(self, name: str) -> Any:
+        # The settings' fields read as attributes (env.num_decisions, env.actions, ...).
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in EnvSettings.__dataclass_fields__:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def reward_name(self) -> str:
+        return self.settings.reward
+
+    @property
+    def anchored(self) -> bool:
+        """Whether rates follow a base schedule (the anchored action modes)."""
+        return self.settings.action_mode != "compound"
 
     # ------------------------------------------------------------------ protocol attributes
     @property
@@ -170,28 +195,51 @@ class GannoEnv(Environment):
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The names of the observation's columns: :data:`FEATURE_NAMES`, then one per extra
-        hyperparameter the agents control."""
-        return FEATURE_NAMES + tuple(
-            HYPERPARAMETER_FEATURES[k] for k in self.hyperparameter_actions
-        )
+        hyperparameter the agents control, then the multiplier in the anchored modes."""
+        extra = tuple(HYPERPARAMETER_FEATURES[k] for k in self.hyperparameter_actions)
+        return FEATURE_NAMES + extra + ((SCALE_FEATURE,) if self.anchored else ())
 
     def action_index(
-        self, factor: float = 1.0, momentum: float | None = None, weight_decay: float | None = None
+        self,
+        factor: float | None = None,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+        *,
+        level: float | None = None,
     ) -> int:
-        """The flat action that applies learning-rate ``factor`` and sets the given momentum and
-        weight decay (each must be in its action set; leave out those the agents do not set)."""
-        index = self.actions.index(float(factor))
+        """The flat action that makes the given learning-rate choice (``factor`` in the
+        compounding modes, ``level`` if anchored; the neutral choice if left out) and sets the given
+        momentum and weight decay (each must be in its action set; leave out those the agents do
+        not set)."""
+        if self.settings.action_mode == "anchored":
+            if factor is not None:
+                raise ValueError("anchored agents choose a level, not a factor")
+            index = (
+                self.settings.neutral_lr_choice
+                if level is None
+                else self.settings.levels.index(float(level))
+            )
+        else:
+            if level is not None:
+                raise ValueError(f"{self.settings.action_mode} agents choose a factor, not a level")
+            index = self.actions.index(1.0 if factor is None else float(factor))
         for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
             if name not in self.hyperparameter_actions:
                 if value is not None:
                     raise ValueError(f"these agents do not set {name}")
                 continue
             values = self.hyperparameter_actions[name]
-            value = getattr(self, f"_{name}") if value is None else float(value)
+            value = getattr(self.settings, name) if value is None else float(value)
             if value not in values:
                 raise ValueError(f"{name} {value} is not one of the {name} actions {values}")
             index = index * len(values) + values.index(value)
         return index
+
+    @property
+    def neutral_action(self) -> int:
+        """The action that keeps everything as it is (factor 1 or level 0, other settings at
+        the task's values)."""
+        return self.action_index()
 
     @property
     def time_limit(self) -> int:
@@ -203,14 +251,19 @@ class GannoEnv(Environment):
 
     @property
     def global_state_dim(self) -> int:
-        pooled = len(POOLED_FEATURES) + len(self.hyperparameter_actions)
-        return 3 * pooled + len(GLOBAL_FEATURES)
+        return 3 * len(self._pooled_features) + len(GLOBAL_FEATURES)
+
+    @cached_property
+    def _pooled_features(self) -> tuple[str, ...]:
+        return POOLED_FEATURES + self.feature_names[len(FEATURE_NAMES) :]
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}_actions={v}" for k, v in self.hyperparameter_actions.items())
+        mode = "" if not self.anchored else f", mode={self.action_mode}({self.base_schedule})"
         return (
-            f"GannoEnv(agents={self.num_agents}, actions={self.actions}{extra}, "
-            f"k={self.steps_per_decision}, H={self.num_decisions}, reward={self.reward_name})"
+            f"GannoEnv(agents={self.num_agents}, actions={self.settings.lr_multipliers}{extra}"
+            f"{mode}, k={self.steps_per_decision}, H={self.num_decisions}, "
+            f"reward={self.reward_name})"
         )
 
     @cached_property
@@ -239,16 +292,49 @@ class GannoEnv(Environment):
     def discount_spec(self) -> specs.BoundedArray:
         return specs.BoundedArray((self._num_agents,), jnp.float32, 0.0, 1.0, "discount")
 
+    # ------------------------------------------------------------------ learning rates
+    def base_rate(self, lr0: jnp.ndarray, step: jnp.ndarray) -> jnp.ndarray:
+        """The base schedule's rate at inner ``step`` (anchored modes): ``lr0 x`` the baseline's
+        peak-1 shape, the very expression :mod:`ganno.baselines` trains that schedule with."""
+        return lr0 * self._unit_schedule(step)
+
+    def _anchored_rates(self, lr0: jnp.ndarray, lr_scale: jnp.ndarray) -> RateFn:
+        upper = self.lr_bounds[1]
+        return lambda step: jnp.minimum(self.base_rate(lr0, step) * lr_scale, upper)
+
+    def _choose(self, state: EnvState, multipliers: jnp.ndarray) -> tuple[jnp.ndarray, Any]:
+        """``(lr_scale, rates)`` after the agents' learning-rate choices ``multipliers`` [N]:
+        ``rates`` is a constant [N] in the compound mode, a :data:`RateFn` if anchored."""
+        mode = self.settings.action_mode
+        if mode == "compound":
+            rates = jnp.clip(state.opt_state.learning_rates * multipliers, *self.lr_bounds)
+            return state.lr_scale, rates
+        if mode == "anchored":
+            scale = multipliers
+        else:
+            scale = jnp.clip(state.lr_scale * multipliers, *self.settings.scale_bounds)
+        return scale, self._anchored_rates(state.lr0, scale)
+
     # ------------------------------------------------------------------ inner training
     def _val_metrics(self, params: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
         return self.task.loss_and_accuracy(params, self._x_val, self._y_val)
 
-    def _train_interval(self, params: Any, opt_state: LayerwiseSGDState, data_key, start_step):
-        """``steps_per_decision`` SGD steps, accumulating what the observation needs."""
+    def _train_interval(
+        self,
+        params: Any,
+        opt_state: LayerwiseSGDState,
+        data_key,
+        start_step,
+        rate_fn: RateFn | None = None,
+    ):
+        """``steps_per_decision`` SGD steps, accumulating what the observation needs; the rates in
+        ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given."""
         grad_fn = jax.value_and_grad(self.task.loss)
 
         def one_step(carry, step):
             params, opt_state, grad_sum, sq_norm_sum, loss_sum = carry
+            if rate_fn is not None:
+                opt_state = opt_state._replace(learning_rates=rate_fn(step))
             x, y = self.task.batch(data_key, step)
             loss, grads = grad_fn(params, x, y)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
@@ -267,67 +353,42 @@ class GannoEnv(Environment):
         mean_grad = jax.tree.map(lambda g: g / k, grad_sum)
         return params, opt_state, mean_grad, sq_norm_sum / k, loss_sum / k
 
+    def _sgd_interval(self, optimizer, params, opt_state, data_key, start_step, rate_fn=None):
+        """The interval's plain SGD steps, without what the observation needs (the reference run
+        and the counterfactuals)."""
+        grad_fn = jax.grad(self.task.loss)
+
+        def one_step(carry, step):
+            params, opt_state = carry
+            if rate_fn is not None:
+                opt_state = opt_state._replace(learning_rates=rate_fn(step))
+            grads = grad_fn(params, *self.task.batch(data_key, step))
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (jax.tree.map(jnp.add, params, updates), opt_state), None
+
+        steps = start_step + jnp.arange(self.steps_per_decision)
+        (params, opt_state), _ = jax.lax.scan(one_step, (params, opt_state), steps)
+        return params, opt_state
+
     # ------------------------------------------------------------------ observations
-    def _observe(
-        self,
-        *,
-        mean_grad,
-        prev_mean_grad,
-        mean_sq_grad_norm,
-        params,
-        prev_params,
-        train_loss,
-        val_loss,
-        prev_train_loss,
-        prev_val_loss,
-        step_count,
-        prev_log2_factor,
-        opt_state,
-    ):
-        grad_sq = per_layer(jnp.square, mean_grad)
-        weight_sq = per_layer(jnp.square, params)
-        update_sq = per_layer(lambda p, q: jnp.square(p - q), params, prev_params)
-        dot = per_layer(jnp.multiply, mean_grad, prev_mean_grad)
-        prev_sq = per_layer(jnp.square, prev_mean_grad)
-        noise = jnp.maximum(mean_sq_grad_norm - grad_sq, 0.0)
-        cosine = dot / jnp.sqrt(jnp.maximum(grad_sq * prev_sq, _TINY))
-        log_train, log_val = _log10_loss(train_loss), _log10_loss(val_loss)
-        ones = jnp.ones((self._num_agents,))
-        layer = jnp.stack(
-            [
-                log_feature(opt_state.learning_rates),
-                log_feature(jnp.sqrt(grad_sq)),
-                log_feature(jnp.sqrt(weight_sq)),
-                log_feature(jnp.sqrt(update_sq)),
-                log_feature(jnp.sqrt(update_sq / jnp.maximum(weight_sq, _TINY))),
-                jnp.clip(cosine, -1.0, 1.0),
-                log_feature(jnp.sqrt(noise / jnp.maximum(grad_sq, _TINY))),
-                log_train * ones,
-                log_val * ones,
-                jnp.clip(log_train - _log10_loss(prev_train_loss), -5.0, 5.0) * ones,
-                jnp.clip(log_val - _log10_loss(prev_val_loss), -5.0, 5.0) * ones,
-                (step_count / self.num_decisions) * ones,
-                prev_log2_factor,
-            ],
-            axis=1,
-        )
-        extras = [
-            opt_state.momentum if name == "momentum" else log_feature(opt_state.weight_decay)
-            for name in self.hyperparameter_actions
-        ]
-        view = jnp.concatenate([layer, self._position, *(e[:, None] for e in extras)], axis=1)
-        return jnp.nan_to_num(view, nan=0.0, posinf=8.0, neginf=-8.0).astype(jnp.float32)
+    def _observe(self, stats: IntervalStats, opt_state: LayerwiseSGDState, lr_scale) -> jnp.ndarray:
+        """[N, F]: the named columns of :mod:`ganno.observation` plus this environment's extras."""
+        columns = {**interval_columns(stats), **self._position}
+        if "momentum" in self.hyperparameter_actions:
+            columns["momentum"] = opt_state.momentum
+        if "weight_decay" in self.hyperparameter_actions:
+            columns["log_weight_decay"] = log_feature(opt_state.weight_decay)
+        if self.anchored:
+            columns[SCALE_FEATURE] = log_feature(lr_scale)
+        return stack_columns(columns, self.feature_names)
 
     def global_state(self, agents_view: jnp.ndarray) -> jnp.ndarray:
         """[N, F] -> [N, G]: per-layer features pooled over agents plus the team features, the
         same for every agent and of a size that does not depend on N."""
-        extra_idx = [len(FEATURE_NAMES) + i for i in range(len(self.hyperparameter_actions))]
-        pooled_idx = jnp.array([_F[f] for f in POOLED_FEATURES] + extra_idx)
-        team_idx = jnp.array([_F[f] for f in GLOBAL_FEATURES])
-        pooled = agents_view[:, pooled_idx]
-        row = jnp.concatenate(
-            [pooled.mean(0), pooled.min(0), pooled.max(0), agents_view[0, team_idx]]
-        )
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        pooled = agents_view[:, jnp.array([index[f] for f in self._pooled_features])]
+        team = agents_view[0, jnp.array([index[f] for f in GLOBAL_FEATURES])]
+        row = jnp.concatenate([pooled.mean(0), pooled.min(0), pooled.max(0), team])
         return jnp.broadcast_to(row, (self._num_agents, row.shape[0]))
 
     def _timestep(self, state: EnvState, reward, step_type, discount) -> TimeStep:
@@ -366,38 +427,45 @@ class GannoEnv(Environment):
         """A new episode with its initial learning rate drawn from ``lr0_range``."""
         return self.reset_with_lr0(key, self.sample_lr0(episode_keys(key)[2]))
 
+    def _initial_rates(self, lr0: jnp.ndarray) -> jnp.ndarray:
+        n = self._num_agents
+        if self.anchored:
+            return self._anchored_rates(lr0, jnp.ones((n,)))(jnp.zeros((), jnp.int32))
+        return jnp.clip(jnp.full((n,), lr0), *self.lr_bounds)
+
     def reset_with_lr0(self, key: jax.Array, lr0: float | jnp.ndarray) -> tuple[EnvState, TimeStep]:
         """A new episode whose layers all start at the given learning rate (for evaluation)."""
         init_key, data_key, _ = episode_keys(key)
         lr0 = jnp.asarray(lr0, jnp.float32)
+        n = self._num_agents
         params = self.task.init_params(init_key)
-        opt_state = self.optimizer.init(params)
-        opt_state = opt_state._replace(
-            learning_rates=jnp.clip(jnp.full((self._num_agents,), lr0), *self.lr_bounds),
-            momentum=jnp.full((self._num_agents,), self._momentum),
-            weight_decay=jnp.full((self._num_agents,), self._weight_decay),
+        opt_state = self.optimizer.init(params)._replace(
+            learning_rates=self._initial_rates(lr0),
+            momentum=jnp.full((n,), self.settings.momentum),
+            weight_decay=jnp.full((n,), self.settings.weight_decay),
         )
         # The first observation reads the gradient of the first minibatch without taking a step.
         x, y = self.task.batch(data_key, jnp.zeros((), jnp.int32))
         train_loss, grads = jax.value_and_grad(self.task.loss)(params, x, y)
         val_loss, val_accuracy = self._val_metrics(params)
-        n = self._num_agents
-        grad_sq = per_layer(jnp.square, grads)
-        view = self._observe(
+        lr_scale = jnp.ones((n,))
+        stats = IntervalStats(
+            learning_rates=opt_state.learning_rates,
             mean_grad=grads,
             prev_mean_grad=grads,
-            mean_sq_grad_norm=grad_sq,
+            mean_sq_grad_norm=per_layer(jnp.square, grads),
             params=params,
             prev_params=params,
             train_loss=train_loss,
             val_loss=val_loss,
             prev_train_loss=train_loss,
             prev_val_loss=val_loss,
-            step_count=0,
-            prev_log2_factor=jnp.zeros((n,)),
-            opt_state=opt_state,
+            progress=jnp.zeros(()),
+            prev_log2_choice=jnp.zeros((n,)),
         )
-        view = view.at[:, _F["grad_cosine"]].set(0.0).at[:, _F["log_grad_noise"]].set(0.0)
+        view = self._observe(stats, opt_state, lr_scale)
+        cosine, noise = FEATURE_NAMES.index("grad_cosine"), FEATURE_NAMES.index("log_grad_noise")
+        view = view.at[:, cosine].set(0.0).at[:, noise].set(0.0)
         state = EnvState(
             params=params,
             opt_state=opt_state,
@@ -411,6 +479,8 @@ class GannoEnv(Environment):
             lr0=lr0,
             agents_view=view,
             diverged=jnp.zeros((), bool),
+            lr_scale=lr_scale,
+            reference=self._reset_reference(params, lr0, val_loss, val_accuracy),
         )
         timestep = self._timestep(
             state,
@@ -421,19 +491,21 @@ class GannoEnv(Environment):
         return state, timestep
 
     def step(self, state: EnvState, action: jnp.ndarray) -> tuple[EnvState, TimeStep]:
-        """Apply each agent's factor to its layer's rate, train one interval, observe, reward."""
+        """Apply each agent's choice to its layer's rate, train one interval, observe, reward."""
         n = self._num_agents
-        learning_rates = jnp.clip(
-            state.opt_state.learning_rates * self._factors[action], *self.lr_bounds
+        lr_scale, rates = self._choose(state, self._factors[action])
+        rate_fn = rates if callable(rates) else None
+        opt_state = self._apply_hyperparameters(
+            state.opt_state, action, state.opt_state.learning_rates if rate_fn else rates
         )
-        opt_state = self._apply_hyperparameters(state.opt_state, action, learning_rates)
         start = state.step_count * self.steps_per_decision
         params, opt_state, mean_grad, mean_sq, train_loss = self._train_interval(
-            state.params, opt_state, state.data_key, start
+            state.params, opt_state, state.data_key, start, rate_fn
         )
         val_loss, val_accuracy = self._val_metrics(params)
         step_count = state.step_count + 1
-        view = self._observe(
+        stats = IntervalStats(
+            learning_rates=opt_state.learning_rates,
             mean_grad=mean_grad,
             prev_mean_grad=state.prev_mean_grad,
             mean_sq_grad_norm=mean_sq,
@@ -443,16 +515,17 @@ class GannoEnv(Environment):
             val_loss=val_loss,
             prev_train_loss=state.train_loss,
             prev_val_loss=state.val_loss,
-            step_count=step_count,
-            prev_log2_factor=self._log2_factors[action],
-            opt_state=opt_state,
+            progress=step_count / self.num_decisions,
+            prev_log2_choice=self._log2_factors[action],
         )
+        view = self._observe(stats, opt_state, lr_scale)
         finite = jnp.isfinite(val_loss) & jnp.isfinite(train_loss)
         finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, params)))
         diverged = ~finite | (val_loss > self.divergence_loss_ratio * state.initial_val_loss)
         done = diverged | (step_count >= self.num_decisions)
 
-        reward = self._reward(state, action, val_loss, val_accuracy, step_count, diverged)
+        reference = self._step_reference(state)
+        reward = self._team_reward(state, action, val_loss, val_accuracy, reference, diverged)
 
         # A diverged step keeps the last finite weights and observation: nothing non-finite leaves.
         keep_old = lambda old, new: jnp.where(diverged, old, new)  # noqa: E731
@@ -469,6 +542,8 @@ class GannoEnv(Environment):
             lr0=state.lr0,
             agents_view=keep_old(state.agents_view, view),
             diverged=diverged,
+            lr_scale=keep_old(state.lr_scale, lr_scale),
+            reference=reference,
         )
         step_type = jnp.where(done, StepType.LAST, StepType.MID).astype(jnp.int8)
         discount = jnp.where(done, 0.0, 1.0) * jnp.ones((n,), jnp.float32)
@@ -482,39 +557,87 @@ class GannoEnv(Environment):
         return opt_state._replace(**changes)
 
     # ------------------------------------------------------------------ rewards
-    def _reward(self, state: EnvState, action, val_loss, val_accuracy, step_count, diverged):
+    def _val_error(self, accuracy: jnp.ndarray) -> jnp.ndarray:
+        return validation_error(accuracy, int(self._y_val.shape[0]))
+
+    def _reference_metric(self, params: Any) -> jnp.ndarray:
+        loss, accuracy = self._val_metrics(params)
+        if self._reward.reference_metric == "loss":
+            return jnp.nan_to_num(loss, nan=jnp.inf)
+        return jnp.where(jnp.isfinite(loss), self._val_error(accuracy), 1.0)
+
+    def _reset_reference(self, params, lr0, val_loss, val_accuracy) -> ReferenceRun | tuple:
+        if self._reward.reference_metric is None:
+            return ()
+        opt_state = self._reference_optimizer.init(params)._replace(
+            learning_rates=self._initial_rates(lr0)
+        )
+        metric = (
+            val_loss if self._reward.reference_metric == "loss" else self._val_error(val_accuracy)
+        )
+        return ReferenceRun(params, opt_state, metric)
+
+    def _step_reference(self, state: EnvState) -> ReferenceRun | tuple:
+        """One interval of the reference run: the base schedule at multiplier 1 in the anchored
+        modes, constant SGD at lr0 (every agent keeping its rate) in the compound mode."""
+        if self._reward.reference_metric is None:
+            return ()
         n = self._num_agents
-        log_drop = jnp.log(state.val_loss) - jnp.log(val_loss)
-        if self.reward_name == "log_val_loss_drop":
-            team = log_drop * jnp.ones((n,))
-        elif self.reward_name == "val_accuracy_gain":
-            team = (val_accuracy - state.val_accuracy) * jnp.ones((n,))
-        elif self.reward_name == "final_log_val_loss_drop":
-            total = jnp.log(state.initial_val_loss) - jnp.log(val_loss)
-            team = jnp.where(step_count >= self.num_decisions, total, 0.0) * jnp.ones((n,))
-        else:
-            team = self._counterfactual_reward(state, action, val_loss)
+        rate_fn = self._anchored_rates(state.lr0, jnp.ones((n,))) if self.anchored else None
+        params, opt_state = self._sgd_interval(
+            self._reference_optimizer,
+            state.reference.params,
+            state.reference.opt_state,
+            state.data_key,
+            state.step_count * self.steps_per_decision,
+            rate_fn,
+        )
+        return ReferenceRun(params, opt_state, self._reference_metric(params))
+
+    def _team_reward(self, state, action, val_loss, val_accuracy, reference, diverged):
+        n = self._num_agents
+        inputs = RewardInputs(
+            num_agents=n,
+            prev_val_loss=state.val_loss,
+            val_loss=val_loss,
+            prev_val_accuracy=state.val_accuracy,
+            val_accuracy=val_accuracy,
+            prev_val_error=self._val_error(state.val_accuracy),
+            val_error=self._val_error(val_accuracy),
+            initial_val_loss=state.initial_val_loss,
+            is_last=state.step_count + 1 >= self.num_decisions,
+            reward_clip=self.settings.reward_clip,
+            prev_reference=state.reference.metric if reference else None,
+            reference=reference.metric if reference else None,
+            counterfactual_val_loss=(
+                self._counterfactual_val_loss(state, action)
+                if self._reward.counterfactual
+                else None
+            ),
+        )
+        team = self._reward.fn(inputs)
         penalty = -self.divergence_penalty * jnp.ones((n,))
         return jnp.where(diverged, penalty, jnp.nan_to_num(team)).astype(jnp.float32)
 
-    def _counterfactual_reward(self, state: EnvState, action, val_loss) -> jnp.ndarray:
-        """Agent i's reward: log L(i keeps its rate) - log L(actual joint action), i.e. how much
-        better the team did than had agent i alone chosen the keep action (difference rewards)."""
+    def _counterfactual_val_loss(self, state: EnvState, action) -> jnp.ndarray:
+        """[N]: the validation loss after the interval had agent i alone made the neutral choice
+        (difference rewards)."""
         n = self._num_agents
-        actual = jnp.clip(state.opt_state.learning_rates * self._factors[action], *self.lr_bounds)
-        keep = state.opt_state.learning_rates
-        counterfactual_lrs = jnp.where(jnp.eye(n, dtype=bool), keep[None, :], actual[None, :])
+        neutral = jnp.full((n,), self.neutral_action)
+        joint = jnp.where(jnp.eye(n, dtype=bool), neutral[None, :], action[None, :])  # [N, N]
         start = state.step_count * self.steps_per_decision
 
-        def loss_with(lrs):
+        def loss_with(agent_actions):
+            _, rates = self._choose(state, self._factors[agent_actions])
+            rate_fn = rates if callable(rates) else None
+            lrs = state.opt_state.learning_rates if rate_fn else rates
             opt_state = state.opt_state._replace(learning_rates=lrs)
-            params, *_ = self._train_interval(state.params, opt_state, state.data_key, start)
+            params, *_ = self._train_interval(
+                state.params, opt_state, state.data_key, start, rate_fn
+            )
             return self._val_metrics(params)[0]
 
-        cf_loss = jax.vmap(loss_with)(counterfactual_lrs)
-        cf_loss = jnp.nan_to_num(cf_loss, nan=jnp.inf)
-        diff = jnp.log(jnp.maximum(cf_loss, _TINY)) - jnp.log(val_loss)
-        return jnp.clip(diff, -10.0, 10.0)
+        return jax.vmap(loss_with)(joint)
 
 
 def make_env(
@@ -522,20 +645,4 @@ def make_env(
 ) -> GannoEnv:
     """The environment a validated config describes (``task`` and ``env`` blocks)."""
     task = task if task is not None else make_task(config, dataset)
-    env_cfg, task_cfg = config["env"], config["task"]
-    return GannoEnv(
-        task,
-        steps_per_decision=env_cfg["steps_per_decision"],
-        num_decisions=env_cfg["num_decisions"],
-        lr0_range=env_cfg["lr0_range"],
-        lr_bounds=env_cfg["lr_bounds"],
-        actions=env_cfg["actions"],
-        reward=env_cfg["reward"],
-        divergence_penalty=env_cfg["divergence_penalty"],
-        divergence_loss_ratio=env_cfg["divergence_loss_ratio"],
-        val_subset=env_cfg["val_subset"],
-        momentum=task_cfg["momentum"],
-        weight_decay=task_cfg["weight_decay"],
-        momentum_actions=env_cfg.get("momentum_actions"),
-        weight_decay_actions=env_cfg.get("weight_decay_actions"),
-    )
+    return GannoEnv(task, EnvSettings.from_config(config))

@@ -37,8 +37,9 @@ class Trajectory(NamedTuple):
 
 
 def keep_rate(env: GannoEnv) -> ActFn:
-    """The constant-rate controller: every agent always keeps its rate (plain SGD at lr0)."""
-    keep = env.actions.index(1.0)
+    """The neutral controller: every agent always makes the neutral choice (factor 1, or level 0
+    on the base schedule): plain SGD at lr0, or the base schedule, in the anchored modes."""
+    keep = env.neutral_action
     return lambda observation, key: jnp.full((env.num_agents,), keep, jnp.int32)
 
 

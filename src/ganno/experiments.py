@@ -112,7 +112,7 @@ def run_policies(
     import jax.numpy as jnp
 
     from ganno.evaluate import play_policies_grid
-    from ganno.policy import Policy
+    from ganno.policy import Policy, check_policy_env
 
     cfg = task_config(config, task)
     dataset = load_from_config(cfg)
@@ -127,19 +127,26 @@ def run_policies(
                 f"features and {env.action_dim} actions: it was trained with another observation "
                 "or action set"
             )
+        check_policy_env(policy, env, run.policy_dir)
     groups: dict[str, list[int]] = {}
     for i, policy in enumerate(policies):
-        groups.setdefault(json.dumps(policy.config["network"], sort_keys=True), []).append(i)
+        kind = {"network": policy.config["network"], "normalised": policy.normaliser is not None}
+        groups.setdefault(json.dumps(kind, sort_keys=True), []).append(i)
 
     lr0s, seeds = lr0_grid(cfg), list(cfg["evaluation"]["seeds"])
     out: list[tuple[pd.DataFrame, pd.DataFrame] | None] = [None] * len(runs)
-    for network_json, members in groups.items():
-        shell = {"network": json.loads(network_json)}
+    for kind_json, members in groups.items():
+        shell = {"network": json.loads(kind_json)["network"]}
 
-        def act_with(params, observation, key, shell=shell):
-            return Policy(params, shell).act(observation, key, greedy=greedy)
+        def act_with(inputs, observation, key, shell=shell):
+            # a policy's inputs: its actor parameters and its observation statistics (or None)
+            params, normaliser = inputs
+            return Policy(params, shell, normaliser).act(observation, key, greedy=greedy)
 
-        params = jax.tree.map(lambda *x: jnp.stack(x), *(policies[i].params for i in members))
+        params = jax.tree.map(
+            lambda *x: jnp.stack(x),
+            *((policies[i].params, policies[i].normaliser) for i in members),
+        )
         start = time.perf_counter()
         trajectories = play_policies_grid(
             env, act_with, params, lr0s, seeds, dataset.x_test, dataset.y_test

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ganno.config import ConfigError, dump_config, validate
 from ganno.parallel import shard_batch
 from ganno.policy import Policy, env_settings
-from ganno.systems import ippo, mappo
+from ganno.systems import ippo, mappo, normalisation
 from ganno.systems.anakin import actor_network_config, scan_updates, steps_per_update
 
 ALGORITHMS = {"ippo": ippo.make_learner, "mappo": mappo.make_learner}
@@ -442,6 +442,11 @@ def meta_train(
         }
         if (settings := env_settings(env)) is not None:
             policy_config["env"] = settings  # what deploying the policy needs (ganno.torch)
+        if state.obs_norm:  # the running statistics the actor's inputs were normalised with
+            stats = state.obs_norm["agents_view"]
+            if vmapped:
+                stats = jax.tree.map(lambda x, s=s: x[s], stats)
+            policy_config["observation_normalisation"] = normalisation.to_json(stats)
         policy_dir = out_dir / "policy" / (f"seed_{seed_}" if vmapped else "")
         Policy(actor_params, policy_config).save(policy_dir)
     final = [

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import serialization, traverse_util
 
 from ganno.systems.networks import make_actor
+from ganno.systems.normalisation import normalise
 
 CONFIG_FILE = "policy.json"
 PARAMS_FILE = "actor_params.msgpack"
@@ -50,26 +51,43 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Policy:
     """Shared actor parameters and their config (``config["network"]`` rebuilds the actor)."""
 
-    def __init__(self, params: Any, config: dict[str, Any]):
+    def __init__(self, params: Any, config: dict[str, Any], normaliser: Any = None):
         if "network" not in config:
             raise ValueError("a policy config needs a 'network' entry (see actor_config)")
         self.params = params
         self._config_json = json.dumps(config, sort_keys=True)
         self.network = make_actor(config["network"])
+        saved = config.get("observation_normalisation")
+        if normaliser is None and saved is not None:
+            normaliser = {k: jnp.asarray(saved[k], jnp.float32) for k in ("mean", "var")}
+            width = normaliser["mean"].shape[-1]
+            if width != config["network"]["obs_dim"]:
+                raise ValueError(
+                    f"the observation normalisation has {width} features but the actor reads "
+                    f"{config['network']['obs_dim']}"
+                )
+        #: The running mean and variance ``{"mean", "var"}`` of every feature that the actor's
+        #: inputs were normalised with in meta-training (None: they were not), applied by
+        #: :meth:`distribution` and so by :meth:`act`; a pytree child, like the parameters.
+        self.normaliser = normaliser
 
     @property
     def config(self) -> dict[str, Any]:
         return copy.deepcopy(json.loads(self._config_json))
 
-    def tree_flatten(self) -> tuple[tuple[Any], str]:
-        return (self.params,), self._config_json
+    def tree_flatten(self) -> tuple[tuple[Any, Any], str]:
+        return (self.params, self.normaliser), self._config_json
 
     @classmethod
-    def tree_unflatten(cls, config_json: str, children: tuple[Any]) -> Policy:
-        return cls(children[0], json.loads(config_json))
+    def tree_unflatten(cls, config_json: str, children: tuple[Any, Any]) -> Policy:
+        return cls(children[0], json.loads(config_json), children[1])
 
     def distribution(self, observation: Any) -> Any:
-        """The masked categorical over actions, batch shape ``[..., N]``."""
+        """The masked categorical over actions, batch shape ``[..., N]`` (the observation is
+        normalised first if the policy was meta-trained on normalised observations)."""
+        if self.normaliser is not None:
+            view = normalise(observation.agents_view, self.normaliser)
+            observation = observation._replace(agents_view=view)
         return self.network.apply(self.params, observation)
 
     def act(
@@ -155,7 +173,10 @@ ENV_SETTINGS: tuple[str, ...] = (
     "lr_bounds",
     "lr0_range",
     "divergence_loss_ratio",
+    "action_mode",
 )
+#: Saved besides in the anchored action modes (how a choice becomes a rate).
+ANCHORED_SETTINGS: tuple[str, ...] = ("base_schedule", "levels", "level_scale", "scale_bounds")
 
 
 def env_settings(env: Any) -> dict[str, Any] | None:
@@ -163,8 +184,11 @@ def env_settings(env: Any) -> dict[str, Any] | None:
     environment without them (e.g. the coordination game of the tests)."""
     if not all(hasattr(env, name) for name in ENV_SETTINGS):
         return None
+    names = ENV_SETTINGS
+    if getattr(env, "action_mode", "compound") != "compound":
+        names = names + ANCHORED_SETTINGS
     settings: dict[str, Any] = {}
-    for name in ENV_SETTINGS:
+    for name in names:
         value = getattr(env, name)
         settings[name] = [float(v) for v in value] if isinstance(value, tuple | list) else value
     settings["steps_per_decision"] = int(settings["steps_per_decision"])
@@ -176,3 +200,31 @@ def env_settings(env: Any) -> dict[str, Any] | None:
     if extra:
         settings["hyperparameter_actions"] = {k: [float(v) for v in vs] for k, vs in extra.items()}
     return settings
+
+
+#: The settings that decide what a policy's actions do: an environment that differs in any of them
+#: would play the policy's outputs as other choices than the ones it learned.
+ACTION_SETTINGS: tuple[str, ...] = ("action_mode", "actions", *ANCHORED_SETTINGS)
+
+
+class PolicyEnvMismatchError(ValueError):
+    """A policy is asked to act in an environment whose actions or features mean something else."""
+
+
+def check_policy_env(policy: Policy, env: Any, where: str | Path = "the policy") -> None:
+    """Raise :class:`PolicyEnvMismatchError` naming the setting if ``env`` does not interpret the
+    policy's actions and features as in meta-training (its saved ``env`` settings; a policy saved
+    before action modes existed was trained in the compound mode)."""
+    saved = policy.config.get("env")
+    actual = env_settings(env)
+    if not saved or actual is None:
+        return
+    saved = {"action_mode": "compound", **saved}
+    names = ACTION_SETTINGS if saved["action_mode"] != "compound" else ACTION_SETTINGS[:2]
+    for name in (*names, "feature_names"):
+        if name in saved and saved[name] != actual.get(name):
+            raise PolicyEnvMismatchError(
+                f"{where} was meta-trained with env.{name} = {saved[name]}, but this environment "
+                f"has {actual.get(name)}; evaluate it with the config it was trained with (its run "
+                "folder's config.yaml, or the agent's overrides)"
+            )

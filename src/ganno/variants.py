@@ -23,6 +23,7 @@ from ganno.config import ConfigError, merge, task_names, validate
 QUESTIONS = {
     "Q1": "which hyperparameters the agents set",
     "Q2": "the reward the agents are trained on",
+    "design": "the agents' design: objective, action mode, observation normalisation",
 }
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from ganno.config import ConfigError
+from ganno.systems import normalisation
 from ganno.systems.networks import Actor, actor_config
 from ganno.systems.ppo import (
     LearnerState,
@@ -80,6 +81,25 @@ def _finished_episode_sums(info: dict) -> dict[str, chex.Array]:
     return {"num_episodes": terminal.sum(), "episode_sums": sums}
 
 
+#: The observation fields that are normalised when ``meta_train.normalise_observations`` is on.
+NORMALISED_FIELDS = ("agents_view", "global_state")
+
+
+def _normalised(obs: Any, obs_norm: dict) -> Any:
+    """``obs`` with every field that has running statistics normalised by them."""
+    return obs._replace(
+        **{f: normalisation.normalise(getattr(obs, f), s) for f, s in obs_norm.items()}
+    )
+
+
+def _observation_stats(obs: Any, obs_norm: dict | None = None) -> dict:
+    """Running statistics of the observation fields (started, or updated with ``obs``)."""
+    fields = [f for f in NORMALISED_FIELDS if hasattr(obs, f)]
+    if obs_norm is None:
+        return {f: normalisation.initial_stats(getattr(obs, f)) for f in fields}
+    return {f: normalisation.update_stats(obs_norm[f], getattr(obs, f)) for f in fields}
+
+
 def make_ppo_learner(
     env: Any, cfg: Mapping[str, Any], critic: nn.Module
 ) -> tuple[InitFn, UpdateFn]:
@@ -88,6 +108,7 @@ def make_ppo_learner(
     num_envs, rollout_length = mt["num_envs"], mt["rollout_length"]
     env = wrap(env, num_envs)
     num_minibatches = mt["num_minibatches"]
+    normalise_observations = bool(mt.get("normalise_observations", False))
     actor = Actor(hidden_sizes=tuple(mt["hidden_sizes"]), action_dim=env.action_dim)
     actor_optim = _optimiser(mt["actor_lr"], mt["max_grad_norm"])
     critic_optim = _optimiser(mt["critic_lr"], mt["max_grad_norm"])
@@ -98,15 +119,17 @@ def make_ppo_learner(
         one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
         params = Params(actor.init(actor_key, one_obs), critic.init(critic_key, one_obs))
         opt_states = OptStates(actor_optim.init(params.actor), critic_optim.init(params.critic))
-        return LearnerState(params, opt_states, key, env_state, timestep.observation)
+        obs_norm = _observation_stats(timestep.observation) if normalise_observations else {}
+        return LearnerState(params, opt_states, key, env_state, timestep.observation, obs_norm)
 
     def env_step(state: LearnerState, _: None) -> tuple[LearnerState, PPOTransition]:
-        params, opt_states, key, env_state, obs = state
+        params, opt_states, key, env_state, obs, obs_norm = state
 
-        # SELECT ACTION
+        # SELECT ACTION (from the observation normalised with the statistics before this rollout)
         key, policy_key = jax.random.split(key)
-        policy = actor.apply(params.actor, obs)
-        value = critic.apply(params.critic, obs)
+        seen = _normalised(obs, obs_norm)
+        policy = actor.apply(params.actor, seen)
+        value = critic.apply(params.critic, seen)
         action = policy.sample(seed=policy_key)
         log_prob = policy.log_prob(action)
 
@@ -125,7 +148,10 @@ def make_ppo_learner(
             done=done,
             info=timestep.extras[EPISODE_METRICS],
         )
-        return LearnerState(params, opt_states, key, env_state, timestep.observation), transition
+        next_state = LearnerState(
+            params, opt_states, key, env_state, timestep.observation, obs_norm
+        )
+        return next_state, transition
 
     def actor_loss_fn(actor_params: Any, batch: PPOTransition, advantages: chex.Array) -> tuple:
         policy = actor.apply(actor_params, batch.obs)
@@ -194,10 +220,10 @@ def make_ppo_learner(
     def update_fn(state: LearnerState) -> tuple[LearnerState, dict]:
         # STEP ENVIRONMENT FOR ROLLOUT LENGTH
         state, traj = jax.lax.scan(env_step, state, None, rollout_length)
-        params, opt_states, key, env_state, obs = state
+        params, opt_states, key, env_state, obs, obs_norm = state
 
         # CALCULATE ADVANTAGE
-        last_value = critic.apply(params.critic, obs)
+        last_value = critic.apply(params.critic, _normalised(obs, obs_norm))
         advantages, targets = compute_gae(
             traj.reward,
             traj.value,
@@ -209,7 +235,8 @@ def make_ppo_learner(
         )
 
         # UPDATE EPOCHS
-        rollout = (traj._replace(info={}), advantages, targets)
+        seen = _normalised(traj.obs, obs_norm)
+        rollout = (traj._replace(obs=seen, info={}), advantages, targets)
         (params, opt_states, key, _), losses = jax.lax.scan(
             update_epoch, (params, opt_states, key, rollout), None, mt["ppo_epochs"]
         )
@@ -217,7 +244,11 @@ def make_ppo_learner(
         # REPORT METRICS
         metrics = {name: value.mean() for name, value in losses.items()}
         metrics.update(_finished_episode_sums(traj.info))
-        return LearnerState(params, opt_states, key, env_state, obs), metrics
+
+        # UPDATE THE OBSERVATION STATISTICS (with the rollout's raw observations)
+        if obs_norm:
+            obs_norm = _observation_stats(traj.obs, obs_norm)
+        return LearnerState(params, opt_states, key, env_state, obs, obs_norm), metrics
 
     return init_fn, update_fn
 

@@ -44,6 +44,9 @@ class LearnerState(NamedTuple):
     key: chex.PRNGKey
     env_state: Any  # [E, ...] state of the wrapped environments
     obs: Any  # [E, N, ...] the observation the next action is chosen from
+    # Running statistics of agents_view (and global_state) when observations are normalised,
+    # {field: normalisation.RunningStats}; empty otherwise.
+    obs_norm: Any = {}  # never mutated: every update builds a new dict
 
 
 def compute_gae(

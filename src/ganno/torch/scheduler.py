@@ -23,8 +23,12 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
   builds the ``[N, 16]`` observation with :func:`ganno.torch.features.observe` (mean gradient and
   mean squared gradient norm of the interval, weights before/after it, mean minibatch loss,
   progress, previous action, position), checks for divergence and, while fewer than
-  ``num_decisions`` decisions were taken, asks the policy for one factor per layer:
-  ``lr <- clip(lr * factor, *lr_bounds)``. After ``num_decisions`` decisions (the episode length
+  ``num_decisions`` decisions were taken, asks the policy for one choice per layer, applied as in
+  meta-training (the policy's recorded ``action_mode``, see :mod:`ganno.env_settings`):
+  ``lr <- clip(lr * factor, *lr_bounds)`` in the compound mode; in the anchored modes every step's
+  rate is ``min(base(t) x multiplier, lr_bounds[1])``, the base schedule from lr0 at step ``t``
+  scaled by the layer's multiplier (a level's ``exp(level_scale x level)``, or a compounding
+  factor product within ``scale_bounds``). After ``num_decisions`` decisions (the episode length
   the policy was trained on) the rates stay where they are.
 
 Divergence (the environment's rule): a non-finite minibatch loss, a non-finite validation loss
@@ -116,9 +120,15 @@ class GannoScheduler:
             raise ValueError("steps_per_decision and num_decisions must be >= 1")
         if not 0 < self.lr_bounds[0] < self.lr_bounds[1]:
             raise ValueError(f"lr_bounds={self.lr_bounds} must satisfy 0 < low < high")
+        self.action_mode = str(saved.get("action_mode", "compound"))
         self.actions = self._check_actions(policy, saved, actions)
-        self._factors = torch.tensor(self.actions, dtype=torch.float32)
+        self._factors = torch.tensor(self._lr_multipliers(saved), dtype=torch.float32)
         self._log2_factors = torch.log2(self._factors)
+        if self.anchored:
+            self._unit = torch.as_tensor(
+                _unit_schedule(saved["base_schedule"], self.total_steps), dtype=torch.float32
+            )
+            self.scale_bounds = tuple(float(b) for b in saved["scale_bounds"])
 
         self.num_layers = len(optimizer.param_groups)
         if self.num_layers == 0:
@@ -131,7 +141,14 @@ class GannoScheduler:
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
         rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
-        self.learning_rates = torch.clamp(rates, *self.lr_bounds)
+        #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
+        self.lr0 = rates
+        #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
+        self.lr_scale = torch.ones(self.num_layers)
+        if self.anchored:
+            self.learning_rates = self._anchored_rates(0)
+        else:
+            self.learning_rates = torch.clamp(rates, *self.lr_bounds)
         self._apply_rates(self.learning_rates)
 
         self._act = _make_act(policy, self.greedy)
@@ -139,6 +156,22 @@ class GannoScheduler:
         self._reset_episode()
 
     # ------------------------------------------------------------------ settings
+    @property
+    def anchored(self) -> bool:
+        """Whether the rates follow a base schedule (the anchored action modes)."""
+        return self.action_mode != "compound"
+
+    def _lr_multipliers(self, saved: dict[str, Any]) -> tuple[float, ...]:
+        if self.action_mode == "anchored":
+            return tuple(math.exp(saved["level_scale"] * level) for level in saved["levels"])
+        return self.actions
+
+    def _anchored_rates(self, step: int) -> torch.Tensor:
+        """The rates of inner step ``step``: ``min(lr0 x unit(step) x multiplier, lr_bounds[1])``
+        (the base schedule's last value past its horizon)."""
+        unit = self._unit[min(step, len(self._unit) - 1)]
+        return torch.clamp(self.lr0 * unit * self.lr_scale, max=self.lr_bounds[1])
+
     @staticmethod
     def _settings(saved: dict[str, Any], **explicit: Any) -> dict[str, Any]:
         fallback = {"lr_bounds": (1e-6, 10.0), "divergence_loss_ratio": 10.0}
@@ -161,9 +194,10 @@ class GannoScheduler:
             )
         return out
 
-    @staticmethod
-    def _check_actions(policy: Any, saved: dict[str, Any], actions) -> tuple[float, ...]:
+    def _check_actions(self, policy: Any, saved: dict[str, Any], actions) -> tuple[float, ...]:
         net = policy.config["network"]
+        if self.action_mode not in ("compound", "anchored", "anchored_compound"):
+            raise ValueError(f"the policy records an unknown action_mode {self.action_mode!r}")
         if saved.get("hyperparameter_actions"):
             raise ValueError(
                 "this policy also sets "
@@ -171,10 +205,10 @@ class GannoScheduler:
                 + " (its actions are joint choices); GannoScheduler drives learning rates only"
             )
         names = saved.get("feature_names")
-        if names is not None and tuple(names) != features.FEATURE_NAMES:
+        if names is not None and tuple(names) != self.feature_names:
             raise ValueError(
                 f"the policy was trained on the features {names}, but GannoScheduler builds "
-                f"{list(features.FEATURE_NAMES)}"
+                f"{list(self.feature_names)}"
             )
         recorded = saved.get("actions")
         if actions is not None and recorded is not None:
@@ -186,19 +220,30 @@ class GannoScheduler:
         chosen = tuple(float(a) for a in (actions or recorded or _DEFAULT_ACTIONS))
         if any(not (a > 0 and math.isfinite(a)) for a in chosen):
             raise ValueError(f"learning-rate factors must be positive and finite, got {chosen}")
-        if int(net["action_dim"]) != len(chosen):
+        num_choices = len(saved["levels"]) if self.action_mode == "anchored" else len(chosen)
+        if int(net["action_dim"]) != num_choices:
             raise ValueError(
-                f"the policy has {net['action_dim']} actions but there are {len(chosen)} "
-                f"learning-rate factors {list(chosen)}: it controls more than the learning rate "
+                f"the policy has {net['action_dim']} actions but there are {num_choices} "
+                f"learning-rate choices: it controls more than the learning rate "
                 "(or another action set), which GannoScheduler cannot drive"
             )
-        if int(net["obs_dim"]) != len(features.FEATURE_NAMES):
+        if int(net["obs_dim"]) != len(self.feature_names):
             raise ValueError(
                 f"the policy reads {net['obs_dim']} features per layer but GannoScheduler builds "
-                f"the {len(features.FEATURE_NAMES)} of ganno.env.FEATURE_NAMES; it was trained "
+                f"the {len(self.feature_names)} of {list(self.feature_names)}; it was trained "
                 "with another observation (e.g. momentum or weight-decay control)"
             )
         return chosen
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The observation's columns: ganno's FEATURE_NAMES (and the multiplier if anchored)."""
+        return features.FEATURE_NAMES + (("log_lr_scale",) if self.anchored else ())
+
+    def _with_scale(self, view: torch.Tensor) -> torch.Tensor:
+        if not self.anchored:
+            return view
+        return torch.cat([view, features.log_feature(self.lr_scale)[:, None]], dim=1)
 
     # ------------------------------------------------------------------ state
     def _reset_episode(self) -> None:
@@ -343,7 +388,7 @@ class GannoScheduler:
         )
         self._prev_mean_grad = [[g.clone() for g in layer] for layer in by_layer]
         self._prev_params = params
-        self._decide(view)
+        self._decide(self._with_scale(view))
 
     @torch.no_grad()
     def step(self, val_loss: float | torch.Tensor | None = None) -> None:
@@ -361,6 +406,9 @@ class GannoScheduler:
         if not self._at_boundary(self.steps) or self.decisions * self.steps_per_decision != (
             self.steps
         ):
+            if self.anchored and self.steps < self.decisions * self.steps_per_decision:
+                self.learning_rates = self._anchored_rates(self.steps)  # the next step's
+                self._apply_rates(self.learning_rates)
             return
         k = self._count
         mean_grad = self._by_layer([g / k for g in self._grad_sum])
@@ -383,6 +431,7 @@ class GannoScheduler:
             num_decisions=self.num_decisions,
             prev_log2_factor=self._prev_log2,
         )
+        view = self._with_scale(view)
         finite = math.isfinite(val) and math.isfinite(train_loss)
         finite = finite and all(bool(torch.isfinite(p).all()) for layer in params for p in layer)
         if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
@@ -406,7 +455,16 @@ class GannoScheduler:
         actions = self._policy_actions(view)
         self._prev_rates = self.learning_rates.clone()
         idx = torch.as_tensor(actions, dtype=torch.long)
-        self.learning_rates = torch.clamp(self.learning_rates * self._factors[idx], *self.lr_bounds)
+        if self.action_mode == "compound":
+            self.learning_rates = torch.clamp(
+                self.learning_rates * self._factors[idx], *self.lr_bounds
+            )
+        else:
+            if self.action_mode == "anchored":
+                self.lr_scale = self._factors[idx].clone()
+            else:
+                self.lr_scale = torch.clamp(self.lr_scale * self._factors[idx], *self.scale_bounds)
+            self.learning_rates = self._anchored_rates(self.steps)
         self._prev_log2 = self._log2_factors[idx]
         self._apply_rates(self.learning_rates)
         self.last_observation, self.last_actions = view, actions
@@ -430,7 +488,7 @@ class GannoScheduler:
 
         from ganno.types import Observation
 
-        n, a = view.shape[0], len(self.actions)
+        n, a = view.shape[0], len(self._factors)
         obs = Observation(
             agents_view=jnp.asarray(view.numpy(), jnp.float32),
             action_mask=jnp.ones((n, a), bool),
@@ -476,6 +534,8 @@ class GannoScheduler:
             "val_loss": self.val_loss,
             "train_loss": self.train_loss,
             "learning_rates": self.learning_rates.clone(),
+            "lr0": self.lr0.clone(),
+            "lr_scale": self.lr_scale.clone(),
             "prev_rates": self._prev_rates.clone(),
             "prev_log2": self._prev_log2.clone(),
             "prev_mean_grad": clone(self._prev_mean_grad),
@@ -491,6 +551,7 @@ class GannoScheduler:
                 "steps_per_decision": self.steps_per_decision,
                 "num_decisions": self.num_decisions,
                 "actions": list(self.actions),
+                "action_mode": self.action_mode,
                 "lr_bounds": list(self.lr_bounds),
                 "num_layers": self.num_layers,
             },
@@ -510,6 +571,7 @@ class GannoScheduler:
             setattr(self, name, state[name])
         self.val_loss, self.train_loss = state["val_loss"], state["train_loss"]
         self.learning_rates = state["learning_rates"].clone()
+        self.lr0, self.lr_scale = state["lr0"].clone(), state["lr_scale"].clone()
         self._prev_rates = state["prev_rates"].clone()
         self._prev_log2 = state["prev_log2"].clone()
         copy = lambda ls: None if ls is None else [[t.clone() for t in layer] for layer in ls]  # noqa: E731
@@ -540,6 +602,16 @@ def _make_act(policy: Any, greedy: bool):
         else:
             _ACT_CACHE[greedy] = jax.jit(lambda p, obs, key: p.act(obs, key, greedy=False))
     return _ACT_CACHE[greedy]
+
+
+def _unit_schedule(name: str, total_steps: int) -> np.ndarray:
+    """The base schedule's peak-1 shape at every step of the budget (:mod:`ganno.baselines`)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ganno.baselines import unit_schedule
+
+    return np.array(jax.vmap(unit_schedule(name, total_steps))(jnp.arange(total_steps)))
 
 
 def _jax_key(seed: int):

@@ -1,0 +1,156 @@
+"""The design study of the agents: which design options (objective, action mode, observation
+normalisation) move which number, against the baselines, on the training task.
+
+Reads the results tables that ``workflow/scripts/design_study.sh`` writes (one per design variant
+and meta-training seed, plus the baselines) and writes ``design_study.{csv,md}``: per method the
+tuned test accuracy and test loss (lr0 tuned on validation, :func:`ganno.baselines.tune`), the
+IQM over every lr0 and run, the robust range, the divergence rate and, for each variant, the
+probability that one of its tuned runs beats one of the best handcrafted SGD schedule's; all with
+95% stratified-bootstrap CIs over runs (meta-training seeds x evaluation seeds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ganno import report, stats
+from ganno.experiments import read_results
+from ganno.variants import method_name, variants
+
+#: The handcrafted SGD schedules (the baselines the issue's first target names).
+HANDCRAFTED = (
+    "sgd_constant",
+    "sgd_step",
+    "sgd_exponential",
+    "sgd_cosine",
+    "sgd_warmup_cosine",
+    "sgd_onecycle",
+)
+TABLE = "design_study"
+
+
+def study_paths(config: Mapping[str, Any], results: str | Path) -> dict[str, list[Path]]:
+    """The results CSVs of the study: ``{"baselines": [...], method: [one per seed]}``."""
+    root = Path(results) / "sweep"
+    seeds = config["meta_train"]["seeds"]
+    paths = {"baselines": [root / "baselines.csv"]}
+    for spec in variants(config, "design"):
+        paths[method_name(spec["name"])] = [root / f"{spec['name']}_seed_{s}.csv" for s in seeds]
+    return paths
+
+
+def load_study(config: Mapping[str, Any], results: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """All runs of the study that exist, and the paths that are missing."""
+    found, missing = [], []
+    for files in study_paths(config, results).values():
+        for path in files:
+            (found if path.is_file() else missing).append(path)
+    df = read_results(found)
+    df["diverged"] = df["diverged"].astype(bool)
+    return df, [str(p) for p in missing]
+
+
+def _estimate(values: Any, **ci_kwargs: Any) -> stats.Estimate:
+    return report._iqm_ci({"train": np.asarray(values, float)}, **ci_kwargs)
+
+
+def study_table(df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any) -> pd.DataFrame:
+    """One row per method (design variants first, then the baselines by tuned test accuracy)."""
+    tolerance = float(config["baselines"]["robustness_tolerance"])
+    train = df[df["task"] == "train"]
+    summary = report.robustness_summary(train, tolerance=tolerance, **ci_kwargs).set_index("method")
+    tuned = report.tuned_results(train)
+    handcrafted = summary[summary.index.isin(HANDCRAFTED)]
+    best_sgd = str(handcrafted["tuned_iqm"].idxmax()) if not handcrafted.empty else None
+    descriptions = {method_name(v["name"]): v.get("description", "") for v in variants(config)}
+    rows = []
+    for method, r in summary.iterrows():
+        at = tuned[tuned["method"] == method]
+        loss = _estimate(at["test_loss"], **ci_kwargs)
+        row = {
+            "method": method,
+            "kind": "design variant" if method in descriptions else "baseline",
+            "setting": descriptions.get(method, ""),
+            "tuned_lr0": r["tuned_lr0"],
+            "tuned_accuracy": r["tuned_iqm"],
+            "tuned_accuracy_low": r["tuned_low"],
+            "tuned_accuracy_high": r["tuned_high"],
+            "tuned_loss": loss.value,
+            "tuned_loss_low": loss.low,
+            "tuned_loss_high": loss.high,
+            "all_accuracy": r["all_iqm"],
+            "all_accuracy_low": r["all_low"],
+            "all_accuracy_high": r["all_high"],
+            "robust_decades": r["robust_decades"],
+            "diverged_fraction": r["diverged_fraction"],
+            "runs_per_lr0": int(r["runs"] / max(r["lr0_points"], 1)),
+            "vs": best_sgd or "",
+            "p_improvement": np.nan,
+            "p_improvement_low": np.nan,
+            "p_improvement_high": np.nan,
+        }
+        if best_sgd and method in descriptions:
+            mine = at["test_accuracy"].to_numpy(float)
+            theirs = tuned.loc[tuned["method"] == best_sgd, "test_accuracy"].to_numpy(float)
+            p = stats.probability_of_improvement(mine, theirs, **ci_kwargs)
+            row.update(p_improvement=p.value, p_improvement_low=p.low, p_improvement_high=p.high)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["_variant"] = out["kind"] != "design variant"
+    out = out.sort_values(["_variant", "tuned_accuracy"], ascending=[True, False])
+    return out.drop(columns="_variant").reset_index(drop=True)
+
+
+def study_display(table: pd.DataFrame) -> pd.DataFrame:
+    def ci(r: pd.Series, prefix: str) -> str:
+        if not np.isfinite(r[prefix]):
+            return "-"
+        return report.fmt_ci(r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
+
+    return pd.DataFrame(
+        {
+            "method": table["method"],
+            "setting": table["setting"],
+            "tuned test accuracy": [ci(r, "tuned_accuracy") for _, r in table.iterrows()],
+            "tuned test loss": [ci(r, "tuned_loss") for _, r in table.iterrows()],
+            "all-lr0 test accuracy": [ci(r, "all_accuracy") for _, r in table.iterrows()],
+            "robust range (decades)": table["robust_decades"].map(report.fmt_decades),
+            "P(beats best SGD schedule)": [ci(r, "p_improvement") for _, r in table.iterrows()],
+            "diverged": table["diverged_fraction"].map(lambda x: f"{100 * x:.0f}%"),
+        }
+    )
+
+
+def write_study(
+    config: Mapping[str, Any], results: str | Path, out_dir: str | Path
+) -> tuple[Path, Path]:
+    """Write ``design_study.csv`` (the numbers) and ``.md`` (the display) to ``out_dir``."""
+    df, missing = load_study(config, results)
+    if df.empty:
+        raise FileNotFoundError(
+            f"no design-study results under {results}/sweep; run workflow/scripts/design_study.sh"
+        )
+    table = study_table(df, config, **report._ci_kwargs(config))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / f"{TABLE}.csv", out / f"{TABLE}.md"
+    table.to_csv(csv, index=False)
+    best_sgd = table["vs"].iloc[0] if len(table) else ""
+    lines = [
+        "Design study on the training task (MNIST-1D MLP 40-64-64-10, default budget): IQM "
+        "[95% stratified-bootstrap CI] over meta-training seeds x evaluation seeds; lr0 tuned "
+        "on validation accuracy for every method; P(beats best SGD schedule): probability that "
+        f"a tuned run of the variant has a higher test accuracy than a tuned run of {best_sgd}.",
+        "",
+        study_display(table).to_markdown(index=False),
+        "",
+    ]
+    if missing:
+        lines += [f"Missing (not yet run): {len(missing)} tables, e.g. {missing[0]}.", ""]
+    md.write_text("\n".join(lines))
+    return csv, md

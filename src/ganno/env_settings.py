@@ -1,0 +1,137 @@
+"""The settings of a GANNO environment, as one object built from a config (no JAX, no PyTorch).
+
+:class:`EnvSettings` is what :class:`ganno.env.GannoEnv` is built from, what a saved policy records
+about its environment, and what the benchmarks reuse; ``EnvSettings.from_config(cfg)`` reads the
+``env`` and ``task`` blocks of a validated config.
+
+How the agents' choices set each layer's learning rate (``action_mode``):
+
+``compound``
+    ``lr <- clip(lr x factor, *lr_bounds)``: the factor multiplies the layer's current rate, so
+    choices compound over the episode (the paper's design, and the default).
+``anchored``
+    ``lr(t) = min(base(t) x exp(level_scale x level), lr_bounds[1])`` for every inner step ``t``,
+    where ``base`` is a handcrafted schedule from ``lr0`` (``base_schedule``, e.g. ``sgd_cosine``)
+    and the agent picks a ``level`` from ``levels`` at each decision. Nothing compounds: level 0
+    is the base schedule itself (SOLAR's design).
+``anchored_compound``
+    ``lr(t) = min(base(t) x s, lr_bounds[1])`` with a per-layer multiplier
+    ``s <- clip(s x factor, *scale_bounds)`` that compounds over decisions (factors from
+    ``actions``): the base schedule's shape, with a multiplier that can move far from lr0.
+
+In both anchored modes ``lr_bounds[0]`` is not applied (the base schedule may decay to 0; the
+multiplier's own bounds keep a layer from being switched off for good).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ACTION_MODES: tuple[str, ...] = ("compound", "anchored", "anchored_compound")
+#: The handcrafted SGD schedules an anchored mode can use as its base (``ganno.baselines``).
+BASE_SCHEDULES: tuple[str, ...] = (
+    "sgd_constant",
+    "sgd_step",
+    "sgd_exponential",
+    "sgd_cosine",
+    "sgd_warmup_cosine",
+    "sgd_onecycle",
+)
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """Everything but the inner task that defines a GANNO environment (see the module doc)."""
+
+    steps_per_decision: int = 50
+    num_decisions: int = 40
+    lr0_range: tuple[float, float] = (1e-3, 1e-1)
+    lr_bounds: tuple[float, float] = (1e-6, 10.0)
+    actions: tuple[float, ...] = (0.5, 0.8, 1.0, 1.25, 2.0)
+    reward: str = "log_val_loss_drop"
+    reward_clip: float = 2.0
+    divergence_penalty: float = 1.0
+    divergence_loss_ratio: float = 10.0
+    val_subset: int | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    momentum_actions: tuple[float, ...] | None = None
+    weight_decay_actions: tuple[float, ...] | None = None
+    action_mode: str = "compound"
+    base_schedule: str = "sgd_cosine"
+    levels: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
+    level_scale: float = 0.34657359  # ln(2) / 2: levels +-2 are a factor 2
+    scale_bounds: tuple[float, float] = (1e-3, 1e3)
+
+    def __post_init__(self) -> None:
+        def floats(value):
+            return None if value is None else tuple(float(v) for v in value)
+
+        for name in ("lr0_range", "lr_bounds", "actions", "levels", "scale_bounds"):
+            object.__setattr__(self, name, floats(getattr(self, name)))
+        for name in ("momentum_actions", "weight_decay_actions"):
+            object.__setattr__(self, name, floats(getattr(self, name)))
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(
+                f"unknown action_mode {self.action_mode!r}; choose one of {ACTION_MODES}"
+            )
+        if self.action_mode != "compound" and self.base_schedule not in BASE_SCHEDULES:
+            raise ValueError(
+                f"unknown base_schedule {self.base_schedule!r}; choose one of {BASE_SCHEDULES}"
+            )
+        if self.action_mode == "anchored" and not self.levels:
+            raise ValueError("the anchored action mode needs at least one level (env.levels)")
+        if self.action_mode != "anchored" and not self.actions:
+            raise ValueError("the action set is empty; give at least one learning-rate factor")
+
+    @property
+    def total_steps(self) -> int:
+        """Inner steps in one episode (``k x H``): the horizon of the base schedule."""
+        return self.steps_per_decision * self.num_decisions
+
+    @property
+    def lr_multipliers(self) -> tuple[float, ...]:
+        """The learning-rate choice of each action: a factor on the current rate (or multiplier)
+        in the compounding modes, ``exp(level_scale x level)`` on the base schedule if anchored."""
+        if self.action_mode == "anchored":
+            return tuple(math.exp(self.level_scale * level) for level in self.levels)
+        return self.actions
+
+    @property
+    def neutral_lr_choice(self) -> int:
+        """The index of the learning-rate choice that changes nothing (factor 1 or level 0)."""
+        choices = self.levels if self.action_mode == "anchored" else self.actions
+        neutral = 0.0 if self.action_mode == "anchored" else 1.0
+        if neutral not in choices:
+            raise ValueError(
+                f"no neutral choice ({neutral}) in {choices}: a keep action is needed here"
+            )
+        return choices.index(neutral)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EnvSettings:
+        """The settings of a validated config's ``env`` (and ``task`` momentum/weight decay)."""
+        env, task = config["env"], config["task"]
+        known = {f for f in cls.__dataclass_fields__ if f not in ("momentum", "weight_decay")}
+        values = {k: v for k, v in env.items() if k in known}
+        return cls(**values, momentum=task["momentum"], weight_decay=task["weight_decay"])
+
+    def replace(self, **changes: Any) -> EnvSettings:
+        return EnvSettings(**{**asdict(self), **changes})
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as JSON-able values (lists for tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: Any) -> EnvSettings:
+    """An :class:`EnvSettings` from another, from a mapping of its fields, or the defaults."""
+    if isinstance(values, EnvSettings):
+        return values.replace(**overrides) if overrides else values
+    return EnvSettings(**{**(dict(values) if values else {}), **overrides})
+
+
+__all__ = ["ACTION_MODES", "BASE_SCHEDULES", "EnvSettings", "settings_from"]
