@@ -4,6 +4,11 @@ environments with random actions (same number of envs, same rollout length, auto
 
     python benchmarks/meta_train_overhead.py [--config config/config.yaml] [--updates 5]
         [--json out.json]
+    python benchmarks/meta_train_overhead.py --config config/study.yaml --variants
+
+``--variants``: instead, the meta-training decisions per second of every agent variant of the config
+(``extensions.variants``, e.g. the design options of config/study.yaml) as a ratio to the first
+variant's, timed round-robin in one process so that load on a shared machine hits all alike.
 
 Compilation is excluded (one warm-up call); each figure is the median of ``--repeats`` timed calls.
 Target (issue 3): meta-training runs at >= 0.75 x the random-rollout decisions per second.
@@ -29,6 +34,7 @@ from ganno.parallel import shard_batch
 from ganno.systems import ippo, mappo
 from ganno.systems.anakin import scan_updates
 from ganno.systems.wrappers import wrap
+from ganno.variants import variant_config, variant_names
 
 
 def median_seconds(fn, arg, repeats):
@@ -60,15 +66,58 @@ def random_rollout(env, num_envs, length, updates):
     return shard_batch(states, num_envs), jax.jit(run)
 
 
+def variant_costs(cfg, updates: int, repeats: int) -> dict:
+    """Decisions/s of each variant's IPPO/MAPPO updates, timed round-robin, and the ratio of its
+    time per decision to the first variant's (its cost relative to today's agents)."""
+    from ganno.meta_train import ALGORITHMS
+
+    dataset = load_from_config(cfg)
+    runs = {}
+    for name in variant_names(cfg):
+        vcfg = variant_config(cfg, name)
+        env = make_env(vcfg, dataset)
+        mt = vcfg["meta_train"]
+        init_fn, update_fn = ALGORITHMS[mt["algorithms"][0]](env, vcfg)
+        state = shard_batch(jax.jit(init_fn)(jax.random.PRNGKey(0)), mt["num_envs"])
+        several = scan_updates(update_fn, updates)
+        chunk = jax.jit(lambda s, several=several: several(s)[0])
+        jax.block_until_ready(chunk(state))  # compile + warm up
+        runs[name] = (chunk, state, mt["num_envs"] * mt["rollout_length"] * updates)
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (chunk, state, _) in runs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(chunk(state))
+            times[name].append(time.perf_counter() - start)
+    first = next(iter(runs))
+    per_decision = {n: statistics.median(t) / runs[n][2] for n, t in times.items()}
+    result = {}
+    for name, seconds in per_decision.items():
+        result[name] = {
+            "decisions_per_s": 1.0 / seconds,
+            "cost_relative_to_" + first: seconds / per_decision[first],
+        }
+        print(f"{name:20s} {1.0 / seconds:8.1f} decisions/s  "
+              f"{seconds / per_decision[first]:5.2f} x {first}'s time per decision")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--updates", type=int, default=5, help="updates per timed call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
+    parser.add_argument("--variants", action="store_true", help="time the config's agent variants")
     args = parser.parse_args()
 
     cfg = load_config(args.config)
+    if args.variants:
+        result = variant_costs(cfg, args.updates, args.repeats)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return
     env = make_env(cfg, load_from_config(cfg))
     mt = cfg["meta_train"]
     decisions = mt["num_envs"] * mt["rollout_length"] * args.updates

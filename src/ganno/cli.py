@@ -97,7 +97,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     from ganno.data import load_from_config
     from ganno.env import make_env
     from ganno.evaluate import keep_rate, play_episode
-    from ganno.policy import Policy
+    from ganno.policy import Policy, check_policy_env
 
     policy_dir = Path(args.policy)
     policy = Policy.load(policy_dir)
@@ -106,6 +106,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
         cfg = generalisation_config(cfg, args.task)
     dataset = load_from_config(cfg)
     env = make_env(cfg, dataset)
+    check_policy_env(policy, env, policy_dir)
     if args.controller == "policy":
         act = lambda obs, key: policy.act(obs, key, greedy=not args.sample)  # noqa: E731
     else:
