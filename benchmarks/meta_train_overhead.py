@@ -97,8 +97,10 @@ def variant_costs(cfg, updates: int, repeats: int) -> dict:
             "decisions_per_s": 1.0 / seconds,
             "cost_relative_to_" + first: seconds / per_decision[first],
         }
-        print(f"{name:20s} {1.0 / seconds:8.1f} decisions/s  "
-              f"{seconds / per_decision[first]:5.2f} x {first}'s time per decision")
+        print(
+            f"{name:20s} {1.0 / seconds:8.1f} decisions/s  "
+            f"{seconds / per_decision[first]:5.2f} x {first}'s time per decision"
+        )
     return result
 
 
