@@ -97,7 +97,7 @@ def study_table(df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any) -
         if best_sgd and method in descriptions:
             mine = at["test_accuracy"].to_numpy(float)
             theirs = tuned.loc[tuned["method"] == best_sgd, "test_accuracy"].to_numpy(float)
-            p = stats.probability_of_improvement(mine, theirs, **ci_kwargs)
+            p = stats.probability_of_improvement({"train": mine}, {"train": theirs}, **ci_kwargs)
             row.update(p_improvement=p.value, p_improvement_low=p.low, p_improvement_high=p.high)
         rows.append(row)
     out = pd.DataFrame(rows)
