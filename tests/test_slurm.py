@@ -104,4 +104,4 @@ def test_results_equal_the_local_run(slurm_run, pipeline_run):
         # Everything but the measured wall times (wall_time_s, grid_wall_time_s) is deterministic.
         slurm, local = (t.drop(columns=[c for c in t if "wall_time" in c]) for t in tables)
         assert len(slurm.columns) >= 4
-        pd.testing.assert_frame_equal(slurm, local, obj=name)
+        pd.testing.assert_frame_equal(slurm, local, check_exact=True, obj=name)
