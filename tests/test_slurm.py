@@ -17,6 +17,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,7 @@ SNAKEMAKE_ARGS = (
     "results/sweep/train/baselines.csv",
     "--slurm-init-seconds-before-status-checks=5",
 )
+TIMEOUT_S = 1200
 TABLES = (
     "baselines.csv",
     "ippo_seed_0.csv",
@@ -59,11 +61,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=W
 def slurm_run(tmp_path_factory) -> tuple[Path, str]:
     work = tmp_path_factory.mktemp("slurm")
     _copy_workflow(work)
-    result = subprocess.run(
-        [str(SCRIPT), str(work), *SNAKEMAKE_ARGS], capture_output=True, text=True, timeout=1200
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
+    command = [str(SCRIPT), str(work), *SNAKEMAKE_ARGS]
+    # Own process group: on a timeout SIGTERM reaches Snakemake, which then cancels its SLURM jobs.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    ) as run:
+        try:
+            log, _ = run.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGTERM)
+            log, _ = run.communicate()
+            pytest.fail(f"the SLURM run took over {TIMEOUT_S} s:\n{log[-5000:]}")
+    assert run.returncode == 0, log[-5000:]
     return work, log
 
 
