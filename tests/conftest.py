@@ -67,3 +67,13 @@ def small_config():
             "env": {"steps_per_decision": 10, "num_decisions": 5},
         }
     )
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The test pipeline run once locally, for tests/test_pipeline.py and the SLURM run's check."""
+    from test_pipeline import run_test_pipeline
+
+    work = tmp_path_factory.mktemp("pipeline")
+    run_test_pipeline(work)
+    return work

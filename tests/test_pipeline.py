@@ -36,13 +36,11 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
+def run_test_pipeline(work: Path) -> None:
+    """config/test.yaml run locally in a copy of the workflow: the fixture `pipeline_run`."""
     _copy_workflow(work)
     result = _snakemake(work, "--cores", "2", "--configfile", "config/test.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return work
 
 
 def test_every_final_file_is_written(pipeline_run):

@@ -7,6 +7,9 @@ rule prepare_data:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         config=RESOLVED_CONFIG,
     shell:

@@ -15,6 +15,9 @@ rule sweep_baselines:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
     params:
         config=RESOLVED_CONFIG,
         settings=lambda w: task_settings(w, "task", "env", "evaluation", "baselines"),
@@ -49,6 +52,9 @@ rule sweep_policies:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
     params:
         config=RESOLVED_CONFIG,
         settings=lambda w: task_settings(w, "task", "env", "evaluation"),
@@ -86,6 +92,9 @@ rule sweep_variant:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         config=RESOLVED_CONFIG,
         settings=lambda w: task_settings(w, "task", "env", "evaluation"),

@@ -17,6 +17,9 @@ rule meta_train:
     conda:
         "../envs/ganno.yaml"
     threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         config=RESOLVED_CONFIG,
         settings=section("seed", "task", "env", "meta_train"),
@@ -41,6 +44,9 @@ rule meta_train_variant:
     conda:
         "../envs/ganno.yaml"
     threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=240,
     params:
         config=RESOLVED_CONFIG,
         settings=variant_settings,

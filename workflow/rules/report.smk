@@ -29,6 +29,9 @@ rule report:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         config=RESOLVED_CONFIG,
     shell:
@@ -47,5 +50,8 @@ rule notebook:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
         "ganno notebook {input.notebook} --out {output} --cwd . > {log} 2>&1"

@@ -20,6 +20,9 @@ rule torch_deployment:
     conda:
         "../envs/ganno.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         config=RESOLVED_CONFIG,
         settings=section("data", "task", "env", "torch_deployment"),
