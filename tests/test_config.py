@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganno.cli import main
-from ganno.config import ConfigError, generalisation_config, load_config, validate
+from ganno.config import ConfigError, task_config, load_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,11 +105,11 @@ def test_the_file_name_is_in_the_message(tmp_path):
 
 def test_generalisation_tasks_are_full_valid_configs():
     cfg = validate({})
-    deep = generalisation_config(cfg, "mlp_depth8")
+    deep = task_config(cfg, "mlp_depth8")
     assert deep["task"]["network"]["depth"] == 8 and deep["task"]["network"]["width"] == 64
-    assert generalisation_config(cfg, "long_budget")["env"]["num_decisions"] == 160
+    assert task_config(cfg, "long_budget")["env"]["num_decisions"] == 160
     with pytest.raises(ConfigError, match="no generalisation task 'nope'"):
-        generalisation_config(cfg, "nope")
+        task_config(cfg, "nope")
     with pytest.raises(ConfigError, match="unknown key 'datset'"):
         validate({"evaluation": {"generalisation_tasks": [{"name": "x", "task": {"datset": 1}}]}})
 
