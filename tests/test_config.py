@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganno.cli import main
-from ganno.config import ConfigError, task_config, load_config, validate
+from ganno.config import ConfigError, load_config, task_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,8 @@ def test_defaults_are_filled_and_match_the_design():
         ),
         ({"env": {"reward": "loss"}}, "'env.reward' = 'loss' is not allowed"),
         (
-            {"meta_train": {"algorithms": ["dqn"]}},
-            "'meta_train.algorithms.0' = 'dqn' is not allowed",
+            {"agents": [{"name": "dqn", "algorithm": "dqn"}]},
+            "'agents.0.algorithm' = 'dqn' is not allowed",
         ),
     ],
 )

@@ -33,7 +33,7 @@ ENV_ENTRY = {
 # ------------------------------------------------------------------------------------ config
 def test_shipped_configs_have_the_block_and_defaults_are_filled():
     block = validate({})["torch_deployment"]
-    assert block["algorithm"] == "ippo" and block["networks"] == ["mlp", "cnn"]
+    assert block["agent"] == "ippo" and block["networks"] == ["mlp", "cnn"]
     assert block["methods"] == ["ganno", "sgd_constant", "sgd_cosine", "schedule_free_sgd"]
     for name in ("config.yaml", "test.yaml"):
         cfg = load_config(ROOT / "config" / name)
@@ -43,7 +43,7 @@ def test_shipped_configs_have_the_block_and_defaults_are_filled():
 @pytest.mark.parametrize(
     "bad,expected",
     [
-        ({"algorithm": "sac"}, "'torch_deployment.algorithm' = 'sac' is not allowed"),
+        ({"agent": "sac"}, "'torch_deployment.agent' = 'sac' is not an agent"),
         ({"networks": ["resnet"]}, "'torch_deployment.networks.0' = 'resnet' is not allowed"),
         ({"networks": []}, "'torch_deployment.networks' = [] has 0 item(s)"),
         ({"methods": ["adam"]}, "'torch_deployment.methods.0' = 'adam' is not allowed"),

@@ -5,6 +5,7 @@
 import json
 import os
 from pathlib import Path
+from string import Formatter
 
 import yaml
 
@@ -53,19 +54,18 @@ wildcard_constraints:
     task="[^/]+",
 
 
-def results(pattern, **kwargs):
-    """A path of ganno.layout under results/ (kwargs filled in, other {fields} kept as wildcards)."""
-    return str(RESULTS / pattern.format_map(_Keep(kwargs)))
+def results(pattern, **values):
+    """A path of ganno.layout under results/: ``values`` filled in, the other fields kept as
+    wildcards."""
+    fields = {name for _, name, _, _ in Formatter().parse(pattern) if name}
+    return str(
+        RESULTS / pattern.format(**{f: values.get(f, f"{{{f}}}") for f in fields})
+    )
 
 
 def per_seed(pattern):
     """The path of ganno.layout ``pattern`` for every meta-training seed (other wildcards kept)."""
     return [results(pattern, seed=seed) for seed in SEEDS]
-
-
-class _Keep(dict):
-    def __missing__(self, key):
-        return "{" + key + "}"
 
 
 def section(*keys):
@@ -95,7 +95,7 @@ def task_data(wildcards):
 
 
 def task_settings(wildcards, *sections):
-    """A task's resolved sections (of an agent's config when the rule has one): editing them
+    """A task's resolved sections (of an agent's config for an agent's job): editing them
     reruns that task (and agent) only."""
     base = config
     if "agent" in wildcards.keys():

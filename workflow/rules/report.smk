@@ -38,8 +38,8 @@ rule report:
     threads: 1
     params:
         config=RESOLVED_CONFIG,
-        results=str(RESULTS),
-        out=REPORT_DIR,
+        results=lambda wildcards: str(RESULTS),
+        out=lambda wildcards, output: str(Path(output.readme).parent),
     shell:
         "ganno report --config {params.config} --results {params.results} "
         "--out {params.out} > {log} 2>&1"

@@ -7,7 +7,9 @@ rule torch_deployment:
     input:
         training_data,
         policies=[
-            results(layout.POLICY_JSON, agent=config["torch_deployment"]["agent"], seed=s)
+            results(
+                layout.POLICY_JSON, agent=config["torch_deployment"]["agent"], seed=s
+            )
             for s in SEEDS
             if "ganno" in config["torch_deployment"]["methods"]
         ],
