@@ -165,8 +165,20 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
     results = example.main(["--policy", str(tmp_path / "p"), "--batch-size", "16", "--width",
                             "16", "--lr0", "0.1"], dataset=dataset)
     assert [r["network"] for r in results] == ["mlp", "cnn"]
-    for r in results:
-        assert 0.0 <= r["test_accuracy"] <= 1.0
-        assert len(r["learning_rates"]) == ENV_ENTRY["num_decisions"] + 1
     printed = capsys.readouterr().out
-    assert "final test accuracy" in printed and "rates [" in printed
+    n_test = len(dataset.y_test)
+    factors = np.asarray(ENV_ENTRY["actions"])
+    low, high = ENV_ENTRY["lr_bounds"]
+    for r in results:
+        # a fraction of the test examples, and the one the example printed
+        assert r["test_accuracy"] * n_test == pytest.approx(round(r["test_accuracy"] * n_test))
+        assert f"final test accuracy {r['test_accuracy']:.4f}" in printed
+        rates = np.asarray(r["learning_rates"])
+        assert len(rates) == ENV_ENTRY["num_decisions"] + 1
+        np.testing.assert_allclose(rates[0], 0.1)  # every layer starts at --lr0
+        # each decision multiplies a layer's rate by one of the policy's factors (within bounds)
+        ratios = rates[1:] / rates[:-1]
+        inside = (rates[1:] > low) & (rates[1:] < high)
+        nearest = factors[np.abs(ratios[..., None] - factors).argmin(-1)]
+        np.testing.assert_allclose(ratios[inside], nearest[inside], rtol=1e-5)
+    assert "rates [" in printed
