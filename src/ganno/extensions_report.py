@@ -324,13 +324,24 @@ class Extensions(NamedTuple):
     skipped: dict[str, str]
 
 
-def build_extensions(
-    out_dir: str | Path, config: Mapping[str, Any], data: ExtensionData
-) -> Extensions:
-    """Tables, figures and the README sections of every question and the PyTorch deployment."""
-    out = Path(out_dir)
-    ci = tables.ci_kwargs(config)
-    by = tables.tune_by(config)
+class _Section(NamedTuple):
+    figures: dict[str, plots.FigurePaths]
+    tables: dict[str, tables.TablePaths]
+    numbers: dict[str, pd.DataFrame]
+    lines: list[str]
+
+
+def question_section(
+    question: str,
+    out_dir: Path,
+    config: Mapping[str, Any],
+    results: pd.DataFrame,
+    curves: pd.DataFrame,
+    tasks: Sequence[str],
+) -> _Section:
+    """The table, figures and README section of one question: its agents against the reference,
+    on ``tasks`` (``results`` and ``curves`` hold the reference's and the question agents')."""
+    ci, by = tables.ci_kwargs(config), tables.tune_by(config)
     tol = float(config["baselines"]["robustness_tolerance"])
     ref_agent = registry.get(config, registry.reference(config))
     reference = ref_agent.method
@@ -341,88 +352,115 @@ def build_extensions(
         )
     else:
         ref_label = f"reference: {ref_agent.setting()}"
-    present = set(data.results["task"])
+    members = [a for a in registry.agents(config, question) if a.method != reference]
+    title = registry.question_title(config, question)
+    methods = [reference] + [a.method for a in members]
+    labels = {reference: ref_label} | {a.method: a.setting() for a in members}
+    table = question_summary(
+        results, curves, methods, tasks, tolerance=tol, labels=labels, tune_by=by, **ci
+    )
+    q = question.lower()
+    written = {
+        q: tables.write_table(
+            table,
+            question_display(table),
+            out_dir / "tables" / q,
+            f"{question}: {title}; test accuracy and test loss, IQM [95% CI].",
+        )
+    }
+    train = results[(results["task"] == TRAIN_TASK) & results["method"].isin(methods)]
+    names = [registry.agent_of(m) for m in methods]
+    figures = {
+        f"{q}_robustness": plots.robustness_figure(
+            train,
+            out_dir / "figures" / f"{q}_robustness",
+            train_range=config["env"]["lr0_range"],
+            **ci,
+        ),
+        f"{q}_curves": plots.meta_training_curves(
+            curves[curves["algo"].isin(names)], out_dir / "figures" / f"{q}_curves"
+        ),
+    }
+    lines = [f"## {question} {title[0].upper()}{title[1:]}", ""]
+    lines += question_lines(question, table, reference)
+    if question == "Q2":
+        lines += _q2_why(table)
+    lines += [""]
+    lines += tables.figure_lines(
+        out_dir,
+        figures[f"{q}_robustness"],
+        f"{question}: final test accuracy against lr0 on `{TRAIN_TASK}`.",
+    )
+    lines += tables.figure_lines(
+        out_dir,
+        figures[f"{q}_curves"],
+        f"{question}: meta-training curves (returns of different rewards are on different "
+        "scales; the validation loss is comparable).",
+    )
+    lines += [f"Table: `tables/{q}.md`.", ""]
+    return _Section(figures, written, {q: table}, lines)
+
+
+def torch_section(out_dir: Path, config: Mapping[str, Any], df: pd.DataFrame | None) -> _Section:
+    """The table, figure and README section of the PyTorch deployment."""
+    lines = ["## PyTorch deployment", ""]
+    if df is None:
+        return _Section({}, {}, {}, [*lines, "No PyTorch deployment results (see Skipped).", ""])
+    ci, by = tables.ci_kwargs(config), tables.tune_by(config)
+    tol = float(config["baselines"]["robustness_tolerance"])
+    table = torch_summary(df, tolerance=tol, tune_by=by, **ci)
+    written = {
+        TORCH: tables.write_table(
+            table,
+            torch_display(table),
+            out_dir / "tables" / TORCH,
+            "A GANNO policy in a PyTorch training loop against PyTorch baselines.",
+        )
+    }
+    figures = {TORCH: torch_figure(df, out_dir / "figures" / TORCH, **ci)}
+    lines += [
+        "The policy meta-trained in JAX drives the per-layer learning rates of "
+        "`torch.optim.SGD` through `ganno.torch.GannoScheduler` (features computed in "
+        "PyTorch), against PyTorch's constant and cosine SGD and "
+        "`schedulefree.SGDScheduleFree`:",
+        "",
+        *torch_lines(table),
+        "",
+        *tables.figure_lines(
+            out_dir, figures[TORCH], "PyTorch deployment: final test accuracy against lr0."
+        ),
+        f"Table: `tables/{TORCH}.md`.",
+        "",
+    ]
+    return _Section(figures, written, {TORCH: table}, lines)
+
+
+def build_extensions(
+    out_dir: str | Path, config: Mapping[str, Any], data: ExtensionData
+) -> Extensions:
+    """Tables, figures and the README sections of every question and the PyTorch deployment."""
+    out = Path(out_dir)
+    ref_agent = registry.get(config, registry.reference(config))
     results = pd.concat(
-        [data.results[data.results["method"] == reference], data.question_results],
+        [data.results[data.results["method"] == ref_agent.method], data.question_results],
         ignore_index=True,
     )
     curves = pd.concat(
         [data.curves[data.curves["algo"] == ref_agent.name], data.question_curves],
         ignore_index=True,
     )
-    figures: dict[str, plots.FigurePaths] = {}
-    written: dict[str, tables.TablePaths] = {}
-    numbers: dict[str, pd.DataFrame] = {}
-    lines: list[str] = []
+    present = set(data.results["task"])
+    sections = []
     for question in registry.questions(config):
-        members = [a for a in registry.agents(config, question) if a.method != reference]
-        title = registry.question_title(config, question)
-        ran = {t for a in members for t in agent_tasks(config, a)}
+        ran = {t for a in registry.agents(config, question) for t in agent_tasks(config, a)}
         tasks = [t for t in agent_tasks(config, ref_agent) if t in ran and t in present]
-        methods = [reference] + [a.method for a in members]
-        labels = {reference: ref_label} | {a.method: a.setting() for a in members}
-        table = question_summary(
-            results, curves, methods, tasks, tolerance=tol, labels=labels, tune_by=by, **ci
-        )
-        q = question.lower()
-        numbers[q] = table
-        written[q] = tables.write_table(
-            table,
-            question_display(table),
-            out / "tables" / q,
-            f"{question}: {title}; test accuracy and test loss, IQM [95% CI].",
-        )
-        train = results[(results["task"] == TRAIN_TASK) & results["method"].isin(methods)]
-        figures[f"{q}_robustness"] = plots.robustness_figure(
-            train, out / "figures" / f"{q}_robustness", train_range=config["env"]["lr0_range"], **ci
-        )
-        names = [registry.agent_of(m) for m in methods]
-        figures[f"{q}_curves"] = plots.meta_training_curves(
-            curves[curves["algo"].isin(names)], out / "figures" / f"{q}_curves"
-        )
-        lines += [f"## {question} {title[0].upper()}{title[1:]}", ""]
-        lines += question_lines(question, table, reference)
-        if question == "Q2":
-            lines += _q2_why(table)
-        lines += [""]
-        lines += tables.figure_lines(
-            out,
-            figures[f"{q}_robustness"],
-            f"{question}: final test accuracy against lr0 on `{TRAIN_TASK}`.",
-        )
-        lines += tables.figure_lines(
-            out,
-            figures[f"{q}_curves"],
-            f"{question}: meta-training curves (returns of different rewards are on different "
-            "scales; the validation loss is comparable).",
-        )
-        lines += [f"Table: `tables/{q}.md`.", ""]
+        sections.append(question_section(question, out, config, results, curves, tasks))
     if torch_enabled(config):
-        lines += ["## PyTorch deployment", ""]
-        if data.torch is None:
-            lines += ["No PyTorch deployment results (see Skipped).", ""]
-        else:
-            table = torch_summary(data.torch, tolerance=tol, tune_by=by, **ci)
-            numbers[TORCH] = table
-            written[TORCH] = tables.write_table(
-                table,
-                torch_display(table),
-                out / "tables" / TORCH,
-                "A GANNO policy in a PyTorch training loop against PyTorch baselines.",
-            )
-            figures[TORCH] = torch_figure(data.torch, out / "figures" / TORCH, **ci)
-            lines += [
-                "The policy meta-trained in JAX drives the per-layer learning rates of "
-                "`torch.optim.SGD` through `ganno.torch.GannoScheduler` (features computed in "
-                "PyTorch), against PyTorch's constant and cosine SGD and "
-                "`schedulefree.SGDScheduleFree`:",
-                "",
-                *torch_lines(table),
-                "",
-                *tables.figure_lines(
-                    out, figures[TORCH], "PyTorch deployment: final test accuracy against lr0."
-                ),
-                f"Table: `tables/{TORCH}.md`.",
-                "",
-            ]
-    return Extensions(figures, written, numbers, lines, {})
+        sections.append(torch_section(out, config, data.torch))
+    merged = Extensions({}, {}, {}, [], {})
+    for section in sections:
+        merged.figures.update(section.figures)
+        merged.tables.update(section.tables)
+        merged.numbers.update(section.numbers)
+        merged.lines.extend(section.lines)
+    return merged

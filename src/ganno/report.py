@@ -353,44 +353,25 @@ def tuning_statement(config: Mapping[str, Any]) -> str:
     )
 
 
-def write_paper_readme(
+def claims_lines(
     out_dir: str | Path,
     tables: Tables,
     figures: Mapping[str, plots.FigurePaths],
-    table_paths: Mapping[str, TablePaths],
     config: Mapping[str, Any],
-    skipped: Mapping[str, str],
-    skipped_files: Mapping[str, str] | None = None,
-    results_dir: str | Path = "results",
-    extension_lines: Sequence[str] = (),
-) -> Path:
-    """``out_dir/README.md``: the claims C1-C3 with their key numbers (all read from ``tables``),
-    the figures inline, the tables, skipped tasks and the config. Paths are relative to
-    ``out_dir``."""
+) -> list[str]:
+    """The README section of the paper's claims C1-C3 and meta-training (a peer of the sections
+    of :mod:`ganno.extensions_report`), every number read from ``tables``."""
     out = Path(out_dir)
-    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
-    cfg = config["baselines"]
-    tol = float(cfg["robustness_tolerance"])
-    ci = f"{round(100 * float(cfg['confidence']))}%"
+    tol = float(config["baselines"]["robustness_tolerance"])
+    ci = f"{round(100 * float(config['baselines']['confidence']))}%"
     tasks = [
         t for t in dict.fromkeys(tables.generalisation["task"]) if t not in (ALL_TASKS, HELD_OUT)
     ]
-    seeds, meta_seeds = config["evaluation"]["seeds"], config["meta_train"]["seeds"]
 
     def figure(name: str, caption: str) -> list[str]:
         return figure_lines(out, figures[name], caption) if name in figures else []
 
-    lines = [
-        "# GANNO: results",
-        "",
-        f"Built by `ganno.report.build_report` from `{results_dir}`. Every number below is read "
-        "from the tables in `tables/` (counts are counted from their rows), computed in the same "
-        "run. Scores are final test accuracies, with the final test loss beside them; "
-        f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
-        f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
-        f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
-        f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)}",
-        "",
+    return [
         "## C1 Competitive schedules",
         "",
         *_c1_lines(tables),
@@ -434,20 +415,58 @@ def write_paper_readme(
             "Episode return and episode-end validation loss during meta-training (mean over "
             "seeds, band min-max).",
         ),
-        *extension_lines,
+    ]
+
+
+def _table_captions(config: Mapping[str, Any]) -> dict[str, str]:
+    captions = {
+        "robustness": f"robustness on `{TRAIN_TASK}` (C2): range, all-lr0 and tuned test accuracy "
+        "and loss, divergences",
+        "generalisation": "tuned test accuracy (and loss) per task (C3)",
+        "improvement": "probability of improvement of GANNO over each baseline, on test accuracy "
+        "and on test loss (C3)",
+        "schedules": "final and peak learning rates the agents set (C1)",
+        "torch_deployment": "the policy in a PyTorch training loop against PyTorch baselines",
+    }
+    for question in registry.questions(config):
+        title = registry.question_title(config, question)
+        captions[question.lower()] = f"{question}, {title}: against the reference agents"
+    return captions
+
+
+def write_paper_readme(
+    out_dir: str | Path,
+    sections: Sequence[Sequence[str]],
+    table_paths: Mapping[str, TablePaths],
+    config: Mapping[str, Any],
+    skipped: Mapping[str, str],
+    skipped_files: Mapping[str, str] | None = None,
+    results_dir: str | Path = "results",
+) -> Path:
+    """``out_dir/README.md``: how the numbers were made, the ``sections`` (the claims', then each
+    question's and the PyTorch deployment's), the tables, skipped tasks and the config. Paths are
+    relative to ``out_dir``."""
+    out = Path(out_dir)
+    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
+    cfg = config["baselines"]
+    ci = f"{round(100 * float(cfg['confidence']))}%"
+    seeds, meta_seeds = config["evaluation"]["seeds"], config["meta_train"]["seeds"]
+    lines = [
+        "# GANNO: results",
+        "",
+        f"Built by `ganno.report.build_report` from `{results_dir}`. Every number below is read "
+        "from the tables in `tables/` (counts are counted from their rows), computed in the same "
+        "run. Scores are final test accuracies, with the final test loss beside them; "
+        f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
+        f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
+        f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
+        f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)}",
+        "",
+        *[line for section in sections for line in section],
         "## Tables",
         "",
     ]
-    captions = {
-        "robustness": f"robustness on `{TRAIN_TASK}` (C2): range, all-lr0 and tuned accuracy, "
-        "divergences",
-        "generalisation": "tuned test accuracy per task (C3)",
-        "improvement": "probability of improvement of GANNO over each baseline (C3)",
-        "schedules": "final and peak learning rates the agents set (C1)",
-        "q1": "Q1: agents that set more than the learning rate, against the reference agents",
-        "q2": "Q2: agents trained on different rewards, against the reference agents",
-        "torch_deployment": "the policy in a PyTorch training loop against PyTorch baselines",
-    }
+    captions = _table_captions(config)
     for name, paths in table_paths.items():
         links = ", ".join(f"[{p.suffix[1:]}]({rel(p)})" for p in paths)
         lines.append(f"- `{name}`: {captions.get(name, name)} ({links})")
@@ -508,23 +527,11 @@ class Report(NamedTuple):
     numbers: Tables
 
 
-def build_report(
-    results_dir: str | Path, out_dir: str | Path, config: Mapping[str, Any] | str | Path
-) -> Report:
-    """Read the pipeline's results under ``results_dir`` (layout: :mod:`ganno.layout`) and write
-    ``out_dir/figures/*``, ``out_dir/tables/*``, ``out_dir/config.yaml`` and ``out_dir/README.md``.
-
-    ``config`` is the resolved config the results were made with (a mapping, or a YAML path that
-    :func:`ganno.config.load_config` reads).
-    """
-    if not isinstance(config, Mapping):
-        from ganno.config import load_config
-
-        config = load_config(config)
-    out = Path(out_dir)
-    data = load_results(results_dir, config)
-    if TRAIN_TASK not in data.tasks:
-        raise ValueError(f"no results on the task {TRAIN_TASK!r} under {results_dir}")
+def claims_section(
+    out_dir: Path, config: Mapping[str, Any], data: ReportData
+) -> tuple[Tables, dict[str, TablePaths], dict[str, plots.FigurePaths]]:
+    """The tables and figures of the paper's claims (C1-C3) and of meta-training."""
+    out = out_dir
     ci = ci_kwargs(config)
     tol = float(config["baselines"]["robustness_tolerance"])
     by = tune_by(config)
@@ -587,6 +594,27 @@ def build_report(
         title="tuned test accuracy over all tasks",
         **ci,
     )
+    return tables, table_paths, figures
+
+
+def build_report(
+    results_dir: str | Path, out_dir: str | Path, config: Mapping[str, Any] | str | Path
+) -> Report:
+    """Read the pipeline's results under ``results_dir`` (layout: :mod:`ganno.layout`) and write
+    ``out_dir/figures/*``, ``out_dir/tables/*``, ``out_dir/config.yaml`` and ``out_dir/README.md``.
+
+    ``config`` is the resolved config the results were made with (a mapping, or a YAML path that
+    :func:`ganno.config.load_config` reads).
+    """
+    if not isinstance(config, Mapping):
+        from ganno.config import load_config
+
+        config = load_config(config)
+    out = Path(out_dir)
+    data = load_results(results_dir, config)
+    if TRAIN_TASK not in data.tasks:
+        raise ValueError(f"no results on the task {TRAIN_TASK!r} under {results_dir}")
+    tables, table_paths, figures = claims_section(out, config, data)
     extensions = extensions_report.build_extensions(
         out,
         config,
@@ -599,13 +627,11 @@ def build_report(
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
     readme = write_paper_readme(
         out,
-        tables,
-        figures,
+        [claims_lines(out, tables, figures, config), extensions.lines],
         table_paths,
         config,
         skipped_tasks(data, config),
         {**data.skipped, **extensions.skipped},
         results_dir,
-        extensions.lines,
     )
     return Report(readme, figures, table_paths, tables)
