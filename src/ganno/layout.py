@@ -36,7 +36,14 @@ TORCH_CSV = "torch/deployment.csv"
 SKIPPED_SUFFIX = ".skipped"  # beside an empty CSV: why the task could not run
 
 #: The report of the paper's claims; questions and the PyTorch deployment add theirs.
-CLAIM_FIGURES = ("meta_training", "schedules", "robustness", "generalisation", "comparison")
+CLAIM_FIGURES = (
+    "meta_training",
+    "schedules",
+    "robustness",
+    "generalisation",
+    "comparison",
+    "comparison_loss",
+)
 CLAIM_TABLES = ("robustness", "generalisation", "improvement", "schedules")
 QUESTION_FIGURES = ("robustness", "curves")  # <question>_robustness, <question>_curves
 TORCH = "torch_deployment"

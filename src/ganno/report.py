@@ -408,6 +408,11 @@ def claims_lines(
             "comparison",
             f"Tuned test accuracy pooled over all tasks (IQM, {ci} stratified-bootstrap CI).",
         ),
+        *figure(
+            "comparison_loss",
+            f"Tuned test loss pooled over all tasks (IQM, {ci} stratified-bootstrap CI; lower is "
+            "better).",
+        ),
         "## Meta-training",
         "",
         *figure(
@@ -592,6 +597,14 @@ def claims_section(
         tuned_results(results, by),
         fig_dir / "comparison",
         title="tuned test accuracy over all tasks",
+        **ci,
+    )
+    figures["comparison_loss"] = plots.comparison_plot(
+        tuned_results(results, by),
+        fig_dir / "comparison_loss",
+        metric="test_loss",
+        higher_is_better=False,
+        title="tuned test loss over all tasks (lower is better)",
         **ci,
     )
     return tables, table_paths, figures
