@@ -7,6 +7,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -195,3 +196,18 @@ def test_lint_and_format():
     files = [str(ROOT / "Snakefile"), *map(str, rules)]
     fmt = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_parsing_the_workflow_imports_no_jax(tmp_path):
+    # The rules read names and paths from ganno.layout/ganno.agents/ganno.config, which load no
+    # JAX, flax, jumanji or PyTorch: `snakemake -n` stays quick.
+    _copy_workflow(tmp_path)
+    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "1",
+           "--configfile", "config/test.yaml"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "ganno.layout" in imported and "snakemake" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("jax", "flax", "jumanji", "torch")}
+    assert not heavy, sorted(heavy)[:10]
