@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 import ganno
 from ganno.cli import main
-from ganno.config import load_config, merge
+from ganno.config import agent_config, load_config, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,11 @@ def test_meta_train_writes_a_complete_run(trained_run, tiny_config):
     assert len(rows) == mt["total_timesteps"] // per_update
     for key in ("episode_return", "val_loss", "val_accuracy", "steps_per_second"):
         assert key in rows[-1]
-    assert load_config(trained_run / "config.yaml") == cfg
+    # the config the agent was trained with: ippo's (no overrides), its agents bare
+    assert load_config(trained_run / "config.yaml") == agent_config(cfg, "ippo")
+    assert {k: v for k, v in agent_config(cfg, "ippo").items() if k != "agents"} == {
+        k: v for k, v in cfg.items() if k != "agents"
+    }
 
 
 def test_rerunning_a_finished_run_resumes_instead_of_restarting(trained_run, tiny_config):
@@ -116,7 +121,7 @@ def test_run_policy_writes_the_trajectory(trained_run, tmp_path):
     from ganno.experiments import run_policy
 
     rows, _ = run_policy(cfg, "train", trained_run / "policy", "ganno_ippo")
-    row = rows[(rows["lr0"] == pytest.approx(0.01)) & (rows["seed"] == 100)].iloc[0]
+    row = rows[np.isclose(rows["lr0"], 0.01) & (rows["seed"] == 100)].iloc[0]
     assert record["test_accuracy"] == pytest.approx(row["test_accuracy"], abs=2e-3)
     assert record["test_loss"] == pytest.approx(row["test_loss"], rel=1e-3)
     assert record["diverged"] is bool(row["diverged"])

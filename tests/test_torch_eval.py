@@ -43,7 +43,7 @@ def test_shipped_configs_have_the_block_and_defaults_are_filled():
 @pytest.mark.parametrize(
     "bad,expected",
     [
-        ({"agent": "sac"}, "'torch_deployment.agent' = 'sac' is not an agent"),
+        ({"enabled": True, "agent": "sac"}, "'torch_deployment.agent' = 'sac' is not an agent"),
         ({"networks": ["resnet"]}, "'torch_deployment.networks.0' = 'resnet' is not allowed"),
         ({"networks": []}, "'torch_deployment.networks' = [] has 0 item(s)"),
         ({"methods": ["adam"]}, "'torch_deployment.methods.0' = 'adam' is not allowed"),
@@ -175,10 +175,12 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
         assert f"final test accuracy {r['test_accuracy']:.4f}" in printed
         rates = np.asarray(r["learning_rates"])
         assert len(rates) == ENV_ENTRY["num_decisions"] + 1
-        np.testing.assert_allclose(rates[0], 0.1)  # every layer starts at --lr0
-        # each decision multiplies a layer's rate by one of the policy's factors (within bounds)
+        # from --lr0, each decision multiplies a layer's rate by one of the policy's factors
+        # (within the bounds), the first one included
+        rates = np.vstack([np.full(rates.shape[1], 0.1), rates])
         ratios = rates[1:] / rates[:-1]
         inside = (rates[1:] > low) & (rates[1:] < high)
         nearest = factors[np.abs(ratios[..., None] - factors).argmin(-1)]
         np.testing.assert_allclose(ratios[inside], nearest[inside], rtol=1e-5)
+        assert not np.allclose(ratios, 1.0)  # the (decisive) policy does change the rates
     assert "rates [" in printed
