@@ -4,11 +4,11 @@ environments with random actions (same number of envs, same rollout length, auto
 
     python benchmarks/meta_train_overhead.py [--config config/config.yaml] [--updates 5]
         [--json out.json]
-    python benchmarks/meta_train_overhead.py --config config/study.yaml --variants
+    python benchmarks/meta_train_overhead.py --config config/study.yaml --agents
 
-``--variants``: instead, the meta-training decisions per second of every agent variant of the config
-(``extensions.variants``, e.g. the design options of config/study.yaml) as a ratio to the first
-variant's, timed round-robin in one process so that load on a shared machine hits all alike.
+``--agents``: instead, the meta-training decisions per second of every agent of the config (e.g.
+the design options of config/study.yaml) as a ratio to the first agent's, timed round-robin in one
+process so that load on a shared machine hits all alike.
 
 Compilation is excluded (one warm-up call); each figure is the median of ``--repeats`` timed calls.
 Target (issue 3): meta-training runs at >= 0.75 x the random-rollout decisions per second.
@@ -27,14 +27,14 @@ configure_host_devices()  # as the ganno command line does: every core an XLA de
 
 import jax
 
-from ganno.config import load_config
+from ganno.agents import agents
+from ganno.config import agent_config, load_config
 from ganno.data import load_from_config
 from ganno.env import make_env
 from ganno.parallel import shard_batch
 from ganno.systems import ippo, mappo
 from ganno.systems.anakin import scan_updates
 from ganno.systems.wrappers import wrap
-from ganno.variants import variant_config, variant_names
 
 
 def median_seconds(fn, arg, repeats):
@@ -66,18 +66,18 @@ def random_rollout(env, num_envs, length, updates):
     return shard_batch(states, num_envs), jax.jit(run)
 
 
-def variant_costs(cfg, updates: int, repeats: int) -> dict:
-    """Decisions/s of each variant's IPPO/MAPPO updates, timed round-robin, and the ratio of its
-    time per decision to the first variant's (its cost relative to today's agents)."""
+def agent_costs(cfg, updates: int, repeats: int) -> dict:
+    """Decisions/s of each agent's IPPO/MAPPO updates, timed round-robin, and the ratio of its
+    time per decision to the first agent's (its cost relative to today's agents)."""
     from ganno.meta_train import ALGORITHMS
 
     dataset = load_from_config(cfg)
     runs = {}
-    for name in variant_names(cfg):
-        vcfg = variant_config(cfg, name)
+    for agent in agents(cfg):
+        name, vcfg = agent.name, agent_config(cfg, agent.name)
         env = make_env(vcfg, dataset)
         mt = vcfg["meta_train"]
-        init_fn, update_fn = ALGORITHMS[mt["algorithms"][0]](env, vcfg)
+        init_fn, update_fn = ALGORITHMS[agent.algorithm](env, vcfg)
         state = shard_batch(jax.jit(init_fn)(jax.random.PRNGKey(0)), mt["num_envs"])
         several = scan_updates(update_fn, updates)
         chunk = jax.jit(lambda s, several=several: several(s)[0])
@@ -110,12 +110,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=5, help="updates per timed call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
-    parser.add_argument("--variants", action="store_true", help="time the config's agent variants")
+    parser.add_argument("--agents", action="store_true", help="time the config's agents")
     args = parser.parse_args()
 
     cfg = load_config(args.config)
-    if args.variants:
-        result = variant_costs(cfg, args.updates, args.repeats)
+    if args.agents:
+        result = agent_costs(cfg, args.updates, args.repeats)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

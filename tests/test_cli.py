@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 import ganno
 from ganno.cli import main
-from ganno.config import load_config, merge
+from ganno.config import agent_config, load_config, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def trained_run(tiny_config, tmp_path_factory):
                 "meta-train",
                 "--config",
                 str(tiny_config),
-                "--algo",
+                "--agent",
                 "ippo",
                 "--seed",
                 "0",
@@ -61,7 +62,11 @@ def test_meta_train_writes_a_complete_run(trained_run, tiny_config):
     assert len(rows) == mt["total_timesteps"] // per_update
     for key in ("episode_return", "val_loss", "val_accuracy", "steps_per_second"):
         assert key in rows[-1]
-    assert load_config(trained_run / "config.yaml") == cfg
+    # the config the agent was trained with: ippo's (no overrides), its agents bare
+    assert load_config(trained_run / "config.yaml") == agent_config(cfg, "ippo")
+    assert {k: v for k, v in agent_config(cfg, "ippo").items() if k != "agents"} == {
+        k: v for k, v in cfg.items() if k != "agents"
+    }
 
 
 def test_rerunning_a_finished_run_resumes_instead_of_restarting(trained_run, tiny_config):
@@ -72,7 +77,7 @@ def test_rerunning_a_finished_run_resumes_instead_of_restarting(trained_run, tin
                 "meta-train",
                 "--config",
                 str(tiny_config),
-                "--algo",
+                "--agent",
                 "ippo",
                 "--seed",
                 "0",
@@ -88,7 +93,8 @@ def test_rerunning_a_finished_run_resumes_instead_of_restarting(trained_run, tin
 
 def test_run_policy_writes_the_trajectory(trained_run, tmp_path):
     policy = ganno.Policy.load(trained_run / "policy")
-    assert policy.config["network"]
+    cfg = load_config(trained_run / "config.yaml")
+    assert policy.config["network"]["action_dim"] == len(cfg["env"]["actions"])
     out = tmp_path / "traj.json"
     assert (
         main(
@@ -97,9 +103,9 @@ def test_run_policy_writes_the_trajectory(trained_run, tmp_path):
                 "--policy",
                 str(trained_run / "policy"),
                 "--lr0",
-                "0.02",
+                "0.01",
                 "--seed",
-                "1",
+                "100",
                 "--out",
                 str(out),
             ]
@@ -107,11 +113,18 @@ def test_run_policy_writes_the_trajectory(trained_run, tmp_path):
         == 0
     )
     record = json.loads(out.read_text())
-    cfg = load_config(trained_run / "config.yaml")
     assert len(record["decisions"]) == cfg["env"]["num_decisions"] + 1
     assert all(len(d["learning_rates"]) == 3 for d in record["decisions"])
-    assert record["decisions"][0]["learning_rates"] == pytest.approx([0.02] * 3)
-    assert 0.0 <= record["test_accuracy"] <= 1.0 and record["diverged"] is False
+    assert record["decisions"][0]["learning_rates"] == pytest.approx([0.01] * 3)
+    assert record["final_val_loss"] == record["decisions"][-1]["val_loss"]
+    # The same episode as the evaluation sweep's (lr0 0.01, seed 100), run by another code path.
+    from ganno.experiments import run_policy
+
+    rows, _ = run_policy(cfg, "train", trained_run / "policy", "ganno_ippo")
+    row = rows[np.isclose(rows["lr0"], 0.01) & (rows["seed"] == 100)].iloc[0]
+    assert record["test_accuracy"] == pytest.approx(row["test_accuracy"], abs=2e-3)
+    assert record["test_loss"] == pytest.approx(row["test_loss"], rel=1e-3)
+    assert record["diverged"] is bool(row["diverged"])
 
 
 def test_run_policy_on_a_deeper_network(trained_run, tmp_path):
@@ -133,8 +146,13 @@ def test_run_policy_on_a_deeper_network(trained_run, tmp_path):
         == 0
     )
     record = json.loads(out.read_text())
-    assert record["num_agents"] == 5
+    assert record["num_agents"] == 5 and record["network"]["depth"] == 5
     assert all(len(d["learning_rates"]) == 5 for d in record["decisions"])
+    assert record["decisions"][0]["learning_rates"] == pytest.approx([0.02] * 5)
+    # The agents act: some layer's rate leaves lr0 (a policy that ignored its layers would not
+    # have five of them, a frozen one would keep 0.02).
+    rates = [r for d in record["decisions"] for r in d["learning_rates"]]
+    assert len(set(rates)) > 1
 
 
 def test_constant_controller_keeps_the_rate(trained_run, tmp_path):
@@ -183,6 +201,22 @@ def test_clear_errors(tmp_path, capsys, tiny_config):
         == 2
     )
     assert "meta_train.num_envs" in capsys.readouterr().err
+    assert main(["meta-train", "--config", str(tiny_config), "--agent", "nope",
+                 "--out", str(tmp_path / "r")]) == 2  # fmt: skip
+    assert "no agent 'nope'" in capsys.readouterr().err
+    args = ["meta-train", "--config", str(tiny_config), "--out", str(tmp_path / "r")]
+    assert main([*args, "--algo", "ippo", "--agent", "mappo"]) == 2
+    assert "give --agent NAME only" in capsys.readouterr().err
+    assert main(args) == 2
+    assert "give --agent NAME" in capsys.readouterr().err
+
+
+def test_the_old_options_name_an_agent_with_a_note(trained_run, tiny_config, capsys):
+    # --algo/--variant still work (a finished run resumes at once) and say how to migrate.
+    for flag in ("--algo", "--variant"):
+        args = ["meta-train", "--config", str(tiny_config), flag, "ippo", "--seed", "0"]
+        assert main([*args, "--out", str(trained_run), "--no-progress"]) == 0
+        assert f"{flag} is deprecated; use --agent ippo" in capsys.readouterr().err
 
 
 def test_generalise_runs_several_policies_as_each_alone(trained_run, tiny_config, tmp_path):

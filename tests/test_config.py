@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganno.cli import main
-from ganno.config import ConfigError, generalisation_config, load_config, validate
+from ganno.config import ConfigError, load_config, task_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,8 @@ def test_defaults_are_filled_and_match_the_design():
         ),
         ({"env": {"reward": "loss"}}, "'env.reward' = 'loss' is not allowed"),
         (
-            {"meta_train": {"algorithms": ["dqn"]}},
-            "'meta_train.algorithms.0' = 'dqn' is not allowed",
+            {"agents": [{"name": "dqn", "algorithm": "dqn"}]},
+            "'agents.0.algorithm' = 'dqn' is not allowed",
         ),
     ],
 )
@@ -105,11 +105,11 @@ def test_the_file_name_is_in_the_message(tmp_path):
 
 def test_generalisation_tasks_are_full_valid_configs():
     cfg = validate({})
-    deep = generalisation_config(cfg, "mlp_depth8")
+    deep = task_config(cfg, "mlp_depth8")
     assert deep["task"]["network"]["depth"] == 8 and deep["task"]["network"]["width"] == 64
-    assert generalisation_config(cfg, "long_budget")["env"]["num_decisions"] == 160
+    assert task_config(cfg, "long_budget")["env"]["num_decisions"] == 160
     with pytest.raises(ConfigError, match="no generalisation task 'nope'"):
-        generalisation_config(cfg, "nope")
+        task_config(cfg, "nope")
     with pytest.raises(ConfigError, match="unknown key 'datset'"):
         validate({"evaluation": {"generalisation_tasks": [{"name": "x", "task": {"datset": 1}}]}})
 

@@ -1,4 +1,5 @@
-"""The extensions beyond the paper: agent variants (Q1, Q2) in the config, and their report."""
+"""The agent registry (ippo, mappo and the agents of questions such as Q1, Q2) in the config, and
+the questions' report."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pandas as pd
 import pytest
 from test_report import write_designed_results  # the report tests' designed results
 
-from ganno import extensions_report, report
-from ganno.config import ConfigError, merge, validate
+from ganno import agents, layout, report
+from ganno.agents import method_name
+from ganno.config import ConfigError, agent_config, load_config, merge, validate
 from ganno.experiments import COLUMNS, lr0_grid
-from ganno.variants import method_name, variant_config, variant_tasks, variants
 
+ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
     {"name": "lr_momentum", "question": "Q1", "description": "lr x momentum",
      "env": {"momentum_actions": [0.0, 0.9]}},
@@ -29,56 +31,102 @@ def config():
     return validate(
         {
             "env": {"steps_per_decision": 10, "num_decisions": 5},
-            "meta_train": {"algorithms": ["ippo"], "seeds": [0]},
+            "meta_train": {"seeds": [0]},
+            "agents": [{"name": "ippo"}, *VARIANTS],
             "evaluation": {
                 "seeds": [0, 1, 2],
                 "lr0_exponents": [-2, 0],
                 "lr0_per_decade": 2,
                 "generalisation_tasks": [{"name": "wide", "task": {"network": {"width": 128}}}],
             },
-            "extensions": {"variants": VARIANTS},
             "baselines": {"methods": ["sgd_constant", "dog"], "bootstrap_resamples": 200},
             "torch_deployment": {"enabled": True, "networks": ["mlp"]},
         }
     )
 
 
-def test_variant_configs_apply_their_overrides_and_algorithm(config):
-    assert [v["name"] for v in variants(config, "Q2")] == ["reward_final"]
-    assert variants(config)[0]["algorithm"] == "ippo"  # the reference by default
-    q1 = variant_config(config, "lr_momentum")
+def test_agent_configs_apply_their_overrides(config):
+    assert [a.name for a in agents.agents(config, "Q2")] == ["reward_final"]
+    assert [a.name for a in agents.agents(config, None)] == ["ippo"]  # the claims' agents
+    assert agents.get(config, "lr_momentum").algorithm == "ippo"  # the schema's default
+    q1 = agent_config(config, "lr_momentum")
     assert q1["env"]["momentum_actions"] == [0.0, 0.9]
     assert q1["env"]["reward"] == config["env"]["reward"]
-    q2 = variant_config(config, "reward_final")
+    q2 = agent_config(config, "reward_final")
     assert q2["env"]["reward"] == "final_log_val_loss_drop"
     assert q2["meta_train"]["total_timesteps"] == 1280
-    assert q2["meta_train"]["algorithms"] == ["ippo"]
-    assert variant_tasks(config) == ["train", "wide"]
-    with pytest.raises(ConfigError, match="no variant 'nope'"):
-        variant_config(config, "nope")
+    assert agent_config(config, "ippo")["env"] == config["env"]
+    assert layout.agent_tasks(config, agents.get(config, "lr_momentum")) == ["train", "wide"]
+    with pytest.raises(ConfigError, match="no agent 'nope'"):
+        agent_config(config, "nope")
+
+
+def test_an_agent_on_the_training_task_only_gets_its_own_table(config):
+    design = {"name": "anchored", "question": "design", "tasks": ["train"],
+              "env": {"reward": "val_accuracy_gain"}}  # fmt: skip
+    cfg = validate({**config, "agents": [*config["agents"], design]})
+    assert layout.agent_tasks(cfg, agents.get(cfg, "anchored")) == ["train"]
+    assert [a.name for a in layout.agents_on(cfg, "wide")] == [
+        "ippo",
+        *[v["name"] for v in VARIANTS],
+    ]
+    assert "design" in layout.table_names(cfg) and "q1" in layout.table_names(cfg)
+    assert "design_robustness" in layout.figure_names(cfg)
+    assert layout.caption_name("design_robustness") == "question_robustness"
+    inputs = layout.report_inputs(cfg, "results")
+    assert "results/sweep/train/anchored_seed_0.csv" in inputs
+    assert not any("wide/anchored" in p for p in inputs)
+
+
+def test_the_configs_of_before_the_registry_still_load(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        "meta_train: {algorithms: [ippo, mappo], seeds: [0]}\n"
+        "extensions:\n  reference: ippo\n  tasks: [train]\n"
+        "  variants: [{name: lr_momentum, question: Q1, env: {momentum_actions: [0.0, 0.9]}}]\n"
+        "torch_deployment: {algorithm: mappo}\n"
+    )
+    with pytest.warns(FutureWarning, match="agents") as caught:
+        cfg = load_config(old)
+    assert "- {name: ippo, algorithm: ippo}" in str(caught[0].message)  # the new form, shown
+    assert agents.agent_names(cfg) == ["ippo", "mappo", "lr_momentum"]
+    assert agents.get(cfg, "lr_momentum").tasks == ("train",)
+    assert cfg["torch_deployment"]["agent"] == "mappo"
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("agents: [{name: ippo}]\nmeta_train: {algorithms: [ippo]}\n")
+    with pytest.raises(ConfigError, match="move those into 'agents' entries"):
+        load_config(mixed)
+
+
+def test_the_shipped_configs_use_the_registry():
+    for name in ("config", "test", "paper"):
+        text = (ROOT / "config" / f"{name}.yaml").read_text()
+        assert "algorithms:" not in text and "variants:" not in text, name
+        assert "ippo" in agents.agent_names(load_config(ROOT / "config" / f"{name}.yaml"))
 
 
 @pytest.mark.parametrize(
-    "extensions,message",
+    "entries,extensions,message",
     [
-        ({"variants": [{"name": "x", "question": "Q3"}]}, "'extensions.variants.0.question'"),
-        ({"variants": [{"name": "Bad-Name", "question": "Q1"}]}, "extensions.variants.0.name"),
-        ({"variants": [{"name": "a", "question": "Q1"}] * 2}, "used twice"),
-        ({"variants": [{"name": "a", "question": "Q1", "env": {"reward": "r"}}]}, "env.reward"),
-        ({"variants": [{"name": "a", "question": "Q1", "env": {"momentum_actions": [1.5]}}]},
+        ([{"name": "x", "question": "Q 3"}], {}, "'agents.1.question'"),
+        ([{"name": "Bad-Name"}], {}, "agents.1.name"),
+        ([{"name": "ippo"}], {}, "'agents.1.name' = 'ippo' is used twice"),
+        ([{"name": "a", "question": "Q1", "env": {"reward": "r"}}], {}, "env.reward"),
+        ([{"name": "a", "question": "Q1", "env": {"momentum_actions": [1.5]}}], {},
          "env.momentum_actions.0"),
-        ({"tasks": ["train", "nowhere"]}, "'extensions.tasks' names 'nowhere'"),
-        ({"reference": "mappo", "variants": [{"name": "a", "question": "Q1"}]},
-         "'extensions.reference' = 'mappo' is not meta-trained"),
-        ({"variants": [{"name": "a", "question": "Q2", "env": {
-            "reward": "counterfactual_log_val_loss_drop", "momentum_actions": [0.0]}}]},
+        ([{"name": "a", "tasks": ["train", "nowhere"]}], {}, "'agents.1.tasks' names 'nowhere'"),
+        ([{"name": "a", "question": "Q1"}], {"reference": "mappo"},
+         "'extensions.reference' = 'mappo' is not an agent"),
+        ([{"name": "a", "question": "Q2", "env": {
+            "reward": "counterfactual_log_val_loss_drop", "momentum_actions": [0.0]}}], {},
          "learning-rate-only"),
     ],
 )  # fmt: skip
-def test_bad_extensions_name_the_key(config, extensions, message):
+def test_bad_agents_name_the_key(config, entries, extensions, message):
     base = {k: config[k] for k in ("meta_train", "evaluation")}
+    bad = merge(base, {"agents": [{"name": "ippo"}, *entries], "extensions": extensions})
     with pytest.raises(ConfigError) as err:
-        validate(merge(base, {"extensions": extensions}))
+        validate(bad)
     assert message in str(err.value)
 
 
@@ -109,42 +157,43 @@ def built(tmp_path_factory, config):
     root = tmp_path_factory.mktemp("extensions")
     results, out = root / "results", root / "paper"
     lr0s = lr0_grid(config)
-    paths = report.result_paths(config, results)
+    paths = layout.result_paths(config, results)
     write_designed_results(paths, ("train", "wide"), lr0s)
     columns = ["method", "task", "lr0", "seed", "step", "layer", "learning_rate"]
     pd.DataFrame(columns=columns).to_csv(paths.schedules[("ippo", 0)], index=False)
     _curve(paths.curves[("ippo", 0)], 1.5)
-    ext = extensions_report.extension_paths(config, results)
     designed = {"lr_momentum": 0.90, "reward_final": 0.60}  # flat over every lr0
-    for (task, variant, _), path in ext.results.items():
+    for (task, variant, _), path in paths.agents.items():
+        if variant not in designed:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         shift = 0.0 if task == "train" else -0.1
         _variant_table(method_name(variant), task, lr0s, designed[variant] + shift).to_csv(
             path, index=False
         )
-    _curve(ext.curves[("lr_momentum", 0)], 1.2)
-    _curve(ext.curves[("reward_final", 0)], 1.8)
+    _curve(paths.curves[("lr_momentum", 0)], 1.2)
+    _curve(paths.curves[("reward_final", 0)], 1.8)
     torch_rows = []
     for method, acc in (("ganno_ippo", 0.7), ("sgd_constant", 0.6), ("schedule_free_sgd", 0.65)):
         table = _variant_table(method, "torch_mlp", lr0s, acc)
         torch_rows.append(table.assign(meta_seed=0 if method == "ganno_ippo" else -1))
-    ext.torch.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(torch_rows).to_csv(ext.torch, index=False)
+    paths.torch.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(torch_rows).to_csv(paths.torch, index=False)
     return report.build_report(results, out, config), out
 
 
 def test_extension_outputs_are_declared_and_written(built, config):
     rep, out = built
-    assert set(report.figure_names(config)) == set(report.FIGURES) | {
+    assert set(layout.figure_names(config)) == set(layout.CLAIM_FIGURES) | {
         "q1_robustness", "q1_curves", "q2_robustness", "q2_curves", "torch_deployment"
     }  # fmt: skip
-    assert set(rep.figures) == set(report.figure_names(config))
-    assert set(rep.tables) == set(report.table_names(config))
-    for path in report.report_outputs(out, config):
+    assert set(rep.figures) == set(layout.figure_names(config))
+    assert set(rep.tables) == set(layout.table_names(config))
+    for path in layout.report_outputs(config, out):
         assert Path(path).is_file(), path
-    inputs = report.report_inputs(config, "results")
-    assert "results/sweep/wide/variants/lr_momentum_seed_0.csv" in inputs
-    assert "results/meta_train/variants/reward_final/seed_0/learning_curve.jsonl" in inputs
+    inputs = layout.report_inputs(config, "results")
+    assert "results/sweep/wide/lr_momentum_seed_0.csv" in inputs
+    assert "results/meta_train/reward_final/seed_0/learning_curve.jsonl" in inputs
     assert "results/torch/deployment.csv" in inputs
 
 
@@ -168,6 +217,8 @@ def test_question_tables_hold_the_designed_numbers(built):
     torch = pd.read_csv(rep.tables["torch_deployment"].csv)
     assert set(torch["method"]) == {"ganno_ippo", "sgd_constant", "schedule_free_sgd"}
     assert set(torch["task"]) == {"torch_mlp"}
+    assert q1.loc["ganno_lr_momentum", "tuned_loss_iqm"] == pytest.approx(1.0)
+    assert q1.loc["ganno_lr_momentum", "held_out_loss_iqm"] == pytest.approx(1.0)
     for name in ("q1", "q2", "torch_deployment"):
         assert not pd.read_csv(rep.tables[name].csv).isna().any().any(), name
 
@@ -189,8 +240,9 @@ def test_readme_reports_each_question_from_its_table(built):
     assert np.isfinite(q1["tuned_iqm"]).all()
 
 
-def test_no_extensions_means_no_extension_outputs():
-    cfg = validate({})
-    assert report.figure_names(cfg) == list(report.FIGURES)
-    assert report.table_names(cfg) == list(report.TABLES)
-    assert extensions_report.extension_inputs(cfg) == []
+def test_no_questions_means_no_question_outputs():
+    cfg = validate({"torch_deployment": {"enabled": False}})
+    assert agents.agent_names(cfg) == ["ippo", "mappo"]  # the schema's default registry
+    assert layout.figure_names(cfg) == list(layout.CLAIM_FIGURES)
+    assert layout.table_names(cfg) == list(layout.CLAIM_TABLES)
+    assert not any("torch" in p for p in layout.report_inputs(cfg))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -14,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "profiles", "config", "notebooks")
+REPORT = Path("results") / "test_paper"  # config/test.yaml's report.dir: never the committed paper/
 
 
 def _copy_workflow(dest: Path) -> None:
@@ -44,9 +47,10 @@ def run_test_pipeline(work: Path) -> None:
 
 
 def test_every_final_file_is_written(pipeline_run):
-    paper = pipeline_run / "paper"
+    paper = pipeline_run / REPORT
+    assert not (pipeline_run / "paper").exists()  # the committed report is not touched
     from ganno.config import load_config
-    from ganno.report import TABLE_FORMATS, figure_names, table_names
+    from ganno.layout import TABLE_FORMATS, figure_names, table_names
 
     config = load_config(pipeline_run / "results" / "config.yaml")
     figures, tables = figure_names(config), table_names(config)
@@ -64,7 +68,7 @@ def test_every_final_file_is_written(pipeline_run):
 
 
 def test_tables_have_every_method_and_no_nan(pipeline_run):
-    tables = pipeline_run / "paper" / "tables"
+    tables = pipeline_run / REPORT / "tables"
     robustness = pd.read_csv(tables / "robustness.csv")
     expected = {"ganno_ippo", "ganno_mappo", "sgd_constant", "sgd_cosine", "adam", "dog"}
     assert set(robustness["method"]) == expected
@@ -76,23 +80,34 @@ def test_tables_have_every_method_and_no_nan(pipeline_run):
 
 
 def test_extensions_are_meta_trained_evaluated_and_reported(pipeline_run):
-    tables = pipeline_run / "paper" / "tables"
+    tables = pipeline_run / REPORT / "tables"
     q1 = pd.read_csv(tables / "q1.csv")
     assert list(q1["method"]) == ["ganno_lr_only", "ganno_lr_momentum"]  # the reference first
     q2 = pd.read_csv(tables / "q2.csv")
     assert list(q2["method"]) == ["ganno_lr_only", "ganno_reward_counterfactual"]
     for table in (q1, q2):  # train and the held-out task digits
         assert table["held_out_tasks"].eq(1).all() and table["tuned_iqm"].between(0, 1).all()
-    policy = pipeline_run / "results" / "meta_train" / "variants" / "lr_momentum" / "seed_0"
+    policy = pipeline_run / "results" / "meta_train" / "lr_momentum" / "seed_0"
     saved = json.loads((policy / "policy" / "policy.json").read_text())
     assert saved["env"]["hyperparameter_actions"] == {"momentum": [0.0, 0.9]}
-    sweep = pipeline_run / "results" / "sweep" / "digits" / "variants"
+    sweep = pipeline_run / "results" / "sweep" / "digits"
     rows = pd.read_csv(sweep / "lr_momentum_seed_0.csv")
     assert set(rows["method"]) == {"ganno_lr_momentum"} and len(rows) == 4 * 2
     torch = pd.read_csv(tables / "torch_deployment.csv")
     assert {"ganno_ippo", "sgd_constant", "sgd_cosine", "schedule_free_sgd"} <= set(torch["method"])
-    readme = (pipeline_run / "paper" / "README.md").read_text()
+    readme = (pipeline_run / REPORT / "README.md").read_text()
     assert "## Q1" in readme and "## Q2" in readme and "## PyTorch deployment" in readme
+
+
+def test_meta_training_runs_before_any_baseline(pipeline_run):
+    # As the README says: meta-training (every core) first, the single-core sweeps after it.
+    logs = sorted((pipeline_run / ".snakemake" / "log").glob("*.snakemake.log"))
+    started = [line.split()[1].rstrip(":") for line in logs[0].read_text().splitlines()
+               if re.match(r"(local)?rule \w+:", line)]  # fmt: skip
+    assert started.count("meta_train") == 5, started
+    last_meta = max(i for i, rule in enumerate(started) if rule == "meta_train")
+    first_baseline = started.index("sweep_baselines")
+    assert last_meta < first_baseline, started
 
 
 def test_results_tables_cover_the_grid(pipeline_run):
@@ -105,10 +120,13 @@ def test_results_tables_cover_the_grid(pipeline_run):
 
 
 def test_summary_and_notebooks(pipeline_run):
-    readme = (pipeline_run / "paper" / "README.md").read_text()
+    readme = (pipeline_run / REPORT / "README.md").read_text()
     for claim in ("C1", "C2", "C3"):
-        assert claim in readme
-    assert "figures/robustness.png" in readme and "mnist" in readme
+        assert f"## {claim}" in readme and f"**{claim} holds on test accuracy:" in readme
+    assert "figures/robustness.png" in readme
+    # The task whose files are absent is named as skipped, with the reason (not "mnist1d").
+    assert re.search(r"- task `mnist`: .*train-images-idx3-ubyte", readme)
+    assert "`evaluation.tune_by: val_accuracy`" in readme
     for name in ("01_meta_training", "02_robustness_and_generalisation"):
         notebook = nbformat.read(pipeline_run / "results" / "notebooks" / f"{name}.ipynb", 4)
         code = [c for c in notebook.cells if c.cell_type == "code"]
@@ -147,7 +165,7 @@ def test_changing_baseline_settings_reruns_only_baselines_and_their_dependants(p
     jobs = result.stdout + result.stderr
     assert "sweep_baselines" in jobs and "report" in jobs
     assert "meta_train " not in jobs and "rule meta_train:" not in jobs
-    assert "rule sweep_policies:" not in jobs
+    assert "rule sweep_agent:" not in jobs
 
 
 def test_default_config_dag_dry_run(tmp_path):
@@ -155,7 +173,7 @@ def test_default_config_dag_dry_run(tmp_path):
     result = _snakemake(tmp_path, "--cores", "2", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_policies", "report",
+    for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_agent", "report",
                  "notebook"):
         assert rule in out
 
@@ -176,3 +194,18 @@ def test_lint_and_format():
     files = [str(ROOT / "Snakefile"), *map(str, rules)]
     fmt = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_parsing_the_workflow_imports_no_jax(tmp_path):
+    # The rules read names and paths from ganno.layout/ganno.agents/ganno.config, which load no
+    # JAX, flax, jumanji or PyTorch: `snakemake -n` stays quick.
+    _copy_workflow(tmp_path)
+    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "1",
+           "--configfile", "config/test.yaml"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "ganno.layout" in imported and "snakemake" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("jax", "flax", "jumanji", "torch")}
+    assert not heavy, sorted(heavy)[:10]

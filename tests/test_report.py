@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ganno import baselines, report
+from ganno import baselines, layout, report
 from ganno.config import validate
 from ganno.experiments import COLUMNS, lr0_grid
 
@@ -26,7 +26,8 @@ def config():
     return validate(
         {
             "env": {"steps_per_decision": 10, "num_decisions": 5},
-            "meta_train": {"algorithms": ["ippo"], "seeds": [0]},
+            "meta_train": {"seeds": [0]},
+            "agents": [{"name": "ippo"}],
             "evaluation": {
                 "seeds": list(SEEDS),
                 "lr0_exponents": [-2, 0],
@@ -90,14 +91,14 @@ def _table(method: str, task: str, lr0s: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def write_designed_results(paths: report.ResultPaths, tasks, lr0s: list[float]) -> None:
+def write_designed_results(paths: layout.ResultPaths, tasks, lr0s: list[float]) -> None:
     """The baselines' and the IPPO policy's CSVs of :func:`_design` where the pipeline puts them."""
     for task in tasks:
         paths.baselines[task].parent.mkdir(parents=True, exist_ok=True)
         pd.concat([_table(m, task, lr0s) for m in ("sgd_constant", "dog")]).to_csv(
             paths.baselines[task], index=False
         )
-        _table("ganno_ippo", task, lr0s).to_csv(paths.policies[(task, "ippo", 0)], index=False)
+        _table("ganno_ippo", task, lr0s).to_csv(paths.agents[(task, "ippo", 0)], index=False)
 
 
 def _schedules(lr0s: list[float], config) -> pd.DataFrame:
@@ -130,13 +131,13 @@ def built(tmp_path_factory, config):
     root = tmp_path_factory.mktemp("report")
     results, out = root / "results", root / "paper"
     lr0s = lr0_grid(config)
-    paths = report.result_paths(config, results)
+    paths = layout.result_paths(config, results)
     write_designed_results(paths, ("train", "wide"), lr0s)
-    skipped = [paths.baselines["mnist"], paths.policies[("mnist", "ippo", 0)]]
+    skipped = [paths.baselines["mnist"], paths.agents[("mnist", "ippo", 0)]]
     for path in skipped:  # what the pipeline leaves for a task whose files are absent
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-        report.skipped_marker(path).write_text("MNIST files are absent from data/raw/mnist\n")
+        layout.skipped_marker(path).write_text("MNIST files are absent from data/raw/mnist\n")
     _schedules(lr0s, config).to_csv(paths.schedules[("ippo", 0)], index=False)
     curve = paths.curves[("ippo", 0)]
     curve.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +166,11 @@ def _png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_every_output_is_written(built):
+def test_every_output_is_written(built, config):
     rep, out = built
-    assert set(rep.figures) == set(report.FIGURES)
-    assert set(rep.tables) == set(report.TABLES)
-    for path in report.report_outputs(out):
+    assert set(rep.figures) == set(layout.CLAIM_FIGURES)
+    assert set(rep.tables) == set(layout.CLAIM_TABLES)
+    for path in layout.report_outputs(config, out):
         assert Path(path).is_file(), path
     for name, fig in rep.figures.items():
         width, height = _png_size(fig.png)
@@ -225,7 +226,9 @@ def test_hand_designed_numbers(built):
     assert gen.loc[("ganno_ippo", report.ALL_TASKS), "iqm"] == pytest.approx(0.75)
     low, high = gen.loc[("ganno_ippo", "wide"), ["low", "high"]]
     assert low <= 0.70 <= high
-    imp = rep.numbers.improvement.set_index(["scope", "other"])
+    imp = rep.numbers.improvement
+    assert list(dict.fromkeys(imp["metric"])) == ["test_accuracy", "test_loss"]
+    imp = imp[imp["metric"] == "test_accuracy"].set_index(["scope", "other"])
     # every tuned ganno run beats every tuned sgd_constant and dog run on every task
     assert imp.loc[(report.ALL_TASKS, "sgd_constant"), "probability_of_improvement"] == 1.0
     assert imp.loc[(report.HELD_OUT, "dog"), "probability_of_improvement"] == 1.0
@@ -278,3 +281,49 @@ def test_unit_schedules_are_what_the_baselines_train_with():
             updates, state = opt.update(grads, state, params)
             expected = -lr0 * float(shape(t)) * np.asarray(grads["w"])
             np.testing.assert_allclose(updates["w"], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_both_metrics_are_reported(built):
+    rep, _ = built
+    rob = pd.read_csv(rep.tables["robustness"].csv).set_index("method")
+    for prefix in ("all_loss", "tuned_loss"):  # test loss is 1.0 in every designed run
+        assert rob[[f"{prefix}_iqm", f"{prefix}_low", f"{prefix}_high"]].eq(1.0).all().all()
+    gen = pd.read_csv(rep.tables["generalisation"].csv)
+    assert gen[["loss_iqm", "loss_low", "loss_high"]].eq(1.0).all().all()
+    assert "tuned test loss (IQM [CI])" in rep.tables["robustness"].md.read_text()
+    text = rep.readme.read_text()
+    for claim in ("C1", "C2", "C3"):
+        assert re.search(rf"\*\*{claim} holds on test accuracy: (yes|no)", text), claim
+    assert "on test loss: " in text
+
+
+def _disagreeing_validation(lr0s: list[float]) -> pd.DataFrame:
+    """One method whose validation accuracy is best at lr0s[0] and validation loss at lr0s[-1]."""
+    rows = [
+        {"method": "sgd_constant", "task": "train", "lr0": lr0, "seed": seed, "meta_seed": -1,
+         "val_loss": 2.0 - i, "val_accuracy": 0.9 - 0.1 * i, "test_loss": 1.0 + i,
+         "test_accuracy": 0.5 + 0.1 * i, "diverged": False, "wall_time_s": 0.1}
+        for i, lr0 in enumerate(lr0s[:2])
+        for seed in SEEDS
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+@pytest.mark.parametrize("criterion,chosen", [("val_accuracy", 0), ("val_loss", 1)])
+def test_the_stated_tuning_criterion_is_the_one_used(config, criterion, chosen):
+    lr0s = lr0_grid(config)
+    df = _disagreeing_validation(lr0s)
+    cfg = validate({**config, "evaluation": {**config["evaluation"], "tune_by": criterion}})
+    rob = report.robustness_summary(df, tune_by=report.tune_by(cfg), n_resamples=100)
+    assert rob.loc[0, "tuned_lr0"] == pytest.approx(lr0s[chosen])
+    assert rob.loc[0, "tuned_lr0"] == baselines.tune(df, metric=criterion)["lr0"].iloc[0]
+    statement = report.tuning_statement(cfg)
+    word = {"val_accuracy": "highest seed-mean final validation accuracy",
+            "val_loss": "lowest seed-mean final validation loss"}[criterion]  # fmt: skip
+    assert word in statement and f"evaluation.tune_by: {criterion}" in statement
+
+
+def test_the_readme_states_the_configured_criterion(built, config):
+    rep, _ = built
+    assert report.tuning_statement(config) in rep.readme.read_text()
+    assert config["evaluation"]["tune_by"] == "val_accuracy"  # the schema's default

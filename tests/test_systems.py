@@ -57,6 +57,20 @@ def test_centralised_critic_reads_global_state_of_fixed_size():
     assert critic.apply(params, ts.observation).shape == (3,)
     _, ts5 = CoordinationGame(num_agents=5, num_actions=3).reset(jax.random.PRNGKey(0))
     assert critic.apply(params, ts5.observation).shape == (5,)  # same params, more agents
+    # MAPPO's critic (as the system builds it) reads the global state and nothing else: changing
+    # every agent's own view leaves its values unchanged, changing the global state does not.
+    mappo_critic = mappo.make_critic(tiny_config())
+    params = mappo_critic.init(jax.random.PRNGKey(1), ts.observation)
+    values = mappo_critic.apply(params, ts.observation)
+    other_view = ts.observation._replace(agents_view=ts.observation.agents_view * -3.0 + 1.0)
+    np.testing.assert_array_equal(mappo_critic.apply(params, other_view), values)
+    other_state = ts.observation._replace(global_state=ts.observation.global_state + 1.0)
+    assert not np.allclose(mappo_critic.apply(params, other_state), values)
+    # IPPO's critic is the opposite: its agents' own views
+    ippo_critic = ippo.make_critic(tiny_config())
+    params = ippo_critic.init(jax.random.PRNGKey(1), ts.observation)
+    own = ippo_critic.apply(params, ts.observation)
+    assert not np.allclose(ippo_critic.apply(params, other_view), own)
 
 
 def test_wrappers_reset_automatically_and_record_finished_episodes():

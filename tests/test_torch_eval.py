@@ -33,7 +33,7 @@ ENV_ENTRY = {
 # ------------------------------------------------------------------------------------ config
 def test_shipped_configs_have_the_block_and_defaults_are_filled():
     block = validate({})["torch_deployment"]
-    assert block["algorithm"] == "ippo" and block["networks"] == ["mlp", "cnn"]
+    assert block["agent"] == "ippo" and block["networks"] == ["mlp", "cnn"]
     assert block["methods"] == ["ganno", "sgd_constant", "sgd_cosine", "schedule_free_sgd"]
     for name in ("config.yaml", "test.yaml"):
         cfg = load_config(ROOT / "config" / name)
@@ -43,7 +43,7 @@ def test_shipped_configs_have_the_block_and_defaults_are_filled():
 @pytest.mark.parametrize(
     "bad,expected",
     [
-        ({"algorithm": "sac"}, "'torch_deployment.algorithm' = 'sac' is not allowed"),
+        ({"enabled": True, "agent": "sac"}, "'torch_deployment.agent' = 'sac' is not an agent"),
         ({"networks": ["resnet"]}, "'torch_deployment.networks.0' = 'resnet' is not allowed"),
         ({"networks": []}, "'torch_deployment.networks' = [] has 0 item(s)"),
         ({"methods": ["adam"]}, "'torch_deployment.methods.0' = 'adam' is not allowed"),
@@ -165,8 +165,22 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
     results = example.main(["--policy", str(tmp_path / "p"), "--batch-size", "16", "--width",
                             "16", "--lr0", "0.1"], dataset=dataset)
     assert [r["network"] for r in results] == ["mlp", "cnn"]
-    for r in results:
-        assert 0.0 <= r["test_accuracy"] <= 1.0
-        assert len(r["learning_rates"]) == ENV_ENTRY["num_decisions"] + 1
     printed = capsys.readouterr().out
-    assert "final test accuracy" in printed and "rates [" in printed
+    n_test = len(dataset.y_test)
+    factors = np.asarray(ENV_ENTRY["actions"])
+    low, high = ENV_ENTRY["lr_bounds"]
+    for r in results:
+        # a fraction of the test examples, and the one the example printed
+        assert r["test_accuracy"] * n_test == pytest.approx(round(r["test_accuracy"] * n_test))
+        assert f"final test accuracy {r['test_accuracy']:.4f}" in printed
+        rates = np.asarray(r["learning_rates"])
+        assert len(rates) == ENV_ENTRY["num_decisions"] + 1
+        # from --lr0, each decision multiplies a layer's rate by one of the policy's factors
+        # (within the bounds), the first one included
+        rates = np.vstack([np.full(rates.shape[1], 0.1), rates])
+        ratios = rates[1:] / rates[:-1]
+        inside = (rates[1:] > low) & (rates[1:] < high)
+        nearest = factors[np.abs(ratios[..., None] - factors).argmin(-1)]
+        np.testing.assert_allclose(ratios[inside], nearest[inside], rtol=1e-5)
+        assert not np.allclose(ratios, 1.0)  # the (decisive) policy does change the rates
+    assert "rates [" in printed

@@ -32,22 +32,38 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_name(args: argparse.Namespace, required: bool = True) -> str | None:
+    """The agent that --agent names, or the deprecated --algo/--variant (with a note on stderr
+    saying how to migrate)."""
+    given = {f"--{k}": getattr(args, k, None) for k in ("agent", "algo", "variant")}
+    named = {flag: v for flag, v in given.items() if v is not None}
+    if len(set(named.values())) > 1:
+        raise ValueError(
+            f"{' and '.join(f'{f} {v}' for f, v in named.items())} name different agents; "
+            "give --agent NAME only"
+        )
+    for flag in ("--algo", "--variant"):
+        if flag in named:
+            print(
+                f"ganno: note: {flag} is deprecated; use --agent {named[flag]} (every algorithm "
+                "and variant is an entry of the config's agents)",
+                file=sys.stderr,
+            )
+    if not named and required:
+        raise ValueError("give --agent NAME (an entry of the config's agents, e.g. ippo)")
+    return next(iter(named.values()), None)
+
+
 def _cmd_meta_train(args: argparse.Namespace) -> int:
+    from ganno import agents
+    from ganno.config import agent_config
     from ganno.data import load_from_config
     from ganno.env import make_env
     from ganno.meta_train import meta_train
 
-    cfg = load_config(args.config)
-    algo = args.algo
-    if args.variant:
-        from ganno.variants import variant_config, variant_spec
-
-        algorithm = variant_spec(cfg, args.variant)["algorithm"]
-        if algo is not None and algo != algorithm:
-            raise ValueError(f"variant {args.variant!r} is trained with {algorithm}, not {algo}")
-        cfg, algo = variant_config(cfg, args.variant), algorithm
-    elif algo is None:
-        raise ValueError("give --algo (ippo or mappo) or --variant NAME")
+    name = _agent_name(args)
+    cfg = agent_config(load_config(args.config), name)
+    algo = agents.get(cfg, name).algorithm
     env = make_env(cfg, load_from_config(cfg))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = meta_train(
@@ -62,7 +78,7 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
         task_name=cfg["task"]["dataset"],
     )
     print(
-        f"{args.variant or algo}: {summary['updates']} updates, "
+        f"{name} ({algo}): {summary['updates']} updates, "
         f"{summary['env_steps']} agent decisions; "
         f"final mean return {summary['final_return']:.4f}; written to {summary['out_dir']}"
     )
@@ -93,7 +109,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
 
     import jax
 
-    from ganno.config import generalisation_config
+    from ganno.config import task_config
     from ganno.data import load_from_config
     from ganno.env import make_env
     from ganno.evaluate import keep_rate, play_episode
@@ -103,7 +119,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     policy = Policy.load(policy_dir)
     cfg = load_config(args.config or _run_config_of(policy_dir))
     if args.task != "train":
-        cfg = generalisation_config(cfg, args.task)
+        cfg = task_config(cfg, args.task)
     dataset = load_from_config(cfg)
     env = make_env(cfg, dataset)
     check_policy_env(policy, env, policy_dir)
@@ -192,11 +208,14 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from ganno import agents
     from ganno.experiments import COLUMNS, PolicyRun, run_policies
 
     count = len(args.policy)
     meta_seeds = args.meta_seed or [-1] * count
-    for flag, values in (("--name", args.name), ("--out", args.out), ("--meta-seed", meta_seeds)):
+    agent = _agent_name(args, required=args.name is None)
+    names = args.name or [agents.method_name(agent)] * count
+    for flag, values in (("--name", names), ("--out", args.out), ("--meta-seed", meta_seeds)):
         if len(values) != count:
             raise ValueError(
                 f"{count} --policy but {len(values)} {flag}: give one {flag} per --policy, in "
@@ -207,22 +226,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{count} --policy but {len(args.schedules)} --schedules: give one per --policy or none"
         )
     cfg = load_config(args.config)
-    if args.variant:
-        from ganno.variants import variant_config
+    if agent is not None:
+        from ganno.config import agent_config
 
-        cfg = variant_config(cfg, args.variant)
+        cfg = agent_config(cfg, agent)
     skipped = [_skip_if_unavailable(cfg, args.task, out, COLUMNS) for out in args.out]
     if any(skipped):
         for path in args.schedules or []:
             _write_csv(pd.DataFrame(), path)
         return 0
-    runs = [PolicyRun(*run) for run in zip(args.policy, args.name, meta_seeds, strict=True)]
+    runs = [PolicyRun(*run) for run in zip(args.policy, names, meta_seeds, strict=True)]
     tables = run_policies(cfg, args.task, runs, greedy=not args.sample)
     for i, (results, schedules) in enumerate(tables):
         _write_csv(results, args.out[i])
         if args.schedules:
             _write_csv(schedules, args.schedules[i])
-        print(f"{len(results)} runs of {args.name[i]} on {args.task} -> {args.out[i]}")
+        print(f"{len(results)} runs of {names[i]} on {args.task} -> {args.out[i]}")
     return 0
 
 
@@ -279,12 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.set_defaults(func=_cmd_data_prepare)
 
-    mt = sub.add_parser("meta-train", help="meta-train IPPO or MAPPO agents on the config's task")
+    mt = sub.add_parser("meta-train", help="meta-train an agent of the config on its task")
     mt.add_argument("--config", type=Path, required=True)
-    mt.add_argument("--algo", choices=["ippo", "mappo"], help="required unless --variant")
     mt.add_argument(
-        "--variant", help="an extensions.variants name: its overrides and algorithm (Q1, Q2)"
+        "--agent", help="an entry of the config's agents (its algorithm and overrides), e.g. ippo"
     )
+    mt.add_argument("--algo", help=argparse.SUPPRESS)  # deprecated: --agent
+    mt.add_argument("--variant", help=argparse.SUPPRESS)  # deprecated: --agent
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument(
         "--seeds", help="comma-separated seeds trained side by side (vmapped); replaces --seed"
@@ -342,9 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sw.add_argument(
             "--name",
-            required=True,
             action="append",
-            help="method name in the table, e.g. ganno_ippo (one per --policy)",
+            help="method name in the table (one per --policy; default ganno_<agent>)",
         )
         sw.add_argument(
             "--meta-seed", type=int, action="append", help="the policy's training seed (default -1)"
@@ -361,8 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="CSV of each layer's rate per decision (one per --policy)",
         )
         sw.add_argument(
-            "--variant", help="the extensions.variants name the policy was meta-trained as"
+            "--agent",
+            help="the agent (an entry of the config's agents) the policies were meta-trained as: "
+            "its env overrides apply, and the method is ganno_<agent>",
         )
+        sw.add_argument("--variant", help=argparse.SUPPRESS)  # deprecated: --agent
         sw.set_defaults(func=_cmd_sweep)
 
     ds = sub.add_parser("design-table", help="the design study's table (config/study.yaml)")

@@ -10,6 +10,7 @@ import copy
 import difflib
 import functools
 import re
+import warnings
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -18,8 +19,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-#: The name of the meta-training task among the evaluation tasks.
-TRAIN_TASK = "train"
+from ganno import agents as registry
+from ganno.layout import TRAIN_TASK, task_names
+
+__all__ = ["TRAIN_TASK", "ConfigError", "agent_config", "derive", "load_config", "task_config",
+           "task_names", "validate"]  # fmt: skip
 SCHEMA_PATH = Path(str(resources.files("ganno") / "schemas" / "config.schema.yaml"))
 
 
@@ -150,7 +154,7 @@ def _check_generalisation_tasks(config: Mapping[str, Any]) -> list[str]:
             )
         seen.add(spec["name"])
         try:
-            generalisation_config(config, spec["name"])
+            task_config(config, spec["name"])
         except ConfigError as exc:
             detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
             problems.append(
@@ -160,28 +164,95 @@ def _check_generalisation_tasks(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def task_names(config: Mapping[str, Any]) -> list[str]:
-    """``train`` (the meta-training task) and the configured generalisation tasks."""
-    return [TRAIN_TASK] + [t["name"] for t in config["evaluation"]["generalisation_tasks"]]
+def derive(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A config derived from ``config``: ``overrides`` merged in (:func:`merge`: lists replace),
+    then validated like any config. Generalisation tasks and agents are both derived this way."""
+    return validate(merge(config, overrides))
+
+
+def _bare_agents(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The agents without overrides, tasks or questions, which belong to the meta-training
+    config: a derived config stays complete, and its agents stay valid on its tasks."""
+    return [{"name": a.name, "algorithm": a.algorithm} for a in registry.agents(config)]
 
 
 def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """The full config of a task: the config itself for ``train``."""
-    return dict(config) if task == TRAIN_TASK else generalisation_config(config, task)
-
-
-def generalisation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The full config of generalisation task ``name``: the meta-training config with that task's
-    ``task``/``env`` overrides applied, validated like any config."""
+    """The full config of a task: the config itself for ``train``, else the meta-training config
+    with that generalisation task's ``task``/``env`` overrides (:func:`derive`)."""
+    if task == TRAIN_TASK:
+        return dict(config)
     tasks = {t["name"]: t for t in config["evaluation"]["generalisation_tasks"]}
-    if name not in tasks:
-        raise ConfigError(f"no generalisation task {name!r}; configured: {sorted(tasks)}")
-    spec = tasks[name]
-    overrides = {k: spec[k] for k in ("task", "env") if k in spec}
-    merged = merge(config, overrides)
-    merged["evaluation"] = {**merged["evaluation"], "generalisation_tasks": []}
-    merged["extensions"] = {}  # variants and their tasks belong to the meta-training config
-    return validate(merged)
+    if task not in tasks:
+        raise ConfigError(f"no generalisation task {task!r}; configured: {sorted(tasks)}")
+    overrides = {k: tasks[task][k] for k in ("task", "env") if k in tasks[task]}
+    overrides |= {"evaluation": {"generalisation_tasks": []}, "agents": _bare_agents(config)}
+    return derive(config, overrides)
+
+
+def agent_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The full config agent ``name`` is meta-trained and evaluated with: the config with the
+    agent's ``env``/``meta_train`` overrides (:func:`derive`); the agents stay, bare."""
+    try:
+        agent = registry.get(config, name)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
+    return derive(config, {**agent.overrides, "agents": _bare_agents(config)})
+
+
+def _check_agents(config: Mapping[str, Any]) -> list[str]:
+    tasks = task_names(config)
+    problems = registry.check(config, tasks)
+    names = registry.agent_names(config)
+    torch_agent = config["torch_deployment"]["agent"]
+    if config["torch_deployment"]["enabled"] and torch_agent not in names:
+        problems.append(
+            f"'torch_deployment.agent' = {torch_agent!r} is not an agent; choose from {names}"
+        )
+    if problems:
+        return problems
+    for i, agent in enumerate(registry.agents(config)):
+        if not agent.overrides:
+            continue
+        try:
+            cfg = agent_config(config, agent.name)
+        except ConfigError as exc:
+            detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
+            problems.append(
+                f"'agents.{i}' ({agent.name}) gives an invalid config: {detail.strip()}"
+            )
+            continue
+        env = cfg["env"]
+        if env["reward"] == "counterfactual_log_val_loss_drop" and (
+            env["momentum_actions"] or env["weight_decay_actions"]
+        ):
+            problems.append(
+                f"'agents.{i}' ({agent.name}) combines counterfactual rewards with momentum/"
+                "weight-decay actions; counterfactual rewards are for learning-rate-only agents"
+            )
+    return problems
+
+
+def _migrated(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the keys of before the agent registry rewritten (with a warning that shows
+    the new form); a config mixing both forms is an error that says what to remove."""
+    new, old = registry.migrate(config)
+    if not old:
+        return new
+    if "agents" in config:
+        raise ConfigError(
+            f"invalid configuration:\n  - the config has 'agents' and the keys it replaced "
+            f"({', '.join(old)}); move those into 'agents' entries (see config/README.md) and "
+            "remove them"
+        )
+    snippet = {k: new[k] for k in ("agents",) if k in new}
+    warnings.warn(
+        f"config keys {', '.join(old)} are deprecated: agents are now entries of the top-level "
+        "'agents' list (torch_deployment.algorithm is torch_deployment.agent); this config means\n"
+        + yaml.safe_dump(snippet, sort_keys=False, default_flow_style=None, width=100),
+        FutureWarning,
+        stacklevel=3,
+    )
+    return new
 
 
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,16 +262,14 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
             f"a config must be a mapping of keys to values, not {type(config).__name__}"
         )
     schema = _parsed_schema()  # read only here
-    filled = _fill_defaults(schema, copy.deepcopy(dict(config)), schema)
+    filled = _fill_defaults(schema, _migrated(config), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e, schema) for e in errors]
     if not problems:
         problems = _check_semantics(filled) + _check_generalisation_tasks(filled)
     if not problems:
-        from ganno.variants import check as check_variants
-
-        problems = check_variants(filled)
+        problems = _check_agents(filled)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return filled

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ganno import report, stats
+from ganno.agents import agents
 from ganno.experiments import read_results
-from ganno.variants import method_name, variants
 
 #: The handcrafted SGD schedules (the baselines the issue's first target names).
 HANDCRAFTED = (
@@ -39,8 +39,8 @@ def study_paths(config: Mapping[str, Any], results: str | Path) -> dict[str, lis
     root = Path(results) / "sweep"
     seeds = config["meta_train"]["seeds"]
     paths = {"baselines": [root / "baselines.csv"]}
-    for spec in variants(config, "design"):
-        paths[method_name(spec["name"])] = [root / f"{spec['name']}_seed_{s}.csv" for s in seeds]
+    for agent in agents(config, "design"):
+        paths[agent.method] = [root / f"{agent.name}_seed_{s}.csv" for s in seeds]
     return paths
 
 
@@ -67,7 +67,7 @@ def study_table(df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any) -
     tuned = report.tuned_results(train)
     handcrafted = summary[summary.index.isin(HANDCRAFTED)]
     best_sgd = str(handcrafted["tuned_iqm"].idxmax()) if not handcrafted.empty else None
-    descriptions = {method_name(v["name"]): v.get("description", "") for v in variants(config)}
+    descriptions = {a.method: a.setting() for a in agents(config, "design")}
     rows = []
     for method, r in summary.iterrows():
         at = tuned[tuned["method"] == method]

@@ -1,18 +1,13 @@
-"""The report of the extensions beyond the paper: Q1 (several hyperparameters per layer), Q2 (the
-reward) and the PyTorch deployment of a trained policy.
+"""The report's sections beyond the paper's claims: one per question (Q1 several hyperparameters
+per layer, Q2 the reward, or any question an agent names, such as a design study) and the PyTorch
+deployment of a trained policy; peers of the claims' section in :mod:`ganno.report`, which reads
+the results (:mod:`ganno.layout`) and passes them in.
 
-Read by :func:`ganno.report.build_report` from these files (relative to the results folder)::
-
-    sweep/<task>/variants/<variant>_seed_<s>.csv            a variant's policy, lr0 grid x seeds
-    sweep/<task>/variants/<variant>_seed_<s>.schedules.csv  its per-layer rates on that task
-    meta_train/variants/<variant>/seed_<s>/learning_curve.jsonl
-    torch/deployment.csv                       the PyTorch deployment (ganno torch-eval)
-
-Each question compares its variants with the reference algorithm's agents
-(``extensions.reference``, the main IPPO agents by default), using the same statistics as the
-paper's tables: the robust lr0 range, the IQM over all initial rates, the tuned IQM on ``train``
-and pooled over the held-out tasks the variants ran on, with stratified-bootstrap CIs. Every
-number in the text is read from the tables written in the same run.
+Each question compares its agents with the reference agent (``extensions.reference``) using the
+same statistics as the claims' tables (:mod:`ganno.tables`): the robust lr0 range, the IQM over
+all initial rates, the tuned IQM on ``train`` and pooled over the held-out tasks its agents ran on,
+test accuracy and test loss, with stratified-bootstrap CIs. Every number in the text is read from
+the tables written in the same run.
 """
 
 from __future__ import annotations
@@ -26,72 +21,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ganno import plots, report
-from ganno.config import TRAIN_TASK
-from ganno.experiments import read_results
-from ganno.meta_train import read_curve
-from ganno.variants import QUESTIONS, method_name, variant_spec, variant_tasks, variants
-
-VARIANT_CSV = "sweep/{task}/variants/{variant}_seed_{seed}.csv"
-VARIANT_SCHEDULES_CSV = "sweep/{task}/variants/{variant}_seed_{seed}.schedules.csv"
-VARIANT_CURVE = "meta_train/variants/{variant}/seed_{seed}/learning_curve.jsonl"
-TORCH_CSV = "torch/deployment.csv"
-TORCH = "torch_deployment"
-
-
-def questions(config: Mapping[str, Any]) -> list[str]:
-    """The questions (Q1, Q2) with at least one configured variant besides the reference."""
-    reference = config.get("extensions", {}).get("reference", "ippo")
-    return [q for q in QUESTIONS if any(v["name"] != reference for v in variants(config, q))]
-
-
-def torch_enabled(config: Mapping[str, Any]) -> bool:
-    """Whether the pipeline evaluates the PyTorch deployment (``torch_deployment.enabled``)."""
-    block = config.get(TORCH) or {}
-    return bool(block.get("enabled", False)) and bool(block.get("networks"))
-
-
-def figure_names(config: Mapping[str, Any]) -> list[str]:
-    names = [f"{q.lower()}_{kind}" for q in questions(config) for kind in ("robustness", "curves")]
-    return names + ([TORCH] if torch_enabled(config) else [])
-
-
-def table_names(config: Mapping[str, Any]) -> list[str]:
-    return [q.lower() for q in questions(config)] + ([TORCH] if torch_enabled(config) else [])
-
-
-class ExtensionPaths(NamedTuple):
-    results: dict[tuple[str, str, int], Path]  # (task, variant, meta seed) -> CSV
-    curves: dict[tuple[str, int], Path]  # (variant, meta seed) -> JSONL
-    torch: Path | None
-
-
-def extension_paths(
-    config: Mapping[str, Any], results_dir: str | Path = "results"
-) -> ExtensionPaths:
-    root = Path(results_dir)
-    names = [v["name"] for v in variants(config)]
-    seeds, tasks = config["meta_train"]["seeds"], variant_tasks(config)
-    return ExtensionPaths(
-        results={
-            (t, v, s): root / VARIANT_CSV.format(task=t, variant=v, seed=s)
-            for t in tasks
-            for v in names
-            for s in seeds
-        },
-        curves={
-            (v, s): root / VARIANT_CURVE.format(variant=v, seed=s) for v in names for s in seeds
-        },
-        torch=root / TORCH_CSV if torch_enabled(config) else None,
-    )
-
-
-def extension_inputs(config: Mapping[str, Any], results_dir: str | Path = "results") -> list[str]:
-    """Every file the extensions' report reads (part of the report rule's input)."""
-    paths = extension_paths(config, results_dir)
-    files = [*paths.results.values(), *paths.curves.values()]
-    return [str(p) for p in files] + ([str(paths.torch)] if paths.torch is not None else [])
-
+from ganno import agents as registry
+from ganno import plots, tables
+from ganno.layout import TORCH, TRAIN_TASK, agent_tasks, torch_enabled
 
 # --------------------------------------------------------------------------------------------
 # Numbers
@@ -99,37 +31,13 @@ def extension_inputs(config: Mapping[str, Any], results_dir: str | Path = "resul
 
 
 class ExtensionData(NamedTuple):
-    results: pd.DataFrame  # the variants' rows (results schema)
-    curves: pd.DataFrame  # their learning curves, ``algo`` = variant name
+    """The results the sections read (from :func:`ganno.report.load_results`)."""
+
+    results: pd.DataFrame  # baselines and the claims' agents (the reference may be one)
+    curves: pd.DataFrame  # the claims' agents' learning curves, ``algo`` = agent name
+    question_results: pd.DataFrame  # the question agents' rows (results schema)
+    question_curves: pd.DataFrame  # their learning curves
     torch: pd.DataFrame | None  # the PyTorch deployment's rows
-    skipped: dict[str, str]
-
-
-def load_extensions(results_dir: str | Path, config: Mapping[str, Any]) -> ExtensionData:
-    root = Path(results_dir)
-    paths = extension_paths(config, root)
-    skipped: dict[str, str] = {}
-    frames = []
-    for path in paths.results.values():
-        df = report._read_csv_or_skip(path, root, skipped, lambda p: read_results([p]))
-        if df is not None:
-            frames.append(df)
-    results = pd.concat(frames, ignore_index=True) if frames else read_results([])
-    results["diverged"] = results["diverged"].astype(bool)
-    curve_frames = []
-    for (variant, seed), path in paths.curves.items():
-        rows = read_curve(path)
-        if not rows:
-            skipped[str(path.relative_to(root))] = "missing or empty learning curve"
-            continue
-        curve_frames.append(pd.DataFrame(rows).assign(algo=variant, seed=seed))
-    curves = pd.concat(curve_frames, ignore_index=True) if curve_frames else pd.DataFrame()
-    torch = None
-    if paths.torch is not None:
-        torch = report._read_csv_or_skip(paths.torch, root, skipped, lambda p: read_results([p]))
-        if torch is not None:
-            torch["diverged"] = torch["diverged"].astype(bool)
-    return ExtensionData(results, curves, torch, skipped)
 
 
 def question_summary(
@@ -140,19 +48,22 @@ def question_summary(
     *,
     tolerance: float,
     labels: Mapping[str, str],
+    tune_by: str = "val_accuracy",
     **ci_kwargs: Any,
 ) -> pd.DataFrame:
     """One row per method of a question: robustness on ``train`` (range, all-lr0 IQM, tuned IQM,
     divergences), tuned IQM pooled over the held-out ``tasks`` (stratified; NaN when none ran),
     and the meta-training episode-end validation loss over the last 10% of updates."""
     train = results[(results["task"] == TRAIN_TASK) & results["method"].isin(methods)]
-    rob = report.robustness_summary(train, tolerance=tolerance, **ci_kwargs).set_index("method")
+    rob = tables.robustness_summary(
+        train, tolerance=tolerance, tune_by=tune_by, **ci_kwargs
+    ).set_index("method")
     held_out = [t for t in tasks if t != TRAIN_TASK]
     present = results[results["method"].isin(methods) & results["task"].isin(held_out)]
     gen = pd.DataFrame()
     if held_out and not present.empty:
-        gen = report.generalisation_summary(present, held_out, **ci_kwargs)
-        gen = gen[gen["task"] == report.ALL_TASKS].set_index("method")
+        gen = tables.generalisation_summary(present, held_out, tune_by=tune_by, **ci_kwargs)
+        gen = gen[gen["task"] == tables.ALL_TASKS].set_index("method")
     rows = []
     for method in methods:
         if method not in rob.index:
@@ -174,6 +85,8 @@ def question_summary(
             "held_out_high": np.nan,
             "held_out_tasks": 0,
             "meta_train_val_loss": np.nan,
+            **{f"{p}_loss_{s}": r[f"{p}_loss_{s}"] for p in ("all", "tuned") for s in STATS},
+            **{f"held_out_loss_{s}": np.nan for s in STATS},
         }
         if method in gen.index:
             g = gen.loc[method]
@@ -182,8 +95,11 @@ def question_summary(
                 held_out_low=g["low"],
                 held_out_high=g["high"],
                 held_out_tasks=int(g["tasks"]),
+                held_out_loss_iqm=g["loss_iqm"],
+                held_out_loss_low=g["loss_low"],
+                held_out_loss_high=g["loss_high"],
             )
-        algo = method.removeprefix(plots.GANNO_PREFIX)
+        algo = registry.agent_of(method)
         if not curves.empty and algo in set(curves["algo"]):
             mine = curves[curves["algo"] == algo].dropna(subset=["val_loss"])
             last = mine[mine["env_steps"] >= 0.9 * mine["env_steps"].max()]
@@ -192,32 +108,41 @@ def question_summary(
     return pd.DataFrame(rows)
 
 
+STATS = ("iqm", "low", "high")
+
+
 def question_display(table: pd.DataFrame) -> pd.DataFrame:
     def ci(prefix: str, r: pd.Series) -> str:
         if not np.isfinite(r[f"{prefix}_iqm"]):
             return "-"
-        return report.fmt_ci(r[f"{prefix}_iqm"], r[f"{prefix}_low"], r[f"{prefix}_high"])
+        return tables.fmt_ci(r[f"{prefix}_iqm"], r[f"{prefix}_low"], r[f"{prefix}_high"])
 
     return pd.DataFrame(
         {
             "method": table["method"],
             "setting": table["setting"],
-            "robust range (decades)": table["robust_decades"].map(report.fmt_decades),
+            "robust range (decades)": table["robust_decades"].map(tables.fmt_decades),
             "all lr0, IQM [CI]": [ci("all", r) for _, r in table.iterrows()],
             "tuned, IQM [CI]": [ci("tuned", r) for _, r in table.iterrows()],
             "held-out tuned, IQM [CI]": [ci("held_out", r) for _, r in table.iterrows()],
+            "tuned test loss, IQM [CI]": [ci("tuned_loss", r) for _, r in table.iterrows()],
+            "held-out tuned test loss": [ci("held_out_loss", r) for _, r in table.iterrows()],
             "diverged": table["diverged_fraction"].map(lambda x: f"{100 * x:.0f}%"),
             "meta-train val loss": table["meta_train_val_loss"].map(
-                lambda x: "-" if not np.isfinite(x) else report.fmt(x)
+                lambda x: "-" if not np.isfinite(x) else tables.fmt(x)
             ),
         }
     )
 
 
-def torch_summary(df: pd.DataFrame, *, tolerance: float, **ci_kwargs: Any) -> pd.DataFrame:
+def torch_summary(
+    df: pd.DataFrame, *, tolerance: float, tune_by: str = "val_accuracy", **ci_kwargs: Any
+) -> pd.DataFrame:
     """Per network (task) and method of the PyTorch deployment: the robustness summary."""
     frames = [
-        report.robustness_summary(part, tolerance=tolerance, **ci_kwargs).assign(task=task)
+        tables.robustness_summary(part, tolerance=tolerance, tune_by=tune_by, **ci_kwargs).assign(
+            task=task
+        )
         for task, part in df.groupby("task", sort=True)
     ]
     out = pd.concat(frames, ignore_index=True)
@@ -225,7 +150,7 @@ def torch_summary(df: pd.DataFrame, *, tolerance: float, **ci_kwargs: Any) -> pd
 
 
 def torch_display(table: pd.DataFrame) -> pd.DataFrame:
-    display = report.robustness_display(table.drop(columns="task"))
+    display = tables.robustness_display(table.drop(columns="task"))
     display.insert(0, "network", table["task"].to_numpy())
     return display
 
@@ -276,7 +201,7 @@ def torch_figure(df: pd.DataFrame, stem: str | Path, **ci_kwargs: Any) -> plots.
 
 
 def _ci_text(r: pd.Series, prefix: str) -> str:
-    return report.fmt_ci(r[f"{prefix}_iqm"], r[f"{prefix}_low"], r[f"{prefix}_high"])
+    return tables.fmt_ci(r[f"{prefix}_iqm"], r[f"{prefix}_low"], r[f"{prefix}_high"])
 
 
 def _overlap(a: pd.Series, b: pd.Series, prefix: str) -> bool:
@@ -313,8 +238,8 @@ def question_lines(question: str, table: pd.DataFrame, reference: str) -> list[s
             _compare(
                 method, r, ref, reference, "tuned", "reaches a tuned test accuracy on `train` of"
             ),
-            f"robust range {report.fmt_decades(r['robust_decades'])} decades against "
-            f"{report.fmt_decades(ref['robust_decades'])}",
+            f"robust range {tables.fmt_decades(r['robust_decades'])} decades against "
+            f"{tables.fmt_decades(ref['robust_decades'])}",
         ]
         if np.isfinite(r["held_out_iqm"]) and np.isfinite(ref["held_out_iqm"]):
             parts.append(
@@ -327,8 +252,8 @@ def question_lines(question: str, table: pd.DataFrame, reference: str) -> list[s
     lines += [
         "",
         f"Best by tuned test accuracy {where}: `{best}` ({t.loc[best, 'setting']}, "
-        f"IQM {report.fmt(t.loc[best, score])}); best robust range: "
-        f"`{t['robust_decades'].idxmax()}` ({report.fmt_decades(t['robust_decades'].max())} "
+        f"IQM {tables.fmt(t.loc[best, score])}); best robust range: "
+        f"`{t['robust_decades'].idxmax()}` ({tables.fmt_decades(t['robust_decades'].max())} "
         "decades).",
     ]
     return lines
@@ -355,7 +280,7 @@ def _q2_why(table: pd.DataFrame) -> list[str]:
     if not losses.empty:
         lines.append(
             "Meta-training episode-end validation loss (last 10% of updates, lower is better): "
-            + ", ".join(f"`{s}` {report.fmt(v)}" for s, v in losses.sort_values().items())
+            + ", ".join(f"`{s}` {tables.fmt(v)}" for s, v in losses.sort_values().items())
             + "."
         )
     return lines
@@ -376,11 +301,11 @@ def torch_lines(table: pd.DataFrame) -> list[str]:
         widest = t.loc[others, "robust_decades"].idxmax()
         lines.append(
             f"- `{task}`: `{ganno[0]}` tuned {_ci_text(g, 'tuned')}, robust range "
-            f"{report.fmt_decades(g['robust_decades'])} decades, all-lr0 IQM "
-            f"{report.fmt(g['all_iqm'])}; best baseline tuned: `{best}` "
+            f"{tables.fmt_decades(g['robust_decades'])} decades, all-lr0 IQM "
+            f"{tables.fmt(g['all_iqm'])}; best baseline tuned: `{best}` "
             f"{_ci_text(t.loc[best], 'tuned')}; widest baseline range: `{widest}` "
-            f"{report.fmt_decades(t.loc[widest, 'robust_decades'])} decades, all-lr0 IQM of "
-            + ", ".join(f"`{m}` {report.fmt(t.loc[m, 'all_iqm'])}" for m in others)
+            f"{tables.fmt_decades(t.loc[widest, 'robust_decades'])} decades, all-lr0 IQM of "
+            + ", ".join(f"`{m}` {tables.fmt(t.loc[m, 'all_iqm'])}" for m in others)
             + "."
         )
     return lines
@@ -393,119 +318,149 @@ def torch_lines(table: pd.DataFrame) -> list[str]:
 
 class Extensions(NamedTuple):
     figures: dict[str, plots.FigurePaths]
-    tables: dict[str, report.TablePaths]
+    tables: dict[str, tables.TablePaths]
     numbers: dict[str, pd.DataFrame]
-    lines: list[str]  # the README section
+    lines: list[str]  # the README sections
     skipped: dict[str, str]
 
 
-def _setting(spec: Mapping[str, Any]) -> str:
-    if spec.get("description"):
-        return str(spec["description"])
-    env = spec.get("env", {})
-    parts = [f"{k}={v}" for k, v in env.items()]
-    return ", ".join(parts) or spec["name"]
+class _Section(NamedTuple):
+    figures: dict[str, plots.FigurePaths]
+    tables: dict[str, tables.TablePaths]
+    numbers: dict[str, pd.DataFrame]
+    lines: list[str]
 
 
-def build_extensions(
-    results_dir: str | Path,
-    out_dir: str | Path,
+def question_section(
+    question: str,
+    out_dir: Path,
     config: Mapping[str, Any],
-    main: report.ReportData,
-) -> Extensions:
-    """Tables, figures and the README section of Q1, Q2 and the PyTorch deployment."""
-    out = Path(out_dir)
-    data = load_extensions(results_dir, config)
-    ci = report._ci_kwargs(config)
+    results: pd.DataFrame,
+    curves: pd.DataFrame,
+    tasks: Sequence[str],
+) -> _Section:
+    """The table, figures and README section of one question: its agents against the reference,
+    on ``tasks`` (``results`` and ``curves`` hold the reference's and the question agents')."""
+    ci, by = tables.ci_kwargs(config), tables.tune_by(config)
     tol = float(config["baselines"]["robustness_tolerance"])
-    ext = config["extensions"]
-    reference = method_name(ext["reference"])
-    if ext["reference"] in config["meta_train"]["algorithms"]:
+    ref_agent = registry.get(config, registry.reference(config))
+    reference = ref_agent.method
+    if ref_agent.question is None and not ref_agent.overrides:
         ref_label = (
-            f"reference {ext['reference'].upper()}: learning rate only, reward "
+            f"reference {ref_agent.name.upper()}: learning rate only, reward "
             f"{config['env']['reward']}"
         )
     else:
-        ref_label = f"reference: {_setting(variant_spec(config, ext['reference']))}"
-    tasks = [t for t in variant_tasks(config) if t in set(main.results["task"])]
-    results = pd.concat(
-        [main.results[main.results["method"] == reference], data.results], ignore_index=True
+        ref_label = f"reference: {ref_agent.setting()}"
+    members = [a for a in registry.agents(config, question) if a.method != reference]
+    title = registry.question_title(config, question)
+    methods = [reference] + [a.method for a in members]
+    labels = {reference: ref_label} | {a.method: a.setting() for a in members}
+    table = question_summary(
+        results, curves, methods, tasks, tolerance=tol, labels=labels, tune_by=by, **ci
     )
-    curves = pd.concat(
-        [main.curves[main.curves["algo"] == ext["reference"]], data.curves], ignore_index=True
-    )
-    figures: dict[str, plots.FigurePaths] = {}
-    tables: dict[str, report.TablePaths] = {}
-    numbers: dict[str, pd.DataFrame] = {}
-    lines: list[str] = []
-    for question in questions(config):
-        specs = [v for v in variants(config, question) if method_name(v["name"]) != reference]
-        if not specs:
-            continue
-        methods = [reference] + [method_name(v["name"]) for v in specs]
-        labels = {reference: ref_label} | {method_name(v["name"]): _setting(v) for v in specs}
-        table = question_summary(
-            results, curves, methods, tasks, tolerance=tol, labels=labels, **ci
-        )
-        q = question.lower()
-        numbers[q] = table
-        tables[q] = report.write_table(
+    q = question.lower()
+    written = {
+        q: tables.write_table(
             table,
             question_display(table),
-            out / "tables" / q,
-            f"{question}: {QUESTIONS[question]}; test accuracy IQM [95% CI].",
+            out_dir / "tables" / q,
+            f"{question}: {title}; test accuracy and test loss, IQM [95% CI].",
         )
-        train = results[(results["task"] == TRAIN_TASK) & results["method"].isin(methods)]
-        figures[f"{q}_robustness"] = plots.robustness_figure(
-            train, out / "figures" / f"{q}_robustness", train_range=config["env"]["lr0_range"], **ci
+    }
+    train = results[(results["task"] == TRAIN_TASK) & results["method"].isin(methods)]
+    names = [registry.agent_of(m) for m in methods]
+    figures = {
+        f"{q}_robustness": plots.robustness_figure(
+            train,
+            out_dir / "figures" / f"{q}_robustness",
+            train_range=config["env"]["lr0_range"],
+            **ci,
+        ),
+        f"{q}_curves": plots.meta_training_curves(
+            curves[curves["algo"].isin(names)], out_dir / "figures" / f"{q}_curves"
+        ),
+    }
+    lines = [f"## {question} {title[0].upper()}{title[1:]}", ""]
+    lines += question_lines(question, table, reference)
+    if question == "Q2":
+        lines += _q2_why(table)
+    lines += [""]
+    lines += tables.figure_lines(
+        out_dir,
+        figures[f"{q}_robustness"],
+        f"{question}: final test accuracy against lr0 on `{TRAIN_TASK}`.",
+    )
+    lines += tables.figure_lines(
+        out_dir,
+        figures[f"{q}_curves"],
+        f"{question}: meta-training curves (returns of different rewards are on different "
+        "scales; the validation loss is comparable).",
+    )
+    lines += [f"Table: `tables/{q}.md`.", ""]
+    return _Section(figures, written, {q: table}, lines)
+
+
+def torch_section(out_dir: Path, config: Mapping[str, Any], df: pd.DataFrame | None) -> _Section:
+    """The table, figure and README section of the PyTorch deployment."""
+    lines = ["## PyTorch deployment", ""]
+    if df is None:
+        return _Section({}, {}, {}, [*lines, "No PyTorch deployment results (see Skipped).", ""])
+    ci, by = tables.ci_kwargs(config), tables.tune_by(config)
+    tol = float(config["baselines"]["robustness_tolerance"])
+    table = torch_summary(df, tolerance=tol, tune_by=by, **ci)
+    written = {
+        TORCH: tables.write_table(
+            table,
+            torch_display(table),
+            out_dir / "tables" / TORCH,
+            "A GANNO policy in a PyTorch training loop against PyTorch baselines.",
         )
-        names = [m.removeprefix(plots.GANNO_PREFIX) for m in methods]
-        figures[f"{q}_curves"] = plots.meta_training_curves(
-            curves[curves["algo"].isin(names)], out / "figures" / f"{q}_curves"
-        )
-        lines += [f"## {question} {QUESTIONS[question].capitalize()}", ""]
-        lines += question_lines(question, table, reference)
-        if question == "Q2":
-            lines += _q2_why(table)
-        lines += [""]
-        lines += report.figure_lines(
-            out,
-            figures[f"{q}_robustness"],
-            f"{question}: final test accuracy against lr0 on `{TRAIN_TASK}`.",
-        )
-        lines += report.figure_lines(
-            out,
-            figures[f"{q}_curves"],
-            f"{question}: meta-training curves (returns of different rewards are on different "
-            "scales; the validation loss is comparable).",
-        )
-        lines += [f"Table: `tables/{q}.md`.", ""]
+    }
+    figures = {TORCH: torch_figure(df, out_dir / "figures" / TORCH, **ci)}
+    lines += [
+        "The policy meta-trained in JAX drives the per-layer learning rates of "
+        "`torch.optim.SGD` through `ganno.torch.GannoScheduler` (features computed in "
+        "PyTorch), against PyTorch's constant and cosine SGD and "
+        "`schedulefree.SGDScheduleFree`:",
+        "",
+        *torch_lines(table),
+        "",
+        *tables.figure_lines(
+            out_dir, figures[TORCH], "PyTorch deployment: final test accuracy against lr0."
+        ),
+        f"Table: `tables/{TORCH}.md`.",
+        "",
+    ]
+    return _Section(figures, written, {TORCH: table}, lines)
+
+
+def build_extensions(
+    out_dir: str | Path, config: Mapping[str, Any], data: ExtensionData
+) -> Extensions:
+    """Tables, figures and the README sections of every question and the PyTorch deployment."""
+    out = Path(out_dir)
+    ref_agent = registry.get(config, registry.reference(config))
+    results = pd.concat(
+        [data.results[data.results["method"] == ref_agent.method], data.question_results],
+        ignore_index=True,
+    )
+    curves = pd.concat(
+        [data.curves[data.curves["algo"] == ref_agent.name], data.question_curves],
+        ignore_index=True,
+    )
+    present = set(data.results["task"])
+    sections = []
+    for question in registry.questions(config):
+        ran = {t for a in registry.agents(config, question) for t in agent_tasks(config, a)}
+        tasks = [t for t in agent_tasks(config, ref_agent) if t in ran and t in present]
+        sections.append(question_section(question, out, config, results, curves, tasks))
     if torch_enabled(config):
-        lines += ["## PyTorch deployment", ""]
-        if data.torch is None:
-            lines += ["No PyTorch deployment results (see Skipped).", ""]
-        else:
-            table = torch_summary(data.torch, tolerance=tol, **ci)
-            numbers[TORCH] = table
-            tables[TORCH] = report.write_table(
-                table,
-                torch_display(table),
-                out / "tables" / TORCH,
-                "A GANNO policy in a PyTorch training loop against PyTorch baselines.",
-            )
-            figures[TORCH] = torch_figure(data.torch, out / "figures" / TORCH, **ci)
-            lines += [
-                "The policy meta-trained in JAX drives the per-layer learning rates of "
-                "`torch.optim.SGD` through `ganno.torch.GannoScheduler` (features computed in "
-                "PyTorch), against PyTorch's constant and cosine SGD and "
-                "`schedulefree.SGDScheduleFree`:",
-                "",
-                *torch_lines(table),
-                "",
-                *report.figure_lines(
-                    out, figures[TORCH], "PyTorch deployment: final test accuracy against lr0."
-                ),
-                f"Table: `tables/{TORCH}.md`.",
-                "",
-            ]
-    return Extensions(figures, tables, numbers, lines, data.skipped)
+        sections.append(torch_section(out, config, data.torch))
+    merged = Extensions({}, {}, {}, [], {})
+    for section in sections:
+        merged.figures.update(section.figures)
+        merged.tables.update(section.tables)
+        merged.numbers.update(section.numbers)
+        merged.lines.extend(section.lines)
+    return merged

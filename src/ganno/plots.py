@@ -26,9 +26,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
 
 from ganno import baselines, stats
+from ganno.agents import is_ganno
 
 DPI = 150
-GANNO_PREFIX = "ganno_"
 #: GANNO policies are drawn in these colours, thicker and on top of the baselines.
 GANNO_COLORS = ("#000000", "#d62728", "#7b2cbf", "#2a9d8f")
 #: Baselines: tab10 without its red (GANNO's), then the light tab20 shades.
@@ -53,11 +53,6 @@ class FigurePaths(NamedTuple):
 # --------------------------------------------------------------------------------------------
 # Methods: kinds, order, colours
 # --------------------------------------------------------------------------------------------
-
-
-def is_ganno(method: str) -> bool:
-    """A GANNO policy (``ganno_ippo``, ``ganno_mappo``, extension variants ``ganno_*``)."""
-    return str(method).startswith(GANNO_PREFIX)
 
 
 def method_kind(method: str) -> str:

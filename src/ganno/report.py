@@ -1,22 +1,16 @@
-"""The paper's tables, figures and summary, built from everything the pipeline wrote.
+"""The report: the paper's claims (C1-C3) and the questions beyond it (Q1, Q2, a design study,
+the PyTorch deployment) as peer sections of one README, built from everything the pipeline wrote.
 
-:func:`build_report` reads the results laid out as below (paths relative to the results folder;
-the patterns are module constants so the Snakemake rules import the same names)::
-
-    sweep/<task>/baselines.csv                       every baseline, lr0 grid x evaluation seeds
-    sweep/<task>/<algo>_seed_<s>.csv                 the policy of meta-training seed s, same grid
-    sweep/train/<algo>_seed_<s>.schedules.csv        its per-layer learning rates on "train"
-    meta_train/<algo>/seed_<s>/learning_curve.jsonl  its meta-training curve
-
-A task that cannot run here leaves an empty CSV and ``<csv>.skipped`` holding the reason. It writes
+:func:`build_report` reads the results laid out as :mod:`ganno.layout` says, once, for every
+agent; the claims' section is built here, the questions' and the PyTorch deployment's by
+:mod:`ganno.extensions_report`; both compute their numbers with :mod:`ganno.tables`. It writes
 ``figures/`` (PNG, PDF and the CSV drawn), ``tables/`` (CSV with full-precision numbers, Markdown
-and LaTeX) and ``README.md`` into the output folder.
+and LaTeX), ``config.yaml`` and ``README.md`` into the output folder.
 
-Tuned numbers come from :func:`ganno.baselines.tune` per (method, task): the lr0 with the lowest
-seed-mean validation loss, for GANNO methods as for baselines (runs of all policies of a method are
-pooled, so a method gets one lr0 per task). Aggregates are interquartile means with 95% stratified-
-bootstrap confidence intervals (:mod:`ganno.stats`), with the config's ``baselines.confidence``,
-``baselines.bootstrap_resamples`` and ``seed``.
+Tuned numbers come from :func:`ganno.baselines.tune` per (method, task) with the config's
+``evaluation.tune_by``, for GANNO's agents as for every baseline. Aggregates are interquartile
+means with stratified-bootstrap confidence intervals (:mod:`ganno.stats`), with the config's
+``baselines.confidence``, ``baselines.bootstrap_resamples`` and ``seed``.
 """
 
 from __future__ import annotations
@@ -29,112 +23,34 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ganno import baselines, plots, stats
-from ganno.config import TRAIN_TASK, task_names
+from ganno import agents as registry
+from ganno import extensions_report, plots
 from ganno.experiments import read_results
+from ganno.layout import TRAIN_TASK, result_paths, task_names
 from ganno.meta_train import read_curve
-
-# --------------------------------------------------------------------------------------------
-# Layout of the results (relative to the results folder) and of the report
-# --------------------------------------------------------------------------------------------
-
-BASELINES_CSV = "sweep/{task}/baselines.csv"
-POLICY_CSV = "sweep/{task}/{algo}_seed_{seed}.csv"
-SCHEDULES_CSV = "sweep/{task}/{algo}_seed_{seed}.schedules.csv"  # written for task "train"
-LEARNING_CURVE = "meta_train/{algo}/seed_{seed}/learning_curve.jsonl"
-SKIPPED_SUFFIX = ".skipped"  # beside an empty CSV: why the task could not run
-
-FIGURES = ("meta_training", "schedules", "robustness", "generalisation", "comparison")
-TABLES = ("robustness", "generalisation", "improvement", "schedules")
-TABLE_FORMATS = ("csv", "md", "tex")
-FIGURE_FORMATS = ("png", "pdf", "csv")
-ALL_TASKS = "all tasks"
-HELD_OUT = "held-out tasks"
-
-
-def policy_method(algo: str) -> str:
-    """The method name of an algorithm's policies in the results tables (``ganno_<algo>``)."""
-    return f"{plots.GANNO_PREFIX}{algo}"
-
-
-def skipped_marker(csv: str | Path) -> Path:
-    """The file that says why ``csv`` is empty."""
-    return Path(f"{csv}{SKIPPED_SUFFIX}")
-
-
-class ResultPaths(NamedTuple):
-    """Every file :func:`build_report` reads, by role."""
-
-    baselines: dict[str, Path]  # task -> CSV
-    policies: dict[tuple[str, str, int], Path]  # (task, algo, meta seed) -> CSV
-    schedules: dict[tuple[str, int], Path]  # (algo, meta seed) -> CSV (task "train")
-    curves: dict[tuple[str, int], Path]  # (algo, meta seed) -> JSONL
-
-
-def result_paths(config: Mapping[str, Any], results_dir: str | Path = "results") -> ResultPaths:
-    """The files the pipeline writes for ``config`` under ``results_dir``."""
-    root = Path(results_dir)
-    algos, seeds = config["meta_train"]["algorithms"], config["meta_train"]["seeds"]
-    tasks = task_names(config)
-    return ResultPaths(
-        baselines={t: root / BASELINES_CSV.format(task=t) for t in tasks},
-        policies={
-            (t, a, s): root / POLICY_CSV.format(task=t, algo=a, seed=s)
-            for t in tasks
-            for a in algos
-            for s in seeds
-        },
-        schedules={
-            (a, s): root / SCHEDULES_CSV.format(task=TRAIN_TASK, algo=a, seed=s)
-            for a in algos
-            for s in seeds
-        },
-        curves={(a, s): root / LEARNING_CURVE.format(algo=a, seed=s) for a in algos for s in seeds},
-    )
-
-
-def report_inputs(config: Mapping[str, Any], results_dir: str | Path = "results") -> list[str]:
-    """Every file :func:`build_report` reads (a Snakemake rule's ``input``), the extensions'
-    (:mod:`ganno.extensions_report`) included."""
-    from ganno.extensions_report import extension_inputs
-
-    paths = result_paths(config, results_dir)
-    return [
-        str(p)
-        for group in (paths.baselines, paths.policies, paths.schedules, paths.curves)
-        for p in group.values()
-    ] + extension_inputs(config, results_dir)
-
-
-def figure_names(config: Mapping[str, Any]) -> list[str]:
-    """The figures :func:`build_report` writes for ``config``: :data:`FIGURES` and the
-    extensions' (Q1, Q2, PyTorch deployment) when configured."""
-    from ganno.extensions_report import figure_names as extension_figures
-
-    return [*FIGURES, *extension_figures(config)]
-
-
-def table_names(config: Mapping[str, Any]) -> list[str]:
-    """The tables :func:`build_report` writes for ``config`` (see :func:`figure_names`)."""
-    from ganno.extensions_report import table_names as extension_tables
-
-    return [*TABLES, *extension_tables(config)]
-
-
-def report_outputs(
-    out_dir: str | Path = "paper", config: Mapping[str, Any] | None = None
-) -> list[str]:
-    """Every file :func:`build_report` writes (a Snakemake rule's ``output``); without a config,
-    those of the paper's claims only."""
-    out = Path(out_dir)
-    figures = FIGURES if config is None else figure_names(config)
-    tables = TABLES if config is None else table_names(config)
-    return (
-        [str(out / "README.md"), str(out / "config.yaml")]
-        + [str(out / "figures" / f"{f}.{e}") for f in figures for e in FIGURE_FORMATS]
-        + [str(out / "tables" / f"{t}.{e}") for t in tables for e in TABLE_FORMATS]
-    )
-
+from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them from here)
+    ALL_TASKS,
+    HELD_OUT,
+    TablePaths,
+    ci_kwargs,
+    figure_lines,
+    fmt,
+    fmt_ci,
+    fmt_decades,
+    fmt_lr,
+    generalisation_display,
+    generalisation_summary,
+    improvement_display,
+    improvement_summary,
+    read_csv_or_skip,
+    robustness_display,
+    robustness_summary,
+    schedule_display,
+    schedule_summary,
+    tune_by,
+    tuned_results,
+    write_table,
+)
 
 # --------------------------------------------------------------------------------------------
 # Reading
@@ -144,50 +60,52 @@ def report_outputs(
 class ReportData(NamedTuple):
     """What the pipeline wrote, read."""
 
-    results: pd.DataFrame  # the results schema, every method and task that ran
-    schedules: pd.DataFrame  # the policies' per-layer rates on "train"
-    curves: pd.DataFrame  # learning-curve rows with ``algo``
+    results: pd.DataFrame  # baselines and the claims' agents, every task that ran
+    schedules: pd.DataFrame  # the claims' agents' per-layer rates on "train"
+    curves: pd.DataFrame  # the claims' agents' learning-curve rows, with ``algo`` = agent
     tasks: list[str]  # tasks with results, in config order
     skipped: dict[str, str]  # file (relative to the results folder) -> why it has no rows
+    question_results: pd.DataFrame  # the question agents' rows (results schema)
+    question_curves: pd.DataFrame  # their learning curves
+    torch: pd.DataFrame | None  # the PyTorch deployment's rows, when configured and run
 
 
-def _read_csv_or_skip(
-    path: Path, root: Path, skipped: dict[str, str], reader: Any
-) -> pd.DataFrame | None:
-    name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    marker = skipped_marker(path)
-    if marker.is_file():
-        reason = marker.read_text().strip().splitlines()
-        skipped[name] = reason[0] if reason else "skipped (no reason given)"
-        return None
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (and has no {marker.name} saying why)")
-    if path.stat().st_size == 0:
-        skipped[name] = "empty file"
-        return None
-    df = reader(path)
-    if df.empty:
-        skipped[name] = "no rows"
-        return None
-    return df
+def _read_curves(paths: Mapping[tuple[str, int], Path], root: Path, skipped: dict[str, str]):
+    frames = []
+    for (agent, seed), path in paths.items():
+        rows = read_curve(path)
+        if not rows:
+            skipped[str(path.relative_to(root))] = "missing or empty learning curve"
+            continue
+        frames.append(pd.DataFrame(rows).assign(algo=agent, seed=seed))
+    if not frames:
+        return pd.DataFrame(columns=["algo", "seed", "env_steps", *plots.CURVE_METRICS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_tables(paths: Sequence[Path], root: Path, skipped: dict[str, str]) -> pd.DataFrame:
+    frames = [read_csv_or_skip(p, root, skipped, lambda p: read_results([p])) for p in paths]
+    frames = [f for f in frames if f is not None]
+    results = read_results([]) if not frames else pd.concat(frames, ignore_index=True)
+    results["diverged"] = results["diverged"].astype(bool)
+    return results
 
 
 def load_results(results_dir: str | Path, config: Mapping[str, Any]) -> ReportData:
-    """Read every file of :func:`result_paths`; empty CSVs (skipped tasks) are noted, not read."""
+    """Read every file of :func:`ganno.layout.result_paths`; empty CSVs (skipped tasks) are
+    noted, not read."""
     root = Path(results_dir)
     paths = result_paths(config, root)
     skipped: dict[str, str] = {}
-    frames = []
-    for path in [*paths.baselines.values(), *paths.policies.values()]:
-        df = _read_csv_or_skip(path, root, skipped, lambda p: read_results([p]))
-        if df is not None:
-            frames.append(df)
-    results = read_results([]) if not frames else pd.concat(frames, ignore_index=True)
-    results["diverged"] = results["diverged"].astype(bool)
+    claims = {a.name for a in registry.agents(config, question=None)}
+    mine = {k: p for k, p in paths.agents.items() if k[1] in claims}
+    results = _read_tables([*paths.baselines.values(), *mine.values()], root, skipped)
+    others = [p for k, p in paths.agents.items() if k[1] not in claims]
+    question_results = _read_tables(others, root, skipped)
 
     schedule_frames = []
     for (_, seed), path in paths.schedules.items():
-        df = _read_csv_or_skip(path, root, skipped, pd.read_csv)
+        df = read_csv_or_skip(path, root, skipped, pd.read_csv)
         if df is not None:
             schedule_frames.append(df.assign(meta_seed=df.get("meta_seed", seed)))
     schedules = (
@@ -197,22 +115,20 @@ def load_results(results_dir: str | Path, config: Mapping[str, Any]) -> ReportDa
             columns=["method", "task", "lr0", "seed", "step", "layer", "learning_rate", "meta_seed"]
         )
     )
-
-    curve_frames = []
-    for (algo, seed), path in paths.curves.items():
-        rows = read_curve(path)
-        if not rows:
-            skipped[str(path.relative_to(root))] = "missing or empty learning curve"
-            continue
-        curve_frames.append(pd.DataFrame(rows).assign(algo=algo, seed=seed))
-    curves = (
-        pd.concat(curve_frames, ignore_index=True)
-        if curve_frames
-        else pd.DataFrame(columns=["algo", "seed", "env_steps", *plots.CURVE_METRICS])
+    curves = _read_curves({k: p for k, p in paths.curves.items() if k[0] in claims}, root, skipped)
+    question_curves = _read_curves(
+        {k: p for k, p in paths.curves.items() if k[0] not in claims}, root, skipped
     )
+    torch = None
+    if paths.torch is not None:
+        torch = read_csv_or_skip(paths.torch, root, skipped, lambda p: read_results([p]))
+        if torch is not None:
+            torch["diverged"] = torch["diverged"].astype(bool)
     present = set(results["task"])
     tasks = [t for t in task_names(config) if t in present]
-    return ReportData(results, schedules, curves, tasks, skipped)
+    return ReportData(
+        results, schedules, curves, tasks, skipped, question_results, question_curves, torch
+    )
 
 
 def skipped_tasks(data: ReportData, config: Mapping[str, Any]) -> dict[str, str]:
@@ -227,323 +143,6 @@ def skipped_tasks(data: ReportData, config: Mapping[str, Any]) -> dict[str, str]
 
 
 # --------------------------------------------------------------------------------------------
-# Tables (numbers)
-# --------------------------------------------------------------------------------------------
-
-
-def _ci_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    cfg = config["baselines"]
-    return {
-        "confidence": float(cfg["confidence"]),
-        "n_resamples": int(cfg["bootstrap_resamples"]),
-        "seed": int(config.get("seed", 0)),
-    }
-
-
-def _iqm_ci(scores: Mapping[str, Any], **ci_kwargs: Any) -> stats.Estimate:
-    """:func:`ganno.stats.iqm_ci`, tolerating a task with a single run (no interval then)."""
-    arrays = {t: np.asarray(v, float) for t, v in scores.items()}
-    if min(a.size for a in arrays.values()) < 2:
-        value = float(stats.iqm(np.concatenate(list(arrays.values()))))
-        return stats.Estimate(value, value, value)
-    return stats.iqm_ci(arrays, **ci_kwargs)
-
-
-def tuned_results(results: pd.DataFrame) -> pd.DataFrame:
-    """The runs at each (method, task)'s tuned lr0 (:func:`ganno.baselines.tune`)."""
-    return baselines.tune(results, by=("method", "task"))
-
-
-def robustness_summary(
-    results: pd.DataFrame,
-    *,
-    tolerance: float = 0.02,
-    metric: str = "test_accuracy",
-    **ci_kwargs: Any,
-) -> pd.DataFrame:
-    """Per method on one task (C2): the robustness range of the seed-mean ``metric`` curve
-    (:func:`ganno.stats.robustness_range`), the IQM of ``metric`` over all lr0 x runs and at the
-    tuned lr0 with their CIs, and the fraction of diverged runs; sorted by range, then tuned IQM.
-    """
-    if results["task"].nunique() != 1:
-        raise ValueError(f"one task expected, got {sorted(results['task'].unique())}")
-    ranges = stats.robustness_table(results, metric, tolerance=tolerance, by=("method",))
-    tuned = tuned_results(results)
-    rows = []
-    for _, r in ranges.iterrows():
-        method = r["method"]
-        runs = results[results["method"] == method]
-        at = tuned[tuned["method"] == method]
-        every = _iqm_ci({"task": runs[metric]}, **ci_kwargs)
-        best = _iqm_ci({"task": at[metric]}, **ci_kwargs)
-        rows.append(
-            {
-                "method": method,
-                "kind": plots.method_kind(method),
-                "robust_decades": r["decades"],
-                "robust_low": r["low"],
-                "robust_high": r["high"],
-                "best_lr0": r["best_lr0"],
-                "best_mean": r["best_score"],
-                "all_iqm": every.value,
-                "all_low": every.low,
-                "all_high": every.high,
-                "tuned_lr0": float(at["lr0"].iloc[0]),
-                "tuned_iqm": best.value,
-                "tuned_low": best.low,
-                "tuned_high": best.high,
-                "diverged_fraction": float(runs["diverged"].mean()),
-                "runs": len(runs),
-                "lr0_points": runs["lr0"].nunique(),
-                "tolerance": tolerance,
-            }
-        )
-    out = pd.DataFrame(rows)
-    return out.sort_values(
-        ["robust_decades", "tuned_iqm", "method"], ascending=[False, False, True]
-    ).reset_index(drop=True)
-
-
-def generalisation_summary(
-    results: pd.DataFrame, tasks: Sequence[str], metric: str = "test_accuracy", **ci_kwargs: Any
-) -> pd.DataFrame:
-    """Tuned ``metric`` IQM [CI] per method and task (C3), plus two pooled rows per method
-    (stratified over tasks): ``all tasks`` and ``held-out tasks`` (all but ``train``; only when
-    there are some, and only for methods run on every such task). Sorted by method, then task.
-    """
-    tuned = tuned_results(results)
-    held_out = [t for t in tasks if t != TRAIN_TASK]
-    scopes = [(ALL_TASKS, list(tasks))] + ([(HELD_OUT, held_out)] if held_out else [])
-    rows = []
-    for method, runs in tuned.groupby("method", sort=True):
-        by_task = {t: g for t, g in runs.groupby("task", sort=False)}
-        for task in tasks:
-            if task not in by_task:
-                continue
-            est = _iqm_ci({task: by_task[task][metric]}, **ci_kwargs)
-            rows.append(
-                {
-                    "method": method,
-                    "task": task,
-                    "iqm": est.value,
-                    "low": est.low,
-                    "high": est.high,
-                    "lr0": float(by_task[task]["lr0"].iloc[0]),
-                    "runs": len(by_task[task]),
-                    "tasks": 1,
-                }
-            )
-        for scope, members in scopes:
-            if not set(members) <= set(by_task):
-                continue
-            est = _iqm_ci({t: by_task[t][metric] for t in members}, **ci_kwargs)
-            rows.append(
-                {
-                    "method": method,
-                    "task": scope,
-                    "iqm": est.value,
-                    "low": est.low,
-                    "high": est.high,
-                    "lr0": np.nan,
-                    "runs": int(sum(len(by_task[t]) for t in members)),
-                    "tasks": len(members),
-                }
-            )
-    out = pd.DataFrame(rows)
-    # lr0 is per task; the pooled rows have none (kept as the sentinel 0 so the CSV has no NaN).
-    out["lr0"] = out["lr0"].fillna(0.0)
-    return out
-
-
-def improvement_summary(
-    results: pd.DataFrame, tasks: Sequence[str], metric: str = "test_accuracy", **ci_kwargs: Any
-) -> pd.DataFrame:
-    """P(GANNO method > baseline) on tuned ``metric`` with its CI, stratified by task, for every
-    GANNO method and baseline, over ``all tasks`` and (when there are some) the ``held-out
-    tasks`` (:func:`ganno.stats.improvement_table`)."""
-    tuned = tuned_results(results)
-    held_out = [t for t in tasks if t != TRAIN_TASK]
-    scopes = [(ALL_TASKS, list(tasks))] + ([(HELD_OUT, held_out)] if held_out else [])
-    ganno = [m for m in plots.method_order(tuned["method"].unique()) if plots.is_ganno(m)]
-    frames = []
-    for scope, members in scopes:
-        part = tuned[tuned["task"].isin(members)]
-        for method in ganno:
-            pair = part[(part["method"] == method) | ~part["method"].map(plots.is_ganno)]
-            table = stats.improvement_table(pair, method, metric, **ci_kwargs)
-            if not table.empty:
-                frames.append(table.assign(scope=scope))
-    if not frames:
-        return pd.DataFrame(
-            columns=[
-                "scope",
-                "method",
-                "other",
-                "metric",
-                "probability_of_improvement",
-                "low",
-                "high",
-                "tasks",
-            ]
-        )
-    out = pd.concat(frames, ignore_index=True)
-    return out[["scope", *[c for c in out.columns if c != "scope"]]]
-
-
-def schedule_summary(schedules: pd.DataFrame) -> pd.DataFrame:
-    """Per GANNO method, lr0 and layer, over the runs that finished their budget (a diverged run's
-    table stops early): the median, min and max of the last learning rate the agents set and the
-    median of the largest (C1). ``runs`` counts all runs, ``completed`` those used; an lr0 where no
-    run finished has no row."""
-    columns = ["method", "lr0", "layer", "final_median", "final_low", "final_high",
-               "peak_median", "completed", "runs"]  # fmt: skip
-    if schedules.empty:
-        return pd.DataFrame(columns=columns)
-    keys = ["method", "meta_seed", "lr0", "seed", "layer"]
-    per_run = (
-        schedules.sort_values([*keys, "step"])
-        .groupby(keys, sort=True)
-        .agg(final=("learning_rate", "last"), peak=("learning_rate", "max"), end=("step", "max"))
-        .reset_index()
-    )
-    last_step = per_run.groupby("method")["end"].transform("max")
-    per_run["completed"] = per_run["end"] == last_step
-    runs = per_run.groupby(["method", "lr0", "layer"], sort=True).size().rename("runs")
-    done = per_run[per_run["completed"]]
-    out = (
-        done.groupby(["method", "lr0", "layer"], sort=True)
-        .agg(
-            final_median=("final", "median"),
-            final_low=("final", "min"),
-            final_high=("final", "max"),
-            peak_median=("peak", "median"),
-            completed=("final", "size"),
-        )
-        .join(runs)
-        .reset_index()
-    )
-    return out[columns]
-
-
-# --------------------------------------------------------------------------------------------
-# Tables (display) and writing
-# --------------------------------------------------------------------------------------------
-
-
-def fmt(x: float) -> str:
-    """A score or probability as the tables and README print it."""
-    return f"{x:.3f}"
-
-
-def fmt_ci(value: float, low: float, high: float) -> str:
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
-
-
-def fmt_lr(x: float) -> str:
-    """A learning rate as the tables and README print it."""
-    return f"{x:.3g}"
-
-
-def fmt_decades(x: float) -> str:
-    return f"{x:.1f}"
-
-
-def robustness_display(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "method": table["method"],
-            "robust range (decades)": table["robust_decades"].map(fmt_decades),
-            "range of lr0": [
-                f"{fmt_lr(a)} – {fmt_lr(b)}"
-                for a, b in zip(table["robust_low"], table["robust_high"], strict=True)
-            ],
-            "test acc., all lr0 (IQM [CI])": [
-                fmt_ci(*r)
-                for r in table[["all_iqm", "all_low", "all_high"]].itertuples(index=False)
-            ],
-            "tuned lr0": table["tuned_lr0"].map(fmt_lr),
-            "tuned test acc. (IQM [CI])": [
-                fmt_ci(*r)
-                for r in table[["tuned_iqm", "tuned_low", "tuned_high"]].itertuples(index=False)
-            ],
-            "diverged": table["diverged_fraction"].map(fmt),
-        }
-    )
-
-
-def generalisation_display(table: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
-    cells = table.assign(
-        cell=[fmt_ci(*r) for r in table[["iqm", "low", "high"]].itertuples(index=False)]
-    )
-    wide = cells.pivot(index="method", columns="task", values="cell")
-    columns = [c for c in [*tasks, HELD_OUT, ALL_TASKS] if c in wide.columns]
-    rank = table[table["task"] == ALL_TASKS].set_index("method")["iqm"]
-    order = sorted(wide.index, key=lambda m: (-rank.get(m, -np.inf), m))
-    return wide.loc[order, columns].fillna("–").reset_index().rename_axis(columns=None)
-
-
-def improvement_display(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "tasks": table["scope"],
-            "GANNO method": table["method"],
-            "baseline": table["other"],
-            "P(GANNO > baseline) [CI]": [
-                fmt_ci(*r)
-                for r in table[["probability_of_improvement", "low", "high"]].itertuples(
-                    index=False
-                )
-            ],
-            "n tasks": table["tasks"].astype(int),
-        }
-    )
-
-
-def schedule_display(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "method": table["method"],
-            "lr0": table["lr0"].map(fmt_lr),
-            "layer": table["layer"].astype(int),
-            "final rate (median)": table["final_median"].map(fmt_lr),
-            "final rate (min – max)": [
-                f"{fmt_lr(a)} – {fmt_lr(b)}"
-                for a, b in zip(table["final_low"], table["final_high"], strict=True)
-            ],
-            "peak rate (median)": table["peak_median"].map(fmt_lr),
-            "finished / runs": [
-                f"{a} / {b}" for a, b in zip(table["completed"], table["runs"], strict=True)
-            ],
-        }
-    )
-
-
-class TablePaths(NamedTuple):
-    """The files of one table."""
-
-    csv: Path
-    md: Path
-    tex: Path
-
-
-def write_table(
-    numbers: pd.DataFrame, display: pd.DataFrame, stem: str | Path, caption: str
-) -> TablePaths:
-    """``numbers`` as CSV (full precision); ``display`` (formatted strings) as Markdown and as a
-    LaTeX ``table`` with ``caption``."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = TablePaths(*(stem.parent / f"{stem.name}.{ext}" for ext in TABLE_FORMATS))
-    numbers.to_csv(paths.csv, index=False)
-    paths.md.write_text(display.to_markdown(index=False) + "\n")
-    latex = display.to_latex(
-        index=False, escape=True, caption=caption, label=f"tab:{stem.name}", position="t"
-    )
-    paths.tex.write_text(latex)
-    return paths
-
-
-# --------------------------------------------------------------------------------------------
 # The README
 # --------------------------------------------------------------------------------------------
 
@@ -555,6 +154,14 @@ class Tables(NamedTuple):
     generalisation: pd.DataFrame
     improvement: pd.DataFrame
     schedules: pd.DataFrame
+
+
+def _loss(row: pd.Series, prefix: str) -> str:
+    return fmt_ci(row[f"{prefix}_loss_iqm"], row[f"{prefix}_loss_low"], row[f"{prefix}_loss_high"])
+
+
+def _yes(holds: bool) -> str:
+    return "yes" if holds else "no"
 
 
 def _c1_lines(tables: Tables) -> list[str]:
@@ -580,6 +187,15 @@ def _c1_lines(tables: Tables) -> list[str]:
                 f"schedules, and {verdict} the best of them, {best} "
                 f"({fmt_ci(b['tuned_iqm'], b['tuned_low'], b['tuned_high'])} "
                 f"at lr0 = {fmt_lr(b['tuned_lr0'])})."
+            )
+            by_loss = rob.loc[schedules].sort_values("tuned_loss_iqm").index[0]
+            lines.append(
+                f"  Tuned test loss: {_loss(g, 'tuned')} against "
+                f"{_loss(rob.loc[by_loss], 'tuned')} for the handcrafted schedule lowest on it, "
+                f"{by_loss}. **C1 holds on test accuracy: "
+                f"{_yes(g['tuned_iqm'] > b['tuned_iqm'])}; on test loss: "
+                f"{_yes(g['tuned_loss_iqm'] < rob.loc[by_loss, 'tuned_loss_iqm'])}** (the agents "
+                "above the best handcrafted SGD schedule, tuned alike)."
             )
         sched = tables.schedules[tables.schedules["method"] == method]
         full = sched[sched["completed"] == sched["runs"]]
@@ -634,6 +250,16 @@ def _c2_lines(tables: Tables, tolerance: float) -> list[str]:
             f"{fmt(base['diverged_fraction'].min())} to "
             f"{fmt(base['diverged_fraction'].max())})."
         )
+        low_loss = base.sort_values("all_loss_iqm").index[0]
+        acc_holds = g["robust_decades"] >= r["robust_decades"]
+        loss_holds = g["all_loss_iqm"] < base.loc[low_loss, "all_loss_iqm"]
+        lines.append(
+            f"  Over all initial rates and runs its IQM test loss is {_loss(g, 'all')}; the "
+            f"lowest of a baseline's, {low_loss}'s, is {_loss(base.loc[low_loss], 'all')}. "
+            f"**C2 holds on test accuracy: {_yes(acc_holds)}** (a robust range at least as wide "
+            f"as the most robust baseline's); **on test loss: {_yes(loss_holds)}** (a lower "
+            "all-lr0 IQM test loss than every baseline)."
+        )
     return lines
 
 
@@ -677,8 +303,19 @@ def _c3_lines(tables: Tables) -> list[str]:
                 f"{fmt_ci(m['iqm'], m['low'], m['high'])} against "
                 f"{fmt_ci(b['iqm'], b['low'], b['high'])} for the best baseline, {b['method']}."
             )
+            lb = pooled.sort_values("loss_iqm").iloc[0]
+            lines.append(
+                f"  Tuned test loss pooled over the {scope}: "
+                f"{fmt_ci(m['loss_iqm'], m['loss_low'], m['loss_high'])} against "
+                f"{fmt_ci(lb['loss_iqm'], lb['loss_low'], lb['loss_high'])} for the baseline "
+                f"lowest on it, {lb['method']}. **C3 holds on test accuracy: "
+                f"{_yes(m['iqm'] > b['iqm'])}; on test loss: {_yes(m['loss_iqm'] < lb['loss_iqm'])}"
+                f"** (pooled over the {scope}, against the best baseline)."
+            )
         imp = tables.improvement
-        imp = imp[(imp["method"] == method) & (imp["scope"] == scope)]
+        imp = imp[
+            (imp["method"] == method) & (imp["scope"] == scope) & (imp["metric"] == "test_accuracy")
+        ]
         if not imp.empty:
             better = imp[imp["low"] > 0.5]
             worse = imp[imp["high"] < 0.5]
@@ -691,63 +328,50 @@ def _c3_lines(tables: Tables) -> list[str]:
                 else f"from {fmt(p_lo)} (vs {lo['other']}) to {fmt(p_hi)} (vs {hi['other']})"
             )
             lines.append(
-                f"  Probability of improvement over the {len(imp)} baselines on the {scope}: "
+                f"  Probability of a higher test accuracy than each of the {len(imp)} baselines "
+                f"on the {scope}: "
                 f"{spread}; its CI lies above 0.5 against {len(better)} and below 0.5 against "
                 f"{len(worse)}."
             )
     return lines
 
 
-def figure_lines(out_dir: str | Path, f: plots.FigurePaths, caption: str) -> list[str]:
-    """A figure inline in ``out_dir/README.md``, with links to its PDF and data."""
-    rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
-    return [
-        f"![{caption}]({rel(f.png)})",
-        "",
-        f"*{caption}* ([PDF]({rel(f.pdf)}), [data]({rel(f.csv)}))",
-        "",
-    ]
+TUNING = {
+    "val_accuracy": "the highest seed-mean final validation accuracy (ties: the lower validation "
+    "loss)",
+    "val_loss": "the lowest seed-mean final validation loss (ties: the higher validation accuracy)",
+}
 
 
-def write_paper_readme(
+def tuning_statement(config: Mapping[str, Any]) -> str:
+    """The README's sentence on how lr0 is tuned, from the value the code uses
+    (``evaluation.tune_by``, passed to :func:`ganno.baselines.tune`)."""
+    return (
+        f"*Tuned* means the lr0 with {TUNING[tune_by(config)]}, then the smaller lr0 "
+        f"(`ganno.baselines.tune`, `evaluation.tune_by: {tune_by(config)}`), for GANNO as for "
+        "every baseline; the test split is never used to choose."
+    )
+
+
+def claims_lines(
     out_dir: str | Path,
     tables: Tables,
     figures: Mapping[str, plots.FigurePaths],
-    table_paths: Mapping[str, TablePaths],
     config: Mapping[str, Any],
-    skipped: Mapping[str, str],
-    skipped_files: Mapping[str, str] | None = None,
-    results_dir: str | Path = "results",
-    extension_lines: Sequence[str] = (),
-) -> Path:
-    """``out_dir/README.md``: the claims C1-C3 with their key numbers (all read from ``tables``),
-    the figures inline, the tables, skipped tasks and the config. Paths are relative to
-    ``out_dir``."""
+) -> list[str]:
+    """The README section of the paper's claims C1-C3 and meta-training (a peer of the sections
+    of :mod:`ganno.extensions_report`), every number read from ``tables``."""
     out = Path(out_dir)
-    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
-    cfg = config["baselines"]
-    tol = float(cfg["robustness_tolerance"])
-    ci = f"{round(100 * float(cfg['confidence']))}%"
+    tol = float(config["baselines"]["robustness_tolerance"])
+    ci = f"{round(100 * float(config['baselines']['confidence']))}%"
     tasks = [
         t for t in dict.fromkeys(tables.generalisation["task"]) if t not in (ALL_TASKS, HELD_OUT)
     ]
-    seeds, meta_seeds = config["evaluation"]["seeds"], config["meta_train"]["seeds"]
 
     def figure(name: str, caption: str) -> list[str]:
         return figure_lines(out, figures[name], caption) if name in figures else []
 
-    lines = [
-        "# GANNO: results",
-        "",
-        f"Built by `ganno.report.build_report` from `{results_dir}`. Every number below is read "
-        "from the tables in `tables/`, computed in the same run. Scores are final test accuracies; "
-        f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
-        f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
-        f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
-        f"their {len(meta_seeds)} meta-training seed(s). *Tuned* means the lr0 with the lowest "
-        "seed-mean validation loss (`ganno.baselines.tune`), for GANNO as for every baseline; the "
-        "test split is never used to choose.",
-        "",
+    return [
         "## C1 Competitive schedules",
         "",
         *_c1_lines(tables),
@@ -784,6 +408,11 @@ def write_paper_readme(
             "comparison",
             f"Tuned test accuracy pooled over all tasks (IQM, {ci} stratified-bootstrap CI).",
         ),
+        *figure(
+            "comparison_loss",
+            f"Tuned test loss pooled over all tasks (IQM, {ci} stratified-bootstrap CI; lower is "
+            "better).",
+        ),
         "## Meta-training",
         "",
         *figure(
@@ -791,20 +420,58 @@ def write_paper_readme(
             "Episode return and episode-end validation loss during meta-training (mean over "
             "seeds, band min-max).",
         ),
-        *extension_lines,
+    ]
+
+
+def _table_captions(config: Mapping[str, Any]) -> dict[str, str]:
+    captions = {
+        "robustness": f"robustness on `{TRAIN_TASK}` (C2): range, all-lr0 and tuned test accuracy "
+        "and loss, divergences",
+        "generalisation": "tuned test accuracy (and loss) per task (C3)",
+        "improvement": "probability of improvement of GANNO over each baseline, on test accuracy "
+        "and on test loss (C3)",
+        "schedules": "final and peak learning rates the agents set (C1)",
+        "torch_deployment": "the policy in a PyTorch training loop against PyTorch baselines",
+    }
+    for question in registry.questions(config):
+        title = registry.question_title(config, question)
+        captions[question.lower()] = f"{question}, {title}: against the reference agents"
+    return captions
+
+
+def write_paper_readme(
+    out_dir: str | Path,
+    sections: Sequence[Sequence[str]],
+    table_paths: Mapping[str, TablePaths],
+    config: Mapping[str, Any],
+    skipped: Mapping[str, str],
+    skipped_files: Mapping[str, str] | None = None,
+    results_dir: str | Path = "results",
+) -> Path:
+    """``out_dir/README.md``: how the numbers were made, the ``sections`` (the claims', then each
+    question's and the PyTorch deployment's), the tables, skipped tasks and the config. Paths are
+    relative to ``out_dir``."""
+    out = Path(out_dir)
+    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
+    cfg = config["baselines"]
+    ci = f"{round(100 * float(cfg['confidence']))}%"
+    seeds, meta_seeds = config["evaluation"]["seeds"], config["meta_train"]["seeds"]
+    lines = [
+        "# GANNO: results",
+        "",
+        f"Built by `ganno.report.build_report` from `{results_dir}`. Every number below is read "
+        "from the tables in `tables/` (counts are counted from their rows), computed in the same "
+        "run. Scores are final test accuracies, with the final test loss beside them; "
+        f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
+        f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
+        f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
+        f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)}",
+        "",
+        *[line for section in sections for line in section],
         "## Tables",
         "",
     ]
-    captions = {
-        "robustness": f"robustness on `{TRAIN_TASK}` (C2): range, all-lr0 and tuned accuracy, "
-        "divergences",
-        "generalisation": "tuned test accuracy per task (C3)",
-        "improvement": "probability of improvement of GANNO over each baseline (C3)",
-        "schedules": "final and peak learning rates the agents set (C1)",
-        "q1": "Q1: agents that set more than the learning rate, against the reference agents",
-        "q2": "Q2: agents trained on different rewards, against the reference agents",
-        "torch_deployment": "the policy in a PyTorch training loop against PyTorch baselines",
-    }
+    captions = _table_captions(config)
     for name, paths in table_paths.items():
         links = ", ".join(f"[{p.suffix[1:]}]({rel(p)})" for p in paths)
         lines.append(f"- `{name}`: {captions.get(name, name)} ({links})")
@@ -865,32 +532,21 @@ class Report(NamedTuple):
     numbers: Tables
 
 
-def build_report(
-    results_dir: str | Path, out_dir: str | Path, config: Mapping[str, Any] | str | Path
-) -> Report:
-    """Read the pipeline's results under ``results_dir`` (layout: :func:`result_paths`) and write
-    ``out_dir/figures/*``, ``out_dir/tables/*``, ``out_dir/config.yaml`` and ``out_dir/README.md``.
-
-    ``config`` is the resolved config the results were made with (a mapping, or a YAML path that
-    :func:`ganno.config.load_config` reads).
-    """
-    if not isinstance(config, Mapping):
-        from ganno.config import load_config
-
-        config = load_config(config)
-    out = Path(out_dir)
-    data = load_results(results_dir, config)
-    if TRAIN_TASK not in data.tasks:
-        raise ValueError(f"no results on the task {TRAIN_TASK!r} under {results_dir}")
-    ci = _ci_kwargs(config)
+def claims_section(
+    out_dir: Path, config: Mapping[str, Any], data: ReportData
+) -> tuple[Tables, dict[str, TablePaths], dict[str, plots.FigurePaths]]:
+    """The tables and figures of the paper's claims (C1-C3) and of meta-training."""
+    out = out_dir
+    ci = ci_kwargs(config)
     tol = float(config["baselines"]["robustness_tolerance"])
+    by = tune_by(config)
     results = data.results
     train = results[results["task"] == TRAIN_TASK]
 
     tables = Tables(
-        robustness=robustness_summary(train, tolerance=tol, **ci),
-        generalisation=generalisation_summary(results, data.tasks, **ci),
-        improvement=improvement_summary(results, data.tasks, **ci),
+        robustness=robustness_summary(train, tolerance=tol, tune_by=by, **ci),
+        generalisation=generalisation_summary(results, data.tasks, tune_by=by, **ci),
+        improvement=improvement_summary(results, data.tasks, tune_by=by, **ci),
         schedules=schedule_summary(data.schedules),
     )
     table_dir = out / "tables"
@@ -905,13 +561,14 @@ def build_report(
             tables.generalisation,
             generalisation_display(tables.generalisation, data.tasks),
             table_dir / "generalisation",
-            "Tuned test accuracy, IQM [95% CI], per task (C3).",
+            "Tuned test accuracy, IQM [95% CI] / tuned test loss, IQM, per task (C3).",
         ),
         "improvement": write_table(
             tables.improvement,
             improvement_display(tables.improvement),
             table_dir / "improvement",
-            "Probability of improvement of GANNO over each baseline, tuned test accuracy.",
+            "Probability of improvement of GANNO over each baseline: a higher tuned test "
+            "accuracy, a lower tuned test loss.",
         ),
         "schedules": write_table(
             tables.schedules,
@@ -937,26 +594,57 @@ def build_report(
     per_task = tables.generalisation[tables.generalisation["task"].isin(data.tasks)]
     figures["generalisation"] = plots.generalisation_figure(per_task, fig_dir / "generalisation")
     figures["comparison"] = plots.comparison_plot(
-        tuned_results(results),
+        tuned_results(results, by),
         fig_dir / "comparison",
         title="tuned test accuracy over all tasks",
         **ci,
     )
-    from ganno.extensions_report import build_extensions
+    figures["comparison_loss"] = plots.comparison_plot(
+        tuned_results(results, by),
+        fig_dir / "comparison_loss",
+        metric="test_loss",
+        higher_is_better=False,
+        title="tuned test loss over all tasks (lower is better)",
+        **ci,
+    )
+    return tables, table_paths, figures
 
-    extensions = build_extensions(results_dir, out, config, data)
+
+def build_report(
+    results_dir: str | Path, out_dir: str | Path, config: Mapping[str, Any] | str | Path
+) -> Report:
+    """Read the pipeline's results under ``results_dir`` (layout: :mod:`ganno.layout`) and write
+    ``out_dir/figures/*``, ``out_dir/tables/*``, ``out_dir/config.yaml`` and ``out_dir/README.md``.
+
+    ``config`` is the resolved config the results were made with (a mapping, or a YAML path that
+    :func:`ganno.config.load_config` reads).
+    """
+    if not isinstance(config, Mapping):
+        from ganno.config import load_config
+
+        config = load_config(config)
+    out = Path(out_dir)
+    data = load_results(results_dir, config)
+    if TRAIN_TASK not in data.tasks:
+        raise ValueError(f"no results on the task {TRAIN_TASK!r} under {results_dir}")
+    tables, table_paths, figures = claims_section(out, config, data)
+    extensions = extensions_report.build_extensions(
+        out,
+        config,
+        extensions_report.ExtensionData(
+            data.results, data.curves, data.question_results, data.question_curves, data.torch
+        ),
+    )
     figures |= extensions.figures
     table_paths |= extensions.tables
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
     readme = write_paper_readme(
         out,
-        tables,
-        figures,
+        [claims_lines(out, tables, figures, config), extensions.lines],
         table_paths,
         config,
         skipped_tasks(data, config),
         {**data.skipped, **extensions.skipped},
         results_dir,
-        extensions.lines,
     )
     return Report(readme, figures, table_paths, tables)

@@ -1,16 +1,19 @@
 # Shared set-up: validate the config (ganno's messages first, then Snakemake's schema check),
-# write the resolved config once for the rules, and name the pipeline's final outputs.
+# write the resolved config once for the rules, and name the pipeline's final outputs. Only
+# JAX-free modules are imported here (ganno.agents, ganno.layout, ganno.config, ganno.data), so
+# parsing the workflow stays quick.
 import json
 import os
 from pathlib import Path
+from string import Formatter
 
 import yaml
 
-from ganno.config import ConfigError
+from ganno import agents as registry
+from ganno import layout
+from ganno.config import ConfigError, agent_config, task_config
 from ganno.config import validate as ganno_validate
-from ganno.config import task_config, task_names
 from ganno.data import task_unavailable_reason
-from ganno.variants import variant_config, variant_names, variant_tasks
 
 try:
     _resolved = ganno_validate(config)
@@ -21,8 +24,8 @@ config.clear()
 config.update(_resolved)
 
 RESULTS = Path("results")
-LOGS = Path("logs")
-RESOLVED_CONFIG = str(RESULTS / "config.yaml")
+RESOLVED_CONFIG = str(RESULTS / layout.RESOLVED_CONFIG)
+REPORT_DIR = layout.report_dir(config)
 
 
 def _write_if_changed(path, text):
@@ -42,17 +45,27 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str((RESULTS / "jax_cache").resolve())
 )
 
-META = config["meta_train"]
-ALGOS = META["algorithms"]
-SEEDS = META["seeds"]
-VARIANTS = variant_names(config)
+SEEDS = config["meta_train"]["seeds"]
 
 
 wildcard_constraints:
-    algo="ippo|mappo",
-    variant="[a-z][a-z0-9_]*",
+    agent="|".join(registry.agent_names(config)),
     seed=r"\d+",
     task="[^/]+",
+
+
+def results(pattern, **values):
+    """A path of ganno.layout under results/: ``values`` filled in, the other fields kept as
+    wildcards."""
+    fields = {name for _, name, _, _ in Formatter().parse(pattern) if name}
+    return str(
+        RESULTS / pattern.format(**{f: values.get(f, f"{{{f}}}") for f in fields})
+    )
+
+
+def per_seed(pattern):
+    """The path of ganno.layout ``pattern`` for every meta-training seed (other wildcards kept)."""
+    return [results(pattern, seed=seed) for seed in SEEDS]
 
 
 def section(*keys):
@@ -60,16 +73,12 @@ def section(*keys):
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
 
 
-TASKS = task_names(config)
-VARIANT_TASKS = variant_tasks(config)
-
-
 def final_outputs():
     notebooks = [
         f"results/notebooks/{p.stem}.ipynb"
         for p in sorted(Path("notebooks").glob("*.ipynb"))
     ]
-    return ["paper/README.md", *notebooks]
+    return [str(Path(REPORT_DIR) / layout.README), *notebooks]
 
 
 def training_data(wildcards):
@@ -86,28 +95,30 @@ def task_data(wildcards):
 
 
 def task_settings(wildcards, *sections):
+    """A task's resolved sections (of an agent's config for an agent's job): editing them
+    reruns that task (and agent) only."""
     base = config
-    if "variant" in wildcards.keys():
-        base = variant_config(config, wildcards.variant)
+    if "agent" in wildcards.keys():
+        base = agent_config(config, wildcards.agent)
     cfg = task_config(base, wildcards.task)
     return json.dumps({k: cfg[k] for k in sections}, sort_keys=True)
 
 
-def variant_settings(wildcards):
-    """A variant's resolved meta-training settings: editing it reruns that variant only."""
-    cfg = variant_config(config, wildcards.variant)
-    return json.dumps(
-        {k: cfg[k] for k in ("seed", "task", "env", "meta_train")}, sort_keys=True
-    )
+def agent_settings(wildcards):
+    """An agent's resolved meta-training settings: editing them reruns that agent only."""
+    cfg = agent_config(config, wildcards.agent)
+    algorithm = registry.get(config, wildcards.agent).algorithm
+    sections = {k: cfg[k] for k in ("seed", "task", "env", "meta_train")}
+    return json.dumps({**sections, "algorithm": algorithm}, sort_keys=True)
 
 
-def sweep_arguments(runs, input, output):
-    """`ganno generalise` arguments for several policies, one --policy/--name/--meta-seed/--out/
-    --schedules group per (method name, meta seed) in ``runs``, in the order of the rule's
-    input.policies, output.results and output.schedules."""
-    groups = zip(runs, input.policies, output.results, output.schedules, strict=True)
+def sweep_arguments(wildcards, input, output):
+    """`ganno generalise` arguments for an agent's policies: one --policy/--meta-seed/--out/
+    --schedules group per meta-training seed, in the order of input.policies, output.results
+    and output.schedules."""
+    groups = zip(SEEDS, input.policies, output.results, output.schedules, strict=True)
     return " ".join(
-        f"--policy {Path(policy).parent} --name {name} --meta-seed {seed} "
+        f"--policy {Path(policy).parent} --meta-seed {seed} "
         f"--out {results} --schedules {schedules}"
-        for (name, seed), policy, results, schedules in groups
+        for seed, policy, results, schedules in groups
     )

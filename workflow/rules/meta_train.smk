@@ -1,45 +1,23 @@
-# Meta-training goes first (priority): it holds every core and everything downstream waits on it;
-# the single-core baseline jobs then fill the cores next to the evaluations at the end.
+# Meta-training goes first: it holds every core and everything downstream waits on it; the
+# single-core baseline jobs then fill the cores next to the evaluations at the end. Priorities only
+# order the jobs that are ready when cores are free: a meta-training job waits for every core, so
+# a single core freed while it waits would go to a baseline (Snakemake fills free cores greedily)
+# and the next, and the next. Hence the jobs that run before it (prepare_data) hold every core
+# too, and every core is free at once when meta-training becomes ready.
 
 
 rule meta_train:
-    """IPPO / MAPPO agents meta-trained on the config's task; a killed run resumes."""
+    """An agent of the registry (config `agents`) meta-trained on the config's task over one
+    seed; a killed run resumes."""
     input:
         training_data,
     output:
-        policy="results/meta_train/{algo}/seed_{seed}/policy/policy.json",
-        curve="results/meta_train/{algo}/seed_{seed}/learning_curve.jsonl",
+        policy=results(layout.POLICY_JSON),
+        curve=results(layout.LEARNING_CURVE),
     log:
-        "logs/meta_train/{algo}_seed_{seed}.log",
+        "logs/meta_train/{agent}_seed_{seed}.log",
     benchmark:
-        "results/benchmarks/meta_train/{algo}_seed_{seed}.tsv"
-    priority: 10
-    conda:
-        "../envs/ganno.yaml"
-    threads: workflow.cores
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    params:
-        config=RESOLVED_CONFIG,
-        settings=section("seed", "task", "env", "meta_train"),
-        out=lambda wildcards, output: str(Path(output.curve).parent),
-    shell:
-        "ganno meta-train --config {params.config} --algo {wildcards.algo} "
-        "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"
-
-
-rule meta_train_variant:
-    """Q1/Q2 variants of the agents (config extensions.variants), meta-trained like the main ones."""
-    input:
-        training_data,
-    output:
-        policy="results/meta_train/variants/{variant}/seed_{seed}/policy/policy.json",
-        curve="results/meta_train/variants/{variant}/seed_{seed}/learning_curve.jsonl",
-    log:
-        "logs/meta_train/variants/{variant}_seed_{seed}.log",
-    benchmark:
-        "results/benchmarks/meta_train/variants/{variant}_seed_{seed}.tsv"
+        "results/benchmarks/meta_train/{agent}_seed_{seed}.tsv"
     priority: 10
     conda:
         "../envs/ganno.yaml"
@@ -49,8 +27,8 @@ rule meta_train_variant:
         runtime=240,
     params:
         config=RESOLVED_CONFIG,
-        settings=variant_settings,
+        settings=agent_settings,
         out=lambda wildcards, output: str(Path(output.curve).parent),
     shell:
-        "ganno meta-train --config {params.config} --variant {wildcards.variant} "
+        "ganno meta-train --config {params.config} --agent {wildcards.agent} "
         "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"

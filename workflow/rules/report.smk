@@ -1,29 +1,36 @@
-# Figures, tables, executed notebooks and the paper summary, all from the pipeline's own results.
-from ganno.report import TABLE_FORMATS, figure_names, report_inputs, table_names
-
+# Figures, tables, executed notebooks and the summary, all from the pipeline's own results; the
+# names come from ganno.layout (no JAX), the numbers from `ganno report`.
 NOTEBOOKS = sorted(Path("notebooks").glob("*.ipynb"))
+REPORT_INPUTS = layout.report_inputs(config, RESULTS)
 
 
 rule report:
-    """paper/: figures (PNG, PDF and the CSV drawn), tables (CSV, Markdown, LaTeX), README.md."""
+    """The report folder (config report.dir, default paper/): figures (PNG, PDF and the CSV
+    drawn), tables (CSV, Markdown, LaTeX), README.md."""
     input:
-        report_inputs(config, "results"),
+        REPORT_INPUTS,
     output:
         figures=[
             report(
-                f"paper/figures/{name}.png",
-                caption=f"../report/{name}.rst",
+                f"{REPORT_DIR}/figures/{name}.png",
+                caption=f"../report/{layout.caption_name(name)}.rst",
                 category="Figures",
             )
-            for name in figure_names(config)
+            for name in layout.figure_names(config)
         ],
         figure_data=expand(
-            "paper/figures/{name}.{ext}", name=figure_names(config), ext=["pdf", "csv"]
+            "{dir}/figures/{name}.{ext}",
+            dir=REPORT_DIR,
+            name=layout.figure_names(config),
+            ext=["pdf", "csv"],
         ),
         tables=expand(
-            "paper/tables/{name}.{ext}", name=table_names(config), ext=TABLE_FORMATS
+            "{dir}/tables/{name}.{ext}",
+            dir=REPORT_DIR,
+            name=layout.table_names(config),
+            ext=layout.TABLE_FORMATS,
         ),
-        readme="paper/README.md",
+        readme=f"{REPORT_DIR}/{layout.README}",
     log:
         "logs/report.log",
     conda:
@@ -34,15 +41,18 @@ rule report:
         runtime=60,
     params:
         config=RESOLVED_CONFIG,
+        results=lambda wildcards: str(RESULTS),
+        out=lambda wildcards, output: str(Path(output.readme).parent),
     shell:
-        "ganno report --config {params.config} --results results --out paper > {log} 2>&1"
+        "ganno report --config {params.config} --results {params.results} "
+        "--out {params.out} > {log} 2>&1"
 
 
 rule notebook:
     """An analysis notebook executed on the results, outputs kept; a failing cell fails."""
     input:
         notebook="notebooks/{name}.ipynb",
-        results=report_inputs(config, "results"),
+        results=REPORT_INPUTS,
     output:
         "results/notebooks/{name}.ipynb",
     log:

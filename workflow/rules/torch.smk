@@ -6,13 +6,15 @@ rule torch_deployment:
     """Every network x lr0 x seed of the torch_deployment block: GannoScheduler vs baselines."""
     input:
         training_data,
-        policies=expand(
-            "results/meta_train/{algorithm}/seed_{seed}/policy/policy.json",
-            algorithm=config["torch_deployment"]["algorithm"],
-            seed=SEEDS if "ganno" in config["torch_deployment"]["methods"] else [],
-        ),
+        policies=[
+            results(
+                layout.POLICY_JSON, agent=config["torch_deployment"]["agent"], seed=s
+            )
+            for s in SEEDS
+            if "ganno" in config["torch_deployment"]["methods"]
+        ],
     output:
-        "results/torch/deployment.csv",
+        results(layout.TORCH_CSV),
     log:
         "logs/torch/deployment.log",
     benchmark:

@@ -6,7 +6,7 @@ the ``cnn1d`` generalisation task), every initial rate of the ``torch_deployment
 seed, each method trains a fresh PyTorch network for the environment's budget
 (``steps_per_decision x num_decisions`` steps of ``batch_size``):
 
-* ``ganno_<algorithm>`` (one row per policy): ``torch.optim.SGD`` with one parameter group per
+* ``ganno_<agent>`` (one row per policy): ``torch.optim.SGD`` with one parameter group per
   layer, rates set by :class:`~ganno.torch.GannoScheduler`;
 * ``sgd_constant``: ``torch.optim.SGD`` at ``lr0``;
 * ``sgd_cosine``: SGD with ``CosineAnnealingLR`` from ``lr0`` to 0 over the budget;
@@ -320,6 +320,7 @@ def torch_deployment(
 ) -> pd.DataFrame:
     """The ``torch_deployment`` experiment of a validated config: a table with the columns of
     :data:`ganno.experiments.COLUMNS` (one row per method x network x lr0 x seed [x policy])."""
+    from ganno.agents import method_name
     from ganno.data import load_from_config
     from ganno.experiments import COLUMNS
     from ganno.policy import Policy
@@ -333,9 +334,8 @@ def torch_deployment(
     policies = []
     for i, path in enumerate(policy_dirs if "ganno" in methods else []):
         policy = Policy.load(path)
-        algo = policy.config.get("algo") or block["algorithm"]
         meta_seed = int(policy.config.get("seed", i))
-        policies.append((f"ganno_{algo}", meta_seed, policy))
+        policies.append((method_name(block["agent"]), meta_seed, policy))
     budget = Budget.from_config(config)
     data = TorchData.from_dataset(load_from_config(config), config["env"]["val_subset"])
     lr0s, seeds = lr0_grid(block), [int(s) for s in block["seeds"]]

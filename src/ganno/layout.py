@@ -1,0 +1,169 @@
+"""Where the pipeline puts things: every results path and every report name, spelled once.
+
+The Snakemake rules and the library (the CLI, :mod:`ganno.report`) both import this module; it
+imports only :mod:`ganno.agents` (no JAX, no third-party package), so ``snakemake -n`` stays
+quick. Paths below are relative to the results folder (``results/``)::
+
+    meta_train/<agent>/seed_<s>/policy/policy.json     an agent's policy of meta-training seed s
+    meta_train/<agent>/seed_<s>/learning_curve.jsonl   its meta-training curve
+    sweep/<task>/baselines.csv                         every baseline, lr0 grid x evaluation seeds
+    sweep/<task>/<agent>_seed_<s>.csv                  the policy of seed s on the same grid
+    sweep/<task>/<agent>_seed_<s>.schedules.csv        its per-layer learning rates
+    torch/deployment.csv                               the PyTorch deployment (ganno torch-eval)
+
+A task that cannot run here leaves an empty CSV and ``<csv>.skipped`` holding the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ganno import agents as registry
+
+#: The name of the meta-training task among the evaluation tasks.
+TRAIN_TASK = "train"
+
+RESOLVED_CONFIG = "config.yaml"  # the validated config the rules pass to every command
+BASELINES_CSV = "sweep/{task}/baselines.csv"
+AGENT_CSV = "sweep/{task}/{agent}_seed_{seed}.csv"
+AGENT_SCHEDULES_CSV = "sweep/{task}/{agent}_seed_{seed}.schedules.csv"
+META_TRAIN_DIR = "meta_train/{agent}/seed_{seed}"
+POLICY_JSON = META_TRAIN_DIR + "/policy/policy.json"
+LEARNING_CURVE = META_TRAIN_DIR + "/learning_curve.jsonl"
+TORCH_CSV = "torch/deployment.csv"
+SKIPPED_SUFFIX = ".skipped"  # beside an empty CSV: why the task could not run
+
+#: The report of the paper's claims; questions and the PyTorch deployment add theirs.
+CLAIM_FIGURES = (
+    "meta_training",
+    "schedules",
+    "robustness",
+    "generalisation",
+    "comparison",
+    "comparison_loss",
+)
+CLAIM_TABLES = ("robustness", "generalisation", "improvement", "schedules")
+QUESTION_FIGURES = ("robustness", "curves")  # <question>_robustness, <question>_curves
+TORCH = "torch_deployment"
+TABLE_FORMATS = ("csv", "md", "tex")
+FIGURE_FORMATS = ("png", "pdf", "csv")
+README = "README.md"
+DEFAULT_REPORT_DIR = "paper"
+
+
+def task_names(config: Mapping[str, Any]) -> list[str]:
+    """``train`` (the meta-training task) and the configured generalisation tasks."""
+    return [TRAIN_TASK] + [t["name"] for t in config["evaluation"]["generalisation_tasks"]]
+
+
+def agent_tasks(config: Mapping[str, Any], agent: registry.Agent) -> list[str]:
+    """The tasks ``agent`` is evaluated on, in config order."""
+    tasks = task_names(config)
+    return tasks if agent.tasks is None else [t for t in tasks if t in agent.tasks]
+
+
+def agents_on(config: Mapping[str, Any], task: str) -> list[registry.Agent]:
+    """The agents evaluated on ``task``."""
+    return [a for a in registry.agents(config) if task in agent_tasks(config, a)]
+
+
+def skipped_marker(csv: str | Path) -> Path:
+    """The file that says why ``csv`` is empty."""
+    return Path(f"{csv}{SKIPPED_SUFFIX}")
+
+
+def report_dir(config: Mapping[str, Any]) -> str:
+    """Where the report (figures, tables, README) goes: ``report.dir``, default ``paper``."""
+    return str(config.get("report", {}).get("dir", DEFAULT_REPORT_DIR))
+
+
+def torch_enabled(config: Mapping[str, Any]) -> bool:
+    """Whether the pipeline evaluates the PyTorch deployment (``torch_deployment.enabled``)."""
+    block = config.get(TORCH) or {}
+    return bool(block.get("enabled", False)) and bool(block.get("networks"))
+
+
+def question_figures(question: str) -> list[str]:
+    return [f"{question.lower()}_{kind}" for kind in QUESTION_FIGURES]
+
+
+def figure_names(config: Mapping[str, Any]) -> list[str]:
+    """Every figure the report writes for ``config``."""
+    names = list(CLAIM_FIGURES)
+    for question in registry.questions(config):
+        names += question_figures(question)
+    return names + ([TORCH] if torch_enabled(config) else [])
+
+
+def table_names(config: Mapping[str, Any]) -> list[str]:
+    """Every table the report writes for ``config``."""
+    names = list(CLAIM_TABLES) + [q.lower() for q in registry.questions(config)]
+    return names + ([TORCH] if torch_enabled(config) else [])
+
+
+def caption_name(figure: str) -> str:
+    """The caption file (workflow/report/<name>.rst) of a figure: one per kind of question
+    figure, so a new question needs no caption file of its own."""
+    for kind in QUESTION_FIGURES:
+        if figure not in CLAIM_FIGURES and figure.endswith(f"_{kind}"):
+            return f"question_{kind}"
+    return figure
+
+
+class ResultPaths(NamedTuple):
+    """Every file the report reads, by role."""
+
+    baselines: dict[str, Path]  # task -> CSV
+    agents: dict[tuple[str, str, int], Path]  # (task, agent, meta seed) -> CSV
+    schedules: dict[tuple[str, int], Path]  # (claim agent, meta seed) -> CSV on "train"
+    curves: dict[tuple[str, int], Path]  # (agent, meta seed) -> JSONL
+    torch: Path | None
+
+
+def result_paths(config: Mapping[str, Any], results_dir: str | Path = "results") -> ResultPaths:
+    """The files the pipeline writes for ``config`` under ``results_dir`` that the report reads."""
+    root = Path(results_dir)
+    seeds = config["meta_train"]["seeds"]
+    every = registry.agents(config)
+    claims = registry.agents(config, question=None)
+    return ResultPaths(
+        baselines={t: root / BASELINES_CSV.format(task=t) for t in task_names(config)},
+        agents={
+            (t, a.name, s): root / AGENT_CSV.format(task=t, agent=a.name, seed=s)
+            for t in task_names(config)
+            for a in agents_on(config, t)
+            for s in seeds
+        },
+        schedules={
+            (a.name, s): root / AGENT_SCHEDULES_CSV.format(task=TRAIN_TASK, agent=a.name, seed=s)
+            for a in claims
+            if TRAIN_TASK in agent_tasks(config, a)
+            for s in seeds
+        },
+        curves={
+            (a.name, s): root / LEARNING_CURVE.format(agent=a.name, seed=s)
+            for a in every
+            for s in seeds
+        },
+        torch=root / TORCH_CSV if torch_enabled(config) else None,
+    )
+
+
+def report_inputs(config: Mapping[str, Any], results_dir: str | Path = "results") -> list[str]:
+    """Every file the report reads (the report rule's ``input``)."""
+    paths = result_paths(config, results_dir)
+    groups = (paths.baselines, paths.agents, paths.schedules, paths.curves)
+    files = [str(p) for group in groups for p in group.values()]
+    return files + ([str(paths.torch)] if paths.torch is not None else [])
+
+
+def report_outputs(config: Mapping[str, Any], out_dir: str | Path | None = None) -> list[str]:
+    """Every file the report writes (the report rule's ``output``)."""
+    out = Path(report_dir(config) if out_dir is None else out_dir)
+    return (
+        [str(out / README), str(out / RESOLVED_CONFIG)]
+        + [str(out / "figures" / f"{f}.{e}") for f in figure_names(config) for e in FIGURE_FORMATS]
+        + [str(out / "tables" / f"{t}.{e}") for t in table_names(config) for e in TABLE_FORMATS]
+    )
