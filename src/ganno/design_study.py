@@ -1,10 +1,10 @@
 """The design study of the agents: which design options (objective, action mode, observation
 normalisation) move which number, against the baselines, on the training task.
 
-Reads the results tables that ``workflow/scripts/design_study.sh`` writes (one per design variant
+Reads the results tables that ``workflow/scripts/design_study.sh`` writes (one per design agent
 and meta-training seed, plus the baselines) and writes ``design_study.{csv,md}``: per method the
 tuned test accuracy and test loss (lr0 tuned on validation, :func:`ganno.baselines.tune`), the
-IQM over every lr0 and run, the robust range, the divergence rate and, for each variant, the
+IQM over every lr0 and run, the robust range, the divergence rate and, for each design agent, the
 probability that one of its tuned runs beats one of the best handcrafted SGD schedule's; all with
 95% stratified-bootstrap CIs over runs (meta-training seeds x evaluation seeds).
 """
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ganno import report, stats
+from ganno import stats, tables
 from ganno.agents import agents
 from ganno.experiments import read_results
 
@@ -55,62 +55,60 @@ def load_study(config: Mapping[str, Any], results: str | Path) -> tuple[pd.DataF
     return df, [str(p) for p in missing]
 
 
-def _estimate(values: Any, **ci_kwargs: Any) -> stats.Estimate:
-    return report._iqm_ci({"train": np.asarray(values, float)}, **ci_kwargs)
-
-
 def study_table(df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any) -> pd.DataFrame:
-    """One row per method (design variants first, then the baselines by tuned test accuracy)."""
+    """One row per method (design agents first, then the baselines by tuned test accuracy)."""
     tolerance = float(config["baselines"]["robustness_tolerance"])
+    tune_by = tables.tune_by(config)
     train = df[df["task"] == "train"]
-    summary = report.robustness_summary(train, tolerance=tolerance, **ci_kwargs).set_index("method")
-    tuned = report.tuned_results(train)
+    summary = tables.robustness_summary(
+        train, tolerance=tolerance, tune_by=tune_by, **ci_kwargs
+    ).set_index("method")
+    tuned = tables.tuned_results(train, tune_by)
     handcrafted = summary[summary.index.isin(HANDCRAFTED)]
     best_sgd = str(handcrafted["tuned_iqm"].idxmax()) if not handcrafted.empty else None
     descriptions = {a.method: a.setting() for a in agents(config, "design")}
     rows = []
     for method, r in summary.iterrows():
-        at = tuned[tuned["method"] == method]
-        loss = _estimate(at["test_loss"], **ci_kwargs)
         row = {
             "method": method,
-            "kind": "design variant" if method in descriptions else "baseline",
+            "kind": "design agent" if method in descriptions else "baseline",
             "setting": descriptions.get(method, ""),
             "tuned_lr0": r["tuned_lr0"],
             "tuned_accuracy": r["tuned_iqm"],
             "tuned_accuracy_low": r["tuned_low"],
             "tuned_accuracy_high": r["tuned_high"],
-            "tuned_loss": loss.value,
-            "tuned_loss_low": loss.low,
-            "tuned_loss_high": loss.high,
+            "tuned_loss": r["tuned_loss_iqm"],
+            "tuned_loss_low": r["tuned_loss_low"],
+            "tuned_loss_high": r["tuned_loss_high"],
             "all_accuracy": r["all_iqm"],
             "all_accuracy_low": r["all_low"],
             "all_accuracy_high": r["all_high"],
             "robust_decades": r["robust_decades"],
             "diverged_fraction": r["diverged_fraction"],
             "runs_per_lr0": int(r["runs"] / max(r["lr0_points"], 1)),
+            "tune_by": tune_by,
             "vs": best_sgd or "",
             "p_improvement": np.nan,
             "p_improvement_low": np.nan,
             "p_improvement_high": np.nan,
         }
         if best_sgd and method in descriptions:
-            mine = at["test_accuracy"].to_numpy(float)
+            mine = tuned.loc[tuned["method"] == method, "test_accuracy"].to_numpy(float)
             theirs = tuned.loc[tuned["method"] == best_sgd, "test_accuracy"].to_numpy(float)
             p = stats.probability_of_improvement({"train": mine}, {"train": theirs}, **ci_kwargs)
             row.update(p_improvement=p.value, p_improvement_low=p.low, p_improvement_high=p.high)
         rows.append(row)
     out = pd.DataFrame(rows)
-    out["_variant"] = out["kind"] != "design variant"
-    out = out.sort_values(["_variant", "tuned_accuracy"], ascending=[True, False])
-    return out.drop(columns="_variant").reset_index(drop=True)
+    out["_baseline"] = out["kind"] != "design agent"
+    out = out.sort_values(["_baseline", "tuned_accuracy"], ascending=[True, False])
+    return out.drop(columns="_baseline").reset_index(drop=True)
 
 
 def study_display(table: pd.DataFrame) -> pd.DataFrame:
     def ci(r: pd.Series, prefix: str) -> str:
         if not np.isfinite(r[prefix]):
             return "-"
-        return report.fmt_ci(r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
+        return tables.fmt_ci(r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
 
     return pd.DataFrame(
         {
@@ -119,11 +117,18 @@ def study_display(table: pd.DataFrame) -> pd.DataFrame:
             "tuned test accuracy": [ci(r, "tuned_accuracy") for _, r in table.iterrows()],
             "tuned test loss": [ci(r, "tuned_loss") for _, r in table.iterrows()],
             "all-lr0 test accuracy": [ci(r, "all_accuracy") for _, r in table.iterrows()],
-            "robust range (decades)": table["robust_decades"].map(report.fmt_decades),
+            "robust range (decades)": table["robust_decades"].map(tables.fmt_decades),
             "P(beats best SGD schedule)": [ci(r, "p_improvement") for _, r in table.iterrows()],
             "diverged": table["diverged_fraction"].map(lambda x: f"{100 * x:.0f}%"),
         }
     )
+
+
+def report_tuning(config: Mapping[str, Any]) -> str:
+    """How lr0 is tuned, in the words of the paper's summary (the same rule for every method)."""
+    from ganno.report import tuning_statement
+
+    return tuning_statement(config)
 
 
 def write_study(
@@ -135,7 +140,7 @@ def write_study(
         raise FileNotFoundError(
             f"no design-study results under {results}/sweep; run workflow/scripts/design_study.sh"
         )
-    table = study_table(df, config, **report._ci_kwargs(config))
+    table = study_table(df, config, **tables.ci_kwargs(config))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / f"{TABLE}.csv", out / f"{TABLE}.md"
@@ -143,9 +148,10 @@ def write_study(
     best_sgd = table["vs"].iloc[0] if len(table) else ""
     lines = [
         "Design study on the training task (MNIST-1D MLP 40-64-64-10, default budget): IQM "
-        "[95% stratified-bootstrap CI] over meta-training seeds x evaluation seeds; lr0 tuned "
-        "on validation accuracy for every method; P(beats best SGD schedule): probability that "
-        f"a tuned run of the variant has a higher test accuracy than a tuned run of {best_sgd}.",
+        "[95% stratified-bootstrap CI] over meta-training seeds x evaluation seeds; "
+        f"{report_tuning(config)} P(beats best SGD schedule): the probability that a tuned run of "
+        f"the agent has a higher test accuracy than a tuned run of {best_sgd}, the handcrafted "
+        "SGD schedule with the best tuned test accuracy.",
         "",
         study_display(table).to_markdown(index=False),
         "",
