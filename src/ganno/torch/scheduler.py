@@ -212,6 +212,9 @@ class GannoScheduler:
 
     def _zero_accumulators(self) -> None:
         self._grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self._flat]
+        #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
+        #: spares a fresh allocation (and its page faults) per decision
+        self._spare_params: list[torch.Tensor] | None = None
         self._sq_sum = torch.zeros(self.num_layers)
         self._loss_sum = 0.0
         self._count = 0
@@ -268,7 +271,12 @@ class GannoScheduler:
         return grads
 
     def _detached_params(self) -> list[list[torch.Tensor]]:
-        return [[p.detach().float().clone() for p in group] for group in self._params]
+        """A float32 copy of the weights (into the spare buffer when there is one)."""
+        if self._spare_params is None:
+            return [[p.detach().float().clone() for p in group] for group in self._params]
+        spare, self._spare_params = self._spare_params, None
+        torch._foreach_copy_(spare, [p.detach() for p in self._flat])
+        return self._by_layer(spare)
 
     def _by_layer(self, flat: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         out, i = [], 0
@@ -290,7 +298,7 @@ class GannoScheduler:
                 "observe_gradients was called twice without step() in between (one call per "
                 "optimizer step; accumulate gradients before calling it)"
             )
-        loss_value = float(torch.as_tensor(loss).detach().float().cpu())
+        loss_value = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
         if not math.isfinite(loss_value):
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
@@ -347,7 +355,8 @@ class GannoScheduler:
                 self._apply_rates(self.learning_rates)
             return
         k = self._count
-        mean_grad = self._by_layer([g / k for g in self._grad_sum])
+        torch._foreach_div_(self._grad_sum, float(k))  # the interval's mean gradient, in place
+        mean_grad = self._by_layer(self._grad_sum)
         mean_sq = self._sq_sum / k
         train_loss = self._loss_sum / k
         val = self._val_loss(val_loss)
@@ -369,7 +378,9 @@ class GannoScheduler:
         )
         view = self._with_scale(view)
         finite = math.isfinite(val) and math.isfinite(train_loss)
-        finite = finite and all(bool(torch.isfinite(p).all()) for layer in params for p in layer)
+        # a norm is finite iff every entry is: one reduction per tensor, no bool temporaries
+        flat_params = [p for layer in params for p in layer]
+        finite = finite and bool(torch.stack(torch._foreach_norm(flat_params)).isfinite().all())
         if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
             self._diverge(
                 f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
@@ -378,9 +389,16 @@ class GannoScheduler:
             )
             return
         self.train_loss, self.val_loss = train_loss, val
+        # The next interval's sum reuses the last mean gradient's buffers, the next snapshot of the
+        # weights the last one's (fresh weights-sized tensors each decision cost page faults).
+        recycled = [g for layer in self._prev_mean_grad for g in layer]
+        self._spare_params = [q for layer in self._prev_params for q in layer]
         self._prev_mean_grad = mean_grad
         self._prev_params = params
-        self._zero_accumulators()
+        torch._foreach_zero_(recycled)
+        self._grad_sum = recycled
+        self._sq_sum.zero_()
+        self._loss_sum, self._count = 0.0, 0
         if self.decisions < self.num_decisions:
             self._decide(view)
         else:
