@@ -5,10 +5,11 @@ cross-entropy) with and without the scheduler, interleaved (plain, scheduled, pl
 both see the same machine load, from the same initial weights and minibatches, and keeps the best
 of ``--repeats`` runs of each. Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28
 inputs and a small CNN (2 convolutions + 2 dense layers, 0.42M parameters), on random inputs
-labelled by a fixed random linear map (learnable, so the training does not diverge). The scheduled loop pays for the gradient statistics
-of every step, and at every decision for the validation loss (``--val-size`` examples), the
-observation and the policy's forward pass; the table splits the validation loss out because a
-training loop usually computes one anyway.
+labelled by a fixed random linear map (learnable, so the training does not diverge). The scheduled
+loop pays for the gradient statistics of every step, and at every decision (every ``--interval``
+steps, as in meta-training) for the validation loss (``--val-size`` examples), the observation and
+the policy's forward pass; the table splits the validation loss out because a training loop
+usually computes one anyway. ``--policy`` defaults to the packaged pretrained policy.
 
     python benchmarks/torch_scheduler_overhead.py [--steps 1000 --repeats 5 --threads 2]
 """
@@ -52,7 +53,9 @@ def cnn() -> torch.nn.Module:
     )
 
 
-def train(model, data, steps: int, policy=None, lr0: float = 0.01) -> tuple[float, float]:
+def train(
+    model, data, steps: int, policy=None, interval: int = 50, lr0: float = 0.01
+) -> tuple[float, float]:
     """Seconds for ``steps`` steps (and of them, seconds in the validation loss)."""
     x, y, batches, x_val, y_val = data
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
@@ -67,7 +70,13 @@ def train(model, data, steps: int, policy=None, lr0: float = 0.01) -> tuple[floa
 
     sched = None
     if policy is not None:
-        sched = GannoScheduler(optimizer, policy, val_loss_fn=val_loss, total_steps=steps)
+        sched = GannoScheduler(
+            optimizer,
+            policy,
+            val_loss_fn=val_loss,
+            steps_per_decision=interval,
+            num_decisions=steps // interval,
+        )
     start = time.perf_counter()
     for step in range(steps):
         idx = batches[step]
@@ -88,6 +97,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=512)
+    parser.add_argument(
+        "--interval", type=int, default=50, help="steps per decision (the policy's k = 50)"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--policy", help="a policy folder (default: the packaged pretrained one)")
@@ -96,9 +108,13 @@ def main() -> None:
     torch.manual_seed(0)
 
     from ganno.policy import Policy
-    from ganno.pretrained import load
 
-    policy = Policy.load(args.policy) if args.policy else load()
+    if args.policy:
+        policy = Policy.load(args.policy)
+    else:
+        from ganno.pretrained import load
+
+        policy = load()
     # a learnable task (labels of a fixed random linear map), so no run diverges and each takes
     # every decision
     x, x_val = torch.randn(8192, 1, 28, 28), torch.randn(args.val_size, 1, 28, 28)
@@ -119,11 +135,13 @@ def main() -> None:
     for name in args.models.split(","):
         model0 = {"mlp": mlp, "cnn": cnn}[name]()
         size = sum(p.numel() for p in model0.parameters())
-        train(copy.deepcopy(model0), data, args.steps, policy)  # warm-up (JAX compiles the policy)
+        train(copy.deepcopy(model0), data, args.steps, policy, args.interval)  # warm-up (JAX jit)
         plain, scheduled, val = [], [], []
         for _ in range(args.repeats):
             plain.append(train(copy.deepcopy(model0), data, args.steps)[0])
-            seconds, val_seconds = train(copy.deepcopy(model0), data, args.steps, policy)
+            seconds, val_seconds = train(
+                copy.deepcopy(model0), data, args.steps, policy, args.interval
+            )
             scheduled.append(seconds)
             val.append(val_seconds)
         best = min(range(args.repeats), key=lambda i: scheduled[i])

@@ -96,7 +96,12 @@ def main(argv: list[str] | None = None, dataset: Any = None) -> dict:
     logits = model.apply({"params": params}, jnp.asarray(dataset.x_test))
     accuracy = float((logits.argmax(-1) == jnp.asarray(dataset.y_test)).mean())
     print(f"  final test accuracy {accuracy:.4f}")
-    return {"test_accuracy": accuracy, "learning_rates": schedule, "steps": total}
+    return {
+        "test_accuracy": accuracy,
+        "learning_rates": schedule,
+        "steps": total,
+        "diverged": bool(diverged(opt_state)),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
