@@ -4,7 +4,7 @@ One process times the same loop (``torch.optim.SGD``, one parameter group per la
 cross-entropy) with and without the scheduler, interleaved (plain, scheduled, plain, ...) so that
 both see the same machine load, from the same initial weights and minibatches, and keeps the best
 of ``--repeats`` runs of each. Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28
-inputs and a small CNN (2 convolutions + 2 dense layers, 0.42M parameters), on random inputs
+inputs and a small CNN (2 convolutions + 2 dense layers, 0.41M parameters), on random inputs
 labelled by a fixed random linear map (learnable, so the training does not diverge). The scheduled
 loop pays for the gradient statistics of every step, and at every decision (every ``--interval``
 steps, as in meta-training) for the validation loss (``--val-size`` examples), the observation and
