@@ -47,8 +47,9 @@ def _host_devices_from_argv(argv: list[str]) -> int:
 
 _HOST_DEVICES = _host_devices_from_argv(sys.argv[1:]) if __name__ == "__main__" else 1
 if _HOST_DEVICES > 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={_HOST_DEVICES}")
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_HOST_DEVICES}"
+    )
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -114,8 +115,16 @@ def synthetic_like_mnist1d(seed: int = 0):
         return (centres[y] + 1.5 * rng.normal(size=(n, 40))).astype(np.float32), y
 
     (xt, yt), (xv, yv), (xs, ys) = draw(3200), draw(800), draw(1000)
-    return SimpleNamespace(name="SYNTHETIC-mnist1d-shape", x_train=xt, y_train=yt, x_val=xv,
-                           y_val=yv, x_test=xs, y_test=ys, num_classes=10)
+    return SimpleNamespace(
+        name="SYNTHETIC-mnist1d-shape",
+        x_train=xt,
+        y_train=yt,
+        x_val=xv,
+        y_val=yv,
+        x_test=xs,
+        y_test=ys,
+        num_classes=10,
+    )
 
 
 def network_name(config, task) -> str:
@@ -162,8 +171,9 @@ def reset_contestant(env, num_envs: int, seed: int = 0) -> Contestant:
 
 
 # ----------------------------------------------------------------------------- (b) optax
-def train_steps_contestant(label, task, optimizer, num_runs: int, num_steps: int,
-                           seed: int = 0) -> Contestant:
+def train_steps_contestant(
+    label, task, optimizer, num_runs: int, num_steps: int, seed: int = 0
+) -> Contestant:
     keys = jax.random.split(jax.random.PRNGKey(seed), num_runs)
     init_keys, data_keys, _ = jax.vmap(episode_keys)(keys)
     params = jax.vmap(task.init_params)(init_keys)
@@ -172,7 +182,8 @@ def train_steps_contestant(label, task, optimizer, num_runs: int, num_steps: int
     @jax.jit
     def run(params, opt_state, data_keys):
         return jax.vmap(lambda p, s, dk: train_steps(task, optimizer, p, s, dk, 0, num_steps))(
-            params, opt_state, data_keys)
+            params, opt_state, data_keys
+        )
 
     fn = lambda: jax.block_until_ready(run(params, opt_state, data_keys))  # noqa: E731
     fn()
@@ -196,16 +207,20 @@ def pmap_env_contestant(label, env, num_envs: int, decisions: int, k: int, seed:
     return Contestant(label, fn, num_envs * decisions * k)
 
 
-def pmap_train_steps_contestant(label, task, optimizer, num_runs: int, num_steps: int,
-                                seed: int = 0) -> Contestant:
+def pmap_train_steps_contestant(
+    label, task, optimizer, num_runs: int, num_steps: int, seed: int = 0
+) -> Contestant:
     ndev = jax.local_device_count()
     keys = jax.random.split(jax.random.PRNGKey(seed), num_runs)
     init_keys, data_keys, _ = jax.vmap(episode_keys)(keys)
     params = jax.vmap(task.init_params)(init_keys)
     opt_state = jax.vmap(optimizer.init)(params)
     params, opt_state, data_keys = _shard((params, opt_state, data_keys), ndev)
-    run = jax.pmap(lambda p, s, d: jax.vmap(
-        lambda p, s, d: train_steps(task, optimizer, p, s, d, 0, num_steps))(p, s, d))
+    run = jax.pmap(
+        lambda p, s, d: jax.vmap(
+            lambda p, s, d: train_steps(task, optimizer, p, s, d, 0, num_steps)
+        )(p, s, d)
+    )
     fn = lambda: jax.block_until_ready(run(params, opt_state, data_keys))  # noqa: E731
     fn()
     return Contestant(label, fn, num_runs * num_steps)
@@ -229,8 +244,9 @@ def torch_contestant(config, dataset, num_envs: int, decisions: int, threads: in
         for _ in range(decisions):
             env.step(rng.integers(0, len(env.factors), (num_envs, env.num_agents)))
 
-    return Contestant(f"(c) torch eager env, {threads} thread(s)", run,
-                      num_envs * decisions * env.k, setup=setup)
+    return Contestant(
+        f"(c) torch eager env, {threads} thread(s)", run, num_envs * decisions * env.k, setup=setup
+    )
 
 
 # ----------------------------------------------------------------------------- ablations
@@ -250,7 +266,8 @@ class NoGradAccumulation(GannoEnv):
 
         steps = start_step + jnp.arange(self.steps_per_decision)
         (params, opt_state, loss_sum), _ = jax.lax.scan(
-            one_step, (params, opt_state, jnp.zeros(())), steps)
+            one_step, (params, opt_state, jnp.zeros(())), steps
+        )
         zeros = jax.tree.map(jnp.zeros_like, params)
         k = self.steps_per_decision
         return params, opt_state, zeros, jnp.ones(self._num_agents), loss_sum / k
@@ -274,8 +291,12 @@ class Bare(NoGradAccumulation, NoObservation, NoValidation):
     """bare: all three removed (per-layer SGD + step bookkeeping)"""
 
 
-ABLATIONS = {"no_accumulation": NoGradAccumulation, "no_observation": NoObservation,
-             "no_validation": NoValidation, "bare": Bare}
+ABLATIONS = {
+    "no_accumulation": NoGradAccumulation,
+    "no_observation": NoObservation,
+    "no_validation": NoValidation,
+    "bare": Bare,
+}
 
 
 def ablation_env(cls, env: GannoEnv) -> GannoEnv:
@@ -289,24 +310,45 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     p.add_argument("--num-envs", type=int, default=16)
-    p.add_argument("--decisions", type=int, default=None,
-                   help="decisions per timed JAX call (default 8, --quick 4)")
-    p.add_argument("--torch-decisions", type=int, default=None,
-                   help="decisions per timed torch call (default 2, --quick 1)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="rounds of timing (default 9, --quick 5)")
+    p.add_argument(
+        "--decisions",
+        type=int,
+        default=None,
+        help="decisions per timed JAX call (default 8, --quick 4)",
+    )
+    p.add_argument(
+        "--torch-decisions",
+        type=int,
+        default=None,
+        help="decisions per timed torch call (default 2, --quick 1)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=None, help="rounds of timing (default 9, --quick 5)"
+    )
     p.add_argument("--quick", action="store_true", help="fewer decisions and rounds (< 1 min)")
     p.add_argument("--profile", action="store_true", help="also time ablations of the env")
-    p.add_argument("--synthetic-data", action="store_true",
-                   help="use SYNTHETIC data of MNIST-1D's shape instead of the real dataset")
-    p.add_argument("--torch-threads", type=int, nargs="+", default=None,
-                   help="torch thread counts to time; the fastest counts as (c) (default: 1 and "
-                        "torch's own default)")
-    p.add_argument("--host-devices", type=int, default=0,
-                   help="XLA CPU devices (default 0 = one per core, as the ganno command line "
-                        "runs); with more than one, (a) and (b) are also timed split over them "
-                        "(pmap) and those are the headline figures: XLA runs these small ops on "
-                        "one core per device")
+    p.add_argument(
+        "--synthetic-data",
+        action="store_true",
+        help="use SYNTHETIC data of MNIST-1D's shape instead of the real dataset",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="torch thread counts to time; the fastest counts as (c) (default: 1 and "
+        "torch's own default)",
+    )
+    p.add_argument(
+        "--host-devices",
+        type=int,
+        default=0,
+        help="XLA CPU devices (default 0 = one per core, as the ganno command line "
+        "runs); with more than one, (a) and (b) are also timed split over them "
+        "(pmap) and those are the headline figures: XLA runs these small ops on "
+        "one core per device",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results as JSON to this path")
     args = p.parse_args(argv)
@@ -330,17 +372,23 @@ def main(argv=None) -> dict:
     env = make_env(config, task=task)
     E, k = args.num_envs, env.steps_per_decision
     name = network_name(config, task)
-    print(f"task: {getattr(dataset, 'name', '?')} ({task.x_train.shape[0]} train, "
-          f"{env._x_val.shape[0]} val), {name}, batch {task.batch_size}, k={k}, {E} envs; "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"(default {torch.get_num_threads()} threads), {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"task: {getattr(dataset, 'name', '?')} ({task.x_train.shape[0]} train, "
+        f"{env._x_val.shape[0]} val), {name}, batch {task.batch_size}, k={k}, {E} envs; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+        f"(default {torch.get_num_threads()} threads), {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     contestants = {
         "env": env_contestant("(a) JAX env, jit(vmap(step))", env, E, decisions, k, args.seed),
-        "optax": train_steps_contestant("(b) optax.sgd train_steps", task, optax.sgd(1e-2), E,
-                                        decisions * k, args.seed),
-        **{f"torch_{t}": torch_contestant(config, dataset, E, torch_decisions, t, args.seed)
-           for t in torch_threads},
+        "optax": train_steps_contestant(
+            "(b) optax.sgd train_steps", task, optax.sgd(1e-2), E, decisions * k, args.seed
+        ),
+        **{
+            f"torch_{t}": torch_contestant(config, dataset, E, torch_decisions, t, args.seed)
+            for t in torch_threads
+        },
         "reset": reset_contestant(env, E, args.seed),
     }
     ndev = jax.local_device_count()
@@ -348,54 +396,88 @@ def main(argv=None) -> dict:
         if E % ndev:
             raise SystemExit(f"--num-envs {E} is not divisible by {ndev} host devices")
         contestants["env_pmap"] = pmap_env_contestant(
-            f"(a') JAX env, pmap over {ndev} CPU devices", env, E, decisions, k, args.seed)
+            f"(a') JAX env, pmap over {ndev} CPU devices", env, E, decisions, k, args.seed
+        )
         contestants["optax_pmap"] = pmap_train_steps_contestant(
-            f"(b') optax.sgd, pmap over {ndev} CPU devices", task, optax.sgd(1e-2), E,
-            decisions * k, args.seed)
+            f"(b') optax.sgd, pmap over {ndev} CPU devices",
+            task,
+            optax.sgd(1e-2),
+            E,
+            decisions * k,
+            args.seed,
+        )
     if args.profile:
         contestants["layerwise"] = train_steps_contestant(
-            "layerwise_sgd train_steps (no env)", task, layerwise_sgd(learning_rate=1e-2), E,
-            decisions * k, args.seed)
+            "layerwise_sgd train_steps (no env)",
+            task,
+            layerwise_sgd(learning_rate=1e-2),
+            E,
+            decisions * k,
+            args.seed,
+        )
         for key, cls in ABLATIONS.items():
-            contestants[key] = env_contestant("env " + cls.__doc__.splitlines()[0],
-                                              ablation_env(cls, env), E, decisions, k, args.seed)
-    print(f"compiled and warmed up; timing {len(contestants)} variants x {repeats} rounds",
-          flush=True)
+            contestants[key] = env_contestant(
+                "env " + cls.__doc__.splitlines()[0],
+                ablation_env(cls, env),
+                E,
+                decisions,
+                k,
+                args.seed,
+            )
+    print(
+        f"compiled and warmed up; timing {len(contestants)} variants x {repeats} rounds", flush=True
+    )
     interleaved(list(contestants.values()), repeats)
 
     res_env, res_opt = contestants["env"], contestants["optax"]
-    res_torch = max((contestants[f"torch_{t}"] for t in torch_threads),
-                    key=lambda c: c.steps_per_s)  # the fastest thread count
-    best_threads = torch_threads[[contestants[f"torch_{t}"] for t in torch_threads].index(
-        res_torch)]
+    res_torch = max(
+        (contestants[f"torch_{t}"] for t in torch_threads), key=lambda c: c.steps_per_s
+    )  # the fastest thread count
+    best_threads = torch_threads[
+        [contestants[f"torch_{t}"] for t in torch_threads].index(res_torch)
+    ]
     t_dec = res_env.seconds / decisions
-    print(f"  (a) JAX env     : {res_env.steps_per_s:10.0f} inner steps/s "
-          f"({decisions} decisions x {k} steps x {E} envs per call, {t_dec * 1e3:.1f} ms/decision)")
+    print(
+        f"  (a) JAX env     : {res_env.steps_per_s:10.0f} inner steps/s "
+        f"({decisions} decisions x {k} steps x {E} envs per call, {t_dec * 1e3:.1f} ms/decision)"
+    )
     print(f"  (b) optax sgd   : {res_opt.steps_per_s:10.0f} inner steps/s")
-    print(f"  (c) torch eager : {res_torch.steps_per_s:10.0f} inner steps/s "
-          f"({torch_decisions} decision(s) per call, best of threads {torch_threads}: "
-          f"{best_threads}; " + ", ".join(
-              f"{t} thr {contestants[f'torch_{t}'].steps_per_s:.0f}" for t in torch_threads) + ")")
+    print(
+        f"  (c) torch eager : {res_torch.steps_per_s:10.0f} inner steps/s "
+        f"({torch_decisions} decision(s) per call, best of threads {torch_threads}: "
+        f"{best_threads}; "
+        + ", ".join(f"{t} thr {contestants[f'torch_{t}'].steps_per_s:.0f}" for t in torch_threads)
+        + ")"
+    )
     r_opt = res_env.steps_per_s / res_opt.steps_per_s
     r_torch = res_env.steps_per_s / res_torch.steps_per_s
     multi = {}
     if ndev > 1:
         pe, po = contestants["env_pmap"], contestants["optax_pmap"]
-        multi = {"host_devices": ndev, "env_pmap_steps_per_s": pe.steps_per_s,
-                 "optax_pmap_steps_per_s": po.steps_per_s,
-                 "env_pmap_over_optax_pmap": pe.steps_per_s / po.steps_per_s,
-                 "env_pmap_over_torch": pe.steps_per_s / res_torch.steps_per_s}
-        print(f"  (a') JAX env on {ndev} CPU devices : {pe.steps_per_s:10.0f} inner steps/s "
-              f"(x{pe.steps_per_s / res_env.steps_per_s:.2f} over one device; "
-              f"/torch = {multi['env_pmap_over_torch']:.1f})")
-        print(f"  (b') optax on {ndev} CPU devices   : {po.steps_per_s:10.0f} inner steps/s "
-              f"(env/optax = {multi['env_pmap_over_optax_pmap']:.2f})")
+        multi = {
+            "host_devices": ndev,
+            "env_pmap_steps_per_s": pe.steps_per_s,
+            "optax_pmap_steps_per_s": po.steps_per_s,
+            "env_pmap_over_optax_pmap": pe.steps_per_s / po.steps_per_s,
+            "env_pmap_over_torch": pe.steps_per_s / res_torch.steps_per_s,
+        }
+        print(
+            f"  (a') JAX env on {ndev} CPU devices : {pe.steps_per_s:10.0f} inner steps/s "
+            f"(x{pe.steps_per_s / res_env.steps_per_s:.2f} over one device; "
+            f"/torch = {multi['env_pmap_over_torch']:.1f})"
+        )
+        print(
+            f"  (b') optax on {ndev} CPU devices   : {po.steps_per_s:10.0f} inner steps/s "
+            f"(env/optax = {multi['env_pmap_over_optax_pmap']:.2f})"
+        )
     # Headline: the environment as ganno runs it (all cores), against both baselines using all
     # cores too (optax on the same devices, torch with its best thread count).
     head_env = multi.get("env_pmap_steps_per_s", res_env.steps_per_s)
     head_opt = multi.get("optax_pmap_steps_per_s", res_opt.steps_per_s)
-    print(f"headline ({max(ndev, 1)} device(s)): env/optax = {head_env / head_opt:.2f} "
-          f"(target >= 0.7)   env/torch = {head_env / res_torch.steps_per_s:.1f} (target >= 10)")
+    print(
+        f"headline ({max(ndev, 1)} device(s)): env/optax = {head_env / head_opt:.2f} "
+        f"(target >= 0.7)   env/torch = {head_env / res_torch.steps_per_s:.1f} (target >= 10)"
+    )
     out = {
         "env_steps_per_s": head_env,
         "optax_steps_per_s": head_opt,
@@ -404,9 +486,12 @@ def main(argv=None) -> dict:
         "network": name,
         "env_over_optax": head_env / head_opt,
         "env_over_torch": head_env / res_torch.steps_per_s,
-        "single_device": {"env_steps_per_s": res_env.steps_per_s,
-                          "optax_steps_per_s": res_opt.steps_per_s,
-                          "env_over_optax": r_opt, "env_over_torch": r_torch},
+        "single_device": {
+            "env_steps_per_s": res_env.steps_per_s,
+            "optax_steps_per_s": res_opt.steps_per_s,
+            "env_over_optax": r_opt,
+            "env_over_torch": r_torch,
+        },
         "targets": {"env_over_optax": 0.7, "env_over_torch": 10.0},
         **multi,
         "dataset": getattr(dataset, "name", "?"),
@@ -420,19 +505,25 @@ def main(argv=None) -> dict:
         "env_reset_seconds": contestants["reset"].seconds,
         "env_seconds_per_decision": t_dec,
         "torch_threads": best_threads,
-        "torch_steps_per_s_by_threads": {t: contestants[f"torch_{t}"].steps_per_s
-                                         for t in torch_threads},
-        "best_round_steps_per_s": {key: c.best_steps_per_s for key, c in contestants.items()
-                                   if c.inner_steps},
+        "torch_steps_per_s_by_threads": {
+            t: contestants[f"torch_{t}"].steps_per_s for t in torch_threads
+        },
+        "best_round_steps_per_s": {
+            key: c.best_steps_per_s for key, c in contestants.items() if c.inner_steps
+        },
         "times": {key: c.times for key, c in contestants.items()},
-        "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if args.profile:
-        print("profile (same rounds): inner steps/s, ms per decision of all envs, "
-              "difference to (a)")
+        print(
+            "profile (same rounds): inner steps/s, ms per decision of all envs, difference to (a)"
+        )
         prof = {}
         for key in ["env", "optax", "layerwise", *ABLATIONS]:
             c = contestants[key]
@@ -446,8 +537,10 @@ def main(argv=None) -> dict:
 
     print(f"one device: env/optax = {r_opt:.2f}   env/torch = {r_torch:.1f}")
     if out["load_average"] and out["load_average"][0] > 0.5:
-        print(f"note: 1-min load average {out['load_average'][0]:.2f} (this run included); "
-              f"above ~1.5 on {os.cpu_count()} CPUs other processes shared them")
+        print(
+            f"note: 1-min load average {out['load_average'][0]:.2f} (this run included); "
+            f"above ~1.5 on {os.cpu_count()} CPUs other processes shared them"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -41,7 +41,8 @@ class MLP(torch.nn.Module):
         super().__init__()
         sizes = [in_features] + [width] * (depth - 1) + [num_classes]
         self.layers = torch.nn.ModuleList(
-            torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+            torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         for lin in self.layers:
             std = math.sqrt(1.0 / lin.in_features) / 0.87962566103423978
             torch.nn.init.trunc_normal_(lin.weight, std=std, a=-2 * std, b=2 * std)
@@ -127,35 +128,53 @@ class TorchGannoEnv:
         self._batch_indices = batch_indices
         self._init_params = init_params
         self._rng = np.random.default_rng(seed)
-        self._generators = [torch.Generator().manual_seed(seed * 100_003 + e)
-                            for e in range(self.num_envs)]
+        self._generators = [
+            torch.Generator().manual_seed(seed * 100_003 + e) for e in range(self.num_envs)
+        ]
         torch.manual_seed(seed)
         self.episodes: list[_Episode] = []
 
     @classmethod
-    def from_config(cls, config: Any, dataset: Any, num_envs: int = 16, seed: int = 0,
-                    **kwargs: Any) -> TorchGannoEnv:
+    def from_config(
+        cls, config: Any, dataset: Any, num_envs: int = 16, seed: int = 0, **kwargs: Any
+    ) -> TorchGannoEnv:
         task, env = config["task"], config["env"]
         net = task["network"]
         if net.get("kind", "mlp") != "mlp":
             raise ValueError("the eager-PyTorch environment implements the MLP only")
         return cls(
-            dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, num_envs=num_envs,
-            depth=int(net.get("depth", 3)), width=int(net.get("width", 64)),
-            num_classes=int(dataset.num_classes), batch_size=int(task["batch_size"]),
-            steps_per_decision=env["steps_per_decision"], num_decisions=env["num_decisions"],
-            lr0_range=env["lr0_range"], lr_bounds=env["lr_bounds"], actions=env["actions"],
-            reward=env["reward"], divergence_penalty=env["divergence_penalty"],
-            divergence_loss_ratio=env["divergence_loss_ratio"], val_subset=env["val_subset"],
-            momentum=task["momentum"], weight_decay=task["weight_decay"], seed=seed, **kwargs)
+            dataset.x_train,
+            dataset.y_train,
+            dataset.x_val,
+            dataset.y_val,
+            num_envs=num_envs,
+            depth=int(net.get("depth", 3)),
+            width=int(net.get("width", 64)),
+            num_classes=int(dataset.num_classes),
+            batch_size=int(task["batch_size"]),
+            steps_per_decision=env["steps_per_decision"],
+            num_decisions=env["num_decisions"],
+            lr0_range=env["lr0_range"],
+            lr_bounds=env["lr_bounds"],
+            actions=env["actions"],
+            reward=env["reward"],
+            divergence_penalty=env["divergence_penalty"],
+            divergence_loss_ratio=env["divergence_loss_ratio"],
+            val_subset=env["val_subset"],
+            momentum=task["momentum"],
+            weight_decay=task["weight_decay"],
+            seed=seed,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ pieces
     def _batch(self, e: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._batch_indices is not None:
             idx = torch.as_tensor(np.asarray(self._batch_indices(e, step), np.int64))
         else:
-            idx = torch.randint(0, self.x_train.shape[0], (self.batch_size,),
-                                generator=self._generators[e])
+            idx = torch.randint(
+                0, self.x_train.shape[0], (self.batch_size,), generator=self._generators[e]
+            )
         return self.x_train[idx], self.y_train[idx]
 
     @torch.no_grad()
@@ -181,13 +200,21 @@ class TorchGannoEnv:
         ep.lrs = torch.full((self.num_agents,), lr0, dtype=torch.float32)
         ep.optimizer = torch.optim.SGD(
             [{"params": list(lin.parameters()), "lr": lr0} for lin in ep.model.layers],
-            lr=lr0, momentum=self.momentum, weight_decay=self.weight_decay)
+            lr=lr0,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
         # the first observation reads the gradient of the first minibatch without taking a step
         x, y = self._batch(e, 0)
         loss = F.cross_entropy(ep.model(x), y)
         params = self._params(ep.model)
-        grads = [list(g) for g in zip(*[iter(torch.autograd.grad(
-            loss, [p for layer in params for p in layer]))] * 2, strict=True)]
+        grads = [
+            list(g)
+            for g in zip(
+                *[iter(torch.autograd.grad(loss, [p for layer in params for p in layer]))] * 2,
+                strict=True,
+            )
+        ]
         ep.train_loss = loss.detach()
         ep.val_loss, ep.val_accuracy = self._val_metrics(ep.model)
         ep.initial_val_loss = ep.val_loss
@@ -196,8 +223,13 @@ class TorchGannoEnv:
         with torch.no_grad():
             detached = [[p.detach() for p in layer] for layer in params]
             view = initial_observation(
-                learning_rates=ep.lrs, grads=grads, params=detached, train_loss=ep.train_loss,
-                val_loss=ep.val_loss, num_decisions=self.num_decisions)
+                learning_rates=ep.lrs,
+                grads=grads,
+                params=detached,
+                train_loss=ep.train_loss,
+                val_loss=ep.val_loss,
+                num_decisions=self.num_decisions,
+            )
         ep.view, ep.diverged = view, False
         return ep
 
@@ -221,9 +253,14 @@ class TorchGannoEnv:
         model, opt = ep.model, ep.optimizer
         params = self._params(model)
         prev_params = [[p.detach().clone() for p in layer] for layer in params]
-        old_opt_state = ({id(p): {k: v.clone() if torch.is_tensor(v) else v
-                                  for k, v in s.items()} for p, s in opt.state.items()}
-                         if self.momentum > 0 else None)
+        old_opt_state = (
+            {
+                id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+                for p, s in opt.state.items()
+            }
+            if self.momentum > 0
+            else None
+        )
         flat = [p for layer in params for p in layer]  # w0, b0, w1, b1, ...
         flat_sum = [torch.zeros_like(p) for p in flat]
         sq_sum = torch.zeros(len(flat))  # per tensor; summed per layer below
@@ -241,18 +278,27 @@ class TorchGannoEnv:
                 loss_sum += loss.detach()
             opt.step()
         sq_sum = sq_sum.view(self.num_agents, -1).sum(1)
-        grad_sum = [flat_sum[2 * i:2 * i + 2] for i in range(self.num_agents)]
+        grad_sum = [flat_sum[2 * i : 2 * i + 2] for i in range(self.num_agents)]
         mean_grad = [[g / self.k for g in layer] for layer in grad_sum]
         train_loss = loss_sum / self.k
         val_loss, val_accuracy = self._val_metrics(model)
         step_count = ep.step_count + 1
         detached = [[p.detach() for p in layer] for layer in params]
         view = observe(
-            learning_rates=lrs, mean_grad=mean_grad, prev_mean_grad=ep.prev_mean_grad,
-            mean_sq_grad_norm=sq_sum / self.k, params=detached, prev_params=prev_params,
-            train_loss=train_loss, val_loss=val_loss, prev_train_loss=ep.train_loss,
-            prev_val_loss=ep.val_loss, step_count=step_count, num_decisions=self.num_decisions,
-            prev_log2_factor=self.log2_factors[action])
+            learning_rates=lrs,
+            mean_grad=mean_grad,
+            prev_mean_grad=ep.prev_mean_grad,
+            mean_sq_grad_norm=sq_sum / self.k,
+            params=detached,
+            prev_params=prev_params,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            prev_train_loss=ep.train_loss,
+            prev_val_loss=ep.val_loss,
+            step_count=step_count,
+            num_decisions=self.num_decisions,
+            prev_log2_factor=self.log2_factors[action],
+        )
         with torch.no_grad():
             weights_finite = all(torch.isfinite(p).all() for layer in detached for p in layer)
         finite = bool(torch.isfinite(val_loss)) and bool(torch.isfinite(train_loss))
@@ -268,8 +314,11 @@ class TorchGannoEnv:
         else:
             total = torch.log(ep.initial_val_loss) - torch.log(val_loss)
             team = total if step_count >= self.num_decisions else torch.zeros(())
-        reward = (torch.full((n,), -self.divergence_penalty) if diverged
-                  else torch.nan_to_num(team) * torch.ones(n))
+        reward = (
+            torch.full((n,), -self.divergence_penalty)
+            if diverged
+            else torch.nan_to_num(team) * torch.ones(n)
+        )
 
         ep.step_count, ep.diverged = step_count, diverged
         if diverged:  # undo the interval: nothing non-finite survives, the last view is kept

@@ -1,15 +1,17 @@
 """A trained GANNO policy setting the per-layer learning rates of ordinary PyTorch training.
 
 Trains a PyTorch MLP and a small 1-D CNN on MNIST-1D with ``torch.optim.SGD`` (one parameter group
-per layer) while :class:`ganno.torch.GannoScheduler` asks the policy, every ``steps_per_decision``
-steps, by how much to scale each layer's rate. Prints every decision's learning rates and the final
-test accuracy of each network.
+per layer) while :class:`ganno.torch.GannoScheduler` asks the policy, ``num_decisions`` times
+spread over the training, by how much to scale each layer's rate. Prints every decision's learning
+rates and the final test accuracy of each network.
 
+    python examples/torch_training_loop.py                       # the packaged pretrained policy
+    python examples/torch_training_loop.py --total-steps 8000    # any training length
     python examples/torch_training_loop.py --policy results/meta_train/ippo/seed_0/policy
 
 The dataset is read from ``<data-root>/processed`` (prepared offline, if absent, as by
-``ganno data prepare mnist1d``). The budget (steps per decision, number of decisions) is the one
-recorded with the policy unless given here.
+``ganno data prepare mnist1d``). The budget is the one the policy was meta-trained for unless
+``--total-steps`` is given.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import ganno
 from ganno.policy import Policy
 from ganno.torch import GannoScheduler, TorchCNN1D, TorchMLP, layerwise_param_groups
 
@@ -53,8 +56,7 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
         optimizer,
         policy,
         val_loss_fn=val_loss,
-        steps_per_decision=args.steps_per_decision,
-        num_decisions=args.num_decisions,
+        total_steps=args.total_steps,
         on_divergence="restore",  # roll back to the last decision and stop deciding
     )
     names = [g["name"] for g in optimizer.param_groups]
@@ -99,14 +101,17 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", required=True, help="a saved policy folder (run/policy)")
+    parser.add_argument(
+        "--policy", help="a saved policy folder (run/policy); default: the packaged pretrained one"
+    )
     parser.add_argument("--data-root", default="data", help="ganno data folder (default data)")
     parser.add_argument("--networks", default="mlp,cnn", help="comma-separated: mlp, cnn")
     parser.add_argument("--lr0", type=float, default=0.05, help="initial rate of every layer")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=int, default=64, help="hidden units of the MLP")
-    parser.add_argument("--steps-per-decision", type=int, help="default: the policy's")
-    parser.add_argument("--num-decisions", type=int, help="default: the policy's")
+    parser.add_argument(
+        "--total-steps", type=int, help="training length (default: the policy's episode)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None, dataset: Any = None) -> list[dict]:
     replaces MNIST-1D (the tests pass a small synthetic one)."""
     args = parse_args(argv)
     torch.set_num_threads(1)
-    policy = Policy.load(args.policy)
+    policy = Policy.load(args.policy) if args.policy else ganno.pretrained_policy()
     if dataset is None:
         from ganno.data import load
 

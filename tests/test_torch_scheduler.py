@@ -465,3 +465,30 @@ def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mo
         for n in ("kernel", "bias"):
             a, b = final[k][n], np.asarray(state.params[k][n])
             assert np.linalg.norm(a - b) <= WEIGHT_RTOL * np.linalg.norm(b) + 1e-7, (k, n)
+
+
+# ------------------------------------------------------------------------------------ (e)
+@pytest.mark.parametrize("mode", ["compound", "anchored"])
+def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode):
+    """A policy meta-trained with k = K, given total_steps = 3 K H: H decisions every 3 K steps with
+    progress d / H and (anchored) a base schedule over 3 K H steps, i.e. the environment with
+    k = 3 K; then the rates stay. A length that is not a multiple of H puts decision d after
+    d x T // H steps."""
+    trained = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode)
+    policy = make_policy(trained, seed=1, obs_dim=trained.num_features)
+    longer = GannoEnv(mlp_task, steps_per_decision=3 * K, num_decisions=H, action_mode=mode)
+    key = jax.random.PRNGKey(2)
+    _, data_key, _ = episode_keys(key)
+    params0, state, views, _, actions = jax_episode(longer, policy, key, 0.05)
+    model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
+    sched = torch_episode(mlp_task, model, policy, data_key, 0.05, 3 * K * H + 2, sgd,
+                          total_steps=3 * K * H)
+    assert sched.total_steps == 3 * K * H and sched.decisions == H and sched.done
+    np.testing.assert_array_equal(np.stack([h["actions"] for h in sched.history[:H]]), actions)
+    np.testing.assert_allclose(_views(sched), views, rtol=0, atol=FEATURE_ATOL)
+    assert [h["step"] for h in sched.history] == [3 * K * d for d in range(H + 1)]
+    odd = GannoScheduler(torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 3, 8, 10)), lr=0.1),
+                         policy, total_steps=30)
+    assert [odd.interval_end(d) for d in range(H + 1)] == [0, 7, 15, 22, 30]
+    with pytest.raises(ValueError, match="fewer than the policy's 4 decisions"):
+        GannoScheduler(odd.optimizer, policy, total_steps=3)

@@ -1,12 +1,13 @@
 """ganno: multi-agent RL agents that set each layer's learning rate while a network trains.
 
-``ganno.Policy.load(run_dir / "policy")`` gives a trained controller; see the README for the rest.
+``ganno.Policy.load(run_dir / "policy")`` gives a trained controller, ``ganno.pretrained_policy()``
+the one shipped with the package (:mod:`ganno.pretrained`); see the README for the rest.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Policy", "__version__"]
+__all__ = ["Policy", "__version__", "pretrained_policy"]
 
 
 def _import_jumanji_keeping_the_matplotlib_backend() -> None:
@@ -37,6 +38,14 @@ def _import_jumanji_keeping_the_matplotlib_backend() -> None:
 
 
 _import_jumanji_keeping_the_matplotlib_backend()
+
+
+def pretrained_policy(name: str = "ippo"):
+    """The policy ``name`` shipped with the package, a :class:`ganno.Policy` (see
+    :mod:`ganno.pretrained` for its provenance)."""
+    from ganno.pretrained import load
+
+    return load(name)
 
 
 def __getattr__(name: str):

@@ -261,6 +261,15 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrained_refresh(args: argparse.Namespace) -> int:
+    from ganno.pretrained import refresh
+
+    print(
+        refresh(args.source, summary=args.summary, name=args.name, note=args.note, dest=args.dest)
+    )
+    return 0
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.out:
@@ -405,6 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--cwd", type=Path, default=Path("."), help="folder it runs in")
     nb.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     nb.set_defaults(func=_cmd_notebook)
+
+    pre_p = sub.add_parser(
+        "pretrained", help="the policies shipped with the package"
+    ).add_subparsers(dest="pretrained_command", required=True)
+    refresh = pre_p.add_parser(
+        "refresh", help="copy a pipeline's policy into the package, with its provenance"
+    )
+    refresh.add_argument(
+        "--from", dest="source", type=Path, required=True, help="a run's policy folder"
+    )
+    refresh.add_argument("--summary", type=Path, help="the headline numbers (JSON, CSV or text)")
+    refresh.add_argument("--name", default="ippo", help="the shipped policy's name")
+    refresh.add_argument("--note", help="a sentence on what the policy is (stored as is)")
+    refresh.add_argument(
+        "--dest", type=Path, help="folder of shipped policies (default: the package's own)"
+    )
+    refresh.set_defaults(func=_cmd_pretrained_refresh)
 
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
         dest="config_command", required=True

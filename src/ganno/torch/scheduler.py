@@ -6,8 +6,9 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
 (:class:`ganno.env.GannoEnv`) on a real training loop::
 
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
-    sched = GannoScheduler(optimizer, Policy.load(policy_dir), val_loss_fn=val_loss)
-    for x, y in batches:                     # steps_per_decision x num_decisions steps
+    sched = GannoScheduler(optimizer, Policy.load(policy_dir), val_loss_fn=val_loss,
+                           total_steps=num_steps)
+    for x, y in batches:                     # num_steps steps
         optimizer.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
@@ -18,7 +19,13 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
 * The first ``observe_gradients`` call (step 0) builds the episode's first observation from the
   gradient of the first minibatch at the initial weights and the initial validation loss (like
   ``reset``), and the policy's first decision sets the rates that step 0 already uses.
-* Every ``steps_per_decision`` steps, ``step()`` ends an interval: it takes the validation loss
+* The policy's ``num_decisions`` decisions are spread evenly over ``total_steps`` (the user's
+  training length; default the budget the policy was meta-trained for, ``steps_per_decision x
+  num_decisions``): decision ``d`` is taken after step ``d x total_steps // num_decisions``, so the
+  progress feature (decisions taken / ``num_decisions``) reaches 1 at the end of the user's
+  training, as it did at the end of a meta-training episode, and the rates compound over as many
+  decisions as in meta-training (docs/torch.md says why).
+* At the end of every interval, ``step()`` ends it: it takes the validation loss
   (``val_loss_fn()``, or the ``val_loss`` passed to ``step``; :attr:`needs_val_loss` says when),
   builds the ``[N, 16]`` observation with :func:`ganno.torch.features.observe` (mean gradient and
   mean squared gradient norm of the interval, weights before/after it, mean minibatch loss,
@@ -28,8 +35,8 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
   ``lr <- clip(lr * factor, *lr_bounds)`` in the compound mode; in the anchored modes every step's
   rate is ``min(base(t) x multiplier, lr_bounds[1])``, the base schedule from lr0 at step ``t``
   scaled by the layer's multiplier (a level's ``exp(level_scale x level)``, or a compounding
-  factor product within ``scale_bounds``). After ``num_decisions`` decisions (the episode length
-  the policy was trained on) the rates stay where they are.
+  factor product within ``scale_bounds``); the base schedule spans ``total_steps``. After
+  ``total_steps`` steps the rates stay where they are.
 
 Divergence (the environment's rule): a non-finite minibatch loss, a non-finite validation loss
 or weight, or a validation loss above ``divergence_loss_ratio`` x the initial one.
@@ -58,10 +65,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganno.deployment import deployment_settings
 from ganno.torch import features
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
-_DEFAULT_ACTIONS = (0.5, 0.8, 1.0, 1.25, 2.0)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -74,11 +81,13 @@ class GannoScheduler:
     Settings (``steps_per_decision``, ``num_decisions``, ``actions``, ``lr_bounds``,
     ``divergence_loss_ratio``) are read from the policy's saved config (its ``env`` entry, written
     by meta-training); an explicit argument overrides the saved value, except ``actions``, which
-    must equal the policy's own (they define what its outputs mean). A policy saved without them
-    needs them as arguments (``actions`` and ``lr_bounds`` then default to the environment's
-    defaults). ``lr0``: the initial rate of every group (default: the groups' current ``lr``),
-    clipped to ``lr_bounds``. ``greedy``: the most likely action (default) or a sample drawn with
-    ``seed``.
+    must equal the policy's own (they define what its outputs mean). ``total_steps``: the number
+    of optimiser steps the user trains for, over which the ``num_decisions`` decisions are spread
+    (default ``steps_per_decision x num_decisions``, the meta-training episode). A policy saved
+    without them needs them as arguments (``actions`` and ``lr_bounds`` then default to the
+    environment's defaults). ``lr0``: the initial rate of every group (default: the groups'
+    current ``lr``), clipped to ``lr_bounds``. ``greedy``: the most likely action (default) or a
+    sample drawn with ``seed``.
     """
 
     def __init__(
@@ -89,6 +98,7 @@ class GannoScheduler:
         val_loss_fn: Callable[[], float | torch.Tensor] | None = None,
         steps_per_decision: int | None = None,
         num_decisions: int | None = None,
+        total_steps: int | None = None,
         actions: Sequence[float] | None = None,
         lr_bounds: Sequence[float] | None = None,
         divergence_loss_ratio: float | None = None,
@@ -104,31 +114,33 @@ class GannoScheduler:
         self.val_loss_fn = val_loss_fn
         self.greedy = bool(greedy)
         self.on_divergence = on_divergence
-        saved = dict(policy.config.get("env") or {})
-        settings = self._settings(
-            saved,
+        settings = deployment_settings(
+            policy,
             steps_per_decision=steps_per_decision,
             num_decisions=num_decisions,
+            total_steps=total_steps,
+            actions=actions,
             lr_bounds=lr_bounds,
             divergence_loss_ratio=divergence_loss_ratio,
+            who="GannoScheduler",
         )
-        self.steps_per_decision = int(settings["steps_per_decision"])
-        self.num_decisions = int(settings["num_decisions"])
-        self.lr_bounds = (float(settings["lr_bounds"][0]), float(settings["lr_bounds"][1]))
-        self.divergence_loss_ratio = float(settings["divergence_loss_ratio"])
-        if self.steps_per_decision < 1 or self.num_decisions < 1:
-            raise ValueError("steps_per_decision and num_decisions must be >= 1")
-        if not 0 < self.lr_bounds[0] < self.lr_bounds[1]:
-            raise ValueError(f"lr_bounds={self.lr_bounds} must satisfy 0 < low < high")
-        self.action_mode = str(saved.get("action_mode", "compound"))
-        self.actions = self._check_actions(policy, saved, actions)
-        self._factors = torch.tensor(self._lr_multipliers(saved), dtype=torch.float32)
+        #: the policy's settings as deployed (:class:`ganno.deployment.DeploymentSettings`)
+        self.settings = settings
+        self.steps_per_decision = settings.steps_per_decision
+        self.num_decisions = settings.num_decisions
+        #: optimiser steps of the user's training, over which the decisions are spread
+        self.total_steps = settings.total_steps
+        self.lr_bounds = settings.lr_bounds
+        self.divergence_loss_ratio = settings.divergence_loss_ratio
+        self.action_mode = settings.action_mode
+        self.actions = settings.actions
+        self._factors = torch.tensor(settings.lr_multipliers, dtype=torch.float32)
         self._log2_factors = torch.log2(self._factors)
         if self.anchored:
             self._unit = torch.as_tensor(
-                _unit_schedule(saved["base_schedule"], self.total_steps), dtype=torch.float32
+                _unit_schedule(settings.base_schedule, self.total_steps), dtype=torch.float32
             )
-            self.scale_bounds = tuple(float(b) for b in saved["scale_bounds"])
+            self.scale_bounds = settings.scale_bounds
 
         self.num_layers = len(optimizer.param_groups)
         if self.num_layers == 0:
@@ -161,84 +173,16 @@ class GannoScheduler:
         """Whether the rates follow a base schedule (the anchored action modes)."""
         return self.action_mode != "compound"
 
-    def _lr_multipliers(self, saved: dict[str, Any]) -> tuple[float, ...]:
-        if self.action_mode == "anchored":
-            return tuple(math.exp(saved["level_scale"] * level) for level in saved["levels"])
-        return self.actions
-
     def _anchored_rates(self, step: int) -> torch.Tensor:
         """The rates of inner step ``step``: ``min(lr0 x unit(step) x multiplier, lr_bounds[1])``
         (the base schedule's last value past its horizon)."""
         unit = self._unit[min(step, len(self._unit) - 1)]
         return torch.clamp(self.lr0 * unit * self.lr_scale, max=self.lr_bounds[1])
 
-    @staticmethod
-    def _settings(saved: dict[str, Any], **explicit: Any) -> dict[str, Any]:
-        fallback = {"lr_bounds": (1e-6, 10.0), "divergence_loss_ratio": 10.0}
-        out, missing = {}, []
-        for name, value in explicit.items():
-            if value is not None:
-                out[name] = value
-            elif name in saved:
-                out[name] = saved[name]
-            elif name in fallback:
-                out[name] = fallback[name]
-            else:
-                missing.append(name)
-        if missing:
-            raise ValueError(
-                f"the policy's config does not record {', '.join(missing)} (it predates saving "
-                "the environment settings with a policy); pass "
-                + ", ".join(f"{m}=..." for m in missing)
-                + " as the meta-training config's env block had them"
-            )
-        return out
-
-    def _check_actions(self, policy: Any, saved: dict[str, Any], actions) -> tuple[float, ...]:
-        net = policy.config["network"]
-        if self.action_mode not in ("compound", "anchored", "anchored_compound"):
-            raise ValueError(f"the policy records an unknown action_mode {self.action_mode!r}")
-        if saved.get("hyperparameter_actions"):
-            raise ValueError(
-                "this policy also sets "
-                + " and ".join(sorted(saved["hyperparameter_actions"]))
-                + " (its actions are joint choices); GannoScheduler drives learning rates only"
-            )
-        names = saved.get("feature_names")
-        if names is not None and tuple(names) != self.feature_names:
-            raise ValueError(
-                f"the policy was trained on the features {names}, but GannoScheduler builds "
-                f"{list(self.feature_names)}"
-            )
-        recorded = saved.get("actions")
-        if actions is not None and recorded is not None:
-            if [float(a) for a in actions] != [float(a) for a in recorded]:
-                raise ValueError(
-                    f"actions={list(actions)} differ from the factors the policy was trained "
-                    f"with ({recorded}); leave actions out to use the policy's"
-                )
-        chosen = tuple(float(a) for a in (actions or recorded or _DEFAULT_ACTIONS))
-        if any(not (a > 0 and math.isfinite(a)) for a in chosen):
-            raise ValueError(f"learning-rate factors must be positive and finite, got {chosen}")
-        num_choices = len(saved["levels"]) if self.action_mode == "anchored" else len(chosen)
-        if int(net["action_dim"]) != num_choices:
-            raise ValueError(
-                f"the policy has {net['action_dim']} actions but there are {num_choices} "
-                f"learning-rate choices: it controls more than the learning rate "
-                "(or another action set), which GannoScheduler cannot drive"
-            )
-        if int(net["obs_dim"]) != len(self.feature_names):
-            raise ValueError(
-                f"the policy reads {net['obs_dim']} features per layer but GannoScheduler builds "
-                f"the {len(self.feature_names)} of {list(self.feature_names)}; it was trained "
-                "with another observation (e.g. momentum or weight-decay control)"
-            )
-        return chosen
-
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The observation's columns: ganno's FEATURE_NAMES (and the multiplier if anchored)."""
-        return features.FEATURE_NAMES + (("log_lr_scale",) if self.anchored else ())
+        return self.settings.feature_names
 
     def _with_scale(self, view: torch.Tensor) -> torch.Tensor:
         if not self.anchored:
@@ -268,6 +212,9 @@ class GannoScheduler:
 
     def _zero_accumulators(self) -> None:
         self._grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self._flat]
+        #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
+        #: spares a fresh allocation (and its page faults) per decision
+        self._spare_params: list[torch.Tensor] | None = None
         self._sq_sum = torch.zeros(self.num_layers)
         self._loss_sum = 0.0
         self._count = 0
@@ -278,12 +225,12 @@ class GannoScheduler:
         return self.diverged or self.decisions >= self.num_decisions and self._interval_closed()
 
     def _interval_closed(self) -> bool:
-        return self.steps >= self.decisions * self.steps_per_decision
+        return self.steps >= self.interval_end(self.decisions)
 
-    @property
-    def total_steps(self) -> int:
-        """The budget the policy was trained for: ``steps_per_decision x num_decisions``."""
-        return self.steps_per_decision * self.num_decisions
+    def interval_end(self, decisions: int) -> int:
+        """The step count after which decision ``decisions`` is taken (``decisions x total_steps
+        // num_decisions``): the end of the interval that decision ``decisions - 1`` started."""
+        return self.settings.interval_end(decisions)
 
     @property
     def needs_val_loss(self) -> bool:
@@ -293,14 +240,7 @@ class GannoScheduler:
             return False
         if self.steps == 0 and self.decisions == 0:
             return True  # the first observe_gradients: the initial validation loss
-        following = self.steps + 1
-        return self._at_boundary(following) and self.decisions * self.steps_per_decision == (
-            following
-        )
-
-    def _at_boundary(self, steps: int) -> bool:
-        k = self.steps_per_decision
-        return steps % k == 0 and 0 < steps // k <= self.num_decisions
+        return self.decisions > 0 and self.steps + 1 == self.interval_end(self.decisions)
 
     def get_last_lr(self) -> list[float]:
         """Each group's current learning rate (like ``torch.optim.lr_scheduler``)."""
@@ -331,7 +271,12 @@ class GannoScheduler:
         return grads
 
     def _detached_params(self) -> list[list[torch.Tensor]]:
-        return [[p.detach().float().clone() for p in group] for group in self._params]
+        """A float32 copy of the weights (into the spare buffer when there is one)."""
+        if self._spare_params is None:
+            return [[p.detach().float().clone() for p in group] for group in self._params]
+        spare, self._spare_params = self._spare_params, None
+        torch._foreach_copy_(spare, [p.detach() for p in self._flat])
+        return self._by_layer(spare)
 
     def _by_layer(self, flat: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         out, i = [], 0
@@ -353,16 +298,16 @@ class GannoScheduler:
                 "observe_gradients was called twice without step() in between (one call per "
                 "optimizer step; accumulate gradients before calling it)"
             )
-        loss_value = float(torch.as_tensor(loss).detach().float().cpu())
+        loss_value = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
         if not math.isfinite(loss_value):
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
         first = self.steps == 0 and self.decisions == 0
-        if first or self.steps < self.decisions * self.steps_per_decision:
+        if first or self.steps < self.interval_end(self.decisions):
             grads = self._grads()
         if first:
             self._first_decision(grads, loss_value, self._val_loss(val_loss))
-        if self.decisions > 0 and self.steps < self.decisions * self.steps_per_decision:
+        if self.decisions > 0 and self.steps < self.interval_end(self.decisions):
             torch._foreach_add_(self._grad_sum, grads)
             norms = torch.stack(torch._foreach_norm(grads)).float().square()
             self._sq_sum.index_add_(0, self._group_of, norms)
@@ -403,15 +348,15 @@ class GannoScheduler:
             )
         self._observed_this_step = False
         self.steps += 1
-        if not self._at_boundary(self.steps) or self.decisions * self.steps_per_decision != (
-            self.steps
-        ):
-            if self.anchored and self.steps < self.decisions * self.steps_per_decision:
+        end = self.interval_end(self.decisions)
+        if self.decisions == 0 or self.steps != end:
+            if self.anchored and self.steps < end:
                 self.learning_rates = self._anchored_rates(self.steps)  # the next step's
                 self._apply_rates(self.learning_rates)
             return
         k = self._count
-        mean_grad = self._by_layer([g / k for g in self._grad_sum])
+        torch._foreach_div_(self._grad_sum, float(k))  # the interval's mean gradient, in place
+        mean_grad = self._by_layer(self._grad_sum)
         mean_sq = self._sq_sum / k
         train_loss = self._loss_sum / k
         val = self._val_loss(val_loss)
@@ -433,7 +378,9 @@ class GannoScheduler:
         )
         view = self._with_scale(view)
         finite = math.isfinite(val) and math.isfinite(train_loss)
-        finite = finite and all(bool(torch.isfinite(p).all()) for layer in params for p in layer)
+        # a norm is finite iff every entry is: one reduction per tensor, no bool temporaries
+        flat_params = [p for layer in params for p in layer]
+        finite = finite and bool(torch.stack(torch._foreach_norm(flat_params)).isfinite().all())
         if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
             self._diverge(
                 f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
@@ -442,9 +389,16 @@ class GannoScheduler:
             )
             return
         self.train_loss, self.val_loss = train_loss, val
+        # The next interval's sum reuses the last mean gradient's buffers, the next snapshot of the
+        # weights the last one's (fresh weights-sized tensors each decision cost page faults).
+        recycled = [g for layer in self._prev_mean_grad for g in layer]
+        self._spare_params = [q for layer in self._prev_params for q in layer]
         self._prev_mean_grad = mean_grad
         self._prev_params = params
-        self._zero_accumulators()
+        torch._foreach_zero_(recycled)
+        self._grad_sum = recycled
+        self._sq_sum.zero_()
+        self._loss_sum, self._count = 0.0, 0
         if self.decisions < self.num_decisions:
             self._decide(view)
         else:
@@ -550,6 +504,7 @@ class GannoScheduler:
             "settings": {
                 "steps_per_decision": self.steps_per_decision,
                 "num_decisions": self.num_decisions,
+                "total_steps": self.total_steps,
                 "actions": list(self.actions),
                 "action_mode": self.action_mode,
                 "lr_bounds": list(self.lr_bounds),

@@ -1,0 +1,405 @@
+"""``ganno_sgd``: a trained GANNO policy as an optax ``GradientTransformation`` that sets the
+learning rate of every layer of any JAX training loop.
+
+It replays the environment's protocol (:class:`ganno.env.GannoEnv`) inside ``update``, jittable::
+
+    policy = ganno.pretrained_policy()
+    opt = ganno_sgd(policy, lr0=0.05, total_steps=num_steps, val_loss_fn=val_loss)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params, loss=loss)
+        return optax.apply_updates(params, updates), opt_state
+
+**Layers.** A layer (one agent) is a top-level entry of the params dict: for a flax model,
+``variables["params"]`` holds one entry per submodule (``Dense_0``, ``Conv_0``, ``layer_1``, ...)
+with its kernel and bias, so every submodule is a layer. Their order (the depth the observation's
+position features read) is ``layer_0, layer_1, ...`` by number if the names are ``layer_<i>``
+(ganno's own networks, :func:`ganno.networks.layer_keys`), else the dict's order, which is the
+order flax created the submodules in (the forward order of a sequential model); ``layer_names=``
+sets it explicitly.
+
+**Decisions.** Step 0's update takes the first decision from the gradient of the first minibatch
+at the initial weights and their validation loss (the environment's ``reset``), so step 0 already
+uses the policy's rates. The policy's ``num_decisions`` decisions are spread over ``total_steps``
+(:mod:`ganno.deployment`): at the start of update ``interval_end(d)`` (``d x total_steps //
+num_decisions``) the interval that ended is observed (its mean gradient and mean squared gradient
+norm per layer, mean minibatch ``loss``, the weights before and after it, the validation loss of
+the current ``params``; the columns of :func:`ganno.observation.interval_columns`), checked for
+divergence and, while decisions remain, the policy chooses (greedy by default) and the rates
+change as in meta-training (the policy's ``action_mode``: compounding factors on the rates, or
+levels / a compounding multiplier on the base schedule, which spans ``total_steps``). After
+``total_steps`` updates the rates stay where they are.
+
+**Divergence** (the environment's rule: non-finite interval loss, validation loss or weight, or a
+validation loss above ``divergence_loss_ratio`` x the initial one): that update returns the
+weights of the last decision (``updates = last_good - params``) and every later update is zero;
+``state.diverged`` says so (training has ended, like the environment's episode).
+
+**Other optimisers.** ``direction=`` an optax transformation run on the raw gradients before the
+per-layer rates scale it: ``optax.trace(0.9)`` is SGD with momentum (PyTorch's), ``optax.adam(1.0)``
+Adam whose learning rate per layer the policy sets. The observation always reads the raw
+gradients, as the environment does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ganno.deployment import DeploymentSettings, deployment_settings
+from ganno.feature_names import FEATURE_NAMES
+from ganno.observation import (
+    IntervalStats,
+    interval_columns,
+    log_feature,
+    per_layer,
+    position_columns,
+    stack_columns,
+)
+
+_COSINE, _NOISE = FEATURE_NAMES.index("grad_cosine"), FEATURE_NAMES.index("log_grad_noise")
+
+
+class GannoState(NamedTuple):
+    """The transformation's state (all arrays: it jits, vmaps and checkpoints like any optax
+    state). Trees (``grad_sum``, ``prev_mean_grad``, ``prev_params``) are like the params."""
+
+    count: jnp.ndarray  # [] int32, updates taken
+    decisions: jnp.ndarray  # [] int32, decisions taken
+    learning_rates: jnp.ndarray  # [N] the rates of the last update
+    lr0: jnp.ndarray  # [N] the initial rates (the base schedule's lr0 if anchored)
+    lr_scale: jnp.ndarray  # [N] multiplier on the base schedule (anchored; else 1)
+    prev_log2: jnp.ndarray  # [N] log2 of the last choice's multiplier
+    actions: jnp.ndarray  # [N] int32, the last decision's actions
+    agents_view: jnp.ndarray  # [N, F] the last observation
+    grad_sum: Any
+    sq_sum: jnp.ndarray  # [N] sum of squared minibatch-gradient norms this interval
+    loss_sum: jnp.ndarray  # []
+    interval_count: jnp.ndarray  # [] int32, updates accumulated this interval
+    prev_mean_grad: Any
+    prev_params: Any  # the weights at the last decision (restored on divergence)
+    train_loss: jnp.ndarray  # [] the last interval's mean minibatch loss
+    val_loss: jnp.ndarray  # []
+    initial_val_loss: jnp.ndarray  # []
+    diverged: jnp.ndarray  # [] bool
+    key: jax.Array
+    direction_state: Any
+
+
+def _layer_order(params: Mapping[str, Any], layer_names: Sequence[str] | None) -> list[str]:
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"ganno_sgd needs the params as a dict of layers (flax's variables['params']), got "
+            f"{type(params).__name__}"
+        )
+    keys = list(params)
+    if layer_names is not None:
+        if sorted(layer_names) != sorted(keys):
+            raise ValueError(f"layer_names={list(layer_names)} must name every entry of {keys}")
+        return list(layer_names)
+    if keys and all(k.startswith("layer_") and k[6:].isdigit() for k in keys):
+        return sorted(keys, key=lambda k: int(k[6:]))
+    return keys
+
+
+def ganno_sgd(
+    policy: Any,
+    *,
+    lr0: float | Sequence[float],
+    total_steps: int | None = None,
+    val_loss_fn: Callable[[Any], jnp.ndarray] | None = None,
+    direction: optax.GradientTransformation | None = None,
+    layer_names: Sequence[str] | None = None,
+    greedy: bool = True,
+    seed: int = 0,
+    **settings: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """Per-layer learning rates chosen by ``policy`` (see the module doc).
+
+    Args:
+      policy: a :class:`ganno.Policy` (e.g. ``ganno.pretrained_policy()``).
+      lr0: the initial rate of every layer (or one per layer); clipped to the policy's
+        ``lr_bounds`` in the compound mode, the base schedule's peak if anchored.
+      total_steps: the number of updates the user trains for (default: the meta-training
+        episode, ``steps_per_decision x num_decisions``).
+      val_loss_fn: ``params -> []`` the validation loss, called (under ``lax.cond``) only when an
+        interval ends; or leave it out and pass ``val_loss=`` to every ``update``.
+      direction: an optax transformation applied to the gradients before the rates (default:
+        the gradients themselves, i.e. plain SGD as in meta-training).
+      layer_names: the params' top-level entries in depth order (default: see the module doc).
+      greedy: the most likely action (default) or a sample drawn with ``seed``.
+      settings: overrides of the policy's saved settings (``num_decisions``, ``lr_bounds``,
+        ``divergence_loss_ratio``, ``steps_per_decision``; see
+        :func:`ganno.deployment.deployment_settings`).
+
+    Returns:
+      A ``GradientTransformationExtraArgs`` whose ``update(grads, state, params, *, loss,
+      val_loss=None)`` needs the params and this step's minibatch ``loss``.
+    """
+    cfg = deployment_settings(policy, total_steps=total_steps, who="ganno_sgd", **settings)
+    direction = direction if direction is not None else optax.identity()
+    factors = jnp.asarray(cfg.lr_multipliers, jnp.float32)
+    log2_factors = jnp.log2(factors)
+    unit = None
+    if cfg.anchored:
+        from ganno.baselines import unit_schedule
+
+        unit = unit_schedule(cfg.base_schedule, cfg.total_steps)
+
+    def rates_at(step, lr0_, scale):
+        return jnp.minimum(
+            lr0_ * unit(jnp.minimum(step, cfg.total_steps - 1)) * scale, cfg.lr_bounds[1]
+        )
+
+    def init_fn(params) -> GannoState:
+        names = _layer_order(params, layer_names)
+        n = len(names)
+        if n == 0:
+            raise ValueError("the params have no layers")
+        first = jnp.broadcast_to(jnp.asarray(lr0, jnp.float32), (n,))
+        rates = rates_at(0, first, jnp.ones(n)) if cfg.anchored else jnp.clip(first, *cfg.lr_bounds)
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+        scalar = jnp.zeros((), jnp.float32)
+        return GannoState(
+            count=jnp.zeros((), jnp.int32),
+            decisions=jnp.zeros((), jnp.int32),
+            learning_rates=rates,
+            lr0=first,
+            lr_scale=jnp.ones(n),
+            prev_log2=jnp.zeros(n),
+            actions=jnp.zeros(n, jnp.int32),
+            agents_view=jnp.zeros((n, len(cfg.feature_names)), jnp.float32),
+            grad_sum=zeros,
+            sq_sum=jnp.zeros(n),
+            loss_sum=scalar,
+            interval_count=jnp.zeros((), jnp.int32),
+            prev_mean_grad=zeros,
+            prev_params=jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params),
+            train_loss=scalar,
+            val_loss=scalar,
+            initial_val_loss=scalar,
+            diverged=jnp.zeros((), bool),
+            key=jax.random.PRNGKey(seed),
+            direction_state=direction.init(params),
+        )
+
+    def update_fn(grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
+        if params is None or loss is None:
+            raise ValueError(
+                "ganno_sgd needs the params and the minibatch loss: "
+                "opt.update(grads, state, params, loss=loss)"
+            )
+        names = _layer_order(params, layer_names)
+        loss = jnp.asarray(loss, jnp.float32)
+        first = state.count == 0
+        interval_over = (state.decisions > 0) & (state.count == _interval_end(cfg, state.decisions))
+        observe_now = (first | interval_over) & ~state.diverged
+        if val_loss is not None:
+            val = jnp.asarray(val_loss, jnp.float32)
+        elif val_loss_fn is not None:
+            val = jax.lax.cond(
+                observe_now,
+                lambda p: jnp.asarray(val_loss_fn(p), jnp.float32),
+                lambda p: jnp.full((), jnp.nan, jnp.float32),
+                params,
+            )
+        else:
+            raise ValueError("ganno_sgd needs val_loss_fn= or update(..., val_loss=...)")
+
+        # OBSERVE AND DECIDE (the first decision, or the end of an interval)
+        branch = jnp.where(observe_now, jnp.where(first, 1, 2), 0)
+        new = jax.lax.switch(
+            branch,
+            [
+                lambda s: s,
+                lambda s: _first_decision(s, grads, params, loss, val),
+                lambda s: _end_interval(s, params, val),
+            ],
+            state,
+        )
+        newly_diverged = new.diverged & ~state.diverged
+
+        # THIS STEP'S RATES
+        if cfg.anchored:
+            new = new._replace(learning_rates=rates_at(new.count, new.lr0, new.lr_scale))
+
+        # ACCUMULATE (while the episode runs)
+        active = (new.decisions > 0) & (new.count < _interval_end(cfg, new.decisions))
+        active &= ~new.diverged
+        new = jax.lax.cond(active, lambda s: _accumulate(s, grads, loss), lambda s: s, new)
+
+        # UPDATE
+        direction_updates, direction_state = direction.update(grads, new.direction_state, params)
+        scaled = {
+            k: jax.tree.map(lambda u, r=new.learning_rates[i]: -r * u, direction_updates[k])
+            for i, k in enumerate(names)
+        }
+        restore = jax.tree.map(lambda q, p: (q - p).astype(p.dtype), new.prev_params, params)
+        updates = jax.tree.map(
+            lambda u, r: jnp.where(newly_diverged, r, jnp.where(new.diverged, 0.0, u)),
+            type(params)(scaled) if not isinstance(params, dict) else scaled,
+            restore,
+        )
+        new = new._replace(count=new.count + 1, direction_state=direction_state)
+        return updates, new
+
+    def _observe(stats: IntervalStats, lr_scale) -> jnp.ndarray:
+        n = stats.learning_rates.shape[0]
+        columns = {**interval_columns(stats), **position_columns(n)}
+        if cfg.anchored:
+            columns["log_lr_scale"] = log_feature(lr_scale)
+        return stack_columns(columns, cfg.feature_names)
+
+    def _decide(state: GannoState, view) -> GannoState:
+        from ganno.types import Observation
+
+        n = view.shape[0]
+        obs = Observation(
+            agents_view=view,
+            action_mask=jnp.ones((n, factors.shape[0]), bool),
+            step_count=jnp.full((n,), state.decisions, jnp.int32),
+        )
+        key, sub = jax.random.split(state.key)
+        actions = policy.act(obs, greedy=True) if greedy else policy.act(obs, sub, greedy=False)
+        mult = factors[actions]
+        rates, scale = state.learning_rates, state.lr_scale
+        if cfg.action_mode == "compound":
+            rates = jnp.clip(rates * mult, *cfg.lr_bounds)
+        elif cfg.action_mode == "anchored":
+            scale = mult
+        else:
+            scale = jnp.clip(scale * mult, *cfg.scale_bounds)
+        return state._replace(
+            learning_rates=rates,
+            lr_scale=scale,
+            prev_log2=log2_factors[actions],
+            actions=actions.astype(jnp.int32),
+            agents_view=view,
+            decisions=state.decisions + 1,
+            key=key,
+        )
+
+    def _first_decision(state: GannoState, grads, params, loss, val) -> GannoState:
+        g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads)
+        p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        names = _layer_order(params, layer_names)
+        as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
+        n = state.learning_rates.shape[0]
+        stats = IntervalStats(
+            learning_rates=state.learning_rates,
+            mean_grad=as_layers(g),
+            prev_mean_grad=as_layers(g),
+            mean_sq_grad_norm=per_layer(jnp.square, as_layers(g)),
+            params=as_layers(p),
+            prev_params=as_layers(p),
+            train_loss=loss,
+            val_loss=val,
+            prev_train_loss=loss,
+            prev_val_loss=val,
+            progress=jnp.zeros(()),
+            prev_log2_choice=jnp.zeros(n),
+        )
+        view = _observe(stats, state.lr_scale).at[:, _COSINE].set(0.0).at[:, _NOISE].set(0.0)
+        ready = state._replace(
+            prev_mean_grad=g,
+            prev_params=p,
+            train_loss=loss,
+            val_loss=val,
+            initial_val_loss=val,
+            agents_view=view,
+        )
+        ok = jnp.isfinite(val)
+        return jax.lax.cond(
+            ok, lambda s: _decide(s, view), lambda s: s._replace(diverged=jnp.ones((), bool)), ready
+        )
+
+    def _end_interval(state: GannoState, params, val) -> GannoState:
+        names = _layer_order(params, layer_names)
+        as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
+        k = state.interval_count.astype(jnp.float32)
+        mean_grad = jax.tree.map(lambda s: s / k, state.grad_sum)
+        p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        train_loss = state.loss_sum / k
+        stats = IntervalStats(
+            learning_rates=state.learning_rates,
+            mean_grad=as_layers(mean_grad),
+            prev_mean_grad=as_layers(state.prev_mean_grad),
+            mean_sq_grad_norm=state.sq_sum / k,
+            params=as_layers(p),
+            prev_params=as_layers(state.prev_params),
+            train_loss=train_loss,
+            val_loss=val,
+            prev_train_loss=state.train_loss,
+            prev_val_loss=state.val_loss,
+            progress=state.decisions / cfg.num_decisions,
+            prev_log2_choice=state.prev_log2,
+        )
+        view = _observe(stats, state.lr_scale)
+        finite = jnp.isfinite(val) & jnp.isfinite(train_loss)
+        finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, as_layers(p))))
+        diverged = ~finite | (val > cfg.divergence_loss_ratio * state.initial_val_loss)
+        zeros = jax.tree.map(jnp.zeros_like, state.grad_sum)
+        passed = state._replace(
+            train_loss=train_loss,
+            val_loss=val,
+            prev_mean_grad=mean_grad,
+            prev_params=p,
+            grad_sum=zeros,
+            sq_sum=jnp.zeros_like(state.sq_sum),
+            loss_sum=jnp.zeros(()),
+            interval_count=jnp.zeros((), jnp.int32),
+            agents_view=view,
+        )
+        more = state.decisions < cfg.num_decisions
+        return jax.lax.cond(
+            diverged,
+            lambda s: state._replace(diverged=jnp.ones((), bool)),
+            lambda s: jax.lax.cond(more, lambda t: _decide(t, view), lambda t: t, s),
+            passed,
+        )
+
+    def _accumulate(state: GannoState, grads, loss) -> GannoState:
+        names = _layer_order(grads, layer_names)
+        as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
+        g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads)
+        return state._replace(
+            grad_sum=jax.tree.map(jnp.add, state.grad_sum, g),
+            sq_sum=state.sq_sum + per_layer(jnp.square, as_layers(g)),
+            loss_sum=state.loss_sum + loss,
+            interval_count=state.interval_count + 1,
+        )
+
+    transformation = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    transformation.settings = cfg  # type: ignore[attr-defined]
+    return transformation
+
+
+def _relabel(tree: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The layers of ``tree`` under ganno's names ``layer_0..`` in depth order (what
+    :func:`ganno.observation.per_layer` and :func:`interval_columns` read)."""
+    return {f"layer_{i}": tree[k] for i, k in enumerate(names)}
+
+
+def _interval_end(cfg: DeploymentSettings, decisions: jnp.ndarray) -> jnp.ndarray:
+    """``decisions x total_steps // num_decisions`` in int32 (the traced twin of
+    :meth:`DeploymentSettings.interval_end`)."""
+    return (decisions * cfg.total_steps) // cfg.num_decisions
+
+
+def diverged(state: Any) -> jnp.ndarray:
+    """Whether the training that ``ganno_sgd``'s state watches diverged (its updates are then zero:
+    stop the loop). ``state`` is its :class:`GannoState` or an optax chain's tuple holding one."""
+    for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GannoState)):
+        if isinstance(leaf, GannoState):
+            return leaf.diverged
+    raise ValueError("no ganno_sgd state in this optimiser state")
+
+
+__all__ = ["GannoState", "diverged", "ganno_sgd"]

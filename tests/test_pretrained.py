@@ -1,0 +1,165 @@
+"""The policy shipped inside the package: it loads with one call, acts, drives a training loop,
+records where it came from, is refreshed from a run folder by ``ganno pretrained refresh``, and is
+in the built wheel (so ``pip install ganno`` users have it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ganno
+from ganno import pretrained
+from ganno.cli import main as cli_main
+from ganno.policy import Policy, PolicyLoadError
+from ganno.types import Observation
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ("policy.json", "actor_params.msgpack", "PROVENANCE.json")
+
+
+def test_the_packaged_policy_loads_and_acts():
+    policy = ganno.pretrained_policy()
+    assert isinstance(policy, Policy) and "ippo" in pretrained.available()
+    net = policy.config["network"]
+    n = 4  # any number of layers
+    obs = Observation(
+        agents_view=jax.random.normal(jax.random.PRNGKey(0), (n, net["obs_dim"])),
+        action_mask=jnp.ones((n, net["action_dim"]), bool),
+        step_count=jnp.zeros((n,), jnp.int32),
+    )
+    actions = np.asarray(policy.act(obs))
+    assert actions.shape == (n,) and ((0 <= actions) & (actions < net["action_dim"])).all()
+    record = pretrained.provenance()
+    assert record["commit"] and record["config"]["env"] and record["headline"] is not None
+    assert record["note"], "the provenance must say what this policy is"
+    with pytest.raises(ValueError, match="no pretrained policy 'nope'"):
+        pretrained.load("nope")
+
+
+def test_the_packaged_policy_drives_a_pytorch_loop():
+    torch = pytest.importorskip("torch")
+    from ganno.torch import GannoScheduler, layerwise_param_groups
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    opt = torch.optim.SGD(layerwise_param_groups(model), lr=0.05)
+    loss_fn = torch.nn.functional.cross_entropy
+    total = 2 * ganno.pretrained_policy().config["env"]["num_decisions"]
+    sched = GannoScheduler(
+        opt, ganno.pretrained_policy(), val_loss_fn=lambda: loss_fn(model(x), y), total_steps=total
+    )
+    for _ in range(total):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        sched.observe_gradients(loss)
+        opt.step()
+        sched.step()
+    assert sched.decisions == sched.num_decisions and sched.done
+
+
+def test_refresh_copies_a_run_with_its_provenance(tmp_path):
+    run = tmp_path / "run"
+    ganno.pretrained_policy().save(run / "policy")
+    (run / "config.yaml").write_text("env: {num_decisions: 40}\n")
+    (run / "learning_curve.jsonl").write_text('{"update": 1}\n{"update": 2, "return": 0.5}\n')
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"test_accuracy": 0.9}))
+    dest = tmp_path / "shipped"
+    assert (
+        cli_main(
+            [
+                "pretrained",
+                "refresh",
+                "--from",
+                str(run / "policy"),
+                "--summary",
+                str(summary),
+                "--name",
+                "mine",
+                "--note",
+                "a test",
+                "--dest",
+                str(dest),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (dest / "mine").iterdir()) == sorted(SHIPPED)
+    record = json.loads((dest / "mine" / "PROVENANCE.json").read_text())
+    assert record["headline"] == {"test_accuracy": 0.9} and record["note"] == "a test"
+    assert record["config"] == {"env": {"num_decisions": 40}}
+    assert record["meta_training_last_update"] == {"update": 2, "return": 0.5}
+    copied = Policy.load(dest / "mine")
+    for a, b in zip(
+        jax.tree.leaves(copied.params),
+        jax.tree.leaves(ganno.pretrained_policy().params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="summary"):
+        pretrained.refresh(run / "policy", summary=tmp_path / "missing.csv", dest=dest)
+    (run / "policy" / "actor_params.msgpack").write_bytes(b"garbage")
+    with pytest.raises(PolicyLoadError):
+        pretrained.refresh(run / "policy", dest=dest, name="broken")
+    assert not (dest / "broken").exists()  # nothing copied from a broken run
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_policy_and_it_loads_from_an_install(tmp_path):
+    """Build the wheel from a copy of the project (pip writes build/ into the source tree) and
+    install it into a fresh folder; the installed package loads its policy."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO / "pyproject.toml", project)
+    shutil.copy(REPO / "README.md", project)
+    shutil.copytree(
+        REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "w"),
+            str(project),
+        ],
+        check=True,
+    )
+    (wheel,) = (tmp_path / "w").glob("ganno-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for file in SHIPPED:
+        assert f"ganno/pretrained/ippo/{file}" in names
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
+    code = (
+        "import ganno, sys; p = ganno.pretrained_policy(); "
+        "print(ganno.__file__, p.config['network']['obs_dim'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            "PYTHONPATH": str(target),
+            "HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+            "JAX_PLATFORMS": "cpu",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert out.startswith(str(target)) and out.split()[-1] == "16"
