@@ -112,21 +112,14 @@ def run_policies(
     import jax.numpy as jnp
 
     from ganno.evaluate import play_policies_grid
-    from ganno.policy import Policy
+    from ganno.policy import Policy, check_policy_fits
 
     cfg = task_config(config, task)
     dataset = load_from_config(cfg)
     env = make_env(cfg, dataset)
     policies = [Policy.load(run.policy_dir) for run in runs]
     for run, policy in zip(runs, policies, strict=True):
-        net = policy.config["network"]
-        if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
-            raise ValueError(
-                f"policy {run.policy_dir} reads {net['obs_dim']} features and has "
-                f"{net['action_dim']} actions, but task {task!r} gives {env.num_features} "
-                f"features and {env.action_dim} actions: it was trained with another observation "
-                "or action set"
-            )
+        check_policy_fits(policy, env, run.policy_dir, task)
     groups: dict[str, list[int]] = {}
     for i, policy in enumerate(policies):
         groups.setdefault(json.dumps(policy.config["network"], sort_keys=True), []).append(i)

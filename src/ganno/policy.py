@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,12 @@ import jax
 import jax.numpy as jnp
 from flax import serialization, traverse_util
 
+from ganno.errors import (  # noqa: F401 -- importable from here, as before
+    PolicyLoadError,
+    PolicyMismatchError,
+    PolicyNotFoundError,
+)
+from ganno.io import atomic_write
 from ganno.systems.networks import make_actor
 
 CONFIG_FILE = "policy.json"
@@ -27,23 +32,6 @@ _HOW_TO_CREATE = (
     "create it by meta-training (ganno.meta_train.meta_train(env, cfg, algo, seed, out_dir), "
     "or the pipeline's meta-train stage), which writes <out_dir>/policy/"
 )
-
-
-class PolicyNotFoundError(FileNotFoundError):
-    """There is no saved policy at the given path."""
-
-
-class PolicyLoadError(ValueError):
-    """A saved policy exists but cannot be read (corrupt, truncated or of another network)."""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -90,9 +78,9 @@ class Policy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         params = jax.tree.map(lambda x: jax.device_get(x), self.params)
-        _write_atomic(directory / PARAMS_FILE, serialization.msgpack_serialize(params))
+        atomic_write(directory / PARAMS_FILE, serialization.msgpack_serialize(params))
         config = {"format_version": FORMAT_VERSION, **self.config}
-        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
+        atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
         return directory
 
     @classmethod
@@ -132,6 +120,19 @@ class Policy:
                 f"({config['network']}); the files come from different runs or are corrupt"
             )
         return cls(jax.tree.map(jnp.asarray, params), config)
+
+
+def check_policy_fits(policy: Policy, env: Any, where: str | Path, task: str) -> None:
+    """Raise :class:`PolicyMismatchError` unless ``policy`` (saved at ``where``) reads the
+    features and chooses among the actions of ``env`` (the environment of ``task``)."""
+    net = policy.config["network"]
+    if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
+        raise PolicyMismatchError(
+            f"policy {where} reads {net['obs_dim']} features and has {net['action_dim']} "
+            f"actions, but task {task!r} of this config gives {env.num_features} features and "
+            f"{env.action_dim} actions: it was trained with another observation or action set; "
+            "pass the config it was trained with (its run folder's config.yaml)"
+        )
 
 
 def _expected_param_shapes(network: Any, net_config: dict[str, Any]) -> Any:

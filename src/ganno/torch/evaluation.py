@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ganno.io import write_csv
 from ganno.torch.networks import from_jax_params, layerwise_param_groups, make_torch_network
 from ganno.torch.scheduler import GannoScheduler
 
@@ -383,9 +384,4 @@ def torch_deployment(
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` to ``path`` through a temporary file: a killed run leaves no partial table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return write_csv(df, path)
