@@ -38,6 +38,10 @@ class DatasetMissingError(GannoError, FileNotFoundError):
 class OutputError(GannoError, OSError):
     """An output cannot be written (unwritable folder, full disk); nothing partial is left."""
 
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)  # one argument: str() is the message, without "[Errno n]"
+        self.errno = code
+
 
 class RunLockedError(GannoError, RuntimeError):
     """Another live process is writing the same run folder."""

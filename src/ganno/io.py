@@ -73,7 +73,7 @@ def output_error(path: str | Path, exc: OSError) -> OutputError:
         fix = "it is a folder: give a file path"
     else:
         fix = f"{exc.strerror or exc}: choose another output path"
-    return OutputError(code, f"cannot write {path}: {fix} (no partial file was left)")
+    return OutputError(f"cannot write {path}: {fix} (no partial file was left)", code)
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -168,7 +168,7 @@ def check_writable(path: str | Path) -> Path:
     that produces it starts; raise :class:`OutputError` with the fix otherwise."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(errno.EISDIR, f"cannot write {path}: it is a folder; give a file path")
+        raise OutputError(f"cannot write {path}: it is a folder; give a file path", errno.EISDIR)
     check_writable_folder(path.parent, path)
     return path
 

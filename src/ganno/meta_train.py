@@ -398,7 +398,7 @@ def checkpoint(plan: RunPlan, progress: Progress) -> None:
         save_checkpoint(plan.checkpoint_dir, progress.state, meta)
     except OutputError as exc:
         resumes = progress.last_checkpoint or 0
-        raise OutputError(exc.errno, f"{exc}; rerunning resumes from update {resumes}") from exc
+        raise OutputError(f"{exc}; rerunning resumes from update {resumes}", exc.errno) from exc
     progress.last_checkpoint = progress.update
 
 
