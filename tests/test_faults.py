@@ -37,7 +37,6 @@ from ganno.errors import (
 )
 from ganno.io import RunLock, atomic_write, load_checkpoint, save_checkpoint, write_json
 from ganno.meta_train import meta_train, read_curve
-from ganno.systems import ippo
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("steps_per_second", "wall_time")
@@ -61,9 +60,16 @@ def _without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def _ganno(*args: str) -> subprocess.Popen:
-    """``ganno ARGS`` in a subprocess with two host devices (the environments sharded over them)."""
-    env = {**os.environ, "GANNO_HOST_DEVICES": "2", "PYTHONPATH": str(ROOT / "src")}
+def _ganno(*args: str, cache: Path) -> subprocess.Popen:
+    """``ganno ARGS`` in a subprocess with two host devices (the environments sharded over them),
+    sharing XLA's compilation cache ``cache`` as the pipeline's jobs do."""
+    env = {
+        **os.environ,
+        "GANNO_HOST_DEVICES": "2",
+        "PYTHONPATH": str(ROOT / "src"),
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "ganno.cli", *args],
         env=env,
@@ -101,16 +107,21 @@ def tiny(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
 def _meta_train_args(config: Path, out: Path) -> list[str]:
     return ["meta-train", "--config", str(config), "--algo", "ippo", "--out", str(out)]
 
 
 @pytest.fixture(scope="module")
-def two_runs_at_once(tiny, tmp_path_factory):
+def two_runs_at_once(tiny, xla_cache, tmp_path_factory):
     """Two ``ganno meta-train`` into one folder at the same time."""
     out = tmp_path_factory.mktemp("shared") / "ippo"
     args = [*_meta_train_args(tiny, out), "--no-progress"]
-    procs = [_ganno(*args), _ganno(*args)]
+    procs = [_ganno(*args, cache=xla_cache), _ganno(*args, cache=xla_cache)]
     results = [_finish(p) for p in procs]
     return out, procs, results
 
@@ -150,11 +161,11 @@ def test_a_lock_is_held_per_folder_and_released(tmp_path):
 
 
 def test_a_killed_run_resumes_bitwise_identical_to_an_uninterrupted_one(
-    tiny, two_runs_at_once, tmp_path
+    tiny, two_runs_at_once, xla_cache, tmp_path
 ):
     reference = two_runs_at_once[0]
     out = tmp_path / "ippo"
-    proc = _ganno(*_meta_train_args(tiny, out), "--no-progress")
+    proc = _ganno(*_meta_train_args(tiny, out), "--no-progress", cache=xla_cache)
     third = out / "checkpoints" / "checkpoint_00000003.msgpack"
     deadline = time.monotonic() + 240
     while not third.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -166,7 +177,7 @@ def test_a_killed_run_resumes_bitwise_identical_to_an_uninterrupted_one(
     assert 3 <= len(done) < UPDATES  # killed mid-run, with a stale lock left behind
     assert (out / ganno.io.LOCK_FILE).read_text().startswith(f"PID {proc.pid} ")
 
-    code, text = _finish(_ganno(*_meta_train_args(tiny, out), "--no-progress"))
+    code, text = _finish(_ganno(*_meta_train_args(tiny, out), "--no-progress", cache=xla_cache))
     assert code == 0, text
     assert f"ganno: warning: taking over the run folder {out}: its last writer (PID {proc.pid}" in (
         text
@@ -181,7 +192,7 @@ def test_a_killed_run_resumes_bitwise_identical_to_an_uninterrupted_one(
 
 
 def test_every_checkpoint_unreadable_names_the_way_forward(tmp_path):
-    state = ippo.make_learner(ENV, load_config(overrides=TINY_META))[0](jax.random.PRNGKey(0))
+    state = {"params": np.zeros(3, np.float32), "key": jax.random.key(0)}
     for update in (4, 8):
         (tmp_path / f"checkpoint_{update:08d}.msgpack").write_bytes(b"\x93\x01")
     with pytest.raises(CheckpointError) as info:

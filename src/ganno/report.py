@@ -32,6 +32,7 @@ import yaml
 from ganno import baselines, plots, stats
 from ganno.config import TRAIN_TASK, task_names
 from ganno.experiments import read_results
+from ganno.io import atomic_write, write_csv
 from ganno.meta_train import read_curve
 
 # --------------------------------------------------------------------------------------------
@@ -534,12 +535,12 @@ def write_table(
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = TablePaths(*(stem.parent / f"{stem.name}.{ext}" for ext in TABLE_FORMATS))
-    numbers.to_csv(paths.csv, index=False)
-    paths.md.write_text(display.to_markdown(index=False) + "\n")
+    write_csv(numbers, paths.csv)
+    atomic_write(paths.md, display.to_markdown(index=False) + "\n")
     latex = display.to_latex(
         index=False, escape=True, caption=caption, label=f"tab:{stem.name}", position="t"
     )
-    paths.tex.write_text(latex)
+    atomic_write(paths.tex, latex)
     return paths
 
 
@@ -839,7 +840,7 @@ def write_paper_readme(
     ]
     path = out / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path
 
 
@@ -947,7 +948,7 @@ def build_report(
     extensions = build_extensions(results_dir, out, config, data)
     figures |= extensions.figures
     table_paths |= extensions.tables
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
+    atomic_write(out / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
     readme = write_paper_readme(
         out,
         tables,
