@@ -32,6 +32,7 @@ from ganno.errors import (
     CheckpointError,
     DataIntegrityError,
     GannoError,
+    GannoWarning,
     OutputError,
     RunLockedError,
 )
@@ -154,6 +155,18 @@ def test_a_lock_is_held_per_folder_and_released(tmp_path):
         with pytest.raises(RunLockedError, match=f"PID {os.getpid()} on"):
             RunLock(tmp_path).acquire()
     with RunLock(tmp_path):  # released: free again
+        pass
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(ganno.io.fcntl, "flock", no_locks)
+    with (
+        pytest.warns(GannoWarning, match="cannot lock .* make sure that no other run writes"),
+        RunLock(tmp_path),
+    ):
         pass
 
 
@@ -356,6 +369,10 @@ def test_strict_json_writes_null_for_nan_and_infinity(tmp_path):
         (
             "evaluation:\n  lr0_exponents: [0, -3]\n",
             "'evaluation.lr0_exponents' = [0, -3] is inverted; give [low, high] with low <= high",
+        ),
+        (
+            "evaluation:\n  lr0_exponents: [-7, 1]\n",
+            "'evaluation.lr0_exponents' = [-7, 1] reaches outside 'env.lr_bounds' = [1e-06, 10.0]",
         ),
         (
             "meta_train:\n  num_envs: 4\n  rollout_length: 8\n  num_minibatches: 3\n",

@@ -202,6 +202,15 @@ class RunLock:
                     f"{self.folder} is being written by another run ({holder}); wait for it to "
                     "finish or stop it, or write to another folder"
                 ) from None
+            except OSError as exc:  # a file system without locks (some network mounts)
+                os.close(fd)
+                warnings.warn(
+                    f"cannot lock {self.path} ({exc.strerror}): make sure that no other run "
+                    "writes this folder at the same time",
+                    GannoWarning,
+                    stacklevel=3,
+                )
+                return
             try:  # a holder that released the lock meanwhile unlinked the file: lock the new one
                 current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

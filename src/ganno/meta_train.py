@@ -15,7 +15,12 @@
   :class:`ganno.policy.Policy`.
 
 Updates run ``updates_per_chunk`` at a time in one compiled call; seeds given as ``seeds_vmapped``
-run side by side in that call (``vmap``).
+run side by side in that call (``vmap``). One process at a time writes a run folder
+(:class:`ganno.io.RunLock`). A resumed run is bitwise identical to an uninterrupted one.
+
+The steps of :func:`meta_train`, in order: :func:`plan_run` (check the arguments, no work),
+:func:`build_learner`, :func:`resume`, :func:`train` (:func:`run_chunk` and :func:`checkpoint`
+until the last update), :func:`export` (metrics and policies).
 """
 
 from __future__ import annotations
@@ -271,7 +276,7 @@ ChunkFn = Callable[[Any, int], tuple[Any, dict]]
 
 def build_learner(env: Any, plan: RunPlan) -> tuple[Any, ChunkFn]:
     """The initial learner state (seeds on a leading axis if vmapped), placed on the devices,
-    and ``run_chunk(state, n) -> (state, metrics)``, which runs ``n`` updates in one compiled
+    and ``chunk_fn(state, n) -> (state, metrics)``, which runs ``n`` updates in one compiled
     call (compiled once per ``n``)."""
     init_fn, update_fn = ALGORITHMS[plan.algo](env, plan.cfg)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in plan.seeds])
@@ -281,13 +286,13 @@ def build_learner(env: Any, plan: RunPlan) -> tuple[Any, ChunkFn]:
         state = jax.jit(init_fn)(keys[0])
     compiled: dict[int, Callable] = {}
 
-    def run_chunk(state: Any, n: int) -> tuple[Any, dict]:
+    def chunk_fn(state: Any, n: int) -> tuple[Any, dict]:
         if n not in compiled:
             chunk = scan_updates(update_fn, n)
             compiled[n] = jax.jit(jax.vmap(chunk) if plan.vmapped else chunk)
         return compiled[n](state)
 
-    return place_on_devices(state, plan), run_chunk
+    return place_on_devices(state, plan), chunk_fn
 
 
 def place_on_devices(state: Any, plan: RunPlan) -> Any:
