@@ -371,10 +371,6 @@ def test_strict_json_writes_null_for_nan_and_infinity(tmp_path):
             "'evaluation.lr0_exponents' = [0, -3] is inverted; give [low, high] with low <= high",
         ),
         (
-            "evaluation:\n  lr0_exponents: [-7, 1]\n",
-            "'evaluation.lr0_exponents' = [-7, 1] reaches outside 'env.lr_bounds' = [1e-06, 10.0]",
-        ),
-        (
             "meta_train:\n  num_envs: 4\n  rollout_length: 8\n  num_minibatches: 3\n",
             "'meta_train.num_minibatches' = 3 does not divide the batch num_envs x rollout_length "
             "= 4 x 8 = 32; choose one of [1, 2, 4, 8, 16, 32]",

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ganno.errors import PolicyMismatchError, UsageError
 from ganno.io import write_csv
 from ganno.torch.networks import from_jax_params, layerwise_param_groups, make_torch_network
 from ganno.torch.scheduler import GannoScheduler
@@ -328,16 +329,22 @@ def torch_deployment(
     block = config["torch_deployment"]
     methods, networks = list(block["methods"]), list(block["networks"])
     if "ganno" in methods and not policy_dirs:
-        raise ValueError(
+        raise UsageError(
             "torch_deployment.methods includes 'ganno' but no policy was given (--policy DIR)"
         )
+    budget = Budget.from_config(config)
     policies = []
     for i, path in enumerate(policy_dirs if "ganno" in methods else []):
         policy = Policy.load(path)
+        try:  # before any training: a policy the scheduler cannot drive
+            GannoScheduler._check_actions(
+                policy, dict(policy.config.get("env") or {}), budget.actions
+            )
+        except ValueError as exc:
+            raise PolicyMismatchError(f"policy {path} does not fit this config: {exc}") from None
         algo = policy.config.get("algo") or block["algorithm"]
         meta_seed = int(policy.config.get("seed", i))
         policies.append((f"ganno_{algo}", meta_seed, policy))
-    budget = Budget.from_config(config)
     data = TorchData.from_dataset(load_from_config(config), config["env"]["val_subset"])
     lr0s, seeds = lr0_grid(block), [int(s) for s in block["seeds"]]
     rows = []
