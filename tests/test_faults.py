@@ -375,6 +375,11 @@ def test_strict_json_writes_null_for_nan_and_infinity(tmp_path):
             "'meta_train.num_minibatches' = 3 does not divide the batch num_envs x rollout_length "
             "= 4 x 8 = 32; choose one of [1, 2, 4, 8, 16, 32]",
         ),
+        (
+            "env:\n  reward: counterfactual_log_val_loss_drop\n  actions: [0.5, 2.0]\n",
+            "'env.reward' = 'counterfactual_log_val_loss_drop' needs the keep action 1.0 in "
+            "'env.actions' = [0.5, 2.0]; add 1.0 or choose another reward",
+        ),
         ("", "is empty; write the keys you change (e.g. 'seed: 0')"),
         ("- seed\n", "holds a list, not a mapping of keys to values"),
         (

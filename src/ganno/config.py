@@ -136,6 +136,19 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"'{key}' = {[low, high]} is inverted; give [low, high] with low <= high"
             )
+    env = config["env"]
+    if env["reward"] == "counterfactual_log_val_loss_drop":
+        if 1.0 not in env["actions"]:
+            problems.append(
+                f"'env.reward' = 'counterfactual_log_val_loss_drop' needs the keep action 1.0 in "
+                f"'env.actions' = {env['actions']}; add 1.0 or choose another reward"
+            )
+        if env["momentum_actions"] is not None or env["weight_decay_actions"] is not None:
+            problems.append(
+                "'env.reward' = 'counterfactual_log_val_loss_drop' is defined for learning-rate-"
+                "only agents; set env.momentum_actions and env.weight_decay_actions to null or "
+                "choose another reward"
+            )
     mt = config["meta_train"]
     batch = mt["num_envs"] * mt["rollout_length"]
     if batch % mt["num_minibatches"]:

@@ -35,6 +35,14 @@ class DatasetMissingError(GannoError, FileNotFoundError):
     """A dataset's files are not on disk."""
 
 
+class ResultsError(GannoError, ValueError):
+    """A results table lacks the columns or rows a report needs."""
+
+
+class ResultsMissingError(GannoError, FileNotFoundError):
+    """A results file a report needs is absent (run the stage that writes it)."""
+
+
 class OutputError(GannoError, OSError):
     """An output cannot be written (unwritable folder, full disk); nothing partial is left."""
 

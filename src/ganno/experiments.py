@@ -20,6 +20,7 @@ from ganno import baselines
 from ganno.config import TRAIN_TASK, task_config
 from ganno.data import load_from_config
 from ganno.env import make_env
+from ganno.errors import ResultsError
 from ganno.evaluate import grid_table, lr_trajectory_table
 from ganno.inner import make_task
 
@@ -175,7 +176,10 @@ def read_results(paths: Sequence[str | Path]) -> pd.DataFrame:
         df = pd.read_csv(path)
         missing = set(COLUMNS) - set(df.columns)
         if missing:
-            raise ValueError(f"{path} is not a results table: it lacks {sorted(missing)}")
+            raise ResultsError(
+                f"{path} is not a results table: it lacks {sorted(missing)}; give a table written "
+                "by ganno baselines, sweep or generalise"
+            )
         frames.append(df[list(COLUMNS)])
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))

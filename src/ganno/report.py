@@ -31,6 +31,7 @@ import yaml
 
 from ganno import baselines, plots, stats
 from ganno.config import TRAIN_TASK, task_names
+from ganno.errors import ResultsError, ResultsMissingError
 from ganno.experiments import read_results
 from ganno.io import atomic_write, write_csv
 from ganno.meta_train import read_curve
@@ -162,7 +163,10 @@ def _read_csv_or_skip(
         skipped[name] = reason[0] if reason else "skipped (no reason given)"
         return None
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (and has no {marker.name} saying why)")
+        raise ResultsMissingError(
+            f"{path} is missing (and has no {marker.name} saying why); run the pipeline stage "
+            "that writes it (snakemake --cores all)"
+        )
     if path.stat().st_size == 0:
         skipped[name] = "empty file"
         return None
@@ -882,7 +886,10 @@ def build_report(
     out = Path(out_dir)
     data = load_results(results_dir, config)
     if TRAIN_TASK not in data.tasks:
-        raise ValueError(f"no results on the task {TRAIN_TASK!r} under {results_dir}")
+        raise ResultsError(
+            f"no results on the task {TRAIN_TASK!r} under {results_dir}; run the pipeline first "
+            "or pass --results with the folder that holds them"
+        )
     ci = _ci_kwargs(config)
     tol = float(config["baselines"]["robustness_tolerance"])
     results = data.results
