@@ -441,6 +441,14 @@ def test_a_corrupt_manifest_names_the_file_and_the_rebuild(tmp_path, content, pr
     assert data.load("digits", tmp_path).num_classes == 10
 
 
+def test_an_unknown_dataset_is_one_line(tmp_path, capsys):
+    assert main(["data", "prepare", "cifar10", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "ganno: error: unknown dataset 'cifar10'; choose one of mnist1d, digits, mnist, "
+        "fashion_mnist\n"
+    )
+
+
 # ----------------------------------------------------------------------------- the error classes
 
 
