@@ -217,7 +217,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e, schema) for e in errors]
     if not problems:
-        problems = _check_semantics(filled) + _check_generalisation_tasks(filled)
+        # A task inherits the base config: its problems would repeat the base config's.
+        problems = _check_semantics(filled) or _check_generalisation_tasks(filled)
     if not problems:
         from ganno.variants import check as check_variants
 
