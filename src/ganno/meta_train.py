@@ -315,10 +315,18 @@ class Progress:
     session_start: float = field(default_factory=time.perf_counter)  # this session's clock
 
 
+def _torn_writes(plan: RunPlan) -> list[Path]:
+    """The ``.tmp`` files a killed run can leave: only the names this driver writes, as the run
+    folder may hold other files (even be the working directory)."""
+    own = [CURVE_FILE, METRICS_FILE, "config.yaml", f"{CHECKPOINT_DIR}/checkpoint_*.msgpack"]
+    own += [f"policy/{name}" for name in ("*", "seed_*/*")]
+    return [p for pattern in own for p in plan.out_dir.glob(pattern + TMP_SUFFIX)]
+
+
 def resume(plan: RunPlan, state: Any) -> Progress:
     """The run's progress from its newest checkpoint (a fresh start without one): the learner
     state, placed like a fresh one, and the learning curve rewritten as it was at that update."""
-    for leftover in plan.out_dir.rglob("*" + TMP_SUFFIX):  # torn writes of a killed run
+    for leftover in _torn_writes(plan):
         leftover.unlink()
     if not any(plan.checkpoint_dir.glob("checkpoint_*.msgpack")):
         atomic_write(plan.curve_path, "")
