@@ -239,10 +239,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
         + struct.pack(f">{array.ndim}I", *array.shape)
         + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
+    atomic_write(path, payload)
 
 
 # --------------------------------------------------------------------------------------------
