@@ -196,7 +196,7 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_fd(fd) or "a process that has not written its PID yet"
+                holder = _holder(fd)
                 os.close(fd)
                 raise RunLockedError(
                     f"{self.folder} is being written by another run ({holder}); wait for it to "
@@ -248,6 +248,15 @@ class RunLock:
 
 def _read_fd(fd: int) -> str:
     return os.pread(fd, 4096, 0).decode(errors="replace").strip()
+
+
+def _holder(fd: int, patience_s: float = 2.0) -> str:
+    """Who holds the lock of ``fd``: a holder writes its PID just after locking, so wait a
+    moment for it rather than report an empty file."""
+    deadline = time.monotonic() + patience_s
+    while not (holder := _read_fd(fd)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder or "a process that has not written its PID"
 
 
 # ----------------------------------------------------------------------------- checkpoints
