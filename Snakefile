@@ -2,7 +2,13 @@
 # The rules call the `ganno` command line; no algorithm lives here. See README.md for the stages.
 from snakemake.utils import min_version, validate
 
+from ganno.config import read_config_file
+
 min_version("9.0")
+
+# Read by ganno first, so that a YAML error names its file and line (Snakemake's message names
+# neither); a file given with --configfile is read by Snakemake before this line runs.
+read_config_file("config/config.yaml")
 
 
 configfile: "config/config.yaml"

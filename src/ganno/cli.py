@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from ganno.config import ConfigError, dump_config, load_config
+from ganno.config import dump_config, load_config
+from ganno.errors import ConfigError, GannoError, GannoWarning, UsageError
+from ganno.io import atomic_write, check_writable, check_writable_folder, write_csv, write_json
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -64,6 +69,7 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
     name = _agent_name(args)
     cfg = agent_config(load_config(args.config), name)
     algo = agents.get(cfg, name).algorithm
+    check_writable_folder(args.out)  # before loading data and compiling
     env = make_env(cfg, load_from_config(cfg))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = meta_train(
@@ -98,23 +104,36 @@ def _run_config_of(policy_dir: Path) -> Path:
     for candidate in (policy_dir.parent / "config.yaml", policy_dir.parent.parent / "config.yaml"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise ConfigError(
         f"no config.yaml beside the policy {policy_dir} (looked in its parent folders); "
         "pass --config with the config the policy was trained with"
     )
 
 
-def _cmd_run_policy(args: argparse.Namespace) -> int:
-    import json
+def _clipped_lr0(lr0: float, bounds: tuple[float, float]) -> float:
+    """``lr0`` clipped to the environment's learning-rate bounds, with a warning if it changes."""
+    low, high = bounds
+    effective = min(max(lr0, low), high)
+    if effective != lr0:
+        warnings.warn(
+            f"--lr0 {lr0:g} is outside env.lr_bounds [{low:g}, {high:g}]: the run starts from "
+            f"{effective:g} (recorded as lr0, the request as lr0_requested)",
+            GannoWarning,
+            stacklevel=2,
+        )
+    return effective
 
+
+def _cmd_run_policy(args: argparse.Namespace) -> int:
     import jax
 
     from ganno.config import task_config
     from ganno.data import load_from_config
     from ganno.env import make_env
     from ganno.evaluate import keep_rate, play_episode
-    from ganno.policy import Policy, check_policy_env
+    from ganno.policy import Policy, check_policy_fits
 
+    out = check_writable(args.out)
     policy_dir = Path(args.policy)
     policy = Policy.load(policy_dir)
     cfg = load_config(args.config or _run_config_of(policy_dir))
@@ -122,7 +141,8 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
         cfg = task_config(cfg, args.task)
     dataset = load_from_config(cfg)
     env = make_env(cfg, dataset)
-    check_policy_env(policy, env, policy_dir)
+    check_policy_fits(policy, env, policy_dir, args.task)
+    lr0 = _clipped_lr0(args.lr0, env.lr_bounds)
     if args.controller == "policy":
         act = lambda obs, key: policy.act(obs, key, greedy=not args.sample)  # noqa: E731
     else:
@@ -130,7 +150,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     episode = jax.jit(
         lambda key, lr0: play_episode(env, act, key, lr0, dataset.x_test, dataset.y_test)
     )
-    t = jax.tree.map(lambda x: x.tolist(), episode(jax.random.PRNGKey(args.seed), args.lr0))
+    t = jax.tree.map(lambda x: x.tolist(), episode(jax.random.PRNGKey(args.seed), lr0))
     last = sum(t.active) - 1
     record = {
         "policy": str(policy_dir),
@@ -138,7 +158,8 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
         "task": args.task,
         "dataset": cfg["task"]["dataset"],
         "network": cfg["task"]["network"],
-        "lr0": args.lr0,
+        "lr0": lr0,
+        "lr0_requested": args.lr0,
         "seed": args.seed,
         "steps_per_decision": env.steps_per_decision,
         "num_agents": env.num_agents,
@@ -159,22 +180,12 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
         "test_loss": t.test_loss,
         "test_accuracy": t.test_accuracy,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    write_json(out, record)  # strict JSON: a diverged run's infinite loss is written as null
     print(
         f"test loss {t.test_loss:.4f}, test accuracy {t.test_accuracy:.4f}"
         f"{' (diverged)' if t.diverged else ''}; trajectory written to {out}"
     )
     return 0
-
-
-def _write_csv(df, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)  # a killed run never leaves a half-written table
 
 
 def _skip_if_unavailable(cfg: dict, task: str, out: Path, columns) -> bool:
@@ -186,8 +197,8 @@ def _skip_if_unavailable(cfg: dict, task: str, out: Path, columns) -> bool:
     reason = task_unavailable_reason(cfg, task)
     if reason is None:
         return False
-    _write_csv(pd.DataFrame(columns=list(columns)), out)
-    Path(str(out) + ".skipped").write_text(reason + "\n")
+    write_csv(pd.DataFrame(columns=list(columns)), out)
+    atomic_write(str(out) + ".skipped", reason + "\n")
     print(f"skipped task {task!r}: {reason}", file=sys.stderr)
     return True
 
@@ -196,11 +207,12 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     from ganno.experiments import COLUMNS, run_baselines
 
     cfg = load_config(args.config)
+    check_writable(args.out)  # before the grid is computed
     if _skip_if_unavailable(cfg, args.task, args.out, COLUMNS):
         return 0
     methods = args.methods.split(",") if args.methods else None
     df = run_baselines(cfg, args.task, methods)
-    _write_csv(df, args.out)
+    write_csv(df, args.out)
     print(f"{len(df)} runs of {df['method'].nunique()} baselines on {args.task} -> {args.out}")
     return 0
 
@@ -217,14 +229,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     names = args.name or [agents.method_name(agent)] * count
     for flag, values in (("--name", names), ("--out", args.out), ("--meta-seed", meta_seeds)):
         if len(values) != count:
-            raise ValueError(
+            raise UsageError(
                 f"{count} --policy but {len(values)} {flag}: give one {flag} per --policy, in "
                 "the same order"
             )
     if args.schedules and len(args.schedules) != count:
-        raise ValueError(
+        raise UsageError(
             f"{count} --policy but {len(args.schedules)} --schedules: give one per --policy or none"
         )
+    for path in [*args.out, *(args.schedules or [])]:
+        check_writable(path)  # before the policies run
     cfg = load_config(args.config)
     if agent is not None:
         from ganno.config import agent_config
@@ -233,14 +247,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     skipped = [_skip_if_unavailable(cfg, args.task, out, COLUMNS) for out in args.out]
     if any(skipped):
         for path in args.schedules or []:
-            _write_csv(pd.DataFrame(), path)
+            write_csv(pd.DataFrame(), path)
         return 0
     runs = [PolicyRun(*run) for run in zip(args.policy, names, meta_seeds, strict=True)]
     tables = run_policies(cfg, args.task, runs, greedy=not args.sample)
     for i, (results, schedules) in enumerate(tables):
-        _write_csv(results, args.out[i])
+        write_csv(results, args.out[i])
         if args.schedules:
-            _write_csv(schedules, args.schedules[i])
+            write_csv(schedules, args.schedules[i])
         print(f"{len(results)} runs of {names[i]} on {args.task} -> {args.out[i]}")
     return 0
 
@@ -248,6 +262,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ganno.report import build_report
 
+    check_writable_folder(args.out)
     report = build_report(args.results, args.out, load_config(args.config))
     print(f"{len(report.figures)} figures, {len(report.tables)} tables; summary: {report.readme}")
     return 0
@@ -281,8 +296,26 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_rate(text: str) -> float:
+    """An argparse type: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a learning rate; give a positive, finite number such as 0.01"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganno", description=__doc__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of every error (ganno's own errors are one line without it)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     data_p = sub.add_parser("data", help="datasets").add_subparsers(
@@ -332,7 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="train",
         help="'train' (the meta-training task) or a generalisation task's name",
     )
-    rp.add_argument("--lr0", type=float, required=True, help="initial learning rate of all layers")
+    rp.add_argument(
+        "--lr0",
+        type=_learning_rate,
+        required=True,
+        help="initial learning rate of all layers (clipped to env.lr_bounds, with a warning)",
+    )
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument(
         "--controller",
@@ -454,18 +492,39 @@ def _configure_compute(args: argparse.Namespace) -> None:
         configure_fast_compile()
 
 
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints ganno's own warnings as one line and passes the
+    others to ``show``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, GannoWarning):
+            print(f"ganno: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; ganno's own errors (:class:`ganno.errors.GannoError`) become one line and
+    exit status 2, anything else is a bug and shows its traceback (``--debug``: always)."""
     from ganno.parallel import configure_host_devices
 
     configure_host_devices()  # before JAX starts: every core becomes a device
     parser = build_parser()
     args = parser.parse_args(argv)
+    python_showwarning = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(python_showwarning)
     try:
         _configure_compute(args)
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as exc:
+    except GannoError as exc:
+        if args.debug:
+            raise
         print(f"ganno: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = python_showwarning
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from ganno import agents as registry
+from ganno.errors import ConfigError
 from ganno.layout import TRAIN_TASK, task_names
 
 __all__ = ["TRAIN_TASK", "ConfigError", "agent_config", "derive", "load_config", "task_config",
@@ -49,10 +50,6 @@ def read_yaml(path: str | Path) -> Any:
     """Read a YAML file, with scientific notation such as 1e-3 read as a number."""
     with open(path) as f:
         return yaml.load(f, Loader=_Loader)
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or impossible."""
 
 
 @functools.cache
@@ -135,11 +132,34 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                 f"'env.{key}' = {[low, high]} is an inverted or empty range; give [low, high] with "
                 "0 < low < high"
             )
-    low, high = config["torch_deployment"]["lr0_exponents"]
-    if not low <= high:
+    for key in ("evaluation.lr0_exponents", "torch_deployment.lr0_exponents"):
+        section, name = key.split(".")
+        low, high = config[section][name]
+        if not low <= high:
+            problems.append(
+                f"'{key}' = {[low, high]} is inverted; give [low, high] with low <= high"
+            )
+    env = config["env"]
+    if env["reward"] == "counterfactual_log_val_loss_drop":
+        if 1.0 not in env["actions"]:
+            problems.append(
+                f"'env.reward' = 'counterfactual_log_val_loss_drop' needs the keep action 1.0 in "
+                f"'env.actions' = {env['actions']}; add 1.0 or choose another reward"
+            )
+        if env["momentum_actions"] is not None or env["weight_decay_actions"] is not None:
+            problems.append(
+                "'env.reward' = 'counterfactual_log_val_loss_drop' is defined for learning-rate-"
+                "only agents; set env.momentum_actions and env.weight_decay_actions to null or "
+                "choose another reward"
+            )
+    mt = config["meta_train"]
+    batch = mt["num_envs"] * mt["rollout_length"]
+    if batch % mt["num_minibatches"]:
+        divisors = [d for d in range(1, batch + 1) if batch % d == 0]
         problems.append(
-            f"'torch_deployment.lr0_exponents' = {[low, high]} is inverted; give [low, high] "
-            "with low <= high"
+            f"'meta_train.num_minibatches' = {mt['num_minibatches']} does not divide the batch "
+            f"num_envs x rollout_length = {mt['num_envs']} x {mt['rollout_length']} = {batch}; "
+            f"choose one of {divisors}"
         )
     return problems
 
@@ -267,7 +287,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e, schema) for e in errors]
     if not problems:
-        problems = _check_semantics(filled) + _check_generalisation_tasks(filled)
+        # A task inherits the base config: its problems would repeat the base config's.
+        problems = _check_semantics(filled) or _check_generalisation_tasks(filled)
     if not problems:
         problems = _check_agents(filled)
     if problems:
@@ -275,17 +296,49 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     return filled
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (not validated); a :class:`ConfigError` names the
+    file, and for a syntax error the line and column, when it is missing, empty or not YAML.
+
+    An empty file is an error, as it is to Snakemake, so that both accept the same files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path")
+    try:
+        raw = read_yaml(path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = exc.problem or "unreadable"
+        if exc.context and (start := exc.context_mark):
+            problem = (
+                f"{exc.context} from line {start.line + 1}, column {start.column + 1}: {problem}"
+            )
+        raise ConfigError(
+            f"config file {where} is not valid YAML ({problem}); fix the file there (indent "
+            "with spaces, close every bracket and quote)"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not YAML ({exc}); give a YAML file") from None
+    if raw is None:
+        raise ConfigError(
+            f"config file {path} is empty; write the keys you change (e.g. 'seed: 0'), every key "
+            "left out takes its default (config/config.yaml lists them)"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path} holds a {type(raw).__name__}, not a mapping of keys to values; "
+            "write one 'key: value' per line at the top level"
+        )
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
     """Read a YAML config (defaults if ``path`` is None), apply nested ``overrides``, validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = read_yaml(path) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raw = read_config_file(path)
     if overrides:
         raw = merge(raw, overrides)
     try:
@@ -309,5 +362,6 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
     """Write a resolved config as YAML (what a run actually used, defaults included)."""
-    with open(path, "w") as f:
-        yaml.safe_dump(dict(config), f, sort_keys=False)
+    from ganno.io import atomic_write
+
+    atomic_write(path, yaml.safe_dump(dict(config), sort_keys=False))

@@ -47,7 +47,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import struct
 import urllib.request
@@ -62,6 +61,8 @@ from typing import Any
 import numpy as np
 
 from ganno.config import task_config
+from ganno.errors import DataError, DataIntegrityError, DatasetMissingError
+from ganno.io import atomic_open, atomic_write
 
 DATASETS: tuple[str, ...] = ("mnist1d", "digits", "mnist", "fashion_mnist")
 
@@ -134,14 +135,6 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 }
 
 Fetch = Callable[[str], bytes]
-
-
-class DatasetMissingError(FileNotFoundError):
-    """Raw files of a dataset are absent; the message says which, where, and how to get them."""
-
-
-class DataIntegrityError(ValueError):
-    """A file does not have the checksum or structure it should have."""
 
 
 class IdxFormatError(DataIntegrityError):
@@ -246,10 +239,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
         + struct.pack(f">{array.ndim}I", *array.shape)
         + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
+    atomic_write(path, payload)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +259,7 @@ def sha256_file(path: str | Path) -> str:
 
 def _check_name(name: str) -> str:
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return name
 
 
@@ -293,7 +285,7 @@ def find_raw_files(name: str, root: str | Path = "data") -> dict[str, Path]:
     :class:`DatasetMissingError` naming every missing file and the folder to put them in.
     """
     if name not in MIRRORS:
-        raise ValueError(f"{name!r} has no raw IDX files (only {', '.join(MIRRORS)} do)")
+        raise DataError(f"{name!r} has no raw IDX files (only {', '.join(MIRRORS)} do)")
     folder = raw_dir(name, root)
     found: dict[str, Path] = {}
     missing: list[str] = []
@@ -342,7 +334,7 @@ def download_idx(name: str, root: str | Path = "data", fetch: Fetch | None = Non
     """
     _check_name(name)
     if name not in MIRRORS:
-        raise ValueError(f"{name!r} is not downloaded (only {', '.join(MIRRORS)} are)")
+        raise DataError(f"{name!r} is not downloaded (only {', '.join(MIRRORS)} are)")
     fetch = fetch or _urlopen_fetch
     folder = raw_dir(name, root)
     folder.mkdir(parents=True, exist_ok=True)
@@ -367,9 +359,7 @@ def download_idx(name: str, root: str | Path = "data", fetch: Fetch | None = Non
                 bad_checksum = True
                 errors.append(f"{url}: SHA-256 {digest}, expected {expected}")
                 continue
-            tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(payload)
-            os.replace(tmp, target)
+            atomic_write(target, payload)
             break
         else:
             detail = "\n  ".join(errors)
@@ -549,8 +539,10 @@ def manifest_path(npz_path: str | Path) -> Path:
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """An npz that np.load reads, byte-identical for identical arrays (fixed zip timestamps)."""
-    tmp = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with (
+        atomic_open(path, "wb") as f,
+        zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+    ):
         for key in _ARRAY_KEYS:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
@@ -558,7 +550,6 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
 
 
 def _array_sha(a: np.ndarray) -> str:
@@ -569,9 +560,9 @@ def _validate_params(name: str, val_fraction: float, split_seed: int) -> tuple[f
     _check_name(name)
     vf = float(val_fraction)
     if not 0.0 < vf < 1.0:
-        raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
+        raise DataError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
     if int(split_seed) != split_seed or split_seed < 0:
-        raise ValueError(f"split_seed must be a non-negative integer, got {split_seed!r}")
+        raise DataError(f"split_seed must be a non-negative integer, got {split_seed!r}")
     return vf, int(split_seed)
 
 
@@ -593,6 +584,8 @@ def _can_reuse(npz: Path, name: str, vf: float, seed: int, root: Path) -> bool:
         man = json.loads(man_path.read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(man, dict):
+        return False  # a corrupt manifest: the dataset is rebuilt
     key = _reuse_key(name, vf, seed)
     if any(man.get(k) != v for k, v in key.items()):
         return False
@@ -667,8 +660,31 @@ def prepare(
         "source": source,
         "ganno_version": _versions("ganno")["ganno"],
     }
-    manifest_path(npz).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write(manifest_path(npz), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return npz
+
+
+#: What :func:`load` needs from a manifest.
+_MANIFEST_KEYS = ("npz_sha256", "num_classes")
+
+
+def read_manifest(path: Path, name: str, val_fraction: float, split_seed: int) -> dict[str, Any]:
+    """A dataset manifest; a :class:`DataIntegrityError` names the file and the command that
+    rebuilds it when it is empty, not JSON, not a mapping or lacks a key :func:`load` needs."""
+    try:
+        manifest = json.loads(path.read_bytes())
+        problem = None if isinstance(manifest, dict) else f"holds a {type(manifest).__name__}"
+    except (ValueError, UnicodeDecodeError) as exc:
+        problem = "is empty" if not path.stat().st_size else f"is not valid JSON ({exc})"
+    if problem is None and (missing := [k for k in _MANIFEST_KEYS if k not in manifest]):
+        problem = f"lacks {', '.join(missing)}"
+    if problem is not None:
+        raise DataIntegrityError(
+            f"the dataset manifest {path} {problem}: it is corrupt. Rebuild the dataset with "
+            f"`ganno data prepare {name} --force` (val_fraction={val_fraction}, "
+            f"split_seed={split_seed})"
+        )
+    return manifest
 
 
 def load(
@@ -688,12 +704,12 @@ def load(
     man_path = manifest_path(npz)
     if not (npz.is_file() and man_path.is_file()):
         if not prepare_if_missing:
-            raise FileNotFoundError(
+            raise DatasetMissingError(
                 f"{npz} (or its manifest {man_path.name}) not found; run "
                 f"`ganno data prepare {name}` (val_fraction={vf}, split_seed={seed})"
             )
         prepare(name, root, vf, seed)
-    manifest = json.loads(man_path.read_text())
+    manifest = read_manifest(man_path, name, vf, seed)
     digest = sha256_file(npz)
     if digest != manifest.get("npz_sha256"):
         raise DataIntegrityError(

@@ -20,6 +20,7 @@ from ganno import baselines
 from ganno.config import TRAIN_TASK, task_config
 from ganno.data import load_from_config
 from ganno.env import make_env
+from ganno.errors import ResultsError
 from ganno.evaluate import grid_table, lr_trajectory_table
 from ganno.inner import make_task
 
@@ -112,22 +113,14 @@ def run_policies(
     import jax.numpy as jnp
 
     from ganno.evaluate import play_policies_grid
-    from ganno.policy import Policy, check_policy_env
+    from ganno.policy import Policy, check_policy_fits
 
     cfg = task_config(config, task)
     dataset = load_from_config(cfg)
     env = make_env(cfg, dataset)
     policies = [Policy.load(run.policy_dir) for run in runs]
     for run, policy in zip(runs, policies, strict=True):
-        net = policy.config["network"]
-        if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
-            raise ValueError(
-                f"policy {run.policy_dir} reads {net['obs_dim']} features and has "
-                f"{net['action_dim']} actions, but task {task!r} gives {env.num_features} "
-                f"features and {env.action_dim} actions: it was trained with another observation "
-                "or action set"
-            )
-        check_policy_env(policy, env, run.policy_dir)
+        check_policy_fits(policy, env, run.policy_dir, task)
     groups: dict[str, list[int]] = {}
     for i, policy in enumerate(policies):
         kind = {"network": policy.config["network"], "normalised": policy.normaliser is not None}
@@ -189,7 +182,10 @@ def read_results(paths: Sequence[str | Path]) -> pd.DataFrame:
         df = pd.read_csv(path)
         missing = set(COLUMNS) - set(df.columns)
         if missing:
-            raise ValueError(f"{path} is not a results table: it lacks {sorted(missing)}")
+            raise ResultsError(
+                f"{path} is not a results table: it lacks {sorted(missing)}; give a table written "
+                "by ganno baselines, sweep or generalise"
+            )
         frames.append(df[list(COLUMNS)])
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))

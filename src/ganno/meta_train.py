@@ -15,7 +15,12 @@
   :class:`ganno.policy.Policy`.
 
 Updates run ``updates_per_chunk`` at a time in one compiled call; seeds given as ``seeds_vmapped``
-run side by side in that call (``vmap``).
+run side by side in that call (``vmap``). One process at a time writes a run folder
+(:class:`ganno.io.RunLock`). A resumed run is bitwise identical to an uninterrupted one.
+
+The steps of :func:`meta_train`, in order: :func:`plan_run` (check the arguments, no work),
+:func:`build_learner`, :func:`resume`, :func:`train` (:func:`run_chunk` and :func:`checkpoint`
+until the last update), :func:`export` (metrics and policies).
 """
 
 from __future__ import annotations
@@ -23,19 +28,35 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 from tqdm.auto import tqdm
 
-from ganno.config import ConfigError, dump_config, validate
+from ganno.config import dump_config, validate
+from ganno.errors import (  # noqa: F401 -- re-exported: their historical home
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConfigError,
+    NonFiniteLossError,
+    OutputError,
+)
+from ganno.io import (  # noqa: F401 -- save/load re-exported for callers of this module
+    CHECKPOINTS_KEPT,
+    TMP_SUFFIX,
+    RunLock,
+    atomic_write,
+    load_checkpoint,
+    output_error,
+    save_checkpoint,
+    write_json,
+)
 from ganno.parallel import shard_batch
 from ganno.policy import Policy, env_settings
 from ganno.systems import ippo, mappo, normalisation
@@ -45,7 +66,6 @@ ALGORITHMS = {"ippo": ippo.make_learner, "mappo": mappo.make_learner}
 CURVE_FILE = "learning_curve.jsonl"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
-CHECKPOINTS_KEPT = 2
 # Config keys that may change between an interrupted run and its resumption.
 _RESUMABLE_KEYS = (
     "total_timesteps",
@@ -55,100 +75,6 @@ _RESUMABLE_KEYS = (
     "seeds",
 )
 _LOSSES = ("total_loss", "actor_loss", "value_loss", "entropy", "approx_kl")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The learner produced a NaN or infinite loss; the last good checkpoint is kept."""
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """A run folder has no (readable) checkpoint."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint exists but does not belong to this run or cannot be read."""
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _is_key(x: Any) -> bool:
-    return jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
-
-
-def save_checkpoint(directory: str | Path, state: Any, meta: Mapping[str, Any]) -> Path:
-    """Write ``state`` (any pytree of arrays) and ``meta`` (JSON-able) as the newest checkpoint.
-
-    The file is written to a temporary name, then renamed, so a kill leaves the old one intact;
-    only the newest :data:`CHECKPOINTS_KEPT` checkpoints are kept.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree.leaves(jax.device_get(state))
-    arrays = {
-        str(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-        for i, x in enumerate(leaves)
-    }
-    blob = serialization.msgpack_serialize(
-        {"meta": json.dumps(dict(meta)), "num_leaves": len(leaves), "leaves": arrays}
-    )
-    path = directory / f"checkpoint_{int(meta['update']):08d}.msgpack"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    for old in sorted(directory.glob("checkpoint_*.msgpack"))[:-CHECKPOINTS_KEPT]:
-        old.unlink()
-    return path
-
-
-def load_checkpoint(directory: str | Path, template: Any) -> tuple[Any, dict[str, Any]]:
-    """The newest readable checkpoint in ``directory`` as ``(state, meta)``.
-
-    ``template`` is a pytree with the state's structure (e.g. a freshly initialised learner state
-    or its ``jax.eval_shape``). A corrupt newest file falls back to the one before it.
-    """
-    directory = Path(directory)
-    paths = sorted(directory.glob("checkpoint_*.msgpack"), reverse=True)
-    if not paths:
-        raise CheckpointNotFoundError(
-            f"no checkpoint in {directory}; run ganno.meta_train.meta_train(...) with out_dir "
-            f"{directory.parent} to create one (it checkpoints every meta_train.checkpoint_every "
-            "updates)"
-        )
-    treedef = jax.tree.structure(template)
-    template_leaves = jax.tree.leaves(template)
-    problems = []
-    for path in paths:
-        try:
-            raw = serialization.msgpack_restore(path.read_bytes())
-            meta = json.loads(raw["meta"])
-            arrays = [raw["leaves"][str(i)] for i in range(raw["num_leaves"])]
-        except Exception as exc:  # noqa: BLE001 -- any failure to decode means "corrupt"
-            problems.append(f"{path}: unreadable ({type(exc).__name__}: {exc})")
-            continue
-        if len(arrays) != len(template_leaves) or any(
-            tuple(a.shape) != tuple(_data_shape(t))
-            for a, t in zip(arrays, template_leaves, strict=True)
-        ):
-            raise CheckpointError(
-                f"checkpoint {path} holds a learner state of another shape (another environment, "
-                "network or number of seeds); use a fresh out_dir or delete its checkpoints"
-            )
-        leaves = [
-            jax.random.wrap_key_data(jnp.asarray(a)) if _is_key(t) else jnp.asarray(a, t.dtype)
-            for a, t in zip(arrays, template_leaves, strict=True)
-        ]
-        return jax.tree.unflatten(treedef, leaves), meta
-    raise CheckpointError("no readable checkpoint:\n  " + "\n  ".join(problems))
-
-
-def _data_shape(leaf: Any) -> tuple[int, ...]:
-    if _is_key(leaf):
-        return tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
-    return tuple(leaf.shape)
 
 
 # ----------------------------------------------------------------------------- learning curve
@@ -175,7 +101,7 @@ def _curve_rows(
                 "num_episodes": count,
             }
             for name, total in metrics["episode_sums"].items():
-                row[name] = float(total[s, k]) / count if count else None
+                row[name] = _finite_or_none(float(total[s, k]) / count) if count else None
             for name in _LOSSES:
                 row[name] = _finite_or_none(float(metrics[name][s, k]))
             rows.append(row)
@@ -202,10 +128,21 @@ def _restore_curve(
     """Rewrite the curve as it was at the checkpoint of ``last_update`` and return its rows: from
     the rows saved with the checkpoint, or (a checkpoint without them) from the file's own rows."""
     rows = [r for r in (read_curve(path) if saved is None else saved) if r["update"] <= last_update]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(_json_line(r) for r in rows))
     return rows
+
+
+def _json_line(row: Mapping[str, Any]) -> str:
+    return json.dumps(row, allow_nan=False) + "\n"  # rows hold None, never NaN (strict JSON)
+
+
+def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to the curve; a torn last line (kill, full disk) is dropped on resume."""
+    try:
+        with open(path, "a") as f:
+            f.writelines(_json_line(r) for r in rows)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
 
 
 def marl_eval_json(
@@ -263,6 +200,263 @@ def _chunk_size(mt: Mapping[str, Any]) -> int:
     return size
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """One meta-training run, as fixed by its arguments before any work is done."""
+
+    cfg: dict[str, Any]  # validated, defaults filled in
+    algo: str
+    seeds: list[int]
+    vmapped: bool  # seeds side by side in one compiled call (a leading seed axis)
+    per_update: int  # environment steps one update collects
+    num_updates: int
+    out_dir: Path
+    env_name: str
+    task_name: str
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR
+
+    @property
+    def curve_path(self) -> Path:
+        return self.out_dir / CURVE_FILE
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.cfg, self.algo)
+
+    @property
+    def env_axis(self) -> int:
+        """The axis of the learner state's leaves that runs over parallel environments."""
+        return 1 if self.vmapped else 0
+
+
+def plan_run(
+    env: Any,
+    cfg: Mapping[str, Any],
+    algo: str,
+    seed: int,
+    out_dir: str | Path,
+    seeds_vmapped: list[int] | None = None,
+    env_name: str | None = None,
+    task_name: str | None = None,
+) -> RunPlan:
+    """Check the arguments of :func:`meta_train` and fix what the run will do (no work done)."""
+    cfg = validate(cfg)
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"algo = {algo!r} is not allowed; choose one of {sorted(ALGORITHMS)}")
+    vmapped = seeds_vmapped is not None
+    seeds = [int(s) for s in (seeds_vmapped if vmapped else [seed])]
+    if not seeds:
+        raise ConfigError("seeds_vmapped is empty; give at least one seed or None")
+    mt = cfg["meta_train"]
+    per_update = steps_per_update(cfg)
+    num_updates = mt["total_timesteps"] // per_update
+    if num_updates < 1:
+        raise ConfigError(
+            f"'meta_train.total_timesteps' = {mt['total_timesteps']} is less than one update "
+            f"(num_envs x rollout_length = {per_update} steps)"
+        )
+    return RunPlan(
+        cfg=cfg,
+        algo=algo,
+        seeds=seeds,
+        vmapped=vmapped,
+        per_update=per_update,
+        num_updates=num_updates,
+        out_dir=Path(out_dir),
+        env_name=env_name or getattr(env, "name", type(env).__name__),
+        task_name=task_name or getattr(env, "task_name", None) or str(cfg["task"]["dataset"]),
+    )
+
+
+ChunkFn = Callable[[Any, int], tuple[Any, dict]]
+
+
+def build_learner(env: Any, plan: RunPlan) -> tuple[Any, ChunkFn]:
+    """The initial learner state (seeds on a leading axis if vmapped), placed on the devices,
+    and ``chunk_fn(state, n) -> (state, metrics)``, which runs ``n`` updates in one compiled
+    call (compiled once per ``n``)."""
+    init_fn, update_fn = ALGORITHMS[plan.algo](env, plan.cfg)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in plan.seeds])
+    if plan.vmapped:
+        state = jax.jit(jax.vmap(init_fn))(keys)
+    else:
+        state = jax.jit(init_fn)(keys[0])
+    compiled: dict[int, Callable] = {}
+
+    def chunk_fn(state: Any, n: int) -> tuple[Any, dict]:
+        if n not in compiled:
+            chunk = scan_updates(update_fn, n)
+            compiled[n] = jax.jit(jax.vmap(chunk) if plan.vmapped else chunk)
+        return compiled[n](state)
+
+    return place_on_devices(state, plan), chunk_fn
+
+
+def place_on_devices(state: Any, plan: RunPlan) -> Any:
+    """Split the parallel environments of ``state`` over the devices (every core on a CPU).
+
+    A restored checkpoint goes through here too: a state left on one device would compile to
+    another program, whose float rounding differs (a resumed run would drift by ~1e-7)."""
+    return shard_batch(state, plan.cfg["meta_train"]["num_envs"], axis=plan.env_axis)
+
+
+@dataclass
+class Progress:
+    """Where a run stands: its learner state, update count and the learning curve so far."""
+
+    state: Any
+    update: int = 0
+    wall_before: float = 0.0  # wall time of the run's earlier sessions (before a resume)
+    last_checkpoint: int | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    session_start: float = field(default_factory=time.perf_counter)  # this session's clock
+
+
+def _torn_writes(plan: RunPlan) -> list[Path]:
+    """The ``.tmp`` files a killed run can leave: only the names this driver writes, as the run
+    folder may hold other files (even be the working directory)."""
+    own = [CURVE_FILE, METRICS_FILE, "config.yaml", f"{CHECKPOINT_DIR}/checkpoint_*.msgpack"]
+    own += [f"policy/{name}" for name in ("*", "seed_*/*")]
+    return [p for pattern in own for p in plan.out_dir.glob(pattern + TMP_SUFFIX)]
+
+
+def resume(plan: RunPlan, state: Any) -> Progress:
+    """The run's progress from its newest checkpoint (a fresh start without one): the learner
+    state, placed like a fresh one, and the learning curve rewritten as it was at that update."""
+    for leftover in _torn_writes(plan):
+        leftover.unlink()
+    if not any(plan.checkpoint_dir.glob("checkpoint_*.msgpack")):
+        atomic_write(plan.curve_path, "")
+        return Progress(state=state)
+    restored, meta = load_checkpoint(plan.checkpoint_dir, state)
+    if meta.get("fingerprint") != plan.fingerprint or meta.get("seeds") != plan.seeds:
+        raise ConfigError(
+            f"{plan.out_dir} holds a run with another config, algorithm or seeds than this one "
+            f"(checkpointed run: algo {meta.get('algo')!r}, seeds {meta.get('seeds')}); use a "
+            "fresh out_dir or delete this one"
+        )
+    update = int(meta["update"])
+    if update > plan.num_updates:
+        raise ConfigError(
+            f"{plan.out_dir} is already at update {update}, past this run's {plan.num_updates}"
+        )
+    # The rows so far, also saved with every checkpoint (Snakemake deletes a rerun job's outputs).
+    curve = _restore_curve(plan.curve_path, update, meta.get("curve"))
+    return Progress(
+        state=place_on_devices(restored, plan),
+        update=update,
+        wall_before=float(meta["wall_time"]),
+        last_checkpoint=update,
+        curve=curve,
+    )
+
+
+def run_chunk(plan: RunPlan, progress: Progress, chunk_fn: ChunkFn, n: int) -> list[dict]:
+    """Run ``n`` updates, check their losses, append their curve rows; returns the rows.
+
+    A non-finite loss raises :class:`NonFiniteLossError` before the state is kept, so the bad
+    state is never checkpointed."""
+    start = time.perf_counter()
+    state, metrics = chunk_fn(progress.state, n)
+    metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+    if not plan.vmapped:
+        metrics = jax.tree.map(lambda x: x[None], metrics)
+    elapsed = time.perf_counter() - start
+
+    # CHECK FOR NON-FINITE LOSSES
+    bad = ~np.isfinite(metrics["total_loss"])
+    if bad.any():
+        s, k = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
+        kept = (
+            f"the last good checkpoint (update {progress.last_checkpoint}) in "
+            f"{plan.checkpoint_dir} is kept"
+            if progress.last_checkpoint is not None
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLossError(
+            f"{plan.algo}: non-finite loss at update {progress.update + k + 1} (seed "
+            f"{plan.seeds[s]}) in {plan.out_dir}; {kept}. Check the environment's rewards and "
+            "observations for NaN/inf, or lower meta_train.actor_lr / critic_lr"
+        )
+
+    # LOG THE LEARNING CURVE
+    rows = _curve_rows(metrics, progress.update, plan.seeds, plan.per_update)
+    wall = progress.wall_before + time.perf_counter() - progress.session_start
+    for row in rows:
+        row["steps_per_second"] = n * plan.per_update * len(plan.seeds) / elapsed
+        row["wall_time"] = wall
+    _append_rows(plan.curve_path, rows)
+    progress.state = state
+    progress.update += n
+    progress.curve.extend(rows)
+    return rows
+
+
+def checkpoint(plan: RunPlan, progress: Progress) -> None:
+    """Save the learner state with the curve so far; a failed write keeps the previous one."""
+    meta = {
+        "update": progress.update,
+        "env_steps": progress.update * plan.per_update,
+        "wall_time": progress.curve[-1]["wall_time"],
+        "algo": plan.algo,
+        "seeds": plan.seeds,
+        "fingerprint": plan.fingerprint,
+        # The curve so far: Snakemake deletes a rerun job's outputs, this file too.
+        "curve": progress.curve,
+    }
+    try:
+        save_checkpoint(plan.checkpoint_dir, progress.state, meta)
+    except OutputError as exc:
+        resumes = progress.last_checkpoint or 0
+        raise OutputError(f"{exc}; rerunning resumes from update {resumes}", exc.errno) from exc
+    progress.last_checkpoint = progress.update
+
+
+def export(env: Any, plan: RunPlan, progress: Progress) -> dict[str, Any]:
+    """Write ``metrics.json`` and the final policy (one per seed if vmapped); the summary."""
+    write_json(
+        plan.out_dir / METRICS_FILE,
+        marl_eval_json(progress.curve, plan.env_name, plan.task_name, plan.algo),
+    )
+    network = actor_network_config(env, plan.cfg)
+    env_steps = plan.num_updates * plan.per_update
+    for s, seed in enumerate(plan.seeds):
+        actor_params = progress.state.params.actor
+        if plan.vmapped:
+            actor_params = jax.tree.map(lambda x, s=s: x[s], actor_params)
+        policy_config = {
+            "network": network,
+            "algo": plan.algo,
+            "seed": seed,
+            "env_steps": env_steps,
+            "env_name": plan.env_name,
+            "task_name": plan.task_name,
+        }
+        if (settings := env_settings(env)) is not None:
+            policy_config["env"] = settings  # what deploying the policy needs (ganno.torch)
+        if progress.state.obs_norm:  # the running statistics the actor's inputs were normalised by
+            stats = progress.state.obs_norm["agents_view"]
+            if plan.vmapped:
+                stats = jax.tree.map(lambda x, s=s: x[s], stats)
+            policy_config["observation_normalisation"] = normalisation.to_json(stats)
+        policy_dir = plan.out_dir / "policy" / (f"seed_{seed}" if plan.vmapped else "")
+        Policy(actor_params, policy_config).save(policy_dir)
+    final = [
+        r["episode_return"]
+        for r in progress.curve[-len(plan.seeds) :]
+        if r.get("episode_return") is not None
+    ]
+    return {
+        "updates": plan.num_updates,
+        "env_steps": env_steps,
+        "final_return": float(np.mean(final)) if final else None,
+        "out_dir": str(plan.out_dir),
+    }
+
+
 def meta_train(
     env: Any,
     cfg: Mapping[str, Any],
@@ -284,177 +478,59 @@ def meta_train(
     ``env_name`` / ``task_name`` label ``metrics.json`` (default: the env's ``name`` attribute or
     class name, and its ``task_name`` attribute or else the config's ``task.dataset``).
 
+    One process at a time writes ``out_dir`` (:class:`ganno.io.RunLock`); a second one raises
+    :class:`ganno.errors.RunLockedError` naming the first one's PID.
+
     Returns a summary: ``{"updates", "env_steps", "final_return", "out_dir"}``.
     """
-    cfg = validate(cfg)
-    if algo not in ALGORITHMS:
-        raise ConfigError(f"algo = {algo!r} is not allowed; choose one of {sorted(ALGORITHMS)}")
-    mt = cfg["meta_train"]
-    vmapped = seeds_vmapped is not None
-    seeds = [int(s) for s in (seeds_vmapped if vmapped else [seed])]
-    if not seeds:
-        raise ConfigError("seeds_vmapped is empty; give at least one seed or None")
-    per_update = steps_per_update(cfg)
-    num_updates = mt["total_timesteps"] // per_update
-    if num_updates < 1:
-        raise ConfigError(
-            f"'meta_train.total_timesteps' = {mt['total_timesteps']} is less than one update "
-            f"(num_envs x rollout_length = {per_update} steps)"
-        )
-    env_name = env_name or getattr(env, "name", type(env).__name__)
-    task_name = task_name or getattr(env, "task_name", None) or str(cfg["task"]["dataset"])
+    plan = plan_run(env, cfg, algo, seed, out_dir, seeds_vmapped, env_name, task_name)
+    with RunLock(plan.out_dir):
+        state, chunk_fn = build_learner(env, plan)
+        run = resume(plan, state)
+        dump_config(plan.cfg, plan.out_dir / "config.yaml")
+        train(plan, run, chunk_fn, progress, callback)
+        return export(env, plan, run)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / CHECKPOINT_DIR
-    curve_path = out_dir / CURVE_FILE
-    fingerprint = _fingerprint(cfg, algo)
 
-    # BUILD LEARNER (seeds on a leading axis, vmapped or one)
-    init_fn, update_fn = ALGORITHMS[algo](env, cfg)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    if vmapped:
-        state = jax.jit(jax.vmap(init_fn))(keys)
-    else:
-        state = jax.jit(init_fn)(keys[0])
-    # SPLIT THE ENVIRONMENTS OVER DEVICES (every core on a CPU; one jit partitions the work)
-    state = shard_batch(state, mt["num_envs"], axis=1 if vmapped else 0)
+def next_chunk(plan: RunPlan, update: int) -> int:
+    """Updates in the chunk after ``update``: chunks end on checkpoint updates (also after a
+    resume with another checkpoint_every), so a resumed run runs the same chunks as an
+    uninterrupted one."""
+    every = plan.cfg["meta_train"]["checkpoint_every"]
+    next_checkpoint = (update // every + 1) * every
+    return min(
+        _chunk_size(plan.cfg["meta_train"]), plan.num_updates - update, next_checkpoint - update
+    )
 
-    compiled: dict[int, Callable] = {}
 
-    def run_chunk(state: Any, n: int) -> tuple[Any, dict]:
-        if n not in compiled:
-            chunk = scan_updates(update_fn, n)
-            compiled[n] = jax.jit(jax.vmap(chunk) if vmapped else chunk)
-        return compiled[n](state)
-
-    # RESUME FROM THE LAST CHECKPOINT, IF ANY
-    start_update, wall_before = 0, 0.0
-    if any(ckpt_dir.glob("checkpoint_*.msgpack")):
-        state, meta = load_checkpoint(ckpt_dir, state)
-        if meta.get("fingerprint") != fingerprint or meta.get("seeds") != seeds:
-            raise ConfigError(
-                f"{out_dir} holds a run with another config, algorithm or seeds than this one "
-                f"(checkpointed run: algo {meta.get('algo')!r}, seeds {meta.get('seeds')}); use a "
-                "fresh out_dir or delete this one"
-            )
-        start_update, wall_before = int(meta["update"]), float(meta["wall_time"])
-        if start_update > num_updates:
-            raise ConfigError(
-                f"{out_dir} is already at update {start_update}, past this run's {num_updates}"
-            )
-        # The rows so far, also saved with every checkpoint.
-        curve = _restore_curve(curve_path, start_update, meta.get("curve"))
-    else:
-        curve_path.write_text("")
-        curve = []
-    dump_config(cfg, out_dir / "config.yaml")
-
-    # RUN UPDATES IN CHUNKS
-    chunk = _chunk_size(mt)
-    update, last_checkpoint = start_update, start_update if start_update else None
+def train(
+    plan: RunPlan,
+    run: Progress,
+    chunk_fn: ChunkFn,
+    progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run chunks of updates until the plan's last update, checkpointing on the way."""
     bar = tqdm(
-        total=num_updates * per_update,
-        initial=start_update * per_update,
+        total=plan.num_updates * plan.per_update,
+        initial=run.update * plan.per_update,
         unit="step",
         unit_scale=True,
         disable=not progress,
-        desc=f"{algo} seeds {seeds}",
+        desc=f"{plan.algo} seeds {plan.seeds}",
         dynamic_ncols=True,
     )
-    t_start = time.perf_counter()
-    try:
-        while update < num_updates:
-            # Chunks end on checkpoint updates, also after a resume with another checkpoint_every.
-            next_checkpoint = (update // mt["checkpoint_every"] + 1) * mt["checkpoint_every"]
-            n = min(chunk, num_updates - update, next_checkpoint - update)
-            t_chunk = time.perf_counter()
-            state, metrics = run_chunk(state, n)
-            metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-            if not vmapped:
-                metrics = jax.tree.map(lambda x: x[None], metrics)
-            elapsed = time.perf_counter() - t_chunk
-
-            # CHECK FOR NON-FINITE LOSSES (the bad state is never checkpointed)
-            bad = ~np.isfinite(metrics["total_loss"])
-            if bad.any():
-                s, k = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
-                kept = (
-                    f"the last good checkpoint (update {last_checkpoint}) in {ckpt_dir} is kept"
-                    if last_checkpoint is not None
-                    else "no checkpoint was written yet"
-                )
-                raise NonFiniteLossError(
-                    f"{algo}: non-finite loss at update {update + k + 1} (seed {seeds[s]}) in "
-                    f"{out_dir}; {kept}. Check the environment's rewards and observations for "
-                    "NaN/inf, or lower meta_train.actor_lr / critic_lr"
-                )
-
-            # LOG THE LEARNING CURVE
-            rows = _curve_rows(metrics, update, seeds, per_update)
-            wall = wall_before + time.perf_counter() - t_start
-            for row in rows:
-                row["steps_per_second"] = n * per_update * len(seeds) / elapsed
-                row["wall_time"] = wall
-            with open(curve_path, "a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-            curve.extend(rows)
-            update += n
-
-            # CHECKPOINT
-            if update % mt["checkpoint_every"] == 0 or update == num_updates:
-                meta = {
-                    "update": update,
-                    "env_steps": update * per_update,
-                    "wall_time": wall,
-                    "algo": algo,
-                    "seeds": seeds,
-                    "fingerprint": fingerprint,
-                    # The curve so far: Snakemake deletes a rerun job's outputs, this file too.
-                    "curve": curve,
-                }
-                save_checkpoint(ckpt_dir, state, meta)
-                last_checkpoint = update
-
+    run.session_start = time.perf_counter()
+    with bar:
+        while run.update < plan.num_updates:
+            n = next_chunk(plan, run.update)
+            rows = run_chunk(plan, run, chunk_fn, n)
+            every = plan.cfg["meta_train"]["checkpoint_every"]
+            if run.update % every == 0 or run.update == plan.num_updates:
+                checkpoint(plan, run)
             returns = [r["episode_return"] for r in rows if r["episode_return"] is not None]
-            bar.set_postfix(ret=f"{np.mean(returns):.3g}" if returns else "n/a", update=update)
-            bar.update(n * per_update)
+            bar.set_postfix(ret=f"{np.mean(returns):.3g}" if returns else "n/a", update=run.update)
+            bar.update(n * plan.per_update)
             if callback is not None:
-                callback({"update": update, "env_steps": update * per_update, "rows": rows})
-    finally:
-        bar.close()
-
-    # WRITE METRICS AND THE FINAL POLICY
-    with open(out_dir / METRICS_FILE, "w") as f:
-        json.dump(marl_eval_json(curve, env_name, task_name, algo), f, indent=1)
-    network = actor_network_config(env, cfg)
-    for s, seed_ in enumerate(seeds):
-        actor_params = state.params.actor
-        if vmapped:
-            actor_params = jax.tree.map(lambda x, s=s: x[s], actor_params)
-        policy_config = {
-            "network": network,
-            "algo": algo,
-            "seed": seed_,
-            "env_steps": num_updates * per_update,
-            "env_name": env_name,
-            "task_name": task_name,
-        }
-        if (settings := env_settings(env)) is not None:
-            policy_config["env"] = settings  # what deploying the policy needs (ganno.torch)
-        if state.obs_norm:  # the running statistics the actor's inputs were normalised with
-            stats = state.obs_norm["agents_view"]
-            if vmapped:
-                stats = jax.tree.map(lambda x, s=s: x[s], stats)
-            policy_config["observation_normalisation"] = normalisation.to_json(stats)
-        policy_dir = out_dir / "policy" / (f"seed_{seed_}" if vmapped else "")
-        Policy(actor_params, policy_config).save(policy_dir)
-    final = [
-        r["episode_return"] for r in curve[-len(seeds) :] if r.get("episode_return") is not None
-    ]
-    return {
-        "updates": num_updates,
-        "env_steps": num_updates * per_update,
-        "final_return": float(np.mean(final)) if final else None,
-        "out_dir": str(out_dir),
-    }
+                info = {"update": run.update, "env_steps": run.update * plan.per_update}
+                callback({**info, "rows": rows})

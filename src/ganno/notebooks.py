@@ -9,9 +9,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-
-class NotebookFailed(RuntimeError):
-    """A cell of a notebook raised; the partly executed notebook is written beside the output."""
+from ganno.errors import NotebookFailed
+from ganno.io import atomic_open
 
 
 def execute_notebook(
@@ -41,7 +40,6 @@ def execute_notebook(
         raise NotebookFailed(
             f"notebook {path} failed (partial outputs in {failed}):\n{exc}"
         ) from None
-    tmp = out.with_suffix(".tmp.ipynb")
-    nbformat.write(notebook, tmp)
-    tmp.replace(out)
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        nbformat.write(notebook, f)
     return out

@@ -27,6 +27,7 @@ from matplotlib.ticker import LogLocator
 
 from ganno import baselines, stats
 from ganno.agents import is_ganno
+from ganno.io import atomic_open, write_csv
 
 DPI = 150
 #: GANNO policies are drawn in these colours, thicker and on top of the baselines.
@@ -106,10 +107,12 @@ def _save(fig: Figure, data: pd.DataFrame, stem: str | Path) -> FigurePaths:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = FigurePaths(*(stem.parent / f"{stem.name}.{ext}" for ext in ("png", "pdf", "csv")))
-    data.to_csv(paths.csv, index=False)
-    fig.savefig(paths.png, dpi=DPI, bbox_inches="tight")
+    write_csv(data, paths.csv)
+    with atomic_open(paths.png, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
     # No creation date in the PDF: rerunning on the same data gives the same bytes.
-    fig.savefig(paths.pdf, bbox_inches="tight", metadata={"CreationDate": None})
+    with atomic_open(paths.pdf, "wb") as f:
+        fig.savefig(f, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
     return paths
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,12 @@ import jax
 import jax.numpy as jnp
 from flax import serialization, traverse_util
 
+from ganno.errors import (  # noqa: F401 -- importable from here, as before
+    PolicyLoadError,
+    PolicyMismatchError,
+    PolicyNotFoundError,
+)
+from ganno.io import atomic_write
 from ganno.systems.networks import make_actor
 from ganno.systems.normalisation import normalise
 
@@ -28,23 +33,6 @@ _HOW_TO_CREATE = (
     "create it by meta-training (ganno.meta_train.meta_train(env, cfg, algo, seed, out_dir), "
     "or the pipeline's meta-train stage), which writes <out_dir>/policy/"
 )
-
-
-class PolicyNotFoundError(FileNotFoundError):
-    """There is no saved policy at the given path."""
-
-
-class PolicyLoadError(ValueError):
-    """A saved policy exists but cannot be read (corrupt, truncated or of another network)."""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -108,9 +96,9 @@ class Policy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         params = jax.tree.map(lambda x: jax.device_get(x), self.params)
-        _write_atomic(directory / PARAMS_FILE, serialization.msgpack_serialize(params))
+        atomic_write(directory / PARAMS_FILE, serialization.msgpack_serialize(params))
         config = {"format_version": FORMAT_VERSION, **self.config}
-        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
+        atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
         return directory
 
     @classmethod
@@ -150,6 +138,20 @@ class Policy:
                 f"({config['network']}); the files come from different runs or are corrupt"
             )
         return cls(jax.tree.map(jnp.asarray, params), config)
+
+
+def check_policy_fits(policy: Policy, env: Any, where: str | Path, task: str) -> None:
+    """Raise :class:`PolicyMismatchError` unless ``policy`` (saved at ``where``) reads the
+    features and chooses among the actions of ``env`` (the environment of ``task``)."""
+    net = policy.config["network"]
+    if (net["obs_dim"], net["action_dim"]) != (env.num_features, env.action_dim):
+        raise PolicyMismatchError(
+            f"policy {where} reads {net['obs_dim']} features and has {net['action_dim']} "
+            f"actions, but task {task!r} of this config gives {env.num_features} features and "
+            f"{env.action_dim} actions: it was trained with another observation or action set; "
+            "pass the config it was trained with (its run folder's config.yaml)"
+        )
+    check_policy_env(policy, env, where)
 
 
 def _expected_param_shapes(network: Any, net_config: dict[str, Any]) -> Any:
@@ -207,12 +209,8 @@ def env_settings(env: Any) -> dict[str, Any] | None:
 ACTION_SETTINGS: tuple[str, ...] = ("action_mode", "actions", *ANCHORED_SETTINGS)
 
 
-class PolicyEnvMismatchError(ValueError):
-    """A policy is asked to act in an environment whose actions or features mean something else."""
-
-
 def check_policy_env(policy: Policy, env: Any, where: str | Path = "the policy") -> None:
-    """Raise :class:`PolicyEnvMismatchError` naming the setting if ``env`` does not interpret the
+    """Raise :class:`PolicyMismatchError` naming the setting if ``env`` does not interpret the
     policy's actions and features as in meta-training (its saved ``env`` settings; a policy saved
     before action modes existed was trained in the compound mode)."""
     saved = policy.config.get("env")
@@ -223,7 +221,7 @@ def check_policy_env(policy: Policy, env: Any, where: str | Path = "the policy")
     names = ACTION_SETTINGS if saved["action_mode"] != "compound" else ACTION_SETTINGS[:2]
     for name in (*names, "feature_names"):
         if name in saved and saved[name] != actual.get(name):
-            raise PolicyEnvMismatchError(
+            raise PolicyMismatchError(
                 f"{where} was meta-trained with env.{name} = {saved[name]}, but this environment "
                 f"has {actual.get(name)}; evaluate it with the config it was trained with (its run "
                 "folder's config.yaml, or the agent's overrides)"

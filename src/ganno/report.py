@@ -25,7 +25,9 @@ import yaml
 
 from ganno import agents as registry
 from ganno import extensions_report, plots
+from ganno.errors import ResultsError
 from ganno.experiments import read_results
+from ganno.io import atomic_write
 from ganno.layout import TRAIN_TASK, result_paths, task_names
 from ganno.meta_train import read_curve
 from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them from here)
@@ -506,7 +508,7 @@ def write_paper_readme(
     ]
     path = out / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path
 
 
@@ -626,7 +628,10 @@ def build_report(
     out = Path(out_dir)
     data = load_results(results_dir, config)
     if TRAIN_TASK not in data.tasks:
-        raise ValueError(f"no results on the task {TRAIN_TASK!r} under {results_dir}")
+        raise ResultsError(
+            f"no results on the task {TRAIN_TASK!r} under {results_dir}; run the pipeline first "
+            "or pass --results with the folder that holds them"
+        )
     tables, table_paths, figures = claims_section(out, config, data)
     extensions = extensions_report.build_extensions(
         out,
@@ -637,7 +642,7 @@ def build_report(
     )
     figures |= extensions.figures
     table_paths |= extensions.tables
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
+    atomic_write(out / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
     readme = write_paper_readme(
         out,
         [claims_lines(out, tables, figures, config), extensions.lines],

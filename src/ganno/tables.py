@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ganno import baselines, plots, stats
+from ganno.errors import ResultsMissingError
+from ganno.io import atomic_write, write_csv
 from ganno.layout import TABLE_FORMATS, TRAIN_TASK, skipped_marker
 
 ALL_TASKS = "all tasks"
@@ -45,7 +47,10 @@ def read_csv_or_skip(
         skipped[name] = reason[0] if reason else "skipped (no reason given)"
         return None
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (and has no {marker.name} saying why)")
+        raise ResultsMissingError(
+            f"{path} is missing (and has no {marker.name} saying why); run the pipeline stage "
+            "that writes it (snakemake --cores all)"
+        )
     if path.stat().st_size == 0:
         skipped[name] = "empty file"
         return None
@@ -401,12 +406,12 @@ def write_table(
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = TablePaths(*(stem.parent / f"{stem.name}.{ext}" for ext in TABLE_FORMATS))
-    numbers.to_csv(paths.csv, index=False)
-    paths.md.write_text(display.to_markdown(index=False) + "\n")
+    write_csv(numbers, paths.csv)
+    atomic_write(paths.md, display.to_markdown(index=False) + "\n")
     latex = display.to_latex(
         index=False, escape=True, caption=caption, label=f"tab:{stem.name}", position="t"
     )
-    paths.tex.write_text(latex)
+    atomic_write(paths.tex, latex)
     return paths
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 def _cmd_torch_eval(args: argparse.Namespace) -> int:
     from ganno.config import load_config
+    from ganno.io import check_writable
 
     cfg = load_config(args.config)
+    check_writable(args.out)  # before the runs
     import torch
 
     torch.set_num_threads(max(1, int(args.threads)))

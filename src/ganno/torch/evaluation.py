@@ -36,6 +36,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ganno.deployment import deployment_settings
+from ganno.errors import PolicyMismatchError, UsageError
+from ganno.io import write_csv
 from ganno.torch.networks import from_jax_params, layerwise_param_groups, make_torch_network
 from ganno.torch.scheduler import GannoScheduler
 
@@ -328,15 +331,19 @@ def torch_deployment(
     block = config["torch_deployment"]
     methods, networks = list(block["methods"]), list(block["networks"])
     if "ganno" in methods and not policy_dirs:
-        raise ValueError(
+        raise UsageError(
             "torch_deployment.methods includes 'ganno' but no policy was given (--policy DIR)"
         )
+    budget = Budget.from_config(config)
     policies = []
     for i, path in enumerate(policy_dirs if "ganno" in methods else []):
         policy = Policy.load(path)
+        try:  # before any training: a policy the scheduler cannot drive
+            deployment_settings(policy, actions=budget.actions, who="GannoScheduler")
+        except ValueError as exc:
+            raise PolicyMismatchError(f"policy {path} does not fit this config: {exc}") from None
         meta_seed = int(policy.config.get("seed", i))
         policies.append((method_name(block["agent"]), meta_seed, policy))
-    budget = Budget.from_config(config)
     data = TorchData.from_dataset(load_from_config(config), config["env"]["val_subset"])
     lr0s, seeds = lr0_grid(block), [int(s) for s in block["seeds"]]
     rows = []
@@ -383,9 +390,4 @@ def torch_deployment(
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` to ``path`` through a temporary file: a killed run leaves no partial table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return write_csv(df, path)
