@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganno.cli import main
-from ganno.config import ConfigError, load_config, task_config, validate
+from ganno.config import ConfigError, load_config, merge, task_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +17,26 @@ def test_shipped_configs_are_valid(name):
     cfg = load_config(ROOT / "config" / name)
     assert cfg["task"]["dataset"] == "mnist1d"
     assert cfg["env"]["actions"] == [0.5, 0.8, 1.0, 1.25, 2.0]
+
+
+def test_paper_config_is_valid_as_snakemake_reads_it():
+    """config/paper.yaml extends config/config.yaml (snakemake --configfile merges the two)."""
+    import yaml
+
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    cfg = validate(merge(base, paper))
+    assert cfg["extensions"]["reference"] in [a["name"] for a in cfg["agents"]]
+
+
+def test_design_study_config_is_valid_and_lists_the_design_agents():
+    from ganno.agents import agents
+
+    cfg = load_config(ROOT / "config" / "study.yaml")
+    design = agents(cfg, "design")
+    assert len(design) >= 6 and all(a.tasks == ("train",) for a in design)
+    assert cfg["extensions"]["reference"] == design[0].name == "paper_design"
+    assert not design[0].overrides  # today's agents, the study's reference
 
 
 def test_defaults_are_filled_and_match_the_design():
