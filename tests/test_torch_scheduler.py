@@ -492,3 +492,18 @@ def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode)
     assert [odd.interval_end(d) for d in range(H + 1)] == [0, 7, 15, 22, 30]
     with pytest.raises(ValueError, match="fewer than the policy's 4 decisions"):
         GannoScheduler(odd.optimizer, policy, total_steps=3)
+
+
+def test_initial_rates_are_validated_and_a_clipped_one_is_announced(mlp_env):
+    from ganno.errors import GannoWarning, UsageError
+
+    policy = make_policy(mlp_env, seed=1)
+    model = TorchMLP(40, 3, 32, 10)
+    optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=0.1)
+    with pytest.raises(UsageError, match="positive and finite"):
+        GannoScheduler(optimizer, policy, lr0=-1.0)
+    with pytest.raises(UsageError, match="positive and finite"):
+        GannoScheduler(optimizer, policy, lr0=float("nan"))
+    with pytest.warns(GannoWarning, match="outside the policy's lr_bounds"):
+        sched = GannoScheduler(optimizer, policy, lr0=1000.0)
+    assert sched.get_last_lr() == [10.0] * 3

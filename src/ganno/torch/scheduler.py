@@ -59,6 +59,7 @@ The policy is a JAX network: arrays cross between PyTorch and NumPy/JAX at decis
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,6 +67,7 @@ import numpy as np
 import torch
 
 from ganno.deployment import deployment_settings
+from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
@@ -153,6 +155,18 @@ class GannoScheduler:
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
         rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
+        if not bool(torch.all(torch.isfinite(rates) & (rates > 0))):
+            raise UsageError(
+                f"lr0 {rates.tolist()}: initial learning rates must be positive and finite"
+            )
+        clipped = torch.clamp(rates, *self.lr_bounds)
+        if not self.anchored and not torch.equal(clipped, rates):
+            warnings.warn(
+                f"lr0 {rates.tolist()} is outside the policy's lr_bounds {list(self.lr_bounds)}: "
+                f"the layers start from {clipped.tolist()} (as in meta-training)",
+                GannoWarning,
+                stacklevel=2,
+            )
         #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
         self.lr0 = rates
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
@@ -160,7 +174,7 @@ class GannoScheduler:
         if self.anchored:
             self.learning_rates = self._anchored_rates(0)
         else:
-            self.learning_rates = torch.clamp(rates, *self.lr_bounds)
+            self.learning_rates = clipped
         self._apply_rates(self.learning_rates)
 
         self._act = _make_act(policy, self.greedy)
