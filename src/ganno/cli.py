@@ -43,7 +43,7 @@ def _agent_name(args: argparse.Namespace, required: bool = True) -> str | None:
     given = {f"--{k}": getattr(args, k, None) for k in ("agent", "algo", "variant")}
     named = {flag: v for flag, v in given.items() if v is not None}
     if len(set(named.values())) > 1:
-        raise ValueError(
+        raise UsageError(
             f"{' and '.join(f'{f} {v}' for f, v in named.items())} name different agents; "
             "give --agent NAME only"
         )
@@ -55,7 +55,7 @@ def _agent_name(args: argparse.Namespace, required: bool = True) -> str | None:
                 file=sys.stderr,
             )
     if not named and required:
-        raise ValueError("give --agent NAME (an entry of the config's agents, e.g. ippo)")
+        raise UsageError("give --agent NAME (an entry of the config's agents, e.g. ippo)")
     return next(iter(named.values()), None)
 
 
