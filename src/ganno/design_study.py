@@ -20,17 +20,11 @@ import pandas as pd
 
 from ganno import stats, tables
 from ganno.agents import agents
+from ganno.env_settings import BASE_SCHEDULES
 from ganno.experiments import read_results
 
-#: The handcrafted SGD schedules (the baselines the issue's first target names).
-HANDCRAFTED = (
-    "sgd_constant",
-    "sgd_step",
-    "sgd_exponential",
-    "sgd_cosine",
-    "sgd_warmup_cosine",
-    "sgd_onecycle",
-)
+#: The handcrafted SGD schedules (the baselines of the first target): those a base schedule can be.
+HANDCRAFTED = BASE_SCHEDULES
 TABLE = "design_study"
 
 
