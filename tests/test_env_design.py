@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_env import make, rollout
 
 from ganno.baselines import METHODS
 from ganno.config import merge, validate
@@ -14,22 +15,6 @@ from ganno.env import GannoEnv, make_env
 from ganno.env_settings import EnvSettings
 from ganno.inner import episode_keys, train_steps
 from ganno.rewards import validation_error
-
-
-def make(config, dataset, **env_overrides):
-    return make_env(validate(merge(config, {"env": env_overrides})), dataset)
-
-
-def rollout(env, key, actions_fn, lr0):
-    step = jax.jit(env.step)
-    state, ts = jax.jit(lambda k: env.reset_with_lr0(k, lr0))(key)
-    steps = [ts]
-    for t in range(env.time_limit):
-        state, ts = step(state, actions_fn(t))
-        steps.append(ts)
-        if bool(ts.last()):
-            break
-    return steps, state
 
 
 def baseline_params(env, method, key, lr0):
