@@ -53,6 +53,48 @@ def tiny_inner_task(data):
     )
 
 
+def decisive_policy(
+    obs_dim,
+    action_dim,
+    *,
+    seed=0,
+    scale=200.0,
+    env=None,
+    env_entry=None,
+    gru_size=0,
+    hidden_sizes=(32, 32),
+):
+    """A random actor of the given shapes (a GRU actor if ``gru_size``), its output layer scaled up
+    so that it is decisive (varied actions, large logit gaps) rather than near-uniform like a fresh
+    PPO actor; with ``env``'s settings recorded (or the ``env_entry`` given)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ganno.policy import Policy, env_settings
+    from ganno.systems.networks import actor_config, init_actor, make_actor
+    from ganno.types import Observation
+
+    network = actor_config(obs_dim, action_dim, list(hidden_sizes), gru_size)
+    obs = Observation(
+        jnp.zeros((2, obs_dim)), jnp.ones((2, action_dim), bool), jnp.zeros((2,), jnp.int32)
+    )
+    params = init_actor(make_actor(network), jax.random.PRNGKey(seed), obs)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: (
+            x * scale
+            if "Dense_0" in jax.tree_util.keystr(path) and "MLP" not in jax.tree_util.keystr(path)
+            else x
+        ),
+        params,
+    )
+    config = {"network": network, "algo": "ippo"}
+    if env is not None:
+        config["env"] = env_settings(env)
+    if env_entry is not None:
+        config["env"] = env_entry
+    return Policy(params, config)
+
+
 @pytest.fixture(scope="session")
 def dataset():
     return synthetic_dataset()

@@ -108,3 +108,31 @@ def test_missing_runs_are_listed_and_no_runs_is_an_error(study, tmp_path):
     assert "Missing (not yet run): 1 tables" in md.read_text()
     with pytest.raises(FileNotFoundError, match="design_study.sh"):
         write_study(cfg, tmp_path / "nothing", tmp_path / "out")
+
+
+def test_a_follow_up_question_gets_its_own_table_beside_the_reference(study):
+    """Agents of another question (a follow-up study) are tabled with the reference agent and the
+    baselines, in design_study_<question>.*; the main study's table leaves them out."""
+    cfg, results = study
+    cfg["agents"].append(
+        {
+            "name": "memory",
+            "question": "recurrence",
+            "tasks": ["train"],
+            "meta_train": {"gru_size": 8},
+        }
+    )
+    for seed in (0, 1):
+        _runs(
+            "ganno_memory", [1e-3, 1e-2, 1e-1, 1.0], lambda lr: 0.62, [100, 101, 102], seed
+        ).to_csv(results / "sweep" / f"memory_seed_{seed}.csv", index=False)
+    csv, md = write_study(cfg, results, results / "tables", question="recurrence")
+    assert csv.name == "design_study_recurrence.csv" and md.name == "design_study_recurrence.md"
+    table = pd.read_csv(csv).set_index("method")
+    agents = table[table["kind"] == "design agent"].index.tolist()
+    assert agents == ["ganno_memory", "ganno_plain"]  # by tuned accuracy; the reference included
+    assert table.loc["ganno_memory", "tuned_accuracy"] == pytest.approx(0.62, abs=0.002)
+    assert "sgd_step" in table.index and "ganno_better" not in table.index
+    assert "(recurrence:" in md.read_text()
+    main, _ = write_study(cfg, results, results / "tables")
+    assert "ganno_memory" not in set(pd.read_csv(main)["method"])

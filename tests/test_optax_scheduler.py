@@ -15,50 +15,35 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import decisive_policy
 
 import ganno
 from ganno.env import GannoEnv
 from ganno.inner import InnerTask, episode_keys
 from ganno.networks import MLP, layer_keys
 from ganno.optax_scheduler import GannoState, diverged, ganno_sgd
-from ganno.policy import Policy, env_settings
-from ganno.systems.networks import Actor, actor_config
-from ganno.types import Observation
+from ganno.policy import Policy
 
 FEATURE_ATOL = 1e-5
 WEIGHT_RTOL = 1e-4
 K, H = 5, 4
 
 
-def make_policy(env: GannoEnv, seed: int = 0, scale: float = 200.0, normalise=False) -> Policy:
-    """A random actor of the environment's shapes, its last layer scaled up so that it is decisive
-    (varied actions, large logit gaps), with the environment's settings recorded."""
-    obs_dim, action_dim = env.num_features, env.action_dim
-    actor = Actor(hidden_sizes=(32, 32), action_dim=action_dim)
-    obs = Observation(
-        jnp.zeros((2, obs_dim)), jnp.ones((2, action_dim), bool), jnp.zeros((2,), jnp.int32)
+def make_policy(
+    env: GannoEnv, seed: int = 0, scale: float = 200.0, normalise=False, gru_size=0
+) -> Policy:
+    """A decisive random actor of the environment's shapes with its settings recorded."""
+    policy = decisive_policy(
+        env.num_features, env.action_dim, seed=seed, scale=scale, env=env, gru_size=gru_size
     )
-    params = actor.init(jax.random.PRNGKey(seed), obs)
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, x: (
-            x * scale
-            if "Dense_0" in jax.tree_util.keystr(path) and "MLP" not in jax.tree_util.keystr(path)
-            else x
-        ),
-        params,
-    )
-    config = {
-        "network": actor_config(obs_dim, action_dim, [32, 32]),
-        "algo": "ippo",
-        "env": env_settings(env),
+    if not normalise:
+        return policy
+    rng = np.random.default_rng(seed)
+    stats = {
+        "mean": rng.normal(size=env.num_features).tolist(),
+        "var": rng.uniform(0.5, 2, env.num_features).tolist(),
     }
-    if normalise:
-        rng = np.random.default_rng(seed)
-        config["observation_normalisation"] = {
-            "mean": rng.normal(size=obs_dim).tolist(),
-            "var": rng.uniform(0.5, 2, obs_dim).tolist(),
-        }
-    return Policy(params, config)
+    return Policy(policy.params, {**policy.config, "observation_normalisation": stats})
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +63,9 @@ def env_episode(env: GannoEnv, policy: Policy, key, lr0):
     state, ts = jax.jit(env.reset_with_lr0)(key, jnp.float32(lr0))
     step = jax.jit(env.step)
     views, rates, actions = [np.asarray(ts.observation.agents_view)], [], []
+    carry = policy.initial_carry(env.num_agents)
     while True:
-        action = policy.act(ts.observation)
+        carry, action = policy.step(carry, ts.observation)
         state, ts = step(state, action)
         actions.append(np.asarray(action))
         rates.append(np.asarray(state.opt_state.learning_rates))
@@ -132,11 +118,19 @@ def assert_same_weights(params, env_params):
 
 
 @pytest.mark.parametrize(
-    "mode,normalise", [("compound", False), ("anchored", True), ("anchored_compound", True)]
+    "mode,normalise,gru_size",
+    [
+        ("compound", False, 0),
+        ("anchored", True, 0),
+        ("anchored_compound", True, 0),
+        ("compound", True, 16),
+    ],
 )
-def test_decisions_and_rates_equal_the_environment(task, mode, normalise):
+def test_decisions_and_rates_equal_the_environment(task, mode, normalise, gru_size):
+    """... also for a recurrent policy, whose hidden state the transformation's state carries."""
     env = GannoEnv(task, steps_per_decision=K, num_decisions=H, action_mode=mode)
-    policy = make_policy(env, seed=3, normalise=normalise)
+    seed = 2 if gru_size else 3  # seeds whose random actors choose varied actions
+    policy = make_policy(env, seed=seed, normalise=normalise, gru_size=gru_size)
     key = jax.random.PRNGKey(5)
     state, views, rates, actions = env_episode(env, policy, key, 0.05)
     assert len(set(actions.ravel().tolist())) > 1, "vacuous test"

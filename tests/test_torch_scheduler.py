@@ -19,13 +19,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+from conftest import decisive_policy  # noqa: E402
 
 from ganno.env import FEATURE_NAMES, GannoEnv  # noqa: E402
 from ganno.inner import InnerTask, episode_keys  # noqa: E402
 from ganno.networks import CNN1D, MLP, layer_keys  # noqa: E402
 from ganno.observation import IntervalStats  # noqa: E402
 from ganno.policy import Policy, env_settings  # noqa: E402
-from ganno.systems.networks import Actor, actor_config  # noqa: E402
 from ganno.torch import features  # noqa: E402
 from ganno.torch.networks import (  # noqa: E402
     TorchCNN1D,
@@ -35,7 +35,6 @@ from ganno.torch.networks import (  # noqa: E402
     to_jax_params,
 )
 from ganno.torch.scheduler import GannoScheduler, TrainingDivergedError  # noqa: E402
-from ganno.types import Observation  # noqa: E402
 
 FEATURE_ATOL = 1e-5
 WEIGHT_RTOL = 1e-4
@@ -45,22 +44,10 @@ torch.set_num_threads(1)
 
 
 def make_policy(env: GannoEnv | None = None, seed: int = 0, action_dim: int = 5, obs_dim=16,
-                scale: float = 200.0, env_entry: dict | None = None) -> Policy:
-    """A random actor of the right shapes; its last layer scaled up so that it is decisive
-    (varied actions, large logit gaps) rather than near-uniform like a fresh PPO actor."""
-    actor = Actor(hidden_sizes=(32, 32), action_dim=action_dim)
-    obs = Observation(jnp.zeros((2, obs_dim)), jnp.ones((2, action_dim), bool),
-                      jnp.zeros((2,), jnp.int32))
-    params = actor.init(jax.random.PRNGKey(seed), obs)
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, x: x * scale if "Dense_0" in jax.tree_util.keystr(path)
-        and "MLP" not in jax.tree_util.keystr(path) else x, params)
-    config = {"network": actor_config(obs_dim, action_dim, [32, 32]), "algo": "ippo"}
-    if env is not None:
-        config["env"] = env_settings(env)
-    if env_entry is not None:
-        config["env"] = env_entry
-    return Policy(params, config)
+                scale: float = 200.0, env_entry: dict | None = None, gru_size: int = 0) -> Policy:
+    """A decisive random actor of the right shapes (see conftest.decisive_policy)."""
+    return decisive_policy(obs_dim, action_dim, seed=seed, scale=scale, env=env,
+                           env_entry=env_entry, gru_size=gru_size)
 
 
 def make_task(dataset, network) -> InnerTask:
@@ -151,8 +138,9 @@ def jax_episode(env: GannoEnv, policy: Policy, key, lr0):
     state, ts = reset(key, jnp.float32(lr0))
     params0 = state.params
     views, rates, actions = [np.asarray(ts.observation.agents_view)], [], []
+    carry = policy.initial_carry(env.num_agents)
     while True:
-        action = policy.act(ts.observation)
+        carry, action = policy.step(carry, ts.observation)
         state, ts = step(state, action)
         actions.append(np.asarray(action))
         rates.append(np.asarray(state.opt_state.learning_rates))
@@ -202,14 +190,16 @@ def _views(sched):
     return np.stack([h["observation"].numpy() for h in sched.history])
 
 
-@pytest.mark.parametrize("lr0,diverges", [(0.05, False), (0.9, True)])
-def test_full_episode_matches_the_environment(mlp_task, mlp_env, lr0, diverges):
+@pytest.mark.parametrize("lr0,diverges,gru_size", [(0.05, False, 0), (0.9, True, 0),
+                                                    (0.05, False, 16)])
+def test_full_episode_matches_the_environment(mlp_task, mlp_env, lr0, diverges, gru_size):
     """Same initial weights and minibatches: torch SGD + GannoScheduler and GannoEnv with the
     same policy take the same decisions, hence the same per-layer rates, see the same
     observations and end at the same weights; at lr0 = 0.9 both diverge in the second interval and
-    keep the weights and rates of the last good state (on_divergence="restore")."""
+    keep the weights and rates of the last good state (on_divergence="restore"). A recurrent
+    policy takes the same decisions too: the scheduler carries its hidden state."""
     env = mlp_env
-    policy = make_policy(env, seed=1)
+    policy = make_policy(env, seed=2 if gru_size else 1, gru_size=gru_size)  # varied actions
     key = jax.random.PRNGKey(5)
     _, data_key, _ = episode_keys(key)
     params0, state, views, rates, actions = jax_episode(env, policy, key, lr0)

@@ -94,7 +94,7 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
 def _cmd_design_table(args: argparse.Namespace) -> int:
     from ganno.design_study import write_study
 
-    for path in write_study(load_config(args.config), args.results, args.out):
+    for path in write_study(load_config(args.config), args.results, args.out, args.question):
         print(path)
     return 0
 
@@ -143,12 +143,16 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     env = make_env(cfg, dataset)
     check_policy_fits(policy, env, policy_dir, args.task)
     lr0 = _clipped_lr0(args.lr0, env.lr_bounds)
+    carry = None
     if args.controller == "policy":
-        act = lambda obs, key: policy.act(obs, key, greedy=not args.sample)  # noqa: E731
+        act = lambda c, obs, key: policy.step(c, obs, key, greedy=not args.sample)  # noqa: E731
+        carry = policy.initial_carry(env.num_agents)
     else:
         act = keep_rate(env)
     episode = jax.jit(
-        lambda key, lr0: play_episode(env, act, key, lr0, dataset.x_test, dataset.y_test)
+        lambda key, lr0: play_episode(
+            env, act, key, lr0, dataset.x_test, dataset.y_test, carry=carry
+        )
     )
     t = jax.tree.map(lambda x: x.tolist(), episode(jax.random.PRNGKey(args.seed), lr0))
     last = sum(t.active) - 1
@@ -438,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--config", type=Path, required=True)
     ds.add_argument("--results", type=Path, default=Path("results/study"))
     ds.add_argument("--out", type=Path, default=Path("paper/tables"))
+    ds.add_argument(
+        "--question",
+        default="design",
+        help="the agents' question: design (the main study, design_study.*) or a follow-up "
+        "(design_study_<question>.*, with the reference agent)",
+    )
     ds.set_defaults(func=_cmd_design_table)
 
     rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")

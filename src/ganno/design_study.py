@@ -19,29 +19,53 @@ import numpy as np
 import pandas as pd
 
 from ganno import stats, tables
-from ganno.agents import agents
+from ganno.agents import agents, get, question_title, reference
 from ganno.env_settings import BASE_SCHEDULES
 from ganno.experiments import read_results
 
 #: The handcrafted SGD schedules (the baselines of the first target): those a base schedule can be.
 HANDCRAFTED = BASE_SCHEDULES
 TABLE = "design_study"
+#: The question of the main study; another question's agents (a follow-up study run with
+#: ``design_study.sh CONFIG RESULTS TABLES QUESTION``) get a table of their own, beside the
+#: reference agent (``extensions.reference``) and the baselines of the same runs.
+MAIN_QUESTION = "design"
 
 
-def study_paths(config: Mapping[str, Any], results: str | Path) -> dict[str, list[Path]]:
+def table_name(question: str = MAIN_QUESTION) -> str:
+    """``design_study`` for the main study, ``design_study_<question>`` for a follow-up."""
+    return TABLE if question == MAIN_QUESTION else f"{TABLE}_{question}"
+
+
+def study_agents(config: Mapping[str, Any], question: str = MAIN_QUESTION) -> list[Any]:
+    """The agents a study meta-trains: the question's, and for a follow-up question the
+    reference agent too (first), so that its table compares like with like."""
+    found = agents(config, question)
+    if not found:
+        raise ValueError(f"no agent of question {question!r} in the config's agents")
+    if question != MAIN_QUESTION and reference(config) not in {a.name for a in found}:
+        found = [get(config, reference(config)), *found]
+    return found
+
+
+def study_paths(
+    config: Mapping[str, Any], results: str | Path, question: str = MAIN_QUESTION
+) -> dict[str, list[Path]]:
     """The results CSVs of the study: ``{"baselines": [...], method: [one per seed]}``."""
     root = Path(results) / "sweep"
     seeds = config["meta_train"]["seeds"]
     paths = {"baselines": [root / "baselines.csv"]}
-    for agent in agents(config, "design"):
+    for agent in study_agents(config, question):
         paths[agent.method] = [root / f"{agent.name}_seed_{s}.csv" for s in seeds]
     return paths
 
 
-def load_study(config: Mapping[str, Any], results: str | Path) -> tuple[pd.DataFrame, list[str]]:
+def load_study(
+    config: Mapping[str, Any], results: str | Path, question: str = MAIN_QUESTION
+) -> tuple[pd.DataFrame, list[str]]:
     """All runs of the study that exist, and the paths that are missing."""
     found, missing = [], []
-    for files in study_paths(config, results).values():
+    for files in study_paths(config, results, question).values():
         for path in files:
             (found if path.is_file() else missing).append(path)
     df = read_results(found)
@@ -49,7 +73,12 @@ def load_study(config: Mapping[str, Any], results: str | Path) -> tuple[pd.DataF
     return df, [str(p) for p in missing]
 
 
-def study_table(df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any) -> pd.DataFrame:
+def study_table(
+    df: pd.DataFrame,
+    config: Mapping[str, Any],
+    question: str = MAIN_QUESTION,
+    **ci_kwargs: Any,
+) -> pd.DataFrame:
     """One row per method (design agents first, then the baselines by tuned test accuracy)."""
     tolerance = float(config["baselines"]["robustness_tolerance"])
     tune_by = tables.tune_by(config)
@@ -60,7 +89,7 @@ def study_table(df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any) -
     tuned = tables.tuned_results(train, tune_by)
     handcrafted = summary[summary.index.isin(HANDCRAFTED)]
     best_sgd = str(handcrafted["tuned_iqm"].idxmax()) if not handcrafted.empty else None
-    descriptions = {a.method: a.setting() for a in agents(config, "design")}
+    descriptions = {a.method: a.setting() for a in study_agents(config, question)}
     rows = []
     for method, r in summary.iterrows():
         row = {
@@ -126,22 +155,30 @@ def report_tuning(config: Mapping[str, Any]) -> str:
 
 
 def write_study(
-    config: Mapping[str, Any], results: str | Path, out_dir: str | Path
+    config: Mapping[str, Any],
+    results: str | Path,
+    out_dir: str | Path,
+    question: str = MAIN_QUESTION,
 ) -> tuple[Path, Path]:
-    """Write ``design_study.csv`` (the numbers) and ``.md`` (the display) to ``out_dir``."""
-    df, missing = load_study(config, results)
+    """Write ``<table_name(question)>.csv`` (the numbers) and ``.md`` (the display) to
+    ``out_dir``."""
+    df, missing = load_study(config, results, question)
     if df.empty:
         raise FileNotFoundError(
             f"no design-study results under {results}/sweep; run workflow/scripts/design_study.sh"
         )
-    table = study_table(df, config, **tables.ci_kwargs(config))
+    table = study_table(df, config, question, **tables.ci_kwargs(config))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    csv, md = out / f"{TABLE}.csv", out / f"{TABLE}.md"
+    csv, md = out / f"{table_name(question)}.csv", out / f"{table_name(question)}.md"
     table.to_csv(csv, index=False)
     best_sgd = table["vs"].iloc[0] if len(table) else ""
+    follow_up = (
+        "" if question == MAIN_QUESTION else f" ({question}: {question_title(config, question)})"
+    )
     lines = [
-        "Design study on the training task (MNIST-1D MLP 40-64-64-10, default budget): IQM "
+        f"Design study{follow_up} on the training task (MNIST-1D MLP 40-64-64-10, default "
+        "budget): IQM "
         "[95% stratified-bootstrap CI] over meta-training seeds x evaluation seeds; "
         f"{report_tuning(config)} P(beats best SGD schedule): the probability that a tuned run of "
         f"the agent has a higher test accuracy than a tuned run of {best_sgd}, the handcrafted "

@@ -7,6 +7,7 @@ metrics; it ``vmap``s over seeds and initial rates, so a whole robustness grid i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -20,6 +21,9 @@ from ganno.parallel import sharded_vmap
 
 #: ``act(observation, key) -> actions [N]``: how a controller picks every agent's action.
 ActFn = Callable[[Any, jax.Array], jnp.ndarray]
+#: ``step(carry, observation, key) -> (carry, actions [N])``: a controller with a memory (a
+#: recurrent policy's hidden state), passed on from one decision of the episode to the next.
+StepFn = Callable[[Any, Any, jax.Array], tuple[Any, jnp.ndarray]]
 
 
 class Trajectory(NamedTuple):
@@ -50,8 +54,16 @@ def play_episode(
     lr0: jnp.ndarray,
     x_test: jnp.ndarray,
     y_test: jnp.ndarray,
+    *,
+    carry: Any = None,
 ) -> Trajectory:
-    """Play one episode from ``lr0`` with ``act`` choosing the actions (pure; jit/vmap it)."""
+    """Play one episode from ``lr0`` with ``act`` choosing the actions (pure; jit/vmap it).
+
+    With ``carry`` (e.g. ``policy.initial_carry(env.num_agents)``), ``act`` is a :data:`StepFn`
+    whose carry starts there and goes from each decision to the next."""
+    if carry is None:
+        stateless = act
+        act, carry = (lambda c, observation, k: (c, stateless(observation, k))), ()
     env_key, act_key = jax.random.split(key)
     state, timestep = env.reset_with_lr0(env_key, lr0)
 
@@ -63,19 +75,20 @@ def play_episode(
             ts.extras["val_accuracy"],
         )
 
-    def one_decision(carry, step_key):
-        state, timestep, done = carry
-        action = act(timestep.observation, step_key)
+    def one_decision(episode, step_key):
+        state, timestep, done, memory = episode
+        memory, action = act(memory, timestep.observation, step_key)
         next_state, next_timestep = env.step(state, action)
         # After the episode ends (divergence) nothing changes any more.
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, next_state)
         timestep = jax.tree.map(lambda a, b: jnp.where(done, a, b), timestep, next_timestep)
-        return (state, timestep, done | timestep.last()), (record(timestep), action, ~done)
+        episode = (state, timestep, done | timestep.last(), memory)
+        return episode, (record(timestep), action, ~done)
 
     step_keys = jax.random.split(act_key, env.time_limit)
     done0 = jnp.zeros((), bool)
-    (state, _, _), (recs, actions, active) = jax.lax.scan(
-        one_decision, (state, timestep, done0), step_keys
+    (state, _, _, _), (recs, actions, active) = jax.lax.scan(
+        one_decision, (state, timestep, done0, carry), step_keys
     )
     first = record(timestep)
     lrs, train, val, acc = (jnp.concatenate([f[None], r]) for f, r in zip(first, recs, strict=True))
@@ -130,6 +143,8 @@ def play_policies_grid(
     x_test: np.ndarray,
     y_test: np.ndarray,
     max_episodes: int = MAX_EPISODES_PER_CALL,
+    *,
+    carry: Any = None,
 ) -> Trajectory:
     """Every (controller, lr0, seed) triple for P controllers that differ only in their
     parameters: ``act_with(params, observation, key)`` with ``params`` stacked on a leading axis
@@ -137,7 +152,8 @@ def play_policies_grid(
     compilation serves all P (run in calls of at most ``max_episodes`` episodes); fields get
     leading axes [P, len(lr0s), len(seeds)]. Controller p plays the episodes
     :func:`play_grid` plays for it alone (up to float rounding: batch shapes may change the last
-    bit of a sum)."""
+    bit of a sum). With ``carry`` (every episode's initial carry), ``act_with(params, carry,
+    observation, key) -> (carry, actions)`` (see :func:`play_episode`)."""
     num = jax.tree.leaves(params)[0].shape[0]
     per_controller = len(lr0s) * len(seeds)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
@@ -147,11 +163,62 @@ def play_policies_grid(
     flat_params = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x), per_controller, axis=0), params)
 
     def episode(p, k, lr):
-        return play_episode(env, lambda obs, key: act_with(p, obs, key), k, lr, xt, yt)
+        if carry is None:
+            return play_episode(env, lambda obs, key: act_with(p, obs, key), k, lr, xt, yt)
+        step = lambda c, obs, key: act_with(p, c, obs, key)  # noqa: E731
+        return play_episode(env, step, k, lr, xt, yt, carry=carry)
 
     chunk = max(1, max_episodes // per_controller) * per_controller
     out = sharded_vmap(episode, flat_params, flat_keys, flat_lr0, chunk_size=chunk)
     return jax.tree.map(lambda x: x.reshape(num, len(lr0s), len(seeds), *x.shape[1:]), out)
+
+
+def play_policies(
+    env: GannoEnv,
+    policies: Sequence[Any],
+    lr0s: Sequence[float],
+    seeds: Sequence[int],
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    greedy: bool = True,
+) -> list[Trajectory]:
+    """Trained policies (:class:`ganno.policy.Policy`) over the (lr0, seed) grid, each with its
+    fields on leading axes [len(lr0s), len(seeds)], in the order given.
+
+    Policies with the same actor network (and normalisation or none) play together: their
+    parameters are stacked and passed to one compiled function (:func:`play_policies_grid`), so
+    they cost one compilation, and each plays the episodes it would play alone (up to float
+    rounding). A recurrent policy's hidden state starts at zeros in every episode and goes from
+    each decision to the next."""
+    from ganno.policy import Policy
+
+    groups: dict[str, list[int]] = {}
+    for i, policy in enumerate(policies):
+        kind = {"network": policy.config["network"], "normalised": policy.normaliser is not None}
+        groups.setdefault(json.dumps(kind, sort_keys=True), []).append(i)
+
+    out: list[Trajectory | None] = [None] * len(policies)
+    for kind_json, members in groups.items():
+        shell = {"network": json.loads(kind_json)["network"]}
+
+        def act_with(inputs, carry, observation, key, shell=shell):
+            # a policy's inputs: its actor parameters and its observation statistics (or None)
+            params, normaliser = inputs
+            policy = Policy(params, shell, normaliser)
+            return policy.step(carry, observation, key, greedy=greedy)
+
+        params = jax.tree.map(
+            lambda *x: jnp.stack(x),
+            *((policies[i].params, policies[i].normaliser) for i in members),
+        )
+        carry = policies[members[0]].initial_carry(env.num_agents)
+        trajectories = play_policies_grid(
+            env, act_with, params, lr0s, seeds, x_test, y_test, carry=carry
+        )
+        trajectories = jax.tree.map(np.asarray, trajectories)  # to the host once
+        for j, i in enumerate(members):
+            out[i] = jax.tree.map(lambda x, j=j: x[j], trajectories)
+    return out
 
 
 def grid_table(

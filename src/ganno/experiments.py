@@ -7,7 +7,6 @@ the configured bigger/harder tasks) are the same experiment on different tasks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -104,15 +103,11 @@ def run_policies(
 ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     """Trained policies, unchanged, on ``task`` over the lr0 grid and the evaluation seeds.
 
-    Policies with the same actor network are evaluated together: their parameters are stacked
-    and passed to one compiled function, so a task's policies cost one compilation, and each
-    policy plays the episodes it would play alone (up to float rounding). Returns, per run in
-    order, (results table, each layer's learning rate at every decision).
+    Policies with the same actor network are evaluated together (:func:`ganno.evaluate.
+    play_policies`). Returns, per run in order, (results table, each layer's learning rate at
+    every decision).
     """
-    import jax
-    import jax.numpy as jnp
-
-    from ganno.evaluate import play_policies_grid
+    from ganno.evaluate import play_policies
     from ganno.policy import Policy, check_policy_fits
 
     cfg = task_config(config, task)
@@ -121,45 +116,25 @@ def run_policies(
     policies = [Policy.load(run.policy_dir) for run in runs]
     for run, policy in zip(runs, policies, strict=True):
         check_policy_fits(policy, env, run.policy_dir, task)
-    groups: dict[str, list[int]] = {}
-    for i, policy in enumerate(policies):
-        kind = {"network": policy.config["network"], "normalised": policy.normaliser is not None}
-        groups.setdefault(json.dumps(kind, sort_keys=True), []).append(i)
-
     lr0s, seeds = lr0_grid(cfg), list(cfg["evaluation"]["seeds"])
-    out: list[tuple[pd.DataFrame, pd.DataFrame] | None] = [None] * len(runs)
-    for kind_json, members in groups.items():
-        shell = {"network": json.loads(kind_json)["network"]}
-
-        def act_with(inputs, observation, key, shell=shell):
-            # a policy's inputs: its actor parameters and its observation statistics (or None)
-            params, normaliser = inputs
-            return Policy(params, shell, normaliser).act(observation, key, greedy=greedy)
-
-        params = jax.tree.map(
-            lambda *x: jnp.stack(x),
-            *((policies[i].params, policies[i].normaliser) for i in members),
+    start = time.perf_counter()
+    played = play_policies(env, policies, lr0s, seeds, dataset.x_test, dataset.y_test, greedy)
+    wall = (time.perf_counter() - start) / len(runs)
+    out = []
+    for run, trajectories in zip(runs, played, strict=True):
+        results = grid_table(
+            trajectories, lr0s, seeds, method=run.method, task=task, wall_time_s=wall
         )
-        start = time.perf_counter()
-        trajectories = play_policies_grid(
-            env, act_with, params, lr0s, seeds, dataset.x_test, dataset.y_test
+        schedules = lr_trajectory_table(
+            trajectories,
+            lr0s,
+            seeds,
+            method=run.method,
+            task=task,
+            steps_per_decision=env.steps_per_decision,
         )
-        trajectories = jax.tree.map(np.asarray, trajectories)  # to the host once
-        wall = (time.perf_counter() - start) / len(members)
-        for j, i in enumerate(members):
-            mine = jax.tree.map(lambda x, j=j: x[j], trajectories)
-            run = runs[i]
-            results = grid_table(mine, lr0s, seeds, method=run.method, task=task, wall_time_s=wall)
-            schedules = lr_trajectory_table(
-                mine,
-                lr0s,
-                seeds,
-                method=run.method,
-                task=task,
-                steps_per_decision=env.steps_per_decision,
-            )
-            schedules["meta_seed"] = run.meta_seed
-            out[i] = (_tidy(results, run.meta_seed), schedules)
+        schedules["meta_seed"] = run.meta_seed
+        out.append((_tidy(results, run.meta_seed), schedules))
     return out
 
 

@@ -91,6 +91,7 @@ class GannoState(NamedTuple):
     diverged: jnp.ndarray  # [] bool
     key: jax.Array
     direction_state: Any
+    policy_carry: Any = ()  # a recurrent policy's hidden state [N, H] (() for feed-forward)
 
 
 def _layer_order(params: Mapping[str, Any], layer_names: Sequence[str] | None) -> list[str]:
@@ -188,6 +189,7 @@ def ganno_sgd(
             diverged=jnp.zeros((), bool),
             key=jax.random.PRNGKey(seed),
             direction_state=direction.init(params),
+            policy_carry=policy.initial_carry(n),
         )
 
     def update_fn(grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
@@ -267,7 +269,7 @@ def ganno_sgd(
             step_count=jnp.full((n,), state.decisions, jnp.int32),
         )
         key, sub = jax.random.split(state.key)
-        actions = policy.act(obs, greedy=True) if greedy else policy.act(obs, sub, greedy=False)
+        carry, actions = policy.step(state.policy_carry, obs, None if greedy else sub, greedy)
         mult = factors[actions]
         rates, scale = state.learning_rates, state.lr_scale
         if cfg.action_mode == "compound":
@@ -284,6 +286,7 @@ def ganno_sgd(
             agents_view=view,
             decisions=state.decisions + 1,
             key=key,
+            policy_carry=carry,
         )
 
     def _first_decision(state: GannoState, grads, params, loss, val) -> GannoState:

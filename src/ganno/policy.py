@@ -3,6 +3,11 @@
 ``Policy.load(dir)`` reads what meta-training wrote to ``<run>/policy/``; ``policy.act(obs)`` picks
 one action per agent and works for any number of agents (the agent axis is a batch axis). A
 ``Policy`` is a pytree (its parameters are the leaves), so it can be passed through ``jax.jit``.
+
+A recurrent policy (``policy.recurrent``) remembers the episode so far in a hidden state per
+agent: start an episode with ``carry = policy.initial_carry(num_agents)`` and decide with
+``carry, actions = policy.step(carry, obs)``. ``step`` works for every policy (a feed-forward one
+carries nothing), so code that drives any policy uses it; ``act`` serves feed-forward ones only.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ganno.errors import (  # noqa: F401 -- importable from here, as before
     PolicyNotFoundError,
 )
 from ganno.io import atomic_write
-from ganno.systems.networks import make_actor
+from ganno.systems.networks import actor_step, init_actor, initial_carry, make_actor
 from ganno.systems.normalisation import normalise
 
 CONFIG_FILE = "policy.json"
@@ -70,26 +75,63 @@ class Policy:
     def tree_unflatten(cls, config_json: str, children: tuple[Any, Any]) -> Policy:
         return cls(children[0], json.loads(config_json), children[1])
 
+    @property
+    def recurrent(self) -> bool:
+        """Whether the actor carries a hidden state from one decision to the next."""
+        return self.config["network"]["kind"] == "gru_categorical"
+
+    def initial_carry(self, num_agents: int, batch_shape: tuple[int, ...] = ()) -> Any:
+        """What :meth:`step` carries at an episode's start, for ``num_agents`` agents (after
+        ``batch_shape``): zeros ``[*batch_shape, N, H]`` if recurrent, else ``()``."""
+        return initial_carry(self.network, (*batch_shape, int(num_agents)))
+
+    def _seen(self, observation: Any) -> Any:
+        """The observation as the actor reads it (normalised if it was in meta-training)."""
+        if self.normaliser is None:
+            return observation
+        view = normalise(observation.agents_view, self.normaliser)
+        return observation._replace(agents_view=view)
+
     def distribution(self, observation: Any) -> Any:
         """The masked categorical over actions, batch shape ``[..., N]`` (the observation is
-        normalised first if the policy was meta-trained on normalised observations)."""
-        if self.normaliser is not None:
-            view = normalise(observation.agents_view, self.normaliser)
-            observation = observation._replace(agents_view=view)
-        return self.network.apply(self.params, observation)
+        normalised first if the policy was meta-trained on normalised observations). Feed-forward
+        policies only; a recurrent one needs its carry (:meth:`step_distribution`)."""
+        self._refuse_recurrent("distribution(obs)", "step_distribution(carry, obs)")
+        return self.network.apply(self.params, self._seen(observation))
+
+    def step_distribution(self, carry: Any, observation: Any) -> tuple[Any, Any]:
+        """``(next carry, the masked categorical over actions)`` for any policy."""
+        return actor_step(self.network, self.params, carry, self._seen(observation))
+
+    def step(
+        self,
+        carry: Any,
+        observation: Any,
+        key: chex.PRNGKey | None = None,
+        greedy: bool = True,
+    ) -> tuple[Any, jax.Array]:
+        """One decision of any policy: ``(next carry, actions [..., N] int32)`` from the carry of
+        the previous decision (:meth:`initial_carry` at an episode's start) and the observation
+        (see :meth:`act` for ``key`` and ``greedy``). Jittable (``greedy`` static)."""
+        carry, policy = self.step_distribution(carry, observation)
+        return carry, _choose(policy, key, greedy)
 
     def act(
         self, observation: Any, key: chex.PRNGKey | None = None, greedy: bool = True
     ) -> jax.Array:
         """Actions ``[..., N]`` (int32) for an observation with ``agents_view`` ``[..., N, F]`` and
         ``action_mask`` ``[..., N, A]``: the most likely valid action if ``greedy``, else a sample
-        drawn with ``key``. Jittable (``greedy`` must then be static)."""
-        policy = self.distribution(observation)
-        if greedy:
-            return policy.mode().astype(jnp.int32)
-        if key is None:
-            raise ValueError("sampling an action (greedy=False) needs a PRNG key")
-        return policy.sample(seed=key).astype(jnp.int32)
+        drawn with ``key``. Jittable (``greedy`` must then be static). Feed-forward policies only
+        (a recurrent one decides with :meth:`step`)."""
+        return _choose(self.distribution(observation), key, greedy)
+
+    def _refuse_recurrent(self, call: str, instead: str) -> None:
+        if self.recurrent:
+            raise TypeError(
+                f"this policy is recurrent (a GRU actor): {call} has no hidden state to use; call "
+                f"{instead} with carry = policy.initial_carry(num_agents) at the episode's start "
+                "and the returned carry afterwards"
+            )
 
     def save(self, directory: str | Path) -> Path:
         """Write ``policy.json`` and ``actor_params.msgpack`` to ``directory`` (atomically)."""
@@ -140,6 +182,14 @@ class Policy:
         return cls(jax.tree.map(jnp.asarray, params), config)
 
 
+def _choose(policy: Any, key: chex.PRNGKey | None, greedy: bool) -> jax.Array:
+    if greedy:
+        return policy.mode().astype(jnp.int32)
+    if key is None:
+        raise ValueError("sampling an action (greedy=False) needs a PRNG key")
+    return policy.sample(seed=key).astype(jnp.int32)
+
+
 def check_policy_fits(policy: Policy, env: Any, where: str | Path, task: str) -> None:
     """Raise :class:`PolicyMismatchError` unless ``policy`` (saved at ``where``) reads the
     features and chooses among the actions of ``env`` (the environment of ``task``)."""
@@ -162,7 +212,7 @@ def _expected_param_shapes(network: Any, net_config: dict[str, Any]) -> Any:
         action_mask=jnp.ones((1, net_config["action_dim"]), bool),
         step_count=jnp.zeros((1,), jnp.int32),
     )
-    shapes = jax.eval_shape(network.init, jax.random.PRNGKey(0), obs)
+    shapes = jax.eval_shape(lambda k: init_actor(network, k, obs), jax.random.PRNGKey(0))
     return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
 
 

@@ -7,6 +7,13 @@ only in the critic they pass in (what it reads); see :mod:`ganno.systems.ippo` a
 
 ``update_fn`` is pure and jittable, :func:`scan_updates` runs several updates in one compiled call,
 and ``jax.vmap(init_fn)`` / ``jax.vmap(update_fn)`` run several seeds at once.
+
+A recurrent actor (``meta_train.gru_size`` > 0, Mava's rec_ippo design) carries its hidden state
+through the rollout (reset to zeros where an episode ends) and learns from whole sequences: the
+rollout's hidden state at its first step is kept, minibatches are groups of parallel
+environments (every step of each), and the actor is unrolled over them from that state, so the
+log-probabilities of the loss are those the rollout's actions were drawn with. The critic stays
+feed-forward (the observation carries the episode's progress).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import chex
+import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,7 +30,14 @@ import optax
 
 from ganno.config import ConfigError
 from ganno.systems import normalisation
-from ganno.systems.networks import Actor, actor_config
+from ganno.systems.networks import (
+    actor_config,
+    actor_step,
+    init_actor,
+    initial_carry,
+    make_actor,
+    reset_carry,
+)
 from ganno.systems.ppo import (
     LearnerState,
     OptStates,
@@ -50,6 +65,12 @@ def ppo_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
             f"'meta_train.num_minibatches' = {mt['num_minibatches']} must divide num_envs x "
             f"rollout_length = {batch}"
         )
+    if mt.get("gru_size", 0) and mt["num_envs"] % mt["num_minibatches"]:
+        raise ConfigError(
+            f"'meta_train.num_minibatches' = {mt['num_minibatches']} must divide 'num_envs' = "
+            f"{mt['num_envs']} for a recurrent actor (gru_size > 0), whose minibatches are whole "
+            "sequences of parallel environments; change one of them"
+        )
     return mt
 
 
@@ -63,7 +84,8 @@ def actor_network_config(env: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The actor's config (saved with a policy), from the environment's observation shape."""
     _, timestep = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
     obs_dim = timestep.observation.agents_view.shape[-1]
-    return actor_config(obs_dim, env.action_dim, cfg["meta_train"]["hidden_sizes"])
+    mt = cfg["meta_train"]
+    return actor_config(obs_dim, env.action_dim, mt["hidden_sizes"], mt.get("gru_size", 0))
 
 
 def _optimiser(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
@@ -106,10 +128,11 @@ def make_ppo_learner(
     """``(init_fn, update_fn)`` of a PPO learner with the shared actor and the given critic."""
     mt = ppo_settings(cfg)
     num_envs, rollout_length = mt["num_envs"], mt["rollout_length"]
-    env = wrap(env, num_envs)
     num_minibatches = mt["num_minibatches"]
     normalise_observations = bool(mt.get("normalise_observations", False))
-    actor = Actor(hidden_sizes=tuple(mt["hidden_sizes"]), action_dim=env.action_dim)
+    actor = make_actor(actor_network_config(env, cfg))
+    recurrent = bool(mt.get("gru_size", 0))
+    env = wrap(env, num_envs)
     actor_optim = _optimiser(mt["actor_lr"], mt["max_grad_norm"])
     critic_optim = _optimiser(mt["critic_lr"], mt["max_grad_norm"])
 
@@ -117,18 +140,21 @@ def make_ppo_learner(
         key, env_key, actor_key, critic_key = jax.random.split(key, 4)
         env_state, timestep = env.reset(env_key)
         one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
-        params = Params(actor.init(actor_key, one_obs), critic.init(critic_key, one_obs))
+        params = Params(init_actor(actor, actor_key, one_obs), critic.init(critic_key, one_obs))
         opt_states = OptStates(actor_optim.init(params.actor), critic_optim.init(params.critic))
         obs_norm = _observation_stats(timestep.observation) if normalise_observations else {}
-        return LearnerState(params, opt_states, key, env_state, timestep.observation, obs_norm)
+        carry = initial_carry(actor, timestep.observation.agents_view.shape[:-1])
+        return LearnerState(
+            params, opt_states, key, env_state, timestep.observation, obs_norm, carry
+        )
 
     def env_step(state: LearnerState, _: None) -> tuple[LearnerState, PPOTransition]:
-        params, opt_states, key, env_state, obs, obs_norm = state
+        params, opt_states, key, env_state, obs, obs_norm, carry = state
 
         # SELECT ACTION (from the observation normalised with the statistics before this rollout)
         key, policy_key = jax.random.split(key)
         seen = _normalised(obs, obs_norm)
-        policy = actor.apply(params.actor, seen)
+        carry, policy = actor_step(actor, params.actor, carry, seen)
         value = critic.apply(params.critic, seen)
         action = policy.sample(seed=policy_key)
         log_prob = policy.log_prob(action)
@@ -136,8 +162,9 @@ def make_ppo_learner(
         # STEP ENVIRONMENT
         env_state, timestep = env.step(env_state, action)
 
-        # RECORD TRANSITION (the episode's end is every agent's end)
+        # RECORD TRANSITION (the episode's end is every agent's end; a new one starts afresh)
         done = jnp.broadcast_to(timestep.last()[:, None], action.shape)
+        carry = reset_carry(carry, done)
         transition = PPOTransition(
             obs=obs,
             action=action,
@@ -149,12 +176,29 @@ def make_ppo_learner(
             info=timestep.extras[EPISODE_METRICS],
         )
         next_state = LearnerState(
-            params, opt_states, key, env_state, timestep.observation, obs_norm
+            params, opt_states, key, env_state, timestep.observation, obs_norm, carry
         )
         return next_state, transition
 
-    def actor_loss_fn(actor_params: Any, batch: PPOTransition, advantages: chex.Array) -> tuple:
-        policy = actor.apply(actor_params, batch.obs)
+    def action_distribution(actor_params: Any, batch: PPOTransition, carry: Any) -> Any:
+        """The actor's distributions at the batch's observations: row by row for a feed-forward
+        actor; unrolled over the batch's sequences ``[T, B, ...]`` from their first hidden state
+        ``carry`` (reset where an episode ended) for a recurrent one."""
+        if not recurrent:
+            return actor.apply(actor_params, batch.obs)
+
+        def one_step(h: chex.Array, step: tuple) -> tuple:
+            obs, done = step
+            h, policy = actor.apply(actor_params, h, obs)
+            return reset_carry(h, done), policy.logits
+
+        _, logits = jax.lax.scan(one_step, carry, (batch.obs, batch.done))
+        return distrax.Categorical(logits=logits)
+
+    def actor_loss_fn(
+        actor_params: Any, batch: PPOTransition, advantages: chex.Array, carry: Any
+    ) -> tuple:
+        policy = action_distribution(actor_params, batch, carry)
         log_prob = policy.log_prob(batch.action)
         policy_loss = clipped_policy_loss(
             log_prob, batch.log_prob, normalize(advantages), mt["clip_eps"]
@@ -170,12 +214,12 @@ def make_ppo_learner(
 
     def update_minibatch(carry: tuple, minibatch: tuple) -> tuple:
         params, opt_states = carry
-        batch, advantages, targets = minibatch
+        batch, advantages, targets, first_carry = minibatch
 
         # CALCULATE ACTOR LOSS
         (actor_total, (policy_loss, entropy, approx_kl)), actor_grads = jax.value_and_grad(
             actor_loss_fn, has_aux=True
-        )(params.actor, batch, advantages)
+        )(params.actor, batch, advantages, first_carry)
 
         # CALCULATE CRITIC LOSS
         (critic_total, value_loss), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
@@ -200,27 +244,49 @@ def make_ppo_learner(
         }
         return (params, OptStates(actor_opt, critic_opt)), losses
 
-    def update_epoch(carry: tuple, _: None) -> tuple:
-        params, opt_states, key, rollout = carry
-
-        # SHUFFLE INTO MINIBATCHES (time and environment axes merged; agents stay together)
-        key, shuffle_key = jax.random.split(key)
+    def shuffled_rows(key: chex.PRNGKey, rollout: tuple) -> tuple:
+        """Minibatches of single steps: time and environment axes merged and shuffled (agents
+        stay together)."""
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rollout)
-        order = jax.random.permutation(shuffle_key, num_envs * rollout_length)
-        minibatches = jax.tree.map(
+        order = jax.random.permutation(key, num_envs * rollout_length)
+        return jax.tree.map(
             lambda x: jnp.take(x, order, axis=0).reshape(num_minibatches, -1, *x.shape[1:]), flat
         )
+
+    def shuffled_sequences(key: chex.PRNGKey, rollout: tuple, first_carry: Any) -> tuple:
+        """Minibatches of whole sequences: the parallel environments shuffled into groups, each
+        with every step of the rollout ``[T, E/M, ...]`` and its first hidden state."""
+        order = jax.random.permutation(key, num_envs)
+
+        def split(x: chex.Array, axis: int) -> chex.Array:
+            x = jnp.take(x, order, axis=axis)
+            x = x.reshape(*x.shape[:axis], num_minibatches, -1, *x.shape[axis + 1 :])
+            return jnp.moveaxis(x, axis, 0)
+
+        sequences = jax.tree.map(lambda x: split(x, 1), rollout)
+        return (*sequences, jax.tree.map(lambda h: split(h, 0), first_carry))
+
+    def update_epoch(carry: tuple, _: None) -> tuple:
+        params, opt_states, key, rollout, first_carry = carry
+
+        # SHUFFLE INTO MINIBATCHES
+        key, shuffle_key = jax.random.split(key)
+        if recurrent:
+            minibatches = shuffled_sequences(shuffle_key, rollout, first_carry)
+        else:
+            minibatches = (*shuffled_rows(shuffle_key, rollout), first_carry)  # carry: ()
 
         # UPDATE MINIBATCHES
         (params, opt_states), losses = jax.lax.scan(
             update_minibatch, (params, opt_states), minibatches
         )
-        return (params, opt_states, key, rollout), losses
+        return (params, opt_states, key, rollout, first_carry), losses
 
     def update_fn(state: LearnerState) -> tuple[LearnerState, dict]:
-        # STEP ENVIRONMENT FOR ROLLOUT LENGTH
+        # STEP ENVIRONMENT FOR ROLLOUT LENGTH (keeping the hidden state the rollout starts from)
+        first_carry = state.actor_carry
         state, traj = jax.lax.scan(env_step, state, None, rollout_length)
-        params, opt_states, key, env_state, obs, obs_norm = state
+        params, opt_states, key, env_state, obs, obs_norm, carry = state
 
         # CALCULATE ADVANTAGE
         last_value = critic.apply(params.critic, _normalised(obs, obs_norm))
@@ -237,8 +303,8 @@ def make_ppo_learner(
         # UPDATE EPOCHS
         seen = _normalised(traj.obs, obs_norm)
         rollout = (traj._replace(obs=seen, info={}), advantages, targets)
-        (params, opt_states, key, _), losses = jax.lax.scan(
-            update_epoch, (params, opt_states, key, rollout), None, mt["ppo_epochs"]
+        (params, opt_states, key, _, _), losses = jax.lax.scan(
+            update_epoch, (params, opt_states, key, rollout, first_carry), None, mt["ppo_epochs"]
         )
 
         # REPORT METRICS
@@ -248,7 +314,8 @@ def make_ppo_learner(
         # UPDATE THE OBSERVATION STATISTICS (with the rollout's raw observations)
         if obs_norm:
             obs_norm = _observation_stats(traj.obs, obs_norm)
-        return LearnerState(params, opt_states, key, env_state, obs, obs_norm), metrics
+        next_state = LearnerState(params, opt_states, key, env_state, obs, obs_norm, carry)
+        return next_state, metrics
 
     return init_fn, update_fn
 

@@ -47,6 +47,9 @@ class LearnerState(NamedTuple):
     # Running statistics of agents_view (and global_state) when observations are normalised,
     # {field: normalisation.RunningStats}; empty otherwise.
     obs_norm: Any = {}  # never mutated: every update builds a new dict
+    # What the actor carries into the next decision: a recurrent actor's hidden state [E, N, H]
+    # (zeros at every episode start); () for a feed-forward actor.
+    actor_carry: Any = ()
 
 
 def compute_gae(

@@ -222,6 +222,8 @@ class GannoScheduler:
         self._prev_params: list[list[torch.Tensor]] | None = None
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
+        #: a recurrent policy's hidden state, carried from decision to decision (() otherwise)
+        self._policy_carry = self.policy.initial_carry(self.num_layers)
         self._zero_accumulators()
 
     def _zero_accumulators(self) -> None:
@@ -463,10 +465,10 @@ class GannoScheduler:
             step_count=jnp.full((n,), self.decisions, jnp.int32),
         )
         if self.greedy:
-            out = self._act(self.policy, obs)
+            self._policy_carry, out = self._act(self.policy, self._policy_carry, obs)
         else:
             self._key, sub = jax.random.split(self._key)
-            out = self._act(self.policy, obs, sub)
+            self._policy_carry, out = self._act(self.policy, self._policy_carry, obs, sub)
         return np.asarray(out, np.int64)
 
     def _diverge(self, why: str) -> None:
@@ -515,6 +517,7 @@ class GannoScheduler:
             "observed_this_step": self._observed_this_step,
             "history": [dict(h) for h in self.history],
             "key": None if self._key is None else np.asarray(self._key).tolist(),
+            "policy_carry": _carry_to_numpy(self._policy_carry),
             "settings": {
                 "steps_per_decision": self.steps_per_decision,
                 "num_decisions": self.num_decisions,
@@ -555,21 +558,31 @@ class GannoScheduler:
             import jax.numpy as jnp
 
             self._key = jnp.asarray(state["key"], jnp.uint32)
+        if state.get("policy_carry") is not None:
+            import jax.numpy as jnp
+
+            self._policy_carry = jnp.asarray(state["policy_carry"], jnp.float32)
         self._apply_rates(self.learning_rates)
+
+
+def _carry_to_numpy(carry: Any) -> np.ndarray | None:
+    """A recurrent policy's hidden state as a NumPy copy (None for a feed-forward policy)."""
+    return None if isinstance(carry, tuple) and not carry else np.array(carry)
 
 
 _ACT_CACHE: dict[bool, Any] = {}
 
 
 def _make_act(policy: Any, greedy: bool):
-    """A jitted ``act`` (compiled once per observation shape, shared by all schedulers)."""
+    """A jitted ``policy.step`` (compiled once per observation and carry shape, shared by all
+    schedulers): ``(policy, carry, obs[, key]) -> (carry, actions)``."""
     import jax
 
     if greedy not in _ACT_CACHE:
         if greedy:
-            _ACT_CACHE[greedy] = jax.jit(lambda p, obs: p.act(obs, greedy=True))
+            _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs: p.step(c, obs, greedy=True))
         else:
-            _ACT_CACHE[greedy] = jax.jit(lambda p, obs, key: p.act(obs, key, greedy=False))
+            _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs, key: p.step(c, obs, key, greedy=False))
     return _ACT_CACHE[greedy]
 
 
