@@ -178,6 +178,21 @@ def test_default_config_dag_dry_run(tmp_path):
         assert rule in out
 
 
+def test_a_task_family_agent_needs_every_members_data(tmp_path):
+    """Meta-training an agent on a task family waits for every member's dataset."""
+    _copy_workflow(tmp_path)
+    family = tmp_path / "family.yaml"
+    family.write_text(
+        "agents:\n  - {name: ippo}\n  - {name: fam, meta_train: {task_family: "
+        "[{name: digits_short, task: {dataset: digits}, env: {num_decisions: 20}}]}}\n"
+    )
+    target = "results/meta_train/fam/seed_0/policy/policy.json"
+    result = _snakemake(tmp_path, target, "--cores", "1", "-n", "--configfile", str(family))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "dataset=digits" in out and "dataset=mnist1d" in out  # the family's and the task's
+
+
 def test_a_bad_config_stops_the_pipeline_naming_the_key(tmp_path):
     _copy_workflow(tmp_path)
     bad = tmp_path / "bad.yaml"

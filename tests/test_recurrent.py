@@ -16,7 +16,6 @@ from ganno.config import ConfigError
 from ganno.coordination_game import CoordinationGame
 from ganno.env import GannoEnv
 from ganno.evaluate import play_policies
-from ganno.meta_train import meta_train
 from ganno.policy import Policy
 from ganno.systems import ippo
 from ganno.systems.networks import RecurrentActor
@@ -122,22 +121,3 @@ def test_evaluation_carries_the_hidden_state(env, data):
             np.testing.assert_array_equal(trajectories.actions[i, 0], manual)
     forgetful = _manual_episode(env, policies[0], 0.01, jax.random.PRNGKey(4), forget=True)
     assert not np.array_equal(forgetful, played[0].actions[0, 0]), "the memory is never used"
-
-
-def test_a_meta_trained_recurrent_policy_is_saved_and_loaded(env, data, tmp_path):
-    cfg = tiny_config(
-        num_envs=4,
-        rollout_length=6,
-        num_minibatches=2,
-        gru_size=8,
-        hidden_sizes=[16],
-        total_timesteps=4 * 6 * 2,
-        updates_per_chunk=1,
-        checkpoint_every=1,
-    )
-    meta_train(env, cfg, "ippo", 0, tmp_path, progress=False)
-    policy = Policy.load(tmp_path / "policy")
-    assert policy.recurrent and policy.config["network"]["gru_size"] == 8
-    assert policy.config["network"]["hidden_sizes"] == [16]
-    played = play_policies(env, [policy], [0.05], [0], data.x_test, data.y_test)
-    assert played[0].actions.shape == (1, 1, 6, env.num_agents)

@@ -62,15 +62,14 @@ def _agent_name(args: argparse.Namespace, required: bool = True) -> str | None:
 def _cmd_meta_train(args: argparse.Namespace) -> int:
     from ganno import agents
     from ganno.config import agent_config
-    from ganno.data import load_from_config
-    from ganno.env import make_env
+    from ganno.env import make_envs
     from ganno.meta_train import meta_train
 
     name = _agent_name(args)
     cfg = agent_config(load_config(args.config), name)
     algo = agents.get(cfg, name).algorithm
     check_writable_folder(args.out)  # before loading data and compiling
-    env = make_env(cfg, load_from_config(cfg))
+    env = make_envs(cfg)  # a list with a task family
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = meta_train(
         env,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import re
 import warnings
 from collections.abc import Mapping
@@ -206,7 +207,83 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
         raise ConfigError(f"no generalisation task {task!r}; configured: {sorted(tasks)}")
     overrides = {k: tasks[task][k] for k in ("task", "env") if k in tasks[task]}
     overrides |= {"evaluation": {"generalisation_tasks": []}, "agents": _bare_agents(config)}
+    if config["meta_train"].get("task_family"):  # evaluated on, not meta-trained on
+        overrides["meta_train"] = {"task_family": []}
     return derive(config, overrides)
+
+
+#: What a task family member may override in the env block: the budget; the rest (actions,
+#: reward, observation) is the agents' design and must be one for the whole family.
+FAMILY_ENV_KEYS = ("steps_per_decision", "num_decisions")
+
+
+def family_configs(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The tasks an agent is meta-trained on, ``[(name, full config)]``: the config's own task
+    (``train``) first, then each ``meta_train.task_family`` member (:func:`derive`d like a
+    generalisation task). One entry when there is no family."""
+    members = [(TRAIN_TASK, dict(config))]
+    for spec in config["meta_train"].get("task_family") or []:
+        overrides = {k: spec[k] for k in ("task", "env") if k in spec}
+        overrides |= {
+            "evaluation": {"generalisation_tasks": []},
+            "agents": _bare_agents(config),
+            "meta_train": {"task_family": []},
+        }
+        members.append((spec["name"], derive(config, overrides)))
+    return members
+
+
+def _task_identity(cfg: Mapping[str, Any]) -> str:
+    """What makes two tasks the same task: the inner problem and its budget."""
+    env = {k: cfg["env"][k] for k in FAMILY_ENV_KEYS}
+    return json.dumps({"task": cfg["task"], "env": env}, sort_keys=True)
+
+
+def _check_task_family(config: Mapping[str, Any], where: str = "meta_train") -> list[str]:
+    """Held-out means held out: no family member may be an evaluation task (the same inner
+    problem and budget, whatever it is called), and members differ from each other."""
+    specs = config["meta_train"].get("task_family") or []
+    if not specs:
+        return []
+    problems = []
+    for i, spec in enumerate(specs):
+        extra = sorted(set(spec.get("env", {})) - set(FAMILY_ENV_KEYS))
+        if extra:
+            problems.append(
+                f"'{where}.task_family.{i}' ({spec['name']}) overrides env.{', env.'.join(extra)}; "
+                f"a family member may change only the budget ({', '.join(FAMILY_ENV_KEYS)}): the "
+                "actions, reward and observation are the agents' design, one for the family"
+            )
+    if problems:
+        return problems
+    try:
+        members = family_configs(config)
+    except ConfigError as exc:
+        detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
+        return [f"'{where}.task_family' gives an invalid task: {detail.strip()}"]
+    held_out = {}
+    for spec in config["evaluation"]["generalisation_tasks"]:
+        try:
+            held_out[_task_identity(task_config(config, spec["name"]))] = spec["name"]
+        except ConfigError:
+            continue  # reported by _check_generalisation_tasks
+    seen: dict[str, str] = {}
+    for name, cfg in members:
+        identity = _task_identity(cfg)
+        if identity in held_out:
+            problems.append(
+                f"'{where}.task_family' member {name!r} is the evaluation task "
+                f"{held_out[identity]!r} (same dataset, network, batch size and budget): a "
+                "held-out task must not be meta-trained on; remove it from the family or from "
+                "evaluation.generalisation_tasks"
+            )
+        elif identity in seen:
+            problems.append(
+                f"'{where}.task_family' member {name!r} repeats {seen[identity]!r}; "
+                "every member must be a different task"
+            )
+        seen.setdefault(identity, name)
+    return problems
 
 
 def agent_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -289,6 +366,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     if not problems:
         # A task inherits the base config: its problems would repeat the base config's.
         problems = _check_semantics(filled) or _check_generalisation_tasks(filled)
+    if not problems:
+        problems = _check_task_family(filled)
     if not problems:
         problems = _check_agents(filled)
     if problems:

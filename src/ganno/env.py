@@ -646,3 +646,25 @@ def make_env(
     """The environment a validated config describes (``task`` and ``env`` blocks)."""
     task = task if task is not None else make_task(config, dataset)
     return GannoEnv(task, EnvSettings.from_config(config))
+
+
+def make_envs(config: Mapping[str, Any]) -> GannoEnv | list[GannoEnv]:
+    """What an agent is meta-trained on: the environment of the config's task, or, with a task
+    family (``meta_train.task_family``), one environment per member (the config's own task first),
+    each with its dataset; members on the same dataset share it."""
+    from ganno.config import family_configs
+    from ganno.data import load_from_config
+
+    members = family_configs(config)
+    datasets: dict[str, Any] = {}
+    envs = []
+    for _, cfg in members:
+        dataset = cfg["task"]["dataset"]
+        if dataset not in datasets:
+            datasets[dataset] = load_from_config(cfg)
+        envs.append(make_env(cfg, datasets[dataset]))
+    if len(envs) == 1:
+        return envs[0]
+    for (name, _), env in zip(members, envs, strict=True):
+        env.task_name = name  # names the members in the saved policy
+    return envs

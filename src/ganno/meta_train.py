@@ -251,12 +251,14 @@ def plan_run(
     if not seeds:
         raise ConfigError("seeds_vmapped is empty; give at least one seed or None")
     mt = cfg["meta_train"]
-    per_update = steps_per_update(cfg)
+    family = list(env) if isinstance(env, list | tuple) else [env]
+    per_update = steps_per_update(cfg) * len(family)  # a rollout of every family member
+    env = family[0]
     num_updates = mt["total_timesteps"] // per_update
     if num_updates < 1:
         raise ConfigError(
             f"'meta_train.total_timesteps' = {mt['total_timesteps']} is less than one update "
-            f"(num_envs x rollout_length = {per_update} steps)"
+            f"(num_envs x rollout_length x family members = {per_update} steps)"
         )
     return RunPlan(
         cfg=cfg,
@@ -421,6 +423,8 @@ def export(env: Any, plan: RunPlan, progress: Progress) -> dict[str, Any]:
         plan.out_dir / METRICS_FILE,
         marl_eval_json(progress.curve, plan.env_name, plan.task_name, plan.algo),
     )
+    family = list(env) if isinstance(env, list | tuple) else [env]
+    env = family[0]  # the config's own task: its settings are the policy's
     network = actor_network_config(env, plan.cfg)
     env_steps = plan.num_updates * plan.per_update
     for s, seed in enumerate(plan.seeds):
@@ -437,6 +441,10 @@ def export(env: Any, plan: RunPlan, progress: Progress) -> dict[str, Any]:
         }
         if (settings := env_settings(env)) is not None:
             policy_config["env"] = settings  # what deploying the policy needs (ganno.torch)
+        if len(family) > 1:  # the tasks it was meta-trained on (held out: every other)
+            policy_config["task_family"] = [
+                getattr(m, "task_name", None) or f"member_{i}" for i, m in enumerate(family)
+            ]
         if progress.state.obs_norm:  # the running statistics the actor's inputs were normalised by
             stats = progress.state.obs_norm["agents_view"]
             if plan.vmapped:

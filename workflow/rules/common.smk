@@ -11,7 +11,7 @@ import yaml
 
 from ganno import agents as registry
 from ganno import layout
-from ganno.config import ConfigError, agent_config, task_config
+from ganno.config import ConfigError, agent_config, family_configs, task_config
 from ganno.config import validate as ganno_validate
 from ganno.data import task_unavailable_reason
 
@@ -82,7 +82,15 @@ def final_outputs():
 
 
 def training_data(wildcards):
-    return rules.prepare_data.output.npz.format(dataset=config["task"]["dataset"])
+    """The prepared datasets meta-training needs: the task's, and with a task family (an
+    agent's meta_train.task_family) every member's."""
+    cfg = (
+        agent_config(config, wildcards.agent) if "agent" in wildcards.keys() else config
+    )
+    datasets = dict.fromkeys(
+        member["task"]["dataset"] for _, member in family_configs(cfg)
+    )
+    return [rules.prepare_data.output.npz.format(dataset=d) for d in datasets]
 
 
 def task_data(wildcards):

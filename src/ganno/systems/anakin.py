@@ -18,6 +18,7 @@ feed-forward (the observation carries the episode's progress).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -122,6 +123,25 @@ def _observation_stats(obs: Any, obs_norm: dict | None = None) -> dict:
     return {f: normalisation.update_stats(obs_norm[f], getattr(obs, f)) for f in fields}
 
 
+def check_family(envs: list[Any]) -> None:
+    """The members of a task family must give the shared actor the same observation and action
+    sizes (the number of agents may differ)."""
+
+    def sizes(env: Any) -> tuple[int, int]:
+        _, timestep = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        return timestep.observation.agents_view.shape[-1], env.action_dim
+
+    first = sizes(envs[0])
+    for member in envs[1:]:
+        if (mine := sizes(member)) != first:
+            raise ConfigError(
+                f"task family member {getattr(member, 'task_name', '?')!r} has {mine[0]} "
+                f"features and {mine[1]} actions, but the first member has {first[0]} and "
+                f"{first[1]}: one actor cannot serve both; give the members the same env "
+                "settings (only the budget may differ)"
+            )
+
+
 def make_ppo_learner(
     env: Any, cfg: Mapping[str, Any], critic: nn.Module
 ) -> tuple[InitFn, UpdateFn]:
@@ -130,13 +150,18 @@ def make_ppo_learner(
     num_envs, rollout_length = mt["num_envs"], mt["rollout_length"]
     num_minibatches = mt["num_minibatches"]
     normalise_observations = bool(mt.get("normalise_observations", False))
-    actor = make_actor(actor_network_config(env, cfg))
+    family = list(env) if isinstance(env, list | tuple) else [env]
+    check_family(family)
+    actor = make_actor(actor_network_config(family[0], cfg))
     recurrent = bool(mt.get("gru_size", 0))
-    env = wrap(env, num_envs)
+    wrapped = [wrap(member, num_envs) for member in family]
+    env = wrapped[0]
     actor_optim = _optimiser(mt["actor_lr"], mt["max_grad_norm"])
     critic_optim = _optimiser(mt["critic_lr"], mt["max_grad_norm"])
 
     def init_fn(key: chex.PRNGKey) -> LearnerState:
+        if len(wrapped) > 1:
+            return family_init_fn(key)
         key, env_key, actor_key, critic_key = jax.random.split(key, 4)
         env_state, timestep = env.reset(env_key)
         one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
@@ -148,7 +173,26 @@ def make_ppo_learner(
             params, opt_states, key, env_state, timestep.observation, obs_norm, carry
         )
 
-    def env_step(state: LearnerState, _: None) -> tuple[LearnerState, PPOTransition]:
+    def family_init_fn(key: chex.PRNGKey) -> LearnerState:
+        """Every member's batch of environments; env_state, obs and the actor's carry are
+        tuples over the members."""
+        key, env_key, actor_key, critic_key = jax.random.split(key, 4)
+        keys = jax.random.split(env_key, len(wrapped))
+        resets = [m.reset(k) for m, k in zip(wrapped, keys, strict=True)]
+        env_states = tuple(r[0] for r in resets)
+        observations = tuple(r[1].observation for r in resets)
+        one_obs = jax.tree.map(lambda x: x[0], observations[0])
+        params = Params(init_actor(actor, actor_key, one_obs), critic.init(critic_key, one_obs))
+        opt_states = OptStates(actor_optim.init(params.actor), critic_optim.init(params.critic))
+        obs_norm = {}
+        if normalise_observations:
+            obs_norm = _observation_stats(observations[0])
+            for obs in observations[1:]:
+                obs_norm = _observation_stats(obs, obs_norm)
+        carries = tuple(initial_carry(actor, o.agents_view.shape[:-1]) for o in observations)
+        return LearnerState(params, opt_states, key, env_states, observations, obs_norm, carries)
+
+    def env_step(state: LearnerState, _: None, env: Any = env) -> tuple[LearnerState, Any]:
         params, opt_states, key, env_state, obs, obs_norm, carry = state
 
         # SELECT ACTION (from the observation normalised with the statistics before this rollout)
@@ -248,7 +292,7 @@ def make_ppo_learner(
         """Minibatches of single steps: time and environment axes merged and shuffled (agents
         stay together)."""
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rollout)
-        order = jax.random.permutation(key, num_envs * rollout_length)
+        order = jax.random.permutation(key, jax.tree.leaves(flat)[0].shape[0])
         return jax.tree.map(
             lambda x: jnp.take(x, order, axis=0).reshape(num_minibatches, -1, *x.shape[1:]), flat
         )
@@ -256,7 +300,7 @@ def make_ppo_learner(
     def shuffled_sequences(key: chex.PRNGKey, rollout: tuple, first_carry: Any) -> tuple:
         """Minibatches of whole sequences: the parallel environments shuffled into groups, each
         with every step of the rollout ``[T, E/M, ...]`` and its first hidden state."""
-        order = jax.random.permutation(key, num_envs)
+        order = jax.random.permutation(key, jax.tree.leaves(rollout)[0].shape[1])
 
         def split(x: chex.Array, axis: int) -> chex.Array:
             x = jnp.take(x, order, axis=axis)
@@ -282,7 +326,75 @@ def make_ppo_learner(
         )
         return (params, opt_states, key, rollout, first_carry), losses
 
+    def family_update_fn(state: LearnerState) -> tuple[LearnerState, dict]:
+        """One update on every member: a rollout of each (in turn, one compiled rollout per
+        member), then PPO on all their rows at once, every agent of every member one row (or
+        one sequence, if recurrent), so members may differ in their number of agents."""
+        params, opt_states, key, _, _, obs_norm, _ = state
+        rollouts, first_carries, sums, ends = [], [], [], []
+        for i, member in enumerate(wrapped):
+            task_state = state._replace(
+                key=key,
+                env_state=state.env_state[i],
+                obs=state.obs[i],
+                actor_carry=state.actor_carry[i],
+            )
+            first_carries.append(task_state.actor_carry)
+            step = functools.partial(env_step, env=member)
+            task_state, traj = jax.lax.scan(step, task_state, None, rollout_length)
+            key = task_state.key
+            last_value = critic.apply(params.critic, _normalised(task_state.obs, obs_norm))
+            advantages, targets = compute_gae(
+                traj.reward,
+                traj.value,
+                traj.discount,
+                traj.done,
+                last_value,
+                mt["gamma"],
+                mt["gae_lambda"],
+            )
+            seen = _normalised(traj.obs, obs_norm)
+            rollouts.append((traj._replace(obs=seen, info={}), advantages, targets))
+            sums.append(_finished_episode_sums(traj.info))
+            ends.append((task_state.env_state, task_state.obs, task_state.actor_carry, traj.obs))
+
+        # EVERY AGENT OF EVERY MEMBER ONE ROW: [T, E, N, ...] -> [T, E x N, 1, ...]
+        def rows(x: chex.Array) -> chex.Array:
+            return x.reshape(x.shape[0], x.shape[1] * x.shape[2], 1, *x.shape[3:])
+
+        def carry_rows(h: chex.Array) -> chex.Array:
+            return h.reshape(h.shape[0] * h.shape[1], 1, *h.shape[2:])
+
+        rollout = jax.tree.map(
+            lambda *xs: jnp.concatenate(xs, axis=1), *(jax.tree.map(rows, r) for r in rollouts)
+        )
+        first_carry = jax.tree.map(
+            lambda *hs: jnp.concatenate(hs, axis=0),
+            *(jax.tree.map(carry_rows, h) for h in first_carries),
+        )
+
+        # UPDATE EPOCHS
+        (params, opt_states, key, _, _), losses = jax.lax.scan(
+            update_epoch, (params, opt_states, key, rollout, first_carry), None, mt["ppo_epochs"]
+        )
+
+        # REPORT METRICS (episodes of every member together)
+        metrics = {name: value.mean() for name, value in losses.items()}
+        metrics.update(jax.tree.map(lambda *x: sum(x), *sums))
+
+        # UPDATE THE OBSERVATION STATISTICS (with every member's raw observations)
+        if obs_norm:
+            for *_, raw in ends:
+                obs_norm = _observation_stats(raw, obs_norm)
+        env_states, observations, carries = (tuple(e[k] for e in ends) for k in range(3))
+        next_state = LearnerState(
+            params, opt_states, key, env_states, observations, obs_norm, carries
+        )
+        return next_state, metrics
+
     def update_fn(state: LearnerState) -> tuple[LearnerState, dict]:
+        if len(wrapped) > 1:
+            return family_update_fn(state)
         # STEP ENVIRONMENT FOR ROLLOUT LENGTH (keeping the hidden state the rollout starts from)
         first_carry = state.actor_carry
         state, traj = jax.lax.scan(env_step, state, None, rollout_length)

@@ -27,7 +27,8 @@ def make_critic(cfg: Mapping[str, Any]) -> Critic:
 
 def make_learner(env: Any, cfg: Mapping[str, Any]) -> tuple[InitFn, UpdateFn]:
     """``(init_fn(key) -> LearnerState, update_fn(LearnerState) -> (LearnerState, metrics))``."""
-    _, timestep = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    first = env[0] if isinstance(env, list | tuple) else env  # a task family: its members
+    _, timestep = jax.eval_shape(first.reset, jax.random.PRNGKey(0))
     if not hasattr(timestep.observation, "global_state"):
         raise ConfigError(
             f"MAPPO needs a global state, but {type(env).__name__} returns "
