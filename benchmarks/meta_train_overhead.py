@@ -8,7 +8,8 @@ environments with random actions (same number of envs, same rollout length, auto
 
 ``--agents``: instead, the meta-training decisions per second of every agent of the config (e.g.
 the design options of config/study.yaml) as a ratio to the first agent's, timed round-robin in one
-process so that load on a shared machine hits all alike.
+process so that load on a shared machine hits all alike. A decision is one step of one episode (all
+its agents); a task-family agent takes one per member per step.
 
 Compilation is excluded (one warm-up call); each figure is the median of ``--repeats`` timed calls.
 Target (issue 3): meta-training runs at >= 0.75 x the random-rollout decisions per second.
@@ -30,7 +31,7 @@ import jax
 from ganno.agents import agents
 from ganno.config import agent_config, load_config
 from ganno.data import load_from_config
-from ganno.env import make_env
+from ganno.env import make_env, make_envs
 from ganno.parallel import shard_batch
 from ganno.systems import ippo, mappo
 from ganno.systems.anakin import scan_updates
@@ -66,23 +67,25 @@ def random_rollout(env, num_envs, length, updates):
     return shard_batch(states, num_envs), jax.jit(run)
 
 
-def agent_costs(cfg, updates: int, repeats: int) -> dict:
+def agent_costs(cfg, updates: int, repeats: int, only: list[str] | None = None) -> dict:
     """Decisions/s of each agent's IPPO/MAPPO updates, timed round-robin, and the ratio of its
     time per decision to the first agent's (its cost relative to today's agents)."""
     from ganno.meta_train import ALGORITHMS
 
-    dataset = load_from_config(cfg)
     runs = {}
     for agent in agents(cfg):
+        if only and agent.name not in only:
+            continue
         name, vcfg = agent.name, agent_config(cfg, agent.name)
-        env = make_env(vcfg, dataset)
+        env = make_envs(vcfg)  # with a task family, one environment per member
+        members = len(env) if isinstance(env, list) else 1
         mt = vcfg["meta_train"]
         init_fn, update_fn = ALGORITHMS[agent.algorithm](env, vcfg)
         state = shard_batch(jax.jit(init_fn)(jax.random.PRNGKey(0)), mt["num_envs"])
         several = scan_updates(update_fn, updates)
         chunk = jax.jit(lambda s, several=several: several(s)[0])
         jax.block_until_ready(chunk(state))  # compile + warm up
-        runs[name] = (chunk, state, mt["num_envs"] * mt["rollout_length"] * updates)
+        runs[name] = (chunk, state, mt["num_envs"] * mt["rollout_length"] * updates * members)
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, (chunk, state, _) in runs.items():
@@ -111,11 +114,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
     parser.add_argument("--agents", action="store_true", help="time the config's agents")
+    parser.add_argument("--only", nargs="+", help="with --agents: these agents (the first is 1x)")
     args = parser.parse_args()
 
     cfg = load_config(args.config)
     if args.agents:
-        result = agent_costs(cfg, args.updates, args.repeats)
+        result = agent_costs(cfg, args.updates, args.repeats, args.only)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
