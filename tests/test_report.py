@@ -323,7 +323,26 @@ def test_the_stated_tuning_criterion_is_the_one_used(config, criterion, chosen):
     assert word in statement and f"evaluation.tune_by: {criterion}" in statement
 
 
+def test_the_stated_meta_training_tasks_are_those_meta_trained_on(config):
+    """The README names what each main agent was meta-trained on: the members make_envs builds
+    (config.family_configs), the training task alone without a family."""
+    from ganno.config import agent_config, family_configs
+
+    family = [{"name": "mlp_depth2", "task": {"network": {"depth": 2}}},
+              {"name": "short", "env": {"num_decisions": 7}}]  # fmt: skip
+    cfg = validate({**config, "agents": [
+        {"name": "ippo", "meta_train": {"task_family": family}},
+        {"name": "mappo", "algorithm": "mappo"},
+    ]})  # fmt: skip
+    statement = report.meta_training_statement(cfg)
+    members = [n for n, _ in family_configs(agent_config(cfg, "ippo"))]
+    assert members == ["train", "mlp_depth2", "short"]
+    assert "`ippo` on the training task and its task family (`mlp_depth2`, `short`)" in statement
+    assert "`mappo` on the training task alone" in statement
+
+
 def test_the_readme_states_the_configured_criterion(built, config):
     rep, _ = built
+    assert report.meta_training_statement(config) in rep.readme.read_text()
     assert report.tuning_statement(config) in rep.readme.read_text()
     assert config["evaluation"]["tune_by"] == "val_accuracy"  # the schema's default

@@ -355,6 +355,25 @@ def tuning_statement(config: Mapping[str, Any]) -> str:
     )
 
 
+def meta_training_statement(config: Mapping[str, Any]) -> str:
+    """The README's sentence on what the main agents (those of the claims) were meta-trained on:
+    the training task alone, or a task family (``meta_train.task_family``, listed), which by
+    validation contains no evaluation task."""
+    from ganno.config import agent_config, family_configs
+
+    parts = []
+    for agent in registry.agents(config, None):
+        members = [name for name, _ in family_configs(agent_config(config, agent.name))]
+        if len(members) == 1:
+            parts.append(f"`{agent.name}` on the training task alone")
+        else:
+            family = ", ".join(f"`{m}`" for m in members[1:])
+            parts.append(f"`{agent.name}` on the training task and its task family ({family})")
+    held_out = " (validation refuses a family member that is an evaluation task)"
+    has_family = any("family" in p for p in parts)
+    return f"Meta-training: {'; '.join(parts)}{held_out if has_family else ''}."
+
+
 def claims_lines(
     out_dir: str | Path,
     tables: Tables,
@@ -467,7 +486,8 @@ def write_paper_readme(
         f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
         f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
         f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
-        f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)}",
+        f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)} "
+        f"{meta_training_statement(config)}",
         "",
         *[line for section in sections for line in section],
         "## Tables",
