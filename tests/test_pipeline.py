@@ -49,6 +49,12 @@ def run_test_pipeline(work: Path) -> None:
 def test_every_final_file_is_written(pipeline_run):
     paper = pipeline_run / REPORT
     assert not (pipeline_run / "paper").exists()  # the committed report is not touched
+    # nor the shipped policy: the test config refreshes a copy beside its report
+    assert not (pipeline_run / "src").exists()
+    refreshed = json.loads((paper / "pretrained" / "ippo" / "PROVENANCE.json").read_text())
+    assert refreshed["source"].endswith("results/meta_train/ippo/seed_0/policy")
+    assert {row["method"] for row in refreshed["headline"]} >= {"ganno_ippo", "sgd_constant"}
+    assert (paper / "pretrained" / "ippo" / "actor_params.msgpack").stat().st_size > 1_000
     from ganno.config import load_config
     from ganno.layout import TABLE_FORMATS, figure_names, table_names
 
@@ -174,8 +180,16 @@ def test_default_config_dag_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_agent", "report",
-                 "notebook"):
+                 "notebook", "pretrained_policy"):
         assert rule in out
+    # the default config keeps the shipped policy in step with paper/: the rule writes into the
+    # package, from the ippo agent's first meta-training seed and the report's robustness table
+    refresh = out[out.index("rule pretrained_policy:"):]
+    refresh = refresh[:refresh.index("\n\n")]
+    assert "results/meta_train/ippo/seed_0/policy/policy.json" in refresh
+    assert "paper/tables/robustness.csv" in refresh
+    for name in ("policy.json", "actor_params.msgpack", "PROVENANCE.json"):
+        assert f"src/ganno/pretrained/ippo/{name}" in refresh
 
 
 def test_a_bad_config_stops_the_pipeline_naming_the_key(tmp_path):
