@@ -43,8 +43,11 @@ def _flat(layers: Sequence[Layer]) -> tuple[list[torch.Tensor], list[int]]:
     return tensors, owner
 
 
-def per_layer(values: Sequence[torch.Tensor], owner: Sequence[int], num_layers: int) -> torch.Tensor:
-    """Per-tensor scalars ``values`` summed per layer (``owner[j]``: tensor ``j``'s layer): ``[N]``."""
+def per_layer(
+    values: Sequence[torch.Tensor], owner: Sequence[int], num_layers: int
+) -> torch.Tensor:
+    """Per-tensor scalars ``values`` summed per layer (``owner[j]``: the layer of tensor ``j``):
+    ``[N]`` float32."""
     stacked = torch.stack([v.reshape(()) for v in values]).float().cpu()
     return torch.zeros(num_layers).index_add_(0, torch.as_tensor(owner), stacked)
 
