@@ -228,9 +228,7 @@ class GannoScheduler:
         #: spares a fresh allocation (and its page faults) per decision
         self._spare_params: list[torch.Tensor] | None = None
         #: per tensor (not per layer): the step's squared norms are added with one fused call
-        self._sq_sum = [
-            torch.zeros((), dtype=torch.float32, device=p.device) for p in self._flat
-        ]
+        self._sq_sum = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self._flat]
         self._loss_sum = 0.0
         self._count = 0
 
