@@ -133,7 +133,8 @@ def test_summary_and_notebooks(pipeline_run):
     # The task whose files are absent is named as skipped, with the reason (not "mnist1d").
     assert re.search(r"- task `mnist`: .*train-images-idx3-ubyte", readme)
     assert "`evaluation.tune_by: val_accuracy`" in readme
-    for name in ("01_meta_training", "02_robustness_and_generalisation"):
+    for name in ("01_meta_training", "02_robustness_and_generalisation",
+                 "03_ganno_in_your_training_loop"):
         notebook = nbformat.read(pipeline_run / "results" / "notebooks" / f"{name}.ipynb", 4)
         code = [c for c in notebook.cells if c.cell_type == "code"]
         assert all(c.get("execution_count") for c in code)
