@@ -120,8 +120,8 @@ def train(
             times["sched_cpu"] += time.process_time() - start
     times["wall"] = time.perf_counter() - wall
     times["cpu"] = time.process_time() - cpu
-    if not validate:  # the scheduler's own validation loss is part of its calls
-        times["sched_val_cpu"] = times["val_cpu"]
+    # the validation loss the scheduler computed itself (inside its calls), none if handed one
+    times["sched_val_cpu"] = 0.0 if validate else times["val_cpu"]
     return times
 
 
@@ -145,7 +145,7 @@ def compare(model0, data, steps: int, policy, interval: int, repeats: int, **kw)
         "added_cpu": best_cpu / base_cpu - 1,
         # the least load-sensitive ratio: time measured inside the scheduler's own calls
         "calls": min(t["sched_cpu"] for t in scheduled) / base_cpu,
-        "own_val": min(t.get("sched_val_cpu", 0.0) for t in scheduled) / base_cpu,
+        "own_val": min(t["sched_val_cpu"] for t in scheduled) / base_cpu,
     }
 
 
