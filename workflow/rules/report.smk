@@ -90,7 +90,7 @@ rule pretrained_policy:
         runtime=10,
     params:
         source=lambda wildcards, input: str(Path(input.policy).parent),
-        dest=PRETRAINED_DIR,
+        dest=lambda wildcards, output: str(Path(output[0]).parent.parent),
         name=PRETRAINED_AGENT,
         note=(
             f"the pipeline's main IPPO policy (agent {PRETRAINED_AGENT}, meta-training "
