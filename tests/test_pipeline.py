@@ -49,6 +49,12 @@ def run_test_pipeline(work: Path) -> None:
 def test_every_final_file_is_written(pipeline_run):
     paper = pipeline_run / REPORT
     assert not (pipeline_run / "paper").exists()  # the committed report is not touched
+    # nor the shipped policy: the test config refreshes a copy beside its report
+    assert not (pipeline_run / "src").exists()
+    refreshed = json.loads((paper / "pretrained" / "ippo" / "PROVENANCE.json").read_text())
+    assert refreshed["source"].endswith("results/meta_train/ippo/seed_0/policy")
+    assert {row["method"] for row in refreshed["headline"]} >= {"ganno_ippo", "sgd_constant"}
+    assert (paper / "pretrained" / "ippo" / "actor_params.msgpack").stat().st_size > 1_000
     from ganno.config import load_config
     from ganno.layout import TABLE_FORMATS, figure_names, table_names
 
@@ -127,7 +133,8 @@ def test_summary_and_notebooks(pipeline_run):
     # The task whose files are absent is named as skipped, with the reason (not "mnist1d").
     assert re.search(r"- task `mnist`: .*train-images-idx3-ubyte", readme)
     assert "`evaluation.tune_by: val_accuracy`" in readme
-    for name in ("01_meta_training", "02_robustness_and_generalisation"):
+    for name in ("01_meta_training", "02_robustness_and_generalisation",
+                 "03_ganno_in_your_training_loop"):
         notebook = nbformat.read(pipeline_run / "results" / "notebooks" / f"{name}.ipynb", 4)
         code = [c for c in notebook.cells if c.cell_type == "code"]
         assert all(c.get("execution_count") for c in code)
@@ -174,8 +181,16 @@ def test_default_config_dag_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_agent", "report",
-                 "notebook"):
+                 "notebook", "pretrained_policy"):
         assert rule in out
+    # the default config keeps the shipped policy in step with paper/: the rule writes into the
+    # package, from the ippo agent's first meta-training seed and the report's robustness table
+    refresh = out[out.index("rule pretrained_policy:"):]
+    refresh = refresh[:refresh.index("\n\n")]
+    assert "results/meta_train/ippo/seed_0/policy/policy.json" in refresh
+    assert "paper/tables/robustness.csv" in refresh
+    for name in ("policy.json", "actor_params.msgpack", "PROVENANCE.json"):
+        assert f"src/ganno/pretrained/ippo/{name}" in refresh
 
 
 def test_a_task_family_agent_needs_every_members_data(tmp_path):

@@ -163,3 +163,18 @@ def test_the_wheel_ships_the_policy_and_it_loads_from_an_install(tmp_path):
         cwd=tmp_path,
     ).stdout
     assert out.startswith(str(target)) and out.split()[-1] == "16"
+
+
+def test_the_pipeline_refreshes_the_package_only_for_the_default_report():
+    from ganno import layout
+    from ganno.config import load_config
+
+    assert layout.pretrained_dir(load_config(REPO / "config" / "config.yaml")) == (
+        "src/ganno/pretrained"
+    )
+    assert layout.pretrained_dir({"report": {"dir": "./paper/"}}) == "src/ganno/pretrained"
+    # config/test.yaml (and any config publishing elsewhere) refreshes a copy beside its report
+    test_config = load_config(REPO / "config" / "test.yaml")
+    assert layout.pretrained_dir(test_config) == "results/test_paper/pretrained"
+    assert (REPO / layout.PACKAGE_PRETRAINED_DIR / "ippo" / "policy.json").is_file()
+    assert set(pretrained.SHIPPED_FILES) == set(SHIPPED)

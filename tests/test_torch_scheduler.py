@@ -497,3 +497,38 @@ def test_initial_rates_are_validated_and_a_clipped_one_is_announced(mlp_env):
     with pytest.warns(GannoWarning, match="outside the policy's lr_bounds"):
         sched = GannoScheduler(optimizer, policy, lr0=1000.0)
     assert sched.get_last_lr() == [10.0] * 3
+
+
+def test_a_loop_that_validates_itself_can_hand_the_scheduler_its_value(mlp_env):
+    """benchmarks/torch_scheduler_overhead.py's two loops (the scheduler calling val_loss_fn, or
+    the loop validating at its cadence and passing ``val_loss=``) take the same decisions."""
+    import copy
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_scheduler_overhead.py"
+    spec = importlib.util.spec_from_file_location("ganno_bench_sched_overhead", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    made = []
+
+    class Recording(GannoScheduler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, x_val = torch.randn(64, 4, 4), torch.randn(32, 4, 4)
+    data = (x, torch.randint(0, 3, (64,)), torch.randint(0, 64, (K * H, 8)), x_val,
+            torch.randint(0, 3, (32,)))
+    for validate in (False, True):
+        times = bench.train(copy.deepcopy(model), data, K * H, make_policy(mlp_env), K,
+                            validate=validate, scheduler_cls=Recording)
+        assert times["sched_cpu"] > 0 and (times["sched_val_cpu"] > 0) != validate
+    own, handed = made
+    assert own.done and handed.done and len(own.history) == len(handed.history) == H + 1
+    np.testing.assert_allclose(_views(handed), _views(own), rtol=0, atol=FEATURE_ATOL)
+    assert [h["learning_rates"] for h in handed.history] == [
+        h["learning_rates"] for h in own.history]

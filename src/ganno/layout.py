@@ -51,6 +51,20 @@ TABLE_FORMATS = ("csv", "md", "tex")
 FIGURE_FORMATS = ("png", "pdf", "csv")
 README = "README.md"
 DEFAULT_REPORT_DIR = "paper"
+PACKAGE_PRETRAINED_DIR = "src/ganno/pretrained"  # relative to the repository (the workflow's root)
+#: The report table whose rows are stored as a refreshed policy's headline numbers.
+PRETRAINED_HEADLINE_TABLE = "robustness"
+
+
+def pretrained_dir(config: Mapping[str, Any]) -> str:
+    """Where the pipeline refreshes the shipped pretrained policies (:mod:`ganno.pretrained`): the
+    package's source tree, ``src/ganno/pretrained``, when the report goes to the committed
+    ``paper/`` (the default), so the shipped policy stays in step with the paper; else
+    ``<report.dir>/pretrained``, so a test or private config never overwrites the shipped one."""
+    out = report_dir(config)
+    if Path(out) == Path(DEFAULT_REPORT_DIR):
+        return PACKAGE_PRETRAINED_DIR
+    return str(Path(out) / "pretrained")
 
 
 def task_names(config: Mapping[str, Any]) -> list[str]:

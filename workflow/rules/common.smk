@@ -11,6 +11,7 @@ import yaml
 
 from ganno import agents as registry
 from ganno import layout
+from ganno import pretrained as shipped
 from ganno.config import ConfigError, agent_config, family_configs, task_config
 from ganno.config import validate as ganno_validate
 from ganno.data import task_unavailable_reason
@@ -26,6 +27,10 @@ config.update(_resolved)
 RESULTS = Path("results")
 RESOLVED_CONFIG = str(RESULTS / layout.RESOLVED_CONFIG)
 REPORT_DIR = layout.report_dir(config)
+# The shipped pretrained policy is refreshed from this agent's first meta-training seed, into
+# src/ganno/pretrained for the default report (paper/), else beside the report (see layout).
+PRETRAINED_DIR = layout.pretrained_dir(config)
+PRETRAINED_AGENT = shipped.DEFAULT
 
 
 def _write_if_changed(path, text):
@@ -78,7 +83,13 @@ def final_outputs():
         f"results/notebooks/{p.stem}.ipynb"
         for p in sorted(Path("notebooks").glob("*.ipynb"))
     ]
-    return [str(Path(REPORT_DIR) / layout.README), *notebooks]
+    refreshed = []
+    if PRETRAINED_AGENT in registry.agent_names(config):
+        refreshed = [
+            f"{PRETRAINED_DIR}/{PRETRAINED_AGENT}/{name}"
+            for name in shipped.SHIPPED_FILES
+        ]
+    return [str(Path(REPORT_DIR) / layout.README), *notebooks, *refreshed]
 
 
 def training_data(wildcards):

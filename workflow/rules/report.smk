@@ -65,3 +65,38 @@ rule notebook:
         runtime=30,
     shell:
         "ganno notebook {input.notebook} --out {output} --cwd . > {log} 2>&1"
+
+
+rule pretrained_policy:
+    """The policy shipped in the package (ganno.pretrained_policy()), refreshed from this run:
+    the main IPPO agent's policy of the first meta-training seed, with its provenance and the
+    report's robustness table as its headline numbers (`ganno pretrained refresh`)."""
+    input:
+        policy=results(layout.POLICY_JSON, agent=PRETRAINED_AGENT, seed=SEEDS[0]),
+        curve=results(layout.LEARNING_CURVE, agent=PRETRAINED_AGENT, seed=SEEDS[0]),
+        summary=f"{REPORT_DIR}/tables/{layout.PRETRAINED_HEADLINE_TABLE}.csv",
+    output:
+        [
+            f"{PRETRAINED_DIR}/{PRETRAINED_AGENT}/{name}"
+            for name in shipped.SHIPPED_FILES
+        ],
+    log:
+        "logs/pretrained_policy.log",
+    conda:
+        "../envs/ganno.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        source=lambda wildcards, input: str(Path(input.policy).parent),
+        dest=lambda wildcards, output: str(Path(output[0]).parent.parent),
+        name=PRETRAINED_AGENT,
+        note=(
+            f"the pipeline's main IPPO policy (agent {PRETRAINED_AGENT}, meta-training "
+            f"seed {SEEDS[0]}), refreshed by the workflow rule pretrained_policy; headline: the "
+            f"report's {layout.PRETRAINED_HEADLINE_TABLE} table (every method on the training task)"
+        ),
+    shell:
+        "ganno pretrained refresh --from {params.source} --summary {input.summary} "
+        "--name {params.name} --dest {params.dest} --note {params.note:q} > {log} 2>&1"

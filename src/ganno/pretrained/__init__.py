@@ -24,6 +24,8 @@ from typing import Any
 DEFAULT = "ippo"
 PROVENANCE_FILE = "PROVENANCE.json"
 _POLICY_FILES = ("policy.json", "actor_params.msgpack")
+#: Every file of a shipped policy's folder (what :func:`refresh` writes).
+SHIPPED_FILES = (*_POLICY_FILES, PROVENANCE_FILE)
 
 
 def directory(name: str = DEFAULT) -> Path:
@@ -124,4 +126,4 @@ def refresh(
     return target
 
 
-__all__ = ["DEFAULT", "available", "directory", "load", "provenance", "refresh"]
+__all__ = ["DEFAULT", "SHIPPED_FILES", "available", "directory", "load", "provenance", "refresh"]

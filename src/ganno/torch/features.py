@@ -9,7 +9,7 @@ for the meaning and scaling of the ``F = 16`` columns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -32,18 +32,51 @@ def log10_loss(loss: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.log10(torch.clamp(loss, min=_TINY)), -8.0, 8.0)
 
 
-def layer_sums(fn: Callable[..., torch.Tensor], *layers: Sequence[Layer]) -> torch.Tensor:
-    """``fn`` applied to the matching tensors of each layer, summed per layer: ``[N]`` float32.
+def _flat(layers: Sequence[Layer]) -> tuple[list[torch.Tensor], list[int]]:
+    """The layers' tensors as float32 in one list, and each tensor's layer index."""
+    tensors, owner = [], []
+    for i, layer in enumerate(layers):
+        for t in layer:
+            t = t.detach()
+            tensors.append(t if t.dtype == torch.float32 else t.float())
+            owner.append(i)
+    return tensors, owner
 
-    ``layer_sums(torch.square, grads)`` is every layer's squared gradient norm.
+
+def per_layer(
+    values: Sequence[torch.Tensor], owner: Sequence[int], num_layers: int
+) -> torch.Tensor:
+    """Per-tensor scalars ``values`` summed per layer (``owner[j]``: the layer of tensor ``j``):
+    ``[N]`` float32."""
+    stacked = torch.stack([v.reshape(()) for v in values]).float().cpu()
+    return torch.zeros(num_layers).index_add_(0, torch.as_tensor(owner), stacked)
+
+
+def squared_norms(layers: Sequence[Layer]) -> torch.Tensor:
+    """Every layer's squared L2 norm (summed over its tensors): ``[N]`` float32.
+
+    One fused ``torch._foreach_norm`` over all tensors: no temporary of a tensor's size.
     """
-    sums = []
-    for tensors in zip(*layers, strict=True):
-        total = torch.zeros((), dtype=torch.float32)
-        for leaf in zip(*tensors, strict=True):
-            total = total + fn(*(t.detach().float() for t in leaf)).sum()
-        sums.append(total)
-    return torch.stack(sums)
+    tensors, owner = _flat(layers)
+    norms = torch._foreach_norm(tensors)
+    return per_layer(torch._foreach_mul(norms, norms), owner, len(layers))
+
+
+def dots(layers: Sequence[Layer], others: Sequence[Layer]) -> torch.Tensor:
+    """Every layer's inner product with the matching layer of ``others``: ``[N]`` float32."""
+    a, owner = _flat(layers)
+    b, _ = _flat(others)
+    products = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)]
+    return per_layer(products, owner, len(layers))
+
+
+def squared_distances(layers: Sequence[Layer], others: Sequence[Layer]) -> torch.Tensor:
+    """Every layer's squared L2 distance to the matching layer of ``others``: ``[N]`` float32
+    (from the difference, not ``|a|^2 + |b|^2 - 2 a.b``, which cancels for small updates)."""
+    a, owner = _flat(layers)
+    b, _ = _flat(others)
+    norms = torch._foreach_norm(torch._foreach_sub(a, b))
+    return per_layer(torch._foreach_mul(norms, norms), owner, len(layers))
 
 
 def position_features(num_layers: int) -> torch.Tensor:
@@ -84,11 +117,11 @@ def observe(
     ``prev_log2_factor`` ``[N]``: log2 of the factor each layer's rate got at that decision.
     """
     n = len(params)
-    grad_sq = layer_sums(torch.square, mean_grad)
-    weight_sq = layer_sums(torch.square, params)
-    update_sq = layer_sums(lambda p, q: torch.square(p - q), params, prev_params)
-    dot = layer_sums(torch.mul, mean_grad, prev_mean_grad)
-    prev_sq = layer_sums(torch.square, prev_mean_grad)
+    grad_sq = squared_norms(mean_grad)
+    weight_sq = squared_norms(params)
+    update_sq = squared_distances(params, prev_params)
+    dot = dots(mean_grad, prev_mean_grad)
+    prev_sq = squared_norms(prev_mean_grad)
     noise = torch.clamp(torch.as_tensor(mean_sq_grad_norm, dtype=torch.float32) - grad_sq, min=0.0)
     cosine = dot / torch.sqrt(torch.clamp(grad_sq * prev_sq, min=_TINY))
     log_train, log_val = log10_loss(_scalar(train_loss)), log10_loss(_scalar(val_loss))
@@ -133,7 +166,7 @@ def initial_observation(
         learning_rates=learning_rates,
         mean_grad=grads,
         prev_mean_grad=grads,
-        mean_sq_grad_norm=layer_sums(torch.square, grads),
+        mean_sq_grad_norm=squared_norms(grads),
         params=params,
         prev_params=params,
         train_loss=train_loss,

@@ -149,9 +149,7 @@ class GannoScheduler:
             raise ValueError("the optimizer has no parameter groups")
         self._params = [list(g["params"]) for g in optimizer.param_groups]
         self._flat = [p for group in self._params for p in group]
-        self._group_of = torch.tensor(
-            [i for i, group in enumerate(self._params) for _ in group], dtype=torch.long
-        )
+        self._group_of = [i for i, group in enumerate(self._params) for _ in group]
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
         rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
@@ -231,7 +229,8 @@ class GannoScheduler:
         #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
         #: spares a fresh allocation (and its page faults) per decision
         self._spare_params: list[torch.Tensor] | None = None
-        self._sq_sum = torch.zeros(self.num_layers)
+        #: per tensor (not per layer): the step's squared norms are added with one fused call
+        self._sq_sum = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self._flat]
         self._loss_sum = 0.0
         self._count = 0
 
@@ -278,13 +277,21 @@ class GannoScheduler:
         return float(torch.as_tensor(val_loss).detach().float().cpu())
 
     def _grads(self) -> list[torch.Tensor]:
+        # under no_grad and without .detach()/.float() copies of float32 gradients: this runs
+        # every step
         grads = []
         for p in self._flat:
-            if p.grad is None:
-                grads.append(torch.zeros_like(p, dtype=torch.float32))
-            else:
-                grads.append(p.grad.detach().float())
+            g = p.grad
+            if g is None:
+                g = torch.zeros_like(p, dtype=torch.float32)
+            elif g.dtype != torch.float32:
+                g = g.float()
+            grads.append(g)
         return grads
+
+    def _layer_sq_sum(self) -> torch.Tensor:
+        """The interval's sum of each layer's squared minibatch-gradient norms: ``[N]``."""
+        return features.per_layer(self._sq_sum, self._group_of, self.num_layers)
 
     def _detached_params(self) -> list[list[torch.Tensor]]:
         """A float32 copy of the weights (into the spare buffer when there is one)."""
@@ -319,14 +326,18 @@ class GannoScheduler:
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
         first = self.steps == 0 and self.decisions == 0
-        if first or self.steps < self.interval_end(self.decisions):
+        in_interval = self.steps < self.interval_end(self.decisions)
+        if first or in_interval:
             grads = self._grads()
         if first:
             self._first_decision(grads, loss_value, self._val_loss(val_loss))
-        if self.decisions > 0 and self.steps < self.interval_end(self.decisions):
+            in_interval = self.steps < self.interval_end(self.decisions)
+        if self.decisions > 0 and in_interval:
+            # the whole per-step cost: one sweep adding the gradients to the interval's sum, one
+            # reading them for their norms, and one tiny fused call accumulating the squares
             torch._foreach_add_(self._grad_sum, grads)
-            norms = torch.stack(torch._foreach_norm(grads)).float().square()
-            self._sq_sum.index_add_(0, self._group_of, norms)
+            norms = torch._foreach_norm(grads)
+            torch._foreach_addcmul_(self._sq_sum, norms, norms)
             self._loss_sum += loss_value
             self._count += 1
         self._observed_this_step = True
@@ -373,7 +384,7 @@ class GannoScheduler:
         k = self._count
         torch._foreach_div_(self._grad_sum, float(k))  # the interval's mean gradient, in place
         mean_grad = self._by_layer(self._grad_sum)
-        mean_sq = self._sq_sum / k
+        mean_sq = self._layer_sq_sum() / k
         train_loss = self._loss_sum / k
         val = self._val_loss(val_loss)
         params = self._detached_params()
@@ -413,7 +424,7 @@ class GannoScheduler:
         self._prev_params = params
         torch._foreach_zero_(recycled)
         self._grad_sum = recycled
-        self._sq_sum.zero_()
+        torch._foreach_zero_(self._sq_sum)
         self._loss_sum, self._count = 0.0, 0
         if self.decisions < self.num_decisions:
             self._decide(view)
@@ -511,7 +522,7 @@ class GannoScheduler:
             "prev_mean_grad": clone(self._prev_mean_grad),
             "prev_params": clone(self._prev_params),
             "grad_sum": [g.clone() for g in self._grad_sum],
-            "sq_sum": self._sq_sum.clone(),
+            "sq_sum": self._layer_sq_sum(),
             "loss_sum": self._loss_sum,
             "count": self._count,
             "observed_this_step": self._observed_this_step,
@@ -550,7 +561,11 @@ class GannoScheduler:
         self._prev_mean_grad = copy(state["prev_mean_grad"])
         self._prev_params = copy(state["prev_params"])
         self._grad_sum = [g.clone() for g in state["grad_sum"]]
-        self._sq_sum = state["sq_sum"].clone()
+        # a layer's sum goes to its first tensor's accumulator (only the layer sums are read)
+        torch._foreach_zero_(self._sq_sum)
+        for j, layer in enumerate(self._group_of):
+            if j == 0 or self._group_of[j - 1] != layer:
+                self._sq_sum[j].fill_(float(state["sq_sum"][layer]))
         self._loss_sum, self._count = state["loss_sum"], state["count"]
         self._observed_this_step = state["observed_this_step"]
         self.history = [dict(h) for h in state["history"]]
