@@ -326,6 +326,22 @@ def make_ppo_learner(
         )
         return (params, opt_states, key, rollout, first_carry), losses
 
+    def learning_batch(critic_params: Any, traj: PPOTransition, last_obs: Any, obs_norm: dict):
+        """``(rollout, advantages, targets)`` PPO learns from: GAE bootstrapped from the value of
+        the observation after the rollout, observations normalised as the actor saw them."""
+        last_value = critic.apply(critic_params, _normalised(last_obs, obs_norm))
+        advantages, targets = compute_gae(
+            traj.reward,
+            traj.value,
+            traj.discount,
+            traj.done,
+            last_value,
+            mt["gamma"],
+            mt["gae_lambda"],
+        )
+        seen = _normalised(traj.obs, obs_norm)
+        return traj._replace(obs=seen, info={}), advantages, targets
+
     def family_update_fn(state: LearnerState) -> tuple[LearnerState, dict]:
         """One update on every member: a rollout of each (in turn, one compiled rollout per
         member), then PPO on all their rows at once, every agent of every member one row (or
@@ -343,18 +359,7 @@ def make_ppo_learner(
             step = functools.partial(env_step, env=member)
             task_state, traj = jax.lax.scan(step, task_state, None, rollout_length)
             key = task_state.key
-            last_value = critic.apply(params.critic, _normalised(task_state.obs, obs_norm))
-            advantages, targets = compute_gae(
-                traj.reward,
-                traj.value,
-                traj.discount,
-                traj.done,
-                last_value,
-                mt["gamma"],
-                mt["gae_lambda"],
-            )
-            seen = _normalised(traj.obs, obs_norm)
-            rollouts.append((traj._replace(obs=seen, info={}), advantages, targets))
+            rollouts.append(learning_batch(params.critic, traj, task_state.obs, obs_norm))
             sums.append(_finished_episode_sums(traj.info))
             ends.append((task_state.env_state, task_state.obs, task_state.actor_carry, traj.obs))
 
@@ -401,20 +406,9 @@ def make_ppo_learner(
         params, opt_states, key, env_state, obs, obs_norm, carry = state
 
         # CALCULATE ADVANTAGE
-        last_value = critic.apply(params.critic, _normalised(obs, obs_norm))
-        advantages, targets = compute_gae(
-            traj.reward,
-            traj.value,
-            traj.discount,
-            traj.done,
-            last_value,
-            mt["gamma"],
-            mt["gae_lambda"],
-        )
+        rollout = learning_batch(params.critic, traj, obs, obs_norm)
 
         # UPDATE EPOCHS
-        seen = _normalised(traj.obs, obs_norm)
-        rollout = (traj._replace(obs=seen, info={}), advantages, targets)
         (params, opt_states, key, _, _), losses = jax.lax.scan(
             update_epoch, (params, opt_states, key, rollout, first_carry), None, mt["ppo_epochs"]
         )
