@@ -60,7 +60,12 @@ from ganno.io import (  # noqa: F401 -- save/load re-exported for callers of thi
 from ganno.parallel import shard_batch
 from ganno.policy import Policy, env_settings
 from ganno.systems import ippo, mappo, normalisation
-from ganno.systems.anakin import actor_network_config, scan_updates, steps_per_update
+from ganno.systems.anakin import (
+    actor_network_config,
+    family_members,
+    scan_updates,
+    steps_per_update,
+)
 
 ALGORITHMS = {"ippo": ippo.make_learner, "mappo": mappo.make_learner}
 CURVE_FILE = "learning_curve.jsonl"
@@ -251,7 +256,7 @@ def plan_run(
     if not seeds:
         raise ConfigError("seeds_vmapped is empty; give at least one seed or None")
     mt = cfg["meta_train"]
-    family = list(env) if isinstance(env, list | tuple) else [env]
+    family = family_members(env)
     per_update = steps_per_update(cfg) * len(family)  # a rollout of every family member
     env = family[0]
     num_updates = mt["total_timesteps"] // per_update
@@ -423,7 +428,7 @@ def export(env: Any, plan: RunPlan, progress: Progress) -> dict[str, Any]:
         plan.out_dir / METRICS_FILE,
         marl_eval_json(progress.curve, plan.env_name, plan.task_name, plan.algo),
     )
-    family = list(env) if isinstance(env, list | tuple) else [env]
+    family = family_members(env)
     env = family[0]  # the config's own task: its settings are the policy's
     network = actor_network_config(env, plan.cfg)
     env_steps = plan.num_updates * plan.per_update

@@ -28,7 +28,13 @@ from ganno.errors import (  # noqa: F401 -- importable from here, as before
     PolicyNotFoundError,
 )
 from ganno.io import atomic_write
-from ganno.systems.networks import actor_step, init_actor, initial_carry, make_actor
+from ganno.systems.networks import (
+    RecurrentActor,
+    actor_step,
+    init_actor,
+    initial_carry,
+    make_actor,
+)
 from ganno.systems.normalisation import normalise
 
 CONFIG_FILE = "policy.json"
@@ -78,7 +84,7 @@ class Policy:
     @property
     def recurrent(self) -> bool:
         """Whether the actor carries a hidden state from one decision to the next."""
-        return self.config["network"]["kind"] == "gru_categorical"
+        return isinstance(self.network, RecurrentActor)
 
     def initial_carry(self, num_agents: int, batch_shape: tuple[int, ...] = ()) -> Any:
         """What :meth:`step` carries at an episode's start, for ``num_agents`` agents (after

@@ -123,6 +123,12 @@ def _observation_stats(obs: Any, obs_norm: dict | None = None) -> dict:
     return {f: normalisation.update_stats(obs_norm[f], getattr(obs, f)) for f in fields}
 
 
+def family_members(env: Any) -> list[Any]:
+    """The environments a learner trains on: a task family's members (a list or tuple of
+    environments), or the one environment given."""
+    return list(env) if isinstance(env, list | tuple) else [env]
+
+
 def check_family(envs: list[Any]) -> None:
     """The members of a task family must give the shared actor the same observation and action
     sizes (the number of agents may differ)."""
@@ -150,7 +156,7 @@ def make_ppo_learner(
     num_envs, rollout_length = mt["num_envs"], mt["rollout_length"]
     num_minibatches = mt["num_minibatches"]
     normalise_observations = bool(mt.get("normalise_observations", False))
-    family = list(env) if isinstance(env, list | tuple) else [env]
+    family = family_members(env)
     check_family(family)
     actor = make_actor(actor_network_config(family[0], cfg))
     recurrent = bool(mt.get("gru_size", 0))

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from ganno.config import ConfigError
-from ganno.systems.anakin import InitFn, UpdateFn, make_ppo_learner
+from ganno.systems.anakin import InitFn, UpdateFn, family_members, make_ppo_learner
 from ganno.systems.networks import Critic
 
 
@@ -27,7 +27,7 @@ def make_critic(cfg: Mapping[str, Any]) -> Critic:
 
 def make_learner(env: Any, cfg: Mapping[str, Any]) -> tuple[InitFn, UpdateFn]:
     """``(init_fn(key) -> LearnerState, update_fn(LearnerState) -> (LearnerState, metrics))``."""
-    first = env[0] if isinstance(env, list | tuple) else env  # a task family: its members
+    first = family_members(env)[0]  # a task family: its first member
     _, timestep = jax.eval_shape(first.reset, jax.random.PRNGKey(0))
     if not hasattr(timestep.observation, "global_state"):
         raise ConfigError(
