@@ -5,11 +5,19 @@ import pandas as pd
 import pytest
 
 from ganno.config import load_config
-from ganno.design_study import study_table, write_study
+from ganno.design_study import (
+    Step,
+    run_study,
+    study_steps,
+    study_table,
+    write_across_tasks,
+    write_study,
+)
+from ganno.errors import StepFailedError
 from ganno.experiments import COLUMNS
 
 
-def _runs(method, lr0s, acc_at, seeds, meta_seed=-1):
+def _runs(method, lr0s, acc_at, seeds, meta_seed=-1, task="train"):
     rows = []
     for lr0 in lr0s:
         for s in seeds:
@@ -17,7 +25,7 @@ def _runs(method, lr0s, acc_at, seeds, meta_seed=-1):
             rows.append(
                 {
                     "method": method,
-                    "task": "train",
+                    "task": task,
                     "lr0": lr0,
                     "seed": s,
                     "meta_seed": meta_seed,
@@ -53,8 +61,8 @@ def study(tmp_path):
         }
     )
     lr0s = [1e-3, 1e-2, 1e-1, 1.0]
-    sweep = tmp_path / "sweep"
-    sweep.mkdir()
+    sweep = tmp_path / "sweep" / "train"  # the pipeline's layout (ganno.layout)
+    sweep.mkdir(parents=True)
     pd.concat(
         [
             _runs("sgd_step", lr0s, lambda lr: 0.6 if lr == 1.0 else 0.3, [100, 101, 102]),
@@ -103,7 +111,7 @@ def test_tuning_by_validation_loss_is_applied_to_every_method(study):
 
 def test_missing_runs_are_listed_and_no_runs_is_an_error(study, tmp_path):
     cfg, results = study
-    (results / "sweep" / "better_seed_1.csv").unlink()
+    (results / "sweep" / "train" / "better_seed_1.csv").unlink()
     _, md = write_study(cfg, results, results / "tables")
     assert "Missing (not yet run): 1 tables" in md.read_text()
     with pytest.raises(FileNotFoundError, match="design_study.sh"):
@@ -125,7 +133,7 @@ def test_a_follow_up_question_gets_its_own_table_beside_the_reference(study):
     for seed in (0, 1):
         _runs(
             "ganno_memory", [1e-3, 1e-2, 1e-1, 1.0], lambda lr: 0.62, [100, 101, 102], seed
-        ).to_csv(results / "sweep" / f"memory_seed_{seed}.csv", index=False)
+        ).to_csv(results / "sweep" / "train" / f"memory_seed_{seed}.csv", index=False)
     csv, md = write_study(cfg, results, results / "tables", question="recurrence")
     assert csv.name == "design_study_recurrence.csv" and md.name == "design_study_recurrence.md"
     table = pd.read_csv(csv).set_index("method")
@@ -136,3 +144,135 @@ def test_a_follow_up_question_gets_its_own_table_beside_the_reference(study):
     assert "(recurrence:" in md.read_text()
     main, _ = write_study(cfg, results, results / "tables")
     assert "ganno_memory" not in set(pd.read_csv(main)["method"])
+
+
+def test_the_study_steps_meta_train_every_agent_then_evaluate_it_on_every_task(tmp_path):
+    """The study as commands: datasets (a family member's too), meta-training seed by seed,
+    baselines per task, then each agent's seeds in one process per task; done steps drop out."""
+    cfg = load_config(
+        overrides={
+            "agents": [
+                {"name": "plain", "question": "design"},
+                {"name": "trainonly", "question": "design", "tasks": ["train"]},
+                {
+                    "name": "fam",
+                    "question": "family",
+                    "meta_train": {
+                        "task_family": [{"name": "on_digits", "task": {"dataset": "digits"}}]
+                    },
+                },
+            ],
+            "extensions": {"reference": "plain"},
+            "meta_train": {"seeds": [0, 1]},
+            "evaluation": {
+                "generalisation_tasks": [{"name": "deep", "task": {"network": {"depth": 5}}}]
+            },
+            "torch_deployment": {"enabled": False},
+        }
+    )
+    steps = study_steps("study.yaml", cfg, tmp_path, "design")
+    commands = [
+        f"{s.argv[0]} {s.argv[s.argv.index('--task') + 1]}"
+        if "--task" in s.argv
+        else " ".join(s.argv[:3])
+        for s in steps
+    ]
+    assert commands == [
+        "data prepare mnist1d",
+        "meta-train --config study.yaml",
+        "meta-train --config study.yaml",  # seed 0: 2 agents
+        "meta-train --config study.yaml",
+        "meta-train --config study.yaml",  # seed 1
+        "baselines train",
+        "baselines deep",
+        "generalise train",
+        "generalise deep",  # plain: every task
+        "generalise train",  # trainonly: its tasks
+    ]
+    assert [s.timed for s in steps[1:5]] == [
+        "plain seed 0",
+        "trainonly seed 0",
+        "plain seed 1",
+        "trainonly seed 1",
+    ]
+    deep = steps[8]
+    assert deep.argv.count("--policy") == 2 and deep.argv.count("--meta-seed") == 2
+    assert deep.outputs == (
+        tmp_path / "sweep/deep/plain_seed_0.csv",
+        tmp_path / "sweep/deep/plain_seed_1.csv",
+    )
+    family = study_steps("study.yaml", cfg, tmp_path, "family")
+    assert [" ".join(s.argv[:3]) for s in family[:2]] == [
+        "data prepare mnist1d",
+        "data prepare digits",  # the member's dataset
+    ]
+    deep.outputs[0].parent.mkdir(parents=True)
+    deep.outputs[0].write_text("")
+    assert not deep.done()  # done when every seed's table is written
+    deep.outputs[1].write_text("")
+    assert deep.done()
+
+
+def test_a_failing_step_stops_the_study_naming_its_log_and_keeps_what_ran(tmp_path, monkeypatch):
+    done = tmp_path / "first.txt"
+    steps = [
+        Step("ok.log", ("--help",), (tmp_path / "never.txt",)),
+        Step("bad.log", ("no-such-command",), (tmp_path / "never2.txt",)),
+        Step("after.log", ("--help",), (tmp_path / "never3.txt",)),
+    ]
+    monkeypatch.setattr("ganno.design_study.study_steps", lambda *a, **k: steps)
+    monkeypatch.setattr("ganno.config.load_config", lambda path: {})
+    printed = []
+    with pytest.raises(StepFailedError, match=r"no-such-command failed .*bad\.log"):
+        run_study("study.yaml", tmp_path, echo=printed.append)
+    assert (tmp_path / "logs" / "ok.log").read_text().startswith("usage: ganno")
+    assert "invalid choice" in (tmp_path / "logs" / "bad.log").read_text()
+    assert not (tmp_path / "logs" / "after.log").exists() and not done.exists()
+    assert len(printed) == 2
+    assert run_study("study.yaml", tmp_path, dry_run=True, echo=printed.append) == steps
+
+
+def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
+    """Agents are tabled on the training task and pooled over the held-out tasks that ran (a
+    task whose data is absent is skipped, not pooled); P and tasks won against the baselines."""
+    cfg, results = study
+    cfg["agents"] = [{"name": n, "question": "design"} for n in ("plain", "better")]
+    cfg["evaluation"]["generalisation_tasks"] = [
+        {"name": "deep", "task": {"network": {"depth": 5}}},
+        {"name": "wide", "task": {"network": {"width": 256}}},
+        {"name": "absent", "task": {"network": {"width": 8}}},
+    ]
+    lr0s = [1e-3, 1e-2, 1e-1, 1.0]
+    for task, best in (("deep", 0.8), ("wide", 0.6)):
+        folder = results / "sweep" / task
+        folder.mkdir(parents=True)
+        _runs("sgd_cosine", lr0s, lambda lr: 0.7, [100, 101, 102], task=task).to_csv(
+            folder / "baselines.csv", index=False
+        )
+        for seed in (0, 1):
+            _runs("ganno_better", lr0s, lambda lr, b=best: b, [100, 101, 102], seed, task).to_csv(
+                folder / f"better_seed_{seed}.csv", index=False
+            )
+            if task == "deep":  # plain ran on one held-out task only: not pooled
+                _runs("ganno_plain", lr0s, lambda lr: 0.1, [100, 101, 102], seed, task).to_csv(
+                    folder / f"plain_seed_{seed}.csv", index=False
+                )
+    absent = results / "sweep" / "absent"
+    absent.mkdir()
+    (absent / "baselines.csv").write_text(",".join(COLUMNS) + "\n")
+    (absent / "baselines.csv.skipped").write_text("dataset files absent\n")
+    csv, md = write_across_tasks(cfg, results, results / "tables")
+    table = pd.read_csv(csv).set_index("method")
+    better = table.loc["ganno_better"]
+    assert better["held_out_accuracy"] == pytest.approx(0.7, abs=0.01)  # IQM of 0.8s and 0.6s
+    assert better["held_out_tasks"] == 2 and better["tasks_won"] == 1  # deep yes, wide no
+    assert better["vs_accuracy"] == "sgd_cosine" and better["p_accuracy"] == pytest.approx(0.5)
+    assert better["train_tuned_accuracy"] == pytest.approx(0.701, abs=2e-3)
+    plain = table.loc["ganno_plain"]
+    assert np.isnan(plain["held_out_accuracy"]) and plain["tasks_won"] == 0
+    assert list(table.index[:2]) == ["ganno_better", "ganno_plain"]
+    assert np.isnan(table.loc["sgd_step", "held_out_accuracy"])  # ran on train only
+    text = md.read_text()
+    assert "(deep, wide)" in text and "Skipped: 1 tables" in text
+    assert "Missing (not yet run): 6" in text  # plain on wide; both agents on absent
+    assert (results / "tables" / "design_study_across_tasks_figure.png").is_file()

@@ -91,11 +91,24 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_design_table(args: argparse.Namespace) -> int:
-    from ganno.design_study import write_study
+    from ganno.design_study import write_across_tasks, write_study
 
-    for path in write_study(load_config(args.config), args.results, args.out, args.question):
+    cfg = load_config(args.config)
+    for path in write_study(cfg, args.results, args.out, args.question):
+        print(path)
+    for path in write_across_tasks(cfg, args.results, args.out):
         print(path)
     return 0
+
+
+def _cmd_design_study(args: argparse.Namespace) -> int:
+    from ganno.design_study import run_study
+
+    ran = run_study(args.config, args.results, args.question, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{len(ran)} commands to run", file=sys.stderr)
+        return 0
+    return _cmd_design_table(args)
 
 
 def _run_config_of(policy_dir: Path) -> Path:
@@ -437,17 +450,34 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument("--variant", help=argparse.SUPPRESS)  # deprecated: --agent
         sw.set_defaults(func=_cmd_sweep)
 
-    ds = sub.add_parser("design-table", help="the design study's table (config/study.yaml)")
-    ds.add_argument("--config", type=Path, required=True)
-    ds.add_argument("--results", type=Path, default=Path("results/study"))
-    ds.add_argument("--out", type=Path, default=Path("paper/tables"))
-    ds.add_argument(
-        "--question",
-        default="design",
-        help="the agents' question: design (the main study, design_study.*) or a follow-up "
-        "(design_study_<question>.*, with the reference agent)",
-    )
-    ds.set_defaults(func=_cmd_design_table)
+    for name, helptext, func in (
+        (
+            "design-study",
+            "run the design study's commands not yet done (config/study.yaml), then its tables",
+            _cmd_design_study,
+        ),
+        (
+            "design-table",
+            "the design study's tables: its question's, and across tasks",
+            _cmd_design_table,
+        ),
+    ):
+        ds = sub.add_parser(name, help=helptext)
+        ds.add_argument("--config", type=Path, required=True)
+        ds.add_argument("--results", type=Path, default=Path("results/study"))
+        ds.add_argument("--out", type=Path, default=Path("paper/tables"))
+        ds.add_argument(
+            "--question",
+            default="design",
+            help="the agents' question: design (the main study, design_study.*) or a follow-up "
+            "(design_study_<question>.*, with the reference agent); design_study_across_tasks.* "
+            "has every agent that has run",
+        )
+        if name == "design-study":
+            ds.add_argument(
+                "--dry-run", action="store_true", help="print the commands it would run"
+            )
+        ds.set_defaults(func=func)
 
     rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")
     rep.add_argument("--config", type=Path, required=True)

@@ -1,26 +1,44 @@
 """The design study of the agents: which design options (objective, action mode, observation
-normalisation) move which number, against the baselines, on the training task.
+normalisation, recurrence, a task family) move which number, against the baselines, on the
+training task and on every held-out task.
 
-Reads the results tables that ``workflow/scripts/design_study.sh`` writes (one per design agent
-and meta-training seed, plus the baselines) and writes ``design_study.{csv,md}``: per method the
-tuned test accuracy and test loss (lr0 tuned on validation, :func:`ganno.baselines.tune`), the
-IQM over every lr0 and run, the robust range, the divergence rate and, for each design agent, the
-probability that one of its tuned runs beats one of the best handcrafted SGD schedule's; all with
-95% stratified-bootstrap CIs over runs (meta-training seeds x evaluation seeds).
+:func:`study_steps` is the study as a list of ``ganno`` commands (prepare the data, meta-train
+every agent of a question over the meta-training seeds, run the baselines and every agent's
+policies on each of its tasks); :func:`run_study` runs those not yet done (``ganno design-study``,
+``workflow/scripts/design_study.sh``). The results follow the pipeline's layout
+(:mod:`ganno.layout`) under the study's own results folder.
+
+Two tables are written from them:
+
+- ``design_study[_<question>].{csv,md}`` (:func:`write_study`), the training task: per method the
+  tuned test accuracy and test loss (lr0 tuned on validation, :func:`ganno.baselines.tune`), the
+  IQM over every lr0 and run, the robust range, the divergence rate and, for each design agent,
+  the probability that one of its tuned runs beats one of the best handcrafted SGD schedule's;
+- ``design_study_across_tasks.{csv,md}`` and its figure (:func:`write_across_tasks`), every agent
+  of the study config with runs on the held-out tasks: tuned test accuracy and loss on the
+  training task and pooled over the held-out tasks, the probability of beating the best baseline
+  there (stratified by task), the held-out tasks won, and the robust range on the training task;
+
+all with 95% stratified-bootstrap CIs over runs (meta-training seeds x evaluation seeds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from ganno import stats, tables
+from ganno import layout, plots, stats, tables
 from ganno.agents import agents, get, question_title, reference
+from ganno.config import agent_config, family_configs, task_config
 from ganno.env_settings import BASE_SCHEDULES
+from ganno.errors import ResultsMissingError, StepFailedError
 from ganno.experiments import read_results
 
 #: The handcrafted SGD schedules (the baselines of the first target): those a base schedule can be.
@@ -51,13 +69,184 @@ def study_agents(config: Mapping[str, Any], question: str = MAIN_QUESTION) -> li
 def study_paths(
     config: Mapping[str, Any], results: str | Path, question: str = MAIN_QUESTION
 ) -> dict[str, list[Path]]:
-    """The results CSVs of the study: ``{"baselines": [...], method: [one per seed]}``."""
-    root = Path(results) / "sweep"
+    """The training task's results CSVs of the study: ``{"baselines": [...], method: [one per
+    seed]}`` (the pipeline's layout, :mod:`ganno.layout`, under ``results``)."""
+    root, task = Path(results), layout.TRAIN_TASK
     seeds = config["meta_train"]["seeds"]
-    paths = {"baselines": [root / "baselines.csv"]}
+    paths = {"baselines": [root / layout.BASELINES_CSV.format(task=task)]}
     for agent in study_agents(config, question):
-        paths[agent.method] = [root / f"{agent.name}_seed_{s}.csv" for s in seeds]
+        paths[agent.method] = [
+            root / layout.AGENT_CSV.format(task=task, agent=agent.name, seed=s) for s in seeds
+        ]
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Running the study
+# --------------------------------------------------------------------------------------------
+
+#: Where the study appends each meta-training run's wall time (under ``<results>/logs``).
+META_TRAIN_TIMES = "meta_train_times.txt"
+
+
+class Step(NamedTuple):
+    """One ``ganno`` command of the study."""
+
+    log: str  # its log file, under <results>/logs
+    argv: tuple[str, ...]  # the command's arguments (after ``ganno``)
+    outputs: tuple[Path, ...]  # it is done when every one exists
+    timed: str = ""  # meta-training: "<agent> seed <seed>", its wall time goes to META_TRAIN_TIMES
+
+    def done(self) -> bool:
+        return all(p.is_file() for p in self.outputs)
+
+
+def study_tasks(config: Mapping[str, Any], question: str = MAIN_QUESTION) -> list[str]:
+    """The tasks that some agent of the study is evaluated on (``agents.*.tasks``), config order."""
+    found = study_agents(config, question)
+    evaluated = {t for a in found for t in layout.agent_tasks(config, a)}
+    return [t for t in layout.task_names(config) if t in evaluated]
+
+
+def _datasets(config: Mapping[str, Any], question: str) -> list[str]:
+    """The datasets the study's meta-training (task families included) and evaluation read; a
+    task whose dataset's files are absent is left out (its runs are skipped with a note)."""
+    from ganno.data import task_unavailable_reason
+
+    names = [
+        task_config(config, t)["task"]["dataset"]
+        for t in study_tasks(config, question)
+        if task_unavailable_reason(config, t) is None
+    ]
+    for agent in study_agents(config, question):
+        names += [m["task"]["dataset"] for _, m in family_configs(agent_config(config, agent.name))]
+    return list(dict.fromkeys(names))
+
+
+def study_steps(
+    config_path: str | Path,
+    config: Mapping[str, Any],
+    results: str | Path,
+    question: str = MAIN_QUESTION,
+) -> list[Step]:
+    """The study as ``ganno`` commands, in the order they run: the datasets; every agent's
+    meta-training, seed by seed (an interrupted study keeps whole rounds); the baselines on every
+    task; then agent by agent, task by task, the agent's policies of every seed in one process."""
+    from ganno.data import processed_path
+
+    cfg, root, data = str(config_path), Path(results), config["data"]
+    seeds = list(config["meta_train"]["seeds"])
+    found = study_agents(config, question)
+    steps = [
+        Step(
+            f"data_{name}.log",
+            ("data", "prepare", name, "--config", cfg),
+            (processed_path(name, data["root"], data["val_fraction"], data["split_seed"]),),
+        )
+        for name in _datasets(config, question)
+    ]
+
+    def run_dir(agent: str, seed: int) -> Path:
+        return root / layout.META_TRAIN_DIR.format(agent=agent, seed=seed)
+
+    for seed in seeds:
+        for agent in found:
+            out = run_dir(agent.name, seed)
+            steps.append(
+                Step(
+                    f"meta_train_{agent.name}_seed_{seed}.log",
+                    (
+                        "meta-train",
+                        "--config",
+                        cfg,
+                        "--agent",
+                        agent.name,
+                        "--seed",
+                        str(seed),
+                        "--out",
+                        str(out),
+                        "--no-progress",
+                    ),
+                    (root / layout.POLICY_JSON.format(agent=agent.name, seed=seed),),
+                    timed=f"{agent.name} seed {seed}",
+                )
+            )
+    for task in study_tasks(config, question):
+        csv = root / layout.BASELINES_CSV.format(task=task)
+        steps.append(
+            Step(
+                f"baselines_{task}.log",
+                ("baselines", "--config", cfg, "--task", task, "--out", str(csv)),
+                (csv,),
+            )
+        )
+    for agent in found:
+        for task in layout.agent_tasks(config, agent):
+            argv = ["generalise", "--config", cfg, "--task", task, "--agent", agent.name]
+            outputs = []
+            for seed in seeds:
+                csv = root / layout.AGENT_CSV.format(task=task, agent=agent.name, seed=seed)
+                schedules = root / layout.AGENT_SCHEDULES_CSV.format(
+                    task=task, agent=agent.name, seed=seed
+                )
+                argv += [
+                    "--policy",
+                    str(run_dir(agent.name, seed) / "policy"),
+                    "--name",
+                    agent.method,
+                    "--meta-seed",
+                    str(seed),
+                    "--out",
+                    str(csv),
+                    "--schedules",
+                    str(schedules),
+                ]
+                outputs.append(csv)
+            steps.append(Step(f"sweep_{task}_{agent.name}.log", tuple(argv), tuple(outputs)))
+    return steps
+
+
+def run_study(
+    config_path: str | Path,
+    results: str | Path,
+    question: str = MAIN_QUESTION,
+    *,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[Step]:
+    """Run the study's steps that are not done (finished runs are kept; an interrupted
+    meta-training run resumes), each ``ganno`` command with its output in its log. Returns the
+    steps it ran (with ``dry_run``: would run). A failing command stops the study with an error
+    naming its log; everything finished before it stays."""
+    from ganno.config import load_config
+
+    config = load_config(config_path)
+    logs = Path(results) / "logs"
+    todo = [s for s in study_steps(config_path, config, results, question) if not s.done()]
+    if dry_run:
+        for step in todo:
+            echo("ganno " + " ".join(step.argv))
+        return todo
+    logs.mkdir(parents=True, exist_ok=True)
+    for i, step in enumerate(todo, 1):
+        echo(f"[{i}/{len(todo)}] ganno {step.argv[0]} -> {logs / step.log}")
+        start = time.monotonic()
+        with open(logs / step.log, "w") as log:
+            code = subprocess.call(
+                [sys.executable, "-m", "ganno.cli", *step.argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        if code != 0:
+            raise StepFailedError(
+                f"ganno {' '.join(step.argv)} failed (exit {code}); see {logs / step.log}. Fix "
+                "it and run the study again: finished runs are kept"
+            )
+        if step.timed:
+            with open(logs / META_TRAIN_TIMES, "a") as times:
+                times.write(f"{step.timed}: {time.monotonic() - start:.0f} s\n")
+    return todo
 
 
 def load_study(
@@ -187,6 +376,243 @@ def write_study(
         study_display(table).to_markdown(index=False),
         "",
     ]
+    if missing:
+        lines += [f"Missing (not yet run): {len(missing)} tables, e.g. {missing[0]}.", ""]
+    md.write_text("\n".join(lines))
+    return csv, md
+
+
+# --------------------------------------------------------------------------------------------
+# Across tasks: the training task and the held-out tasks
+# --------------------------------------------------------------------------------------------
+
+ACROSS_TASKS = "design_study_across_tasks"
+
+
+def load_across_tasks(
+    config: Mapping[str, Any], results: str | Path
+) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """Every run of every agent of the config and of the baselines on every task that exists;
+    the paths not yet run; the tables skipped with their reason (a task whose files are absent)."""
+    root = Path(results)
+    found, missing, skipped = [], [], {}
+    seeds = config["meta_train"]["seeds"]
+    for task in layout.task_names(config):
+        paths = [root / layout.BASELINES_CSV.format(task=task)]
+        for agent in agents(config):
+            if task in layout.agent_tasks(config, agent):
+                paths += [
+                    root / layout.AGENT_CSV.format(task=task, agent=agent.name, seed=s)
+                    for s in seeds
+                ]
+        for path in paths:
+            if not path.is_file() and not layout.skipped_marker(path).is_file():
+                missing.append(str(path))
+                continue
+            df = tables.read_csv_or_skip(path, root, skipped, lambda p: read_results([p]))
+            if df is not None:
+                found.append(df)
+    df = pd.concat(found, ignore_index=True) if found else read_results([])
+    df["diverged"] = df["diverged"].astype(bool)
+    return df, missing, skipped
+
+
+def across_tasks_table(
+    df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per method that ran on the training task (agents first, by pooled held-out tuned
+    accuracy; then the baselines), and the per-task summary the figure draws
+    (:func:`ganno.tables.generalisation_summary`).
+
+    The held-out tasks are the tasks other than ``train`` on which the baselines ran; a method is
+    pooled over them only when it ran on every one. P(beats best baseline): stratified by held-out
+    task, against the baseline with the best pooled tuned test accuracy (for the loss, the lowest
+    pooled tuned test loss). Tasks won: held-out tasks on which the method's tuned test accuracy
+    IQM is above every baseline's there.
+    """
+    tune_by = tables.tune_by(config)
+    tolerance = float(config["baselines"]["robustness_tolerance"])
+    registry = {a.method: a for a in agents(config)}
+    baseline_rows = df[~df["method"].map(plots.is_ganno)]
+    held_out = [
+        t
+        for t in layout.task_names(config)
+        if t != layout.TRAIN_TASK and t in set(baseline_rows["task"])
+    ]
+    tasks = [layout.TRAIN_TASK, *held_out]
+    df = df[df["task"].isin(tasks)]
+    per_task = tables.generalisation_summary(df, tasks, tune_by=tune_by, **ci_kwargs)
+    train = df[df["task"] == layout.TRAIN_TASK]
+    if train.empty:
+        raise ResultsMissingError(
+            "no runs on the training task; run the design study (ganno design-study)"
+        )
+    robust = tables.robustness_summary(
+        train, tolerance=tolerance, tune_by=tune_by, **ci_kwargs
+    ).set_index("method")
+    cell = per_task.set_index(["method", "task"])
+    pooled = per_task[per_task["task"] == tables.HELD_OUT].set_index("method")
+    baselines = [m for m in pooled.index if not plots.is_ganno(m)]
+    best_acc = str(pooled.loc[baselines, "iqm"].idxmax()) if baselines else ""
+    best_loss = str(pooled.loc[baselines, "loss_iqm"].idxmin()) if baselines else ""
+    tuned = tables.tuned_results(df, tune_by)
+    task_best = {
+        t: per_task[(per_task["task"] == t) & ~per_task["method"].map(plots.is_ganno)]["iqm"].max()
+        for t in held_out
+    }
+
+    def scores(method: str, metric: str) -> dict[str, np.ndarray]:
+        runs = tuned[(tuned["method"] == method) & tuned["task"].isin(held_out)]
+        return {t: g[metric].to_numpy(float) for t, g in runs.groupby("task")}
+
+    def estimate(prefix: str, method: str, scope: str, column: str) -> dict[str, float]:
+        if (method, scope) not in cell.index:
+            return {prefix: np.nan, f"{prefix}_low": np.nan, f"{prefix}_high": np.nan}
+        r = cell.loc[(method, scope)]
+        return {
+            prefix: r[column],
+            f"{prefix}_low": r[column.replace("iqm", "low")],
+            f"{prefix}_high": r[column.replace("iqm", "high")],
+        }
+
+    rows = []
+    for method in robust.index:
+        agent = registry.get(method)
+        r = robust.loc[method]
+        row: dict[str, Any] = {
+            "method": method,
+            "kind": "design agent" if plots.is_ganno(method) else "baseline",
+            "question": agent.question if agent else "",
+            "setting": agent.setting() if agent else "",
+            "train_tuned_accuracy": r["tuned_iqm"],
+            "train_tuned_accuracy_low": r["tuned_low"],
+            "train_tuned_accuracy_high": r["tuned_high"],
+            "train_tuned_loss": r["tuned_loss_iqm"],
+            "train_tuned_loss_low": r["tuned_loss_low"],
+            "train_tuned_loss_high": r["tuned_loss_high"],
+            "train_all_accuracy": r["all_iqm"],
+            "train_all_accuracy_low": r["all_low"],
+            "train_all_accuracy_high": r["all_high"],
+            "train_robust_decades": r["robust_decades"],
+            **estimate("held_out_accuracy", method, tables.HELD_OUT, "iqm"),
+            **estimate("held_out_loss", method, tables.HELD_OUT, "loss_iqm"),
+            "held_out_tasks": int(sum((method, t) in cell.index for t in held_out)),
+            "tasks_won": np.nan,
+            "vs_accuracy": best_acc,
+            "p_accuracy": np.nan,
+            "p_accuracy_low": np.nan,
+            "p_accuracy_high": np.nan,
+            "vs_loss": best_loss,
+            "p_loss": np.nan,
+            "p_loss_low": np.nan,
+            "p_loss_high": np.nan,
+            "tune_by": tune_by,
+        }
+        if plots.is_ganno(method):
+            row["tasks_won"] = int(
+                sum(
+                    (method, t) in cell.index and cell.loc[(method, t), "iqm"] > task_best[t]
+                    for t in held_out
+                )
+            )
+            if method in pooled.index and best_acc:
+                for metric, vs, key, higher in (
+                    ("test_accuracy", best_acc, "p_accuracy", True),
+                    ("test_loss", best_loss, "p_loss", False),
+                ):
+                    p = stats.probability_of_improvement(
+                        scores(method, metric),
+                        scores(vs, metric),
+                        higher_is_better=higher,
+                        **ci_kwargs,
+                    )
+                    row.update({key: p.value, f"{key}_low": p.low, f"{key}_high": p.high})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["_baseline"] = out["kind"] != "design agent"
+    out["_order"] = out["held_out_accuracy"].fillna(-np.inf)
+    out = out.sort_values(
+        ["_baseline", "_order", "train_tuned_accuracy"], ascending=[True, False, False]
+    )
+    return out.drop(columns=["_baseline", "_order"]).reset_index(drop=True), per_task
+
+
+def across_tasks_display(table: pd.DataFrame) -> pd.DataFrame:
+    def ci(r: pd.Series, prefix: str) -> str:
+        if not np.isfinite(r[prefix]):
+            return "-"
+        return tables.fmt_ci(r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
+
+    def each(prefix: str) -> list[str]:
+        return [ci(r, prefix) for _, r in table.iterrows()]
+
+    return pd.DataFrame(
+        {
+            "method": table["method"],
+            "held-out: tuned test accuracy": each("held_out_accuracy"),
+            "held-out: tuned test loss": each("held_out_loss"),
+            "held-out: P(acc. beats best)": each("p_accuracy"),
+            "held-out: P(loss beats best)": each("p_loss"),
+            "tasks won": [
+                "-" if not np.isfinite(w) else f"{int(w)} / {n}"
+                for w, n in zip(table["tasks_won"], table["held_out_tasks"], strict=True)
+            ],
+            "train: tuned test accuracy": each("train_tuned_accuracy"),
+            "train: tuned test loss": each("train_tuned_loss"),
+            "train: all-lr0 accuracy": each("train_all_accuracy"),
+            "train: robust range (decades)": table["train_robust_decades"].map(tables.fmt_decades),
+        }
+    )
+
+
+def write_across_tasks(
+    config: Mapping[str, Any], results: str | Path, out_dir: str | Path
+) -> tuple[Path, Path]:
+    """Write ``design_study_across_tasks.{csv,md}`` and its figure (tuned test accuracy per
+    task and pooled over the held-out tasks, per method) to ``out_dir``."""
+    df, missing, skipped = load_across_tasks(config, results)
+    if df.empty:
+        raise FileNotFoundError(
+            f"no design-study results under {results}/sweep; run ganno design-study"
+        )
+    table, per_task = across_tasks_table(df, config, **tables.ci_kwargs(config))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / f"{ACROSS_TASKS}.csv", out / f"{ACROSS_TASKS}.md"
+    table.to_csv(csv, index=False)
+    held_out = [
+        t
+        for t in dict.fromkeys(per_task["task"])
+        if t not in (layout.TRAIN_TASK, tables.ALL_TASKS, tables.HELD_OUT)
+    ]
+    shown = per_task[per_task["task"] != tables.ALL_TASKS]
+    figure = plots.generalisation_figure(
+        shown, out / f"{ACROSS_TASKS}_figure", order=list(table["method"])
+    )
+    vs = table.iloc[0]
+    lines = [
+        "Design study across tasks: every agent of the study config meta-trained over "
+        f"{len(config['meta_train']['seeds'])} seeds and evaluated on the training task (MNIST-1D "
+        f"MLP 40-64-64-10) and on the held-out tasks ({', '.join(held_out) or 'none run yet'}), "
+        "against the "
+        "baselines. IQM [95% stratified-bootstrap CI] over meta-training seeds x evaluation "
+        f"seeds (pooled over the held-out tasks: stratified by task); {report_tuning(config)} "
+        f"P(acc. beats best): the probability that a tuned run beats one of {vs['vs_accuracy']} "
+        "(the baseline with the best pooled held-out tuned accuracy) on the same held-out task; "
+        f"P(loss beats best): the same on test loss against {vs['vs_loss']}. Tasks won: held-out "
+        "tasks where the agent's tuned accuracy IQM is above every baseline's. The robust range "
+        "is on the training task.",
+        "",
+        across_tasks_display(table).to_markdown(index=False),
+        "",
+        *tables.figure_lines(
+            out,
+            figure,
+            "Tuned test accuracy per task and pooled over the held-out tasks (IQM, 95% CI)",
+        ),
+    ]
+    if skipped:
+        lines += [f"Skipped: {len(skipped)} tables, e.g. {next(iter(skipped.items()))}.", ""]
     if missing:
         lines += [f"Missing (not yet run): {len(missing)} tables, e.g. {missing[0]}.", ""]
     md.write_text("\n".join(lines))

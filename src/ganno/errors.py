@@ -86,3 +86,7 @@ class NotebookFailed(GannoError, RuntimeError):
 class GannoWarning(UserWarning):
     """Something ganno changed or took over on the user's behalf (a clipped rate, a stale lock);
     the command line prints it as ``ganno: warning: ...``."""
+
+
+class StepFailedError(GannoError, RuntimeError):
+    """A command that a driver runs (a design-study step) failed; its log says why."""
