@@ -13,7 +13,7 @@ from ganno.design_study import (
     write_across_tasks,
     write_study,
 )
-from ganno.errors import StepFailedError
+from ganno.errors import StepFailedError, UsageError
 from ganno.experiments import COLUMNS
 
 
@@ -206,6 +206,12 @@ def test_the_study_steps_meta_train_every_agent_then_evaluate_it_on_every_task(t
         "data prepare mnist1d",
         "data prepare digits",  # the member's dataset
     ]
+    only = study_steps("study.yaml", cfg, tmp_path, "design", only=["trainonly"])
+    assert [s.argv[0] for s in only] == ["data", "meta-train", "meta-train", "baselines"] + [
+        "generalise"
+    ]
+    with pytest.raises(UsageError, match=r"--only names \['nobody'\].*'plain', 'trainonly'"):
+        study_steps("study.yaml", cfg, tmp_path, "design", only=["nobody"])
     deep.outputs[0].parent.mkdir(parents=True)
     deep.outputs[0].write_text("")
     assert not deep.done()  # done when every seed's table is written

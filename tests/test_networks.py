@@ -18,8 +18,7 @@ def test_conv1d_equals_flax_conv_same_padding(length, kernel, stride):
     params = ours.init(jax.random.PRNGKey(1), x)
     params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero bias too
     theirs = nn.Conv(4, (kernel,), strides=(stride,), padding="SAME")
-    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
 def test_layers_are_named_in_depth_order():

@@ -29,8 +29,9 @@ def _copy_workflow(dest: Path) -> None:
 
 
 def _snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["snakemake", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -133,8 +134,11 @@ def test_summary_and_notebooks(pipeline_run):
     # The task whose files are absent is named as skipped, with the reason (not "mnist1d").
     assert re.search(r"- task `mnist`: .*train-images-idx3-ubyte", readme)
     assert "`evaluation.tune_by: val_accuracy`" in readme
-    for name in ("01_meta_training", "02_robustness_and_generalisation",
-                 "03_ganno_in_your_training_loop"):
+    for name in (
+        "01_meta_training",
+        "02_robustness_and_generalisation",
+        "03_ganno_in_your_training_loop",
+    ):
         notebook = nbformat.read(pipeline_run / "results" / "notebooks" / f"{name}.ipynb", 4)
         code = [c for c in notebook.cells if c.cell_type == "code"]
         assert all(c.get("execution_count") for c in code)
@@ -143,8 +147,7 @@ def test_summary_and_notebooks(pipeline_run):
 
 def test_the_report_is_made_as_the_readme_says(pipeline_run):
     # No --cores: the default profile (profiles/default -> workflow/profiles/default) gives them.
-    result = _snakemake(pipeline_run, "--configfile", "config/test.yaml", "--report",
-                        "report.html")
+    result = _snakemake(pipeline_run, "--configfile", "config/test.yaml", "--report", "report.html")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "profiles/default" in result.stdout + result.stderr
     html = (pipeline_run / "report.html").read_text(errors="replace")
@@ -160,11 +163,13 @@ def test_a_second_run_has_nothing_to_do(pipeline_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_changing_baseline_settings_reruns_only_baselines_and_their_dependants(pipeline_run,
-                                                                               tmp_path):
+def test_changing_baseline_settings_reruns_only_baselines_and_their_dependants(
+    pipeline_run, tmp_path
+):
     cfg = (pipeline_run / "config" / "test.yaml").read_text()
     changed = cfg.replace("bootstrap_resamples: 200", "bootstrap_resamples: 300").replace(
-        "methods: [sgd_constant, sgd_cosine, adam, dog]", "methods: [sgd_constant, adam, dog]")
+        "methods: [sgd_constant, sgd_cosine, adam, dog]", "methods: [sgd_constant, adam, dog]"
+    )
     path = tmp_path / "changed.yaml"
     path.write_text(changed)
     result = _snakemake(pipeline_run, "--cores", "2", "--configfile", str(path), "-n")
@@ -180,13 +185,20 @@ def test_default_config_dag_dry_run(tmp_path):
     result = _snakemake(tmp_path, "--cores", "2", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    for rule in ("prepare_data", "meta_train", "sweep_baselines", "sweep_agent", "report",
-                 "notebook", "pretrained_policy"):
+    for rule in (
+        "prepare_data",
+        "meta_train",
+        "sweep_baselines",
+        "sweep_agent",
+        "report",
+        "notebook",
+        "pretrained_policy",
+    ):
         assert rule in out
     # the default config keeps the shipped policy in step with paper/: the rule writes into the
     # package, from the ippo agent's first meta-training seed and the report's robustness table
-    refresh = out[out.index("rule pretrained_policy:"):]
-    refresh = refresh[:refresh.index("\n\n")]
+    refresh = out[out.index("rule pretrained_policy:") :]
+    refresh = refresh[: refresh.index("\n\n")]
     assert "results/meta_train/ippo/seed_0/policy/policy.json" in refresh
     assert "paper/tables/robustness.csv" in refresh
     for name in ("policy.json", "actor_params.msgpack", "PROVENANCE.json"):

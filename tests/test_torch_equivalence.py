@@ -65,9 +65,12 @@ def task() -> InnerTask:
     x_train, y_train, x_val, y_val = _synthetic()
     return InnerTask(
         network=MLP(depth=3, width=64, num_classes=10),  # 40-64-64-10
-        x_train=jnp.asarray(x_train), y_train=jnp.asarray(y_train),
-        x_val=jnp.asarray(x_val), y_val=jnp.asarray(y_val),
-        batch_size=BATCH, num_classes=10,
+        x_train=jnp.asarray(x_train),
+        y_train=jnp.asarray(y_train),
+        x_val=jnp.asarray(x_val),
+        y_val=jnp.asarray(y_val),
+        batch_size=BATCH,
+        num_classes=10,
     )
 
 
@@ -99,8 +102,15 @@ def torch_train(task, params, data_key, lrs, momentum=None, weight_decay=None, s
     n = len(model.layers)
     mom = [0.0] * n if momentum is None else list(momentum)
     wd = [0.0] * n if weight_decay is None else list(weight_decay)
-    groups = [{"params": list(lin.parameters()), "lr": float(lrs[i]), "momentum": mom[i],
-               "weight_decay": wd[i]} for i, lin in enumerate(model.layers)]
+    groups = [
+        {
+            "params": list(lin.parameters()),
+            "lr": float(lrs[i]),
+            "momentum": mom[i],
+            "weight_decay": wd[i],
+        }
+        for i, lin in enumerate(model.layers)
+    ]
     opt = torch.optim.SGD(groups, lr=0.0)
     x_all = torch.from_numpy(np.array(task.x_train))
     y_all = torch.from_numpy(np.array(task.y_train)).long()
@@ -117,8 +127,10 @@ def torch_train(task, params, data_key, lrs, momentum=None, weight_decay=None, s
 
 
 def torch_params(model):
-    return {f"layer_{i}": {"kernel": lin.weight.detach().numpy().T,
-                           "bias": lin.bias.detach().numpy()} for i, lin in enumerate(model.layers)}
+    return {
+        f"layer_{i}": {"kernel": lin.weight.detach().numpy().T, "bias": lin.bias.detach().numpy()}
+        for i, lin in enumerate(model.layers)
+    }
 
 
 def torch_val_loss(model, task):
@@ -149,16 +161,20 @@ def assert_close(jax_params, ref_params, what):
 def moved(params, init) -> float:
     """How far training moved the kernels (relative, the least-moved layer): the comparison must
     not be vacuous."""
-    return min(np.linalg.norm(np.asarray(params[k]["kernel"]) - np.asarray(init[k]["kernel"]))
-               / np.linalg.norm(np.asarray(init[k]["kernel"])) for k in layer_keys(init))
+    return min(
+        np.linalg.norm(np.asarray(params[k]["kernel"]) - np.asarray(init[k]["kernel"]))
+        / np.linalg.norm(np.asarray(init[k]["kernel"]))
+        for k in layer_keys(init)
+    )
 
 
 CASES = {
     # per-layer rates differing by up to 8x
     "plain": dict(lrs=(0.2, 0.05, 0.025), momentum=None, weight_decay=None),
     # per-layer momentum and weight decay, each group its own
-    "momentum_wd": dict(lrs=(0.05, 0.02, 0.01), momentum=(0.9, 0.5, 0.0),
-                        weight_decay=(1e-3, 0.0, 5e-2)),
+    "momentum_wd": dict(
+        lrs=(0.05, 0.02, 0.01), momentum=(0.9, 0.5, 0.0), weight_decay=(1e-3, 0.0, 5e-2)
+    ),
 }
 
 
@@ -177,13 +193,16 @@ def test_train_steps_matches_torch_sgd_per_layer(task, case):
     run = jax.jit(lambda p, s: train_steps(task, opt, p, s, data_key, 0, STEPS))
     params, _, losses = run(params0, state)
 
-    model, torch_losses = torch_train(task, params0, data_key, spec["lrs"], spec["momentum"],
-                                      spec["weight_decay"])
+    model, torch_losses = torch_train(
+        task, params0, data_key, spec["lrs"], spec["momentum"], spec["weight_decay"]
+    )
     assert moved(params, params0) > 0.05  # training really changed every layer
     assert np.all(np.isfinite(np.asarray(losses)))
     loss_diff = np.max(np.abs(np.asarray(losses) - torch_losses))
-    print(f"{case}: max per-step loss difference {loss_diff:.2e}; "
-          f"loss {torch_losses[0]:.3f} -> {torch_losses[-1]:.3f}")
+    print(
+        f"{case}: max per-step loss difference {loss_diff:.2e}; "
+        f"loss {torch_losses[0]:.3f} -> {torch_losses[-1]:.3f}"
+    )
     assert loss_diff < LOSS_ATOL
     assert_close(params, torch_params(model), f"train_steps[{case}]")
 
@@ -192,8 +211,13 @@ def test_train_steps_matches_torch_sgd_per_layer(task, case):
 def test_environment_matches_torch_sgd(task, momentum, weight_decay):
     """GannoEnv, every agent keeping its rate, trains exactly like torch SGD at lr0."""
     k, decisions, lr0 = 20, STEPS // 20, 0.05
-    env = GannoEnv(task, steps_per_decision=k, num_decisions=decisions,
-                   momentum=momentum, weight_decay=weight_decay)
+    env = GannoEnv(
+        task,
+        steps_per_decision=k,
+        num_decisions=decisions,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
     assert env.actions[KEEP] == 1.0
     key = jax.random.PRNGKey(3)
     init_key, data_key, _ = episode_keys(key)
@@ -209,16 +233,20 @@ def test_environment_matches_torch_sgd(task, momentum, weight_decay):
     np.testing.assert_allclose(np.asarray(state.opt_state.learning_rates), lr0, rtol=1e-7)
 
     n = env.num_agents
-    model, torch_losses = torch_train(task, params0, data_key, [lr0] * n,
-                                      [momentum] * n if momentum else None,
-                                      [weight_decay] * n if weight_decay else None)
+    model, torch_losses = torch_train(
+        task,
+        params0,
+        data_key,
+        [lr0] * n,
+        [momentum] * n if momentum else None,
+        [weight_decay] * n if weight_decay else None,
+    )
     assert moved(state.params, params0) > 0.02
     assert_close(state.params, torch_params(model), f"env[m={momentum}, wd={weight_decay}]")
     # the environment's interval training loss = mean of the interval's minibatch losses
     interval_means = torch_losses.reshape(decisions, k).mean(1)
     np.testing.assert_allclose(train_losses, interval_means, rtol=0, atol=LOSS_ATOL)
-    np.testing.assert_allclose(float(ts.extras["val_loss"]), torch_val_loss(model, task),
-                               rtol=RTOL)
+    np.testing.assert_allclose(float(ts.extras["val_loss"]), torch_val_loss(model, task), rtol=RTOL)
 
 
 def _load_torch_env():
@@ -241,12 +269,21 @@ def test_eager_torch_environment_follows_the_same_definitions(task):
     key = jax.random.PRNGKey(11)
     init_key, data_key, _ = episode_keys(key)
     state, ts = jax.jit(lambda kk: env.reset_with_lr0(kk, lr0))(key)
-    indices = np.asarray(jax.vmap(lambda s: task.batch_indices(data_key, s))(
-        jnp.arange(k * decisions)))
+    indices = np.asarray(
+        jax.vmap(lambda s: task.batch_indices(data_key, s))(jnp.arange(k * decisions))
+    )
     tenv = torch_env.TorchGannoEnv(
-        np.asarray(task.x_train), np.asarray(task.y_train), np.asarray(task.x_val),
-        np.asarray(task.y_val), num_envs=1, depth=3, width=64, num_classes=10,
-        batch_size=BATCH, steps_per_decision=k, num_decisions=decisions,
+        np.asarray(task.x_train),
+        np.asarray(task.y_train),
+        np.asarray(task.x_val),
+        np.asarray(task.y_val),
+        num_envs=1,
+        depth=3,
+        width=64,
+        num_classes=10,
+        batch_size=BATCH,
+        steps_per_decision=k,
+        num_decisions=decisions,
         batch_indices=lambda env_index, step: indices[step],
         init_params=lambda env_index: torch_params_from_jax(state.params),
     )
@@ -267,14 +304,18 @@ def test_eager_torch_environment_follows_the_same_definitions(task):
     assert bool(done[0])
     assert torch_views[0].shape == (env.num_agents, len(FEATURE_NAMES))
     # features are O(1) logs, cosines and flags: an absolute tolerance is the natural one
-    print(f"torch env vs GannoEnv: max |obs diff| "
-          f"{np.max(np.abs(np.stack(torch_views) - np.stack(views))):.2e}, max |reward diff| "
-          f"{np.max(np.abs(np.stack(torch_rewards) - np.stack(rewards))):.2e}")
+    print(
+        f"torch env vs GannoEnv: max |obs diff| "
+        f"{np.max(np.abs(np.stack(torch_views) - np.stack(views))):.2e}, max |reward diff| "
+        f"{np.max(np.abs(np.stack(torch_rewards) - np.stack(rewards))):.2e}"
+    )
     np.testing.assert_allclose(np.stack(torch_views), np.stack(views), rtol=0, atol=1e-4)
     np.testing.assert_allclose(np.stack(torch_rewards), np.stack(rewards), rtol=0, atol=1e-4)
 
 
 def torch_params_from_jax(params):
     """{layer_i: (weight [out, in], bias [out])} as numpy, for TorchGannoEnv's init_params."""
-    return [(np.asarray(params[k]["kernel"]).T.copy(), np.asarray(params[k]["bias"]).copy())
-            for k in layer_keys(params)]
+    return [
+        (np.asarray(params[k]["kernel"]).T.copy(), np.asarray(params[k]["bias"]).copy())
+        for k in layer_keys(params)
+    ]

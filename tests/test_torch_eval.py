@@ -63,11 +63,17 @@ def test_bad_values_of_the_block_name_key_and_value(bad, expected):
 # ------------------------------------------------------------------------------------ torch-eval
 def _tiny_config(tmp_path, **block):
     cfg = {
-        "task": {"network": {"kind": "mlp", "depth": 3, "width": 16, "channels": [4, 8]},
-                 "batch_size": 32},
+        "task": {
+            "network": {"kind": "mlp", "depth": 3, "width": 16, "channels": [4, 8]},
+            "batch_size": 32,
+        },
         "env": {"steps_per_decision": 5, "num_decisions": 4},
-        "torch_deployment": {"lr0_exponents": [-2, 2], "lr0_per_decade": 1, "seeds": [100, 101],
-                             **block},
+        "torch_deployment": {
+            "lr0_exponents": [-2, 2],
+            "lr0_per_decade": 1,
+            "seeds": [100, 101],
+            **block,
+        },
     }
     path = tmp_path / "config.yaml"
     import yaml
@@ -93,8 +99,20 @@ def test_torch_eval_writes_the_results_table(tmp_path, synthetic_data, capsys):
         policy = type(policy)(policy.params, {**policy.config, "seed": seed})
         policy.save(tmp_path / f"p{seed}")
     out = tmp_path / "results" / "torch" / "deployment.csv"
-    code = main(["torch-eval", "--config", str(config), "--policy", str(tmp_path / "p0"),
-                 "--policy", str(tmp_path / "p1"), "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "torch-eval",
+            "--config",
+            str(config),
+            "--policy",
+            str(tmp_path / "p0"),
+            "--policy",
+            str(tmp_path / "p1"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     df = pd.read_csv(out)
     assert tuple(df.columns) == COLUMNS
@@ -123,8 +141,11 @@ def test_seeds_mean_the_jax_evaluation_seeds(tmp_path, synthetic_data):
     from ganno.experiments import run_policy
     from ganno.torch.evaluation import torch_deployment
 
-    cfg = load_config(_tiny_config(tmp_path, networks=["mlp"], methods=["ganno"],
-                                   lr0_exponents=[-1, 0], seeds=[100]))
+    cfg = load_config(
+        _tiny_config(
+            tmp_path, networks=["mlp"], methods=["ganno"], lr0_exponents=[-1, 0], seeds=[100]
+        )
+    )
     cfg["evaluation"].update(lr0_exponents=[-1, 0], lr0_per_decade=1, seeds=[100])
     make_policy(seed=3, env_entry=ENV_ENTRY).save(tmp_path / "p")
     torch_rows = torch_deployment(cfg, [tmp_path / "p"])
@@ -140,17 +161,43 @@ def test_torch_eval_errors(tmp_path, synthetic_data, capsys):
     out = tmp_path / "out.csv"
     assert main(["torch-eval", "--config", str(config), "--out", str(out)]) == 2
     assert "no policy was given" in capsys.readouterr().err
-    assert main(["torch-eval", "--config", str(config), "--policy", str(tmp_path / "none"),
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "torch-eval",
+                "--config",
+                str(config),
+                "--policy",
+                str(tmp_path / "none"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "no saved policy" in capsys.readouterr().err
     make_policy(seed=0, action_dim=4, env_entry={**ENV_ENTRY, "actions": [0.5, 1, 2, 4]}).save(
-        tmp_path / "other")
-    assert main(["torch-eval", "--config", str(config), "--policy", str(tmp_path / "other"),
-                 "--out", str(out)]) == 2
+        tmp_path / "other"
+    )
+    assert (
+        main(
+            [
+                "torch-eval",
+                "--config",
+                str(config),
+                "--policy",
+                str(tmp_path / "other"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "differ from the factors" in capsys.readouterr().err
     assert not out.exists()
-    baselines_only = _tiny_config(tmp_path, methods=["sgd_constant"], networks=["cnn"],
-                                  lr0_exponents=[-1, -1], seeds=[100])
+    baselines_only = _tiny_config(
+        tmp_path, methods=["sgd_constant"], networks=["cnn"], lr0_exponents=[-1, -1], seeds=[100]
+    )
     assert main(["torch-eval", "--config", str(baselines_only), "--out", str(out)]) == 0
     assert len(pd.read_csv(out)) == 1
 
@@ -162,8 +209,10 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     make_policy(seed=1, env_entry=ENV_ENTRY).save(tmp_path / "p")
-    results = example.main(["--policy", str(tmp_path / "p"), "--batch-size", "16", "--width",
-                            "16", "--lr0", "0.1"], dataset=dataset)
+    results = example.main(
+        ["--policy", str(tmp_path / "p"), "--batch-size", "16", "--width", "16", "--lr0", "0.1"],
+        dataset=dataset,
+    )
     assert [r["network"] for r in results] == ["mlp", "cnn"]
     printed = capsys.readouterr().out
     n_test = len(dataset.y_test)

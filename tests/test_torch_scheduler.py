@@ -43,19 +43,30 @@ K, H = 5, 4  # steps per decision, decisions
 torch.set_num_threads(1)
 
 
-def make_policy(env: GannoEnv | None = None, seed: int = 0, action_dim: int = 5, obs_dim=16,
-                scale: float = 200.0, env_entry: dict | None = None, gru_size: int = 0) -> Policy:
+def make_policy(
+    env: GannoEnv | None = None,
+    seed: int = 0,
+    action_dim: int = 5,
+    obs_dim=16,
+    scale: float = 200.0,
+    env_entry: dict | None = None,
+    gru_size: int = 0,
+) -> Policy:
     """A decisive random actor of the right shapes (see conftest.decisive_policy)."""
-    return decisive_policy(obs_dim, action_dim, seed=seed, scale=scale, env=env,
-                           env_entry=env_entry, gru_size=gru_size)
+    return decisive_policy(
+        obs_dim, action_dim, seed=seed, scale=scale, env=env, env_entry=env_entry, gru_size=gru_size
+    )
 
 
 def make_task(dataset, network) -> InnerTask:
     return InnerTask(
         network=network,
-        x_train=jnp.asarray(dataset.x_train), y_train=jnp.asarray(dataset.y_train),
-        x_val=jnp.asarray(dataset.x_val), y_val=jnp.asarray(dataset.y_val),
-        batch_size=32, num_classes=10,
+        x_train=jnp.asarray(dataset.x_train),
+        y_train=jnp.asarray(dataset.y_train),
+        x_val=jnp.asarray(dataset.x_val),
+        y_val=jnp.asarray(dataset.y_val),
+        batch_size=32,
+        num_classes=10,
     )
 
 
@@ -70,8 +81,10 @@ def mlp_env(mlp_task):
 
 
 def _torch_layers(params):
-    return [[torch.tensor(np.asarray(params[k][n])) for n in ("kernel", "bias")]
-            for k in layer_keys(params)]
+    return [
+        [torch.tensor(np.asarray(params[k][n])) for n in ("kernel", "bias")]
+        for k in layer_keys(params)
+    ]
 
 
 # ------------------------------------------------------------------------------------ (a)
@@ -86,44 +99,66 @@ def test_features_equal_the_jax_observe(mlp_task):
     p0 = mlp_task.init_params(jax.random.PRNGKey(0))
 
     def like(scale):
-        return jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * scale, jnp.float32),
-                            p0)
+        return jax.tree.map(
+            lambda x: jnp.asarray(rng.normal(size=x.shape) * scale, jnp.float32), p0
+        )
 
     params, prev_params = like(0.3), like(0.3)
     mean_grad, prev_mean_grad = like(1e-2), like(1e-2)
     mean_sq = jnp.asarray(rng.uniform(1e-3, 1e-1, size=3), jnp.float32)
     lrs = jnp.asarray([0.03, 1e-5, 2.0], jnp.float32)
     prev_log2 = jnp.asarray([1.0, -1.0, 0.0], jnp.float32)
-    kw = dict(train_loss=jnp.float32(1.7), val_loss=jnp.float32(1.9),
-              prev_train_loss=jnp.float32(2.1), prev_val_loss=jnp.float32(2.0), step_count=2)
+    kw = dict(
+        train_loss=jnp.float32(1.7),
+        val_loss=jnp.float32(1.9),
+        prev_train_loss=jnp.float32(2.1),
+        prev_val_loss=jnp.float32(2.0),
+        step_count=2,
+    )
     losses = {k: v for k, v in kw.items() if k != "step_count"}
 
     def jax_observe(mean_grad, prev_mean_grad, mean_sq, params, prev_params):
         stats = IntervalStats(
-            learning_rates=lrs, mean_grad=mean_grad, prev_mean_grad=prev_mean_grad,
-            mean_sq_grad_norm=mean_sq, params=params, prev_params=prev_params,
-            progress=jnp.float32(kw["step_count"] / H), prev_log2_choice=prev_log2, **losses)
+            learning_rates=lrs,
+            mean_grad=mean_grad,
+            prev_mean_grad=prev_mean_grad,
+            mean_sq_grad_norm=mean_sq,
+            params=params,
+            prev_params=prev_params,
+            progress=jnp.float32(kw["step_count"] / H),
+            prev_log2_choice=prev_log2,
+            **losses,
+        )
         return np.asarray(env._observe(stats, env.optimizer.init(params), jnp.ones(3)))
 
     jax_view = jax_observe(mean_grad, prev_mean_grad, mean_sq, params, prev_params)
     torch_view = features.observe(
         learning_rates=torch.tensor(np.asarray(lrs)),
-        mean_grad=_torch_layers(mean_grad), prev_mean_grad=_torch_layers(prev_mean_grad),
+        mean_grad=_torch_layers(mean_grad),
+        prev_mean_grad=_torch_layers(prev_mean_grad),
         mean_sq_grad_norm=torch.tensor(np.asarray(mean_sq)),
-        params=_torch_layers(params), prev_params=_torch_layers(prev_params),
-        num_decisions=H, prev_log2_factor=torch.tensor(np.asarray(prev_log2)),
-        **{k: (float(v) if k != "step_count" else v) for k, v in kw.items()})
+        params=_torch_layers(params),
+        prev_params=_torch_layers(prev_params),
+        num_decisions=H,
+        prev_log2_factor=torch.tensor(np.asarray(prev_log2)),
+        **{k: (float(v) if k != "step_count" else v) for k, v in kw.items()},
+    )
     assert torch_view.shape == (3, len(FEATURE_NAMES)) and torch_view.dtype == torch.float32
     np.testing.assert_allclose(torch_view.numpy(), jax_view, rtol=0, atol=FEATURE_ATOL)
     # the edge cases: no update, zero gradient (logs clipped, cosine 0 via the tiny guard)
     zeros = jax.tree.map(jnp.zeros_like, params)
     jax_edge = jax_observe(zeros, zeros, mean_sq * 0, params, params)
     torch_edge = features.observe(
-        learning_rates=torch.tensor(np.asarray(lrs)), mean_grad=_torch_layers(zeros),
-        prev_mean_grad=_torch_layers(zeros), mean_sq_grad_norm=torch.zeros(3),
-        params=_torch_layers(params), prev_params=_torch_layers(params), num_decisions=H,
+        learning_rates=torch.tensor(np.asarray(lrs)),
+        mean_grad=_torch_layers(zeros),
+        prev_mean_grad=_torch_layers(zeros),
+        mean_sq_grad_norm=torch.zeros(3),
+        params=_torch_layers(params),
+        prev_params=_torch_layers(params),
+        num_decisions=H,
         prev_log2_factor=torch.tensor(np.asarray(prev_log2)),
-        **{k: (float(v) if k != "step_count" else v) for k, v in kw.items()})
+        **{k: (float(v) if k != "step_count" else v) for k, v in kw.items()},
+    )
     np.testing.assert_allclose(torch_edge.numpy(), jax_edge, rtol=0, atol=FEATURE_ATOL)
 
 
@@ -150,14 +185,14 @@ def jax_episode(env: GannoEnv, policy: Policy, key, lr0):
     return params0, state, np.stack(views), np.stack(rates), np.stack(actions)
 
 
-def torch_episode(task: InnerTask, model, policy, data_key, lr0, num_steps, make_optimizer,
-                  **sched_kw):
+def torch_episode(
+    task: InnerTask, model, policy, data_key, lr0, num_steps, make_optimizer, **sched_kw
+):
     x_all = torch.tensor(np.asarray(task.x_train))
     y_all = torch.tensor(np.asarray(task.y_train)).long()
     x_val = torch.tensor(np.asarray(task.x_val))
     y_val = torch.tensor(np.asarray(task.y_val)).long()
-    indices = np.asarray(jax.vmap(lambda s: task.batch_indices(data_key, s))(
-        jnp.arange(num_steps)))
+    indices = np.asarray(jax.vmap(lambda s: task.batch_indices(data_key, s))(jnp.arange(num_steps)))
 
     def val_loss():
         with torch.no_grad():
@@ -190,8 +225,9 @@ def _views(sched):
     return np.stack([h["observation"].numpy() for h in sched.history])
 
 
-@pytest.mark.parametrize("lr0,diverges,gru_size", [(0.05, False, 0), (0.9, True, 0),
-                                                    (0.05, False, 16)])
+@pytest.mark.parametrize(
+    "lr0,diverges,gru_size", [(0.05, False, 0), (0.9, True, 0), (0.05, False, 16)]
+)
 def test_full_episode_matches_the_environment(mlp_task, mlp_env, lr0, diverges, gru_size):
     """Same initial weights and minibatches: torch SGD + GannoScheduler and GannoEnv with the
     same policy take the same decisions, hence the same per-layer rates, see the same
@@ -204,8 +240,9 @@ def test_full_episode_matches_the_environment(mlp_task, mlp_env, lr0, diverges, 
     _, data_key, _ = episode_keys(key)
     params0, state, views, rates, actions = jax_episode(env, policy, key, lr0)
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
-    sched = torch_episode(mlp_task, model, policy, data_key, lr0, K * H, sgd,
-                          on_divergence="restore")
+    sched = torch_episode(
+        mlp_task, model, policy, data_key, lr0, K * H, sgd, on_divergence="restore"
+    )
 
     diverged = bool(state.diverged)
     assert diverged == diverges == sched.diverged
@@ -216,7 +253,8 @@ def test_full_episode_matches_the_environment(mlp_task, mlp_env, lr0, diverges, 
         assert len(set(actions.ravel().tolist())) > 1, "vacuous test"
         np.testing.assert_allclose(_rates_per_decision(sched), rates, rtol=1e-6)
     np.testing.assert_array_equal(
-        np.stack([h["actions"] for h in sched.history[:decisions]]), actions)
+        np.stack([h["actions"] for h in sched.history[:decisions]]), actions
+    )
     seen = views[:-1] if diverged else views  # a diverged step repeats the last good view
     np.testing.assert_allclose(_views(sched), seen, rtol=0, atol=FEATURE_ATOL)
     np.testing.assert_allclose(sched.get_last_lr(), state.opt_state.learning_rates, rtol=1e-6)
@@ -242,8 +280,11 @@ def test_cnn_with_more_groups_matches_the_environment(dataset):
     model = from_jax_params(TorchCNN1D(40, 1, (4, 8), 5, 10), params0)
     with torch.no_grad():  # the twin computes the same function
         x = torch.tensor(np.asarray(task.x_val[:8]))
-        np.testing.assert_allclose(model(x).numpy(), np.asarray(task.network.apply(
-            {"params": params0}, task.x_val[:8])), atol=1e-5)
+        np.testing.assert_allclose(
+            model(x).numpy(),
+            np.asarray(task.network.apply({"params": params0}, task.x_val[:8])),
+            atol=1e-5,
+        )
     sched = torch_episode(task, model, policy, data_key, 0.1, K * H, sgd)
     np.testing.assert_allclose(_rates_per_decision(sched), rates, rtol=1e-6)
     np.testing.assert_allclose(_views(sched), views, rtol=0, atol=FEATURE_ATOL)
@@ -255,17 +296,22 @@ def test_cnn_with_more_groups_matches_the_environment(dataset):
     assert sched.history[0]["observation"][:, 13].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda groups, lr0: torch.optim.Adam(groups, lr=lr0),
-    lambda groups, lr0: torch.optim.AdamW(groups, lr=lr0, weight_decay=1e-2),
-    lambda groups, lr0: torch.optim.SGD(groups, lr=lr0, momentum=0.9, nesterov=True),
-], ids=["adam", "adamw", "nesterov"])
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda groups, lr0: torch.optim.Adam(groups, lr=lr0),
+        lambda groups, lr0: torch.optim.AdamW(groups, lr=lr0, weight_decay=1e-2),
+        lambda groups, lr0: torch.optim.SGD(groups, lr=lr0, momentum=0.9, nesterov=True),
+    ],
+    ids=["adam", "adamw", "nesterov"],
+)
 def test_any_optimizer_gets_its_group_rates_from_the_policy(mlp_task, make_optimizer):
     env = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H)
     policy = make_policy(env, seed=3)
     model = TorchMLP(40, 3, 32, 10)
-    sched = torch_episode(mlp_task, model, policy, jax.random.PRNGKey(0), 1e-3, K * H + 3,
-                          make_optimizer)
+    sched = torch_episode(
+        mlp_task, model, policy, jax.random.PRNGKey(0), 1e-3, K * H + 3, make_optimizer
+    )
     assert sched.decisions == H and sched.steps == K * H + 3  # the rates stay after the budget
     lrs = np.asarray(sched.get_last_lr())
     factors = np.asarray(env.actions)
@@ -282,14 +328,27 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task):
     key = jax.random.PRNGKey(1)
     init_key, data_key, _ = episode_keys(key)
     params0 = mlp_task.init_params(init_key)
-    full = torch_episode(mlp_task, from_jax_params(TorchMLP(40, 3, 32, 10), params0), policy,
-                         data_key, 0.05, K * H, sgd)
+    full = torch_episode(
+        mlp_task,
+        from_jax_params(TorchMLP(40, 3, 32, 10), params0),
+        policy,
+        data_key,
+        0.05,
+        K * H,
+        sgd,
+    )
     # stop after 7 steps (mid-interval), checkpoint everything, resume in fresh objects
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
     half = torch_episode(mlp_task, model, policy, data_key, 0.05, 7, sgd)
     buffer = io.BytesIO()  # through torch.save, as a real checkpoint would
-    torch.save({"sched": half.state_dict(), "model": model.state_dict(),
-                "opt": half.optimizer.state_dict()}, buffer)
+    torch.save(
+        {
+            "sched": half.state_dict(),
+            "model": model.state_dict(),
+            "opt": half.optimizer.state_dict(),
+        },
+        buffer,
+    )
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=False)
     model2 = TorchMLP(40, 3, 32, 10)
@@ -300,8 +359,7 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task):
     y_val = torch.tensor(np.asarray(mlp_task.y_val)).long()
     sched2 = GannoScheduler(opt2, policy, val_loss_fn=lambda: F.cross_entropy(model2(x_val), y_val))
     sched2.load_state_dict(saved["sched"])
-    indices = np.asarray(jax.vmap(lambda s: mlp_task.batch_indices(data_key, s))(
-        jnp.arange(K * H)))
+    indices = np.asarray(jax.vmap(lambda s: mlp_task.batch_indices(data_key, s))(jnp.arange(K * H)))
     x_all = torch.tensor(np.asarray(mlp_task.x_train))
     y_all = torch.tensor(np.asarray(mlp_task.y_train)).long()
     for step in range(7, K * H):
@@ -314,8 +372,9 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task):
         sched2.step()
     assert [h["actions"] for h in sched2.history] == [h["actions"] for h in full.history]
     np.testing.assert_allclose(sched2.get_last_lr(), full.get_last_lr(), rtol=1e-7)
-    other = GannoScheduler(torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 2, 8, 10)),
-                                           lr=0.1), policy)
+    other = GannoScheduler(
+        torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 2, 8, 10)), lr=0.1), policy
+    )
     with pytest.raises(ValueError, match="another"):
         other.load_state_dict(saved["sched"])
 
@@ -383,8 +442,12 @@ def _diverging_run(mlp_task, on_divergence, nan_at=None, explode_after=10):
     torch.manual_seed(0)
     model = TorchMLP(40, 3, 32, 10)
     opt = torch.optim.SGD(layerwise_param_groups(model), lr=0.01)
-    sched = GannoScheduler(opt, policy, on_divergence=on_divergence,
-                           val_loss_fn=lambda: 2.0 if sched.steps <= explode_after else 50.0)
+    sched = GannoScheduler(
+        opt,
+        policy,
+        on_divergence=on_divergence,
+        val_loss_fn=lambda: 2.0 if sched.steps <= explode_after else 50.0,
+    )
     x_all = torch.tensor(np.asarray(mlp_task.x_train))
     y_all = torch.tensor(np.asarray(mlp_task.y_train)).long()
     snapshots = []
@@ -445,8 +508,7 @@ def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mo
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
     sched = torch_episode(mlp_task, model, policy, data_key, 0.05, K * H, sgd)
     assert sched.action_mode == mode
-    np.testing.assert_array_equal(
-        np.stack([h["actions"] for h in sched.history[:H]]), actions)
+    np.testing.assert_array_equal(np.stack([h["actions"] for h in sched.history[:H]]), actions)
     np.testing.assert_allclose(_views(sched), views, rtol=0, atol=FEATURE_ATOL)
     np.testing.assert_allclose(sched.lr_scale, state.lr_scale, rtol=1e-6)
     np.testing.assert_allclose(sched.get_last_lr(), state.opt_state.learning_rates, rtol=1e-5)
@@ -471,14 +533,18 @@ def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode)
     _, data_key, _ = episode_keys(key)
     params0, state, views, _, actions = jax_episode(longer, policy, key, 0.05)
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
-    sched = torch_episode(mlp_task, model, policy, data_key, 0.05, 3 * K * H + 2, sgd,
-                          total_steps=3 * K * H)
+    sched = torch_episode(
+        mlp_task, model, policy, data_key, 0.05, 3 * K * H + 2, sgd, total_steps=3 * K * H
+    )
     assert sched.total_steps == 3 * K * H and sched.decisions == H and sched.done
     np.testing.assert_array_equal(np.stack([h["actions"] for h in sched.history[:H]]), actions)
     np.testing.assert_allclose(_views(sched), views, rtol=0, atol=FEATURE_ATOL)
     assert [h["step"] for h in sched.history] == [3 * K * d for d in range(H + 1)]
-    odd = GannoScheduler(torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 3, 8, 10)), lr=0.1),
-                         policy, total_steps=30)
+    odd = GannoScheduler(
+        torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 3, 8, 10)), lr=0.1),
+        policy,
+        total_steps=30,
+    )
     assert [odd.interval_end(d) for d in range(H + 1)] == [0, 7, 15, 22, 30]
     with pytest.raises(ValueError, match="fewer than the policy's 4 decisions"):
         GannoScheduler(odd.optimizer, policy, total_steps=3)
@@ -518,17 +584,36 @@ def test_a_loop_that_validates_itself_can_hand_the_scheduler_its_value(mlp_env):
             made.append(self)
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(),
-                                torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 3),
+    )
     x, x_val = torch.randn(64, 4, 4), torch.randn(32, 4, 4)
-    data = (x, torch.randint(0, 3, (64,)), torch.randint(0, 64, (K * H, 8)), x_val,
-            torch.randint(0, 3, (32,)))
+    data = (
+        x,
+        torch.randint(0, 3, (64,)),
+        torch.randint(0, 64, (K * H, 8)),
+        x_val,
+        torch.randint(0, 3, (32,)),
+    )
     for validate in (False, True):
-        times = bench.train(copy.deepcopy(model), data, K * H, make_policy(mlp_env), K,
-                            validate=validate, scheduler_cls=Recording)
+        times = bench.train(
+            copy.deepcopy(model),
+            data,
+            K * H,
+            make_policy(mlp_env),
+            K,
+            validate=validate,
+            scheduler_cls=Recording,
+        )
         assert times["sched_cpu"] > 0 and (times["sched_val_cpu"] > 0) != validate
     own, handed = made
     assert own.done and handed.done and len(own.history) == len(handed.history) == H + 1
     np.testing.assert_allclose(_views(handed), _views(own), rtol=0, atol=FEATURE_ATOL)
     assert [h["learning_rates"] for h in handed.history] == [
-        h["learning_rates"] for h in own.history]
+        h["learning_rates"] for h in own.history
+    ]

@@ -104,7 +104,7 @@ def _cmd_design_table(args: argparse.Namespace) -> int:
 def _cmd_design_study(args: argparse.Namespace) -> int:
     from ganno.design_study import run_study
 
-    ran = run_study(args.config, args.results, args.question, dry_run=args.dry_run)
+    ran = run_study(args.config, args.results, args.question, only=args.only, dry_run=args.dry_run)
     if args.dry_run:
         print(f"{len(ran)} commands to run", file=sys.stderr)
         return 0
@@ -476,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "design-study":
             ds.add_argument(
                 "--dry-run", action="store_true", help="print the commands it would run"
+            )
+            ds.add_argument(
+                "--only", nargs="+", metavar="AGENT", help="only these agents of the question"
             )
         ds.set_defaults(func=func)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,7 +38,7 @@ from ganno import layout, plots, stats, tables
 from ganno.agents import agents, get, question_title, reference
 from ganno.config import agent_config, family_configs, task_config
 from ganno.env_settings import BASE_SCHEDULES
-from ganno.errors import ResultsMissingError, StepFailedError
+from ganno.errors import ResultsMissingError, StepFailedError, UsageError
 from ganno.experiments import read_results
 
 #: The handcrafted SGD schedules (the baselines of the first target): those a base schedule can be.
@@ -101,24 +101,23 @@ class Step(NamedTuple):
         return all(p.is_file() for p in self.outputs)
 
 
-def study_tasks(config: Mapping[str, Any], question: str = MAIN_QUESTION) -> list[str]:
-    """The tasks that some agent of the study is evaluated on (``agents.*.tasks``), config order."""
-    found = study_agents(config, question)
+def study_tasks(config: Mapping[str, Any], found: Sequence[Any]) -> list[str]:
+    """The tasks that some agent of ``found`` is evaluated on (``agents.*.tasks``), config order."""
     evaluated = {t for a in found for t in layout.agent_tasks(config, a)}
     return [t for t in layout.task_names(config) if t in evaluated]
 
 
-def _datasets(config: Mapping[str, Any], question: str) -> list[str]:
+def _datasets(config: Mapping[str, Any], found: Sequence[Any]) -> list[str]:
     """The datasets the study's meta-training (task families included) and evaluation read; a
     task whose dataset's files are absent is left out (its runs are skipped with a note)."""
     from ganno.data import task_unavailable_reason
 
     names = [
         task_config(config, t)["task"]["dataset"]
-        for t in study_tasks(config, question)
+        for t in study_tasks(config, found)
         if task_unavailable_reason(config, t) is None
     ]
-    for agent in study_agents(config, question):
+    for agent in found:
         names += [m["task"]["dataset"] for _, m in family_configs(agent_config(config, agent.name))]
     return list(dict.fromkeys(names))
 
@@ -128,22 +127,32 @@ def study_steps(
     config: Mapping[str, Any],
     results: str | Path,
     question: str = MAIN_QUESTION,
+    only: Sequence[str] | None = None,
 ) -> list[Step]:
     """The study as ``ganno`` commands, in the order they run: the datasets; every agent's
     meta-training, seed by seed (an interrupted study keeps whole rounds); the baselines on every
-    task; then agent by agent, task by task, the agent's policies of every seed in one process."""
+    task; then agent by agent, task by task, the agent's policies of every seed in one process.
+    ``only``: these agents of the question (to run the promising ones first)."""
     from ganno.data import processed_path
 
     cfg, root, data = str(config_path), Path(results), config["data"]
     seeds = list(config["meta_train"]["seeds"])
     found = study_agents(config, question)
+    if only is not None:
+        unknown = sorted(set(only) - {a.name for a in found})
+        if unknown:
+            raise UsageError(
+                f"--only names {unknown}, not agents of question {question!r}; choose from "
+                f"{[a.name for a in found]}"
+            )
+        found = [a for a in found if a.name in only]
     steps = [
         Step(
             f"data_{name}.log",
             ("data", "prepare", name, "--config", cfg),
             (processed_path(name, data["root"], data["val_fraction"], data["split_seed"]),),
         )
-        for name in _datasets(config, question)
+        for name in _datasets(config, found)
     ]
 
     def run_dir(agent: str, seed: int) -> Path:
@@ -171,7 +180,7 @@ def study_steps(
                     timed=f"{agent.name} seed {seed}",
                 )
             )
-    for task in study_tasks(config, question):
+    for task in study_tasks(config, found):
         csv = root / layout.BASELINES_CSV.format(task=task)
         steps.append(
             Step(
@@ -211,6 +220,7 @@ def run_study(
     results: str | Path,
     question: str = MAIN_QUESTION,
     *,
+    only: Sequence[str] | None = None,
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
 ) -> list[Step]:
@@ -222,7 +232,8 @@ def run_study(
 
     config = load_config(config_path)
     logs = Path(results) / "logs"
-    todo = [s for s in study_steps(config_path, config, results, question) if not s.done()]
+    steps = study_steps(config_path, config, results, question, only)
+    todo = [s for s in steps if not s.done()]
     if dry_run:
         for step in todo:
             echo("ganno " + " ".join(step.argv))
