@@ -341,8 +341,35 @@ def test_the_stated_meta_training_tasks_are_those_meta_trained_on(config):
     assert "`mappo` on the training task alone" in statement
 
 
+def test_the_stated_agent_design_is_the_one_the_environment_is_built_from(config):
+    """The README's design sentence follows the settings EnvSettings and the learner read: the
+    default (compounding factors, loss reward, raw observations) and a study winner's."""
+    from ganno.config import agent_config
+    from ganno.env_settings import EnvSettings
+
+    default = report.agent_design_statement(config)
+    env = EnvSettings.from_config(agent_config(config, "ippo"))
+    assert f"`env.action_mode: {env.action_mode}`" in default and env.action_mode == "compound"
+    assert f"rewarded by `{env.reward}`" in default
+    assert "a feed-forward actor on raw observations" in default
+    winner = validate({**config, "agents": [
+        {"name": "ippo", "env": {"action_mode": "anchored_compound", "base_schedule": "sgd_step",
+                                 "scale_bounds": [1e-4, 1e5], "reward": "relative_log_val_error"},
+         "meta_train": {"normalise_observations": True, "gru_size": 8}},
+        {"name": "mappo", "algorithm": "mappo", "env": {"action_mode": "anchored",
+                                                        "levels": [-1, 0, 1]}},
+    ]})  # fmt: skip
+    text = report.agent_design_statement(winner)
+    ippo, mappo = text.split("; ")
+    assert "multiplier (within [0.0001, 100000]) of the `sgd_step` schedule" in ippo
+    assert "rewarded by `relative_log_val_error`" in ippo
+    assert "a GRU actor on normalised observations" in ippo
+    assert "(MAPPO) chooses a level from {-1, 0, 1}" in mappo and "`sgd_cosine`" in mappo
+
+
 def test_the_readme_states_the_configured_criterion(built, config):
     rep, _ = built
     assert report.meta_training_statement(config) in rep.readme.read_text()
+    assert report.agent_design_statement(config) in rep.readme.read_text()
     assert report.tuning_statement(config) in rep.readme.read_text()
     assert config["evaluation"]["tune_by"] == "val_accuracy"  # the schema's default

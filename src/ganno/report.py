@@ -15,6 +15,7 @@ means with stratified-bootstrap confidence intervals (:mod:`ganno.stats`), with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -374,6 +375,47 @@ def meta_training_statement(config: Mapping[str, Any]) -> str:
     return f"Meta-training: {'; '.join(parts)}{held_out if has_family else ''}."
 
 
+ACTION_MODE_WORDS = {
+    "compound": "a factor from {actions} on each layer's current rate, compounding over the "
+    "episode",
+    "anchored": "a level from {levels} (x{scale:.3g} per level) on the {base} schedule from lr0, "
+    "nothing compounding",
+    "anchored_compound": "a factor from {actions} on a per-layer multiplier (within {bounds}) of "
+    "the {base} schedule from lr0",
+}
+
+
+def agent_design_statement(config: Mapping[str, Any]) -> str:
+    """The README's sentence on what the main agents choose and are rewarded for, read from the
+    settings their environments and learners are built from (:class:`EnvSettings`, the
+    ``meta_train`` block of each agent's config)."""
+    from ganno.config import agent_config
+    from ganno.env_settings import EnvSettings
+
+    def fmt_values(values: Any) -> str:
+        return "{" + ", ".join(f"{v:g}" for v in values) + "}"
+
+    parts = []
+    for agent in registry.agents(config, None):
+        cfg = agent_config(config, agent.name)
+        env, mt = EnvSettings.from_config(cfg), cfg["meta_train"]
+        actions = ACTION_MODE_WORDS[env.action_mode].format(
+            actions=fmt_values(env.actions),
+            levels=fmt_values(env.levels),
+            scale=math.exp(env.level_scale),
+            bounds=f"[{env.scale_bounds[0]:g}, {env.scale_bounds[1]:g}]",
+            base=f"`{env.base_schedule}`",
+        )
+        network = f"a {'GRU' if mt.get('gru_size', 0) else 'feed-forward'} actor"
+        norm = "normalised" if mt.get("normalise_observations", False) else "raw"
+        parts.append(
+            f"`{agent.name}` ({agent.algorithm.upper()}) chooses {actions} "
+            f"(`env.action_mode: {env.action_mode}`), is rewarded by `{env.reward}`, with "
+            f"{network} on {norm} observations"
+        )
+    return f"Agent design: {'; '.join(parts)}."
+
+
 def claims_lines(
     out_dir: str | Path,
     tables: Tables,
@@ -487,7 +529,7 @@ def write_paper_readme(
         f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
         f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
         f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)} "
-        f"{meta_training_statement(config)}",
+        f"{meta_training_statement(config)} {agent_design_statement(config)}",
         "",
         *[line for section in sections for line in section],
         "## Tables",
