@@ -274,6 +274,17 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert better["held_out_tasks"] == 2 and better["tasks_won"] == 1  # deep yes, wide no
     assert better["vs_accuracy"] == "sgd_cosine" and better["p_accuracy"] == pytest.approx(0.5)
     assert better["train_tuned_accuracy"] == pytest.approx(0.701, abs=2e-3)
+    meets = [c for c in table.columns if c.startswith("meets_")]
+    assert (
+        len(meets) == 5
+        and (table[meets].sum(axis=1) == table["targets_met"])
+        .loc[["ganno_better", "ganno_plain"]]
+        .all()
+    )
+    assert better["meets_train_accuracy"] == 1 and better["meets_all_lr0"] == 1  # vs sgd_step, dog
+    assert table.loc["ganno_plain", ["meets_train_accuracy", "meets_all_lr0"]].sum() == 0
+    assert table.loc["ganno_plain", "meets_held_out_accuracy"] == 0  # no pooled runs: not met
+    assert table.loc["sgd_cosine", meets + ["targets_met"]].isna().all()
     plain = table.loc["ganno_plain"]
     assert np.isnan(plain["held_out_accuracy"]) and plain["tasks_won"] == 0
     assert list(table.index[:2]) == ["ganno_better", "ganno_plain"]
