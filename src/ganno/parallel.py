@@ -20,22 +20,13 @@ from typing import Any
 HOST_DEVICES_ENV = "GANNO_HOST_DEVICES"
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 _OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
-#: XLA's CPU collectives (the environments' batch split over the host devices) abort the process
-#: when one device's thread reaches a collective 40 s after the other: on a machine loaded by
-#: other work (measured: a design-study meta-training run beside two small runs on 2 cores) that
-#: kills a run that would have finished. An hour, and a warning after 5 minutes instead.
-COLLECTIVE_TIMEOUTS = {
-    "--xla_cpu_collective_call_terminate_timeout_seconds": 3600,
-    "--xla_cpu_collective_call_warn_stuck_timeout_seconds": 300,
-}
 
 
 def configure_host_devices(count: int | None = None) -> int:
-    """Expose ``count`` CPU devices to XLA (default: ``$GANNO_HOST_DEVICES`` or the core count),
-    with patient collectives (:data:`COLLECTIVE_TIMEOUTS`, each unless the user set it).
+    """Expose ``count`` CPU devices to XLA (default: ``$GANNO_HOST_DEVICES`` or the core count).
 
     Returns the count asked for, or 0 when it is too late (JAX already imported) or the user set
-    the device count in ``XLA_FLAGS`` themselves, in which case nothing is changed.
+    ``XLA_FLAGS`` themselves, in which case nothing is changed.
     """
     if not _can_set(_DEVICE_COUNT_FLAG):
         return 0
@@ -43,9 +34,6 @@ def configure_host_devices(count: int | None = None) -> int:
         count = int(os.environ.get(HOST_DEVICES_ENV, 0)) or len(os.sched_getaffinity(0))
     if count > 1:
         _add_flag(_DEVICE_COUNT_FLAG, count)
-        for flag, seconds in COLLECTIVE_TIMEOUTS.items():
-            if _can_set(flag):
-                _add_flag(flag, seconds)
     return count
 
 
