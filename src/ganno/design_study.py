@@ -467,10 +467,6 @@ def across_tasks_table(
     best_acc = str(pooled.loc[baselines, "iqm"].idxmax()) if baselines else ""
     best_loss = str(pooled.loc[baselines, "loss_iqm"].idxmin()) if baselines else ""
     tuned = tables.tuned_results(df, tune_by)
-    task_best = {
-        t: per_task[(per_task["task"] == t) & ~per_task["method"].map(plots.is_ganno)]["iqm"].max()
-        for t in held_out
-    }
 
     def scores(method: str, metric: str) -> dict[str, np.ndarray]:
         runs = tuned[(tuned["method"] == method) & tuned["task"].isin(held_out)]
@@ -520,12 +516,7 @@ def across_tasks_table(
             "tune_by": tune_by,
         }
         if plots.is_ganno(method):
-            row["tasks_won"] = int(
-                sum(
-                    (method, t) in cell.index and cell.loc[(method, t), "iqm"] > task_best[t]
-                    for t in held_out
-                )
-            )
+            row["tasks_won"] = len(tables.task_wins(per_task, method, held_out)[0])
             if method in pooled.index and best_acc:
                 for metric, vs, key, higher in (
                     ("test_accuracy", best_acc, "p_accuracy", True),

@@ -50,6 +50,7 @@ from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them 
     robustness_summary,
     schedule_display,
     schedule_summary,
+    task_wins,
     tune_by,
     tuned_results,
     write_table,
@@ -278,18 +279,8 @@ def _c3_lines(tables: Tables) -> list[str]:
     base = gen[~gen["method"].map(plots.is_ganno)]
     for method in ganno:
         mine = gen[gen["method"] == method].set_index("task")
-        wins, overlaps, shown = [], [], held or tasks
-        for task in shown:
-            if task not in mine.index:
-                continue
-            others = base[base["task"] == task].sort_values("iqm", ascending=False)
-            if others.empty:
-                continue
-            best = others.iloc[0]
-            if mine.loc[task, "iqm"] > best["iqm"]:
-                wins.append(task)
-            elif mine.loc[task, "high"] >= best["low"]:
-                overlaps.append(task)
+        shown = held or tasks
+        wins, overlaps = task_wins(gen, method, shown)
         lines.append(
             f"- **{method}**, tuned on validation per task: the highest IQM of all methods on "
             f"{len(wins)} of {len(shown)} {'held-out ' if held else ''}task(s)"

@@ -206,6 +206,29 @@ def generalisation_summary(
     return out
 
 
+def task_wins(
+    summary: pd.DataFrame, method: str, tasks: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Of ``tasks`` (rows of :func:`generalisation_summary`), those where ``method``'s tuned IQM
+    is above every baseline's, and those where it is below the best but with overlapping CIs;
+    tasks without runs of the method or of a baseline are neither."""
+    mine = summary[summary["method"] == method].set_index("task")
+    base = summary[~summary["method"].map(plots.is_ganno)]
+    wins, overlaps = [], []
+    for task in tasks:
+        if task not in mine.index:
+            continue
+        others = base[base["task"] == task].sort_values("iqm", ascending=False)
+        if others.empty:
+            continue
+        best = others.iloc[0]
+        if mine.loc[task, "iqm"] > best["iqm"]:
+            wins.append(task)
+        elif mine.loc[task, "high"] >= best["low"]:
+            overlaps.append(task)
+    return wins, overlaps
+
+
 def improvement_summary(
     results: pd.DataFrame,
     tasks: Sequence[str],
