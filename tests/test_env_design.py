@@ -11,7 +11,7 @@ from test_env import make, rollout
 
 from ganno.baselines import METHODS
 from ganno.config import merge, validate
-from ganno.env import GannoEnv, make_env
+from ganno.env import EVALUATION_REWARD, GannoEnv, make_env
 from ganno.env_settings import EnvSettings
 from ganno.inner import episode_keys, train_steps
 from ganno.rewards import validation_error
@@ -111,13 +111,12 @@ def test_log_val_error_reward_telescopes(small_config, dataset):
 def test_relative_rewards_sum_to_the_final_log_ratio_against_the_base_schedule(
     small_config, dataset, metric
 ):
-    env = make(
-        small_config,
-        dataset,
-        reward=f"relative_log_val_{metric}",
-        action_mode="anchored_compound",
-        reward_clip=5.0,
-    )
+    design = {
+        "reward": f"relative_log_val_{metric}",
+        "action_mode": "anchored_compound",
+        "reward_clip": 5.0,
+    }
+    env = make(small_config, dataset, **design)
     key, lr0 = jax.random.PRNGKey(3), 0.02
     up = env.action_index(2.0)
     steps, state = rollout(env, key, lambda t: jnp.full(3, up), lr0)
@@ -137,8 +136,17 @@ def test_relative_rewards_sum_to_the_final_log_ratio_against_the_base_schedule(
     total = sum(float(ts.reward[0]) for ts in steps[1:])
     np.testing.assert_allclose(total, expected, rtol=1e-4, atol=1e-5)
     # doing nothing earns nothing: the neutral action is the reference itself
-    steps, _ = rollout(env, key, lambda t: jnp.full(3, env.neutral_action), lr0)
+    keep = lambda t: jnp.full(3, env.neutral_action)  # noqa: E731
+    steps, _ = rollout(env, key, keep, lr0)
     np.testing.assert_allclose([float(ts.reward[0]) for ts in steps[1:]], 0.0, atol=1e-6)
+    # an environment built to play policies skips the reference run and plays the same episode
+    cfg = validate(merge(small_config, {"env": design}))
+    played = make_env(cfg, dataset, evaluation=True)
+    assert played.settings == env.settings.replace(reward=EVALUATION_REWARD)
+    steps_played, state_played = rollout(played, key, keep, lr0)
+    assert state_played.reference == ()
+    for name in ("val_loss", "val_accuracy", "learning_rates"):
+        np.testing.assert_array_equal(steps_played[-1].extras[name], steps[-1].extras[name])
 
 
 def test_relative_reward_is_clipped(small_config, dataset):

@@ -152,7 +152,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     if args.task != "train":
         cfg = task_config(cfg, args.task)
     dataset = load_from_config(cfg)
-    env = make_env(cfg, dataset)
+    env = make_env(cfg, dataset, evaluation=True)
     check_policy_fits(policy, env, policy_dir, args.task)
     lr0 = _clipped_lr0(args.lr0, env.lr_bounds)
     carry = None

@@ -49,6 +49,7 @@ __all__ = [
     "EnvState",
     "GannoEnv",
     "log_feature",
+    "EVALUATION_REWARD",
     "make_env",
     "per_layer",
 ]
@@ -640,12 +641,30 @@ class GannoEnv(Environment):
         return jax.vmap(loss_with)(joint)
 
 
+#: The reward of an environment built for evaluation (``make_env(..., evaluation=True)``).
+EVALUATION_REWARD = "log_val_loss_drop"
+
+
 def make_env(
-    config: Mapping[str, Any], dataset: Any | None = None, task: InnerTask | None = None
+    config: Mapping[str, Any],
+    dataset: Any | None = None,
+    task: InnerTask | None = None,
+    *,
+    evaluation: bool = False,
 ) -> GannoEnv:
-    """The environment a validated config describes (``task`` and ``env`` blocks)."""
+    """The environment a validated config describes (``task`` and ``env`` blocks).
+
+    ``evaluation=True``: an environment to play policies in, not to learn from. Playing reads
+    learning rates, losses and accuracies but never rewards, and the observation does not depend
+    on the reward, so a reward that needs extra inner training (the relative rewards' reference
+    run, the counterfactual rewards' N trainings per decision) is replaced by
+    :data:`EVALUATION_REWARD`: the same trajectories at a fraction of the cost."""
     task = task if task is not None else make_task(config, dataset)
-    return GannoEnv(task, EnvSettings.from_config(config))
+    settings = EnvSettings.from_config(config)
+    reward = REWARDS[settings.reward] if settings.reward in REWARDS else None
+    if evaluation and reward is not None and (reward.reference_metric or reward.counterfactual):
+        settings = settings.replace(reward=EVALUATION_REWARD)
+    return GannoEnv(task, settings)
 
 
 def make_envs(config: Mapping[str, Any]) -> GannoEnv | list[GannoEnv]:

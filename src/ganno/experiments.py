@@ -112,7 +112,7 @@ def run_policies(
 
     cfg = task_config(config, task)
     dataset = load_from_config(cfg)
-    env = make_env(cfg, dataset)
+    env = make_env(cfg, dataset, evaluation=True)
     policies = [Policy.load(run.policy_dir) for run in runs]
     for run, policy in zip(runs, policies, strict=True):
         check_policy_fits(policy, env, run.policy_dir, task)
