@@ -21,7 +21,7 @@ rule meta_train:
     priority: 10
     conda:
         "../envs/ganno.yaml"
-    threads: workflow.cores
+    threads: config["compute"]["meta_train_threads"] or workflow.cores
     resources:
         mem_mb=4000,
         runtime=240,
@@ -30,5 +30,6 @@ rule meta_train:
         settings=agent_settings,
         out=lambda wildcards, output: str(Path(output.curve).parent),
     shell:
-        "ganno meta-train --config {params.config} --agent {wildcards.agent} "
+        "GANNO_HOST_DEVICES={threads} ganno meta-train --config {params.config} "
+        "--agent {wildcards.agent} "
         "--seed {wildcards.seed} --out {params.out} --no-progress > {log} 2>&1"
