@@ -297,6 +297,35 @@ def test_both_metrics_are_reported(built):
     assert "on test loss: " in text
 
 
+def test_the_summary_states_each_claims_verdict_as_its_section_does(built):
+    """ "What reproduces" holds the designed verdicts, and each agrees with its claim's section:
+    ganno_ippo is above the handcrafted sgd_constant tuned (0.80 vs 0.50) and every baseline on
+    the held-out task (0.70 vs dog's 0.60), robust over 1.5 decades (dog: 2), and every test loss
+    is 1.0 (no lower than any baseline's)."""
+    rep, _ = built
+    text = rep.readme.read_text()
+    summary = text.split("## What reproduces")[1].split("## C1")[0]
+    row = next(line for line in summary.splitlines() if line.startswith("| ganno_ippo |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    header = next(line for line in summary.splitlines() if line.startswith("| agent |"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    stated = {col: cell.split("**")[1] for col, cell in zip(columns, cells, strict=True)}
+    assert stated == {
+        "C1 test accuracy": "yes",
+        "C1 test loss": "no",
+        "C2 test accuracy": "no",
+        "C2 test loss": "no",
+        "C3 test accuracy": "yes",
+        "C3 test loss": "no",
+    }
+    assert "0.800 vs 0.500 (sgd_constant)" in row and "1.5 decades vs 2.0 decades (dog)" in row
+    for claim in ("C1", "C2", "C3"):
+        acc, loss = re.search(
+            rf"\*\*{claim} holds on test accuracy: (yes|no)[^\n]*?on test loss: (yes|no)", text
+        ).groups()
+        assert (acc, loss) == (stated[f"{claim} test accuracy"], stated[f"{claim} test loss"])
+
+
 def _disagreeing_validation(lr0s: list[float]) -> pd.DataFrame:
     """One method whose validation accuracy is best at lr0s[0] and validation loss at lr0s[-1]."""
     rows = [
