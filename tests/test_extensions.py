@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from test_report import write_designed_results  # the report tests' designed results
 
-from ganno import agents, layout, report
+from ganno import agents, extensions_report, layout, report
 from ganno.agents import method_name
 from ganno.config import ConfigError, agent_config, load_config, merge, validate
 from ganno.experiments import COLUMNS, lr0_grid
+from ganno.rewards import REWARDS
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
@@ -236,6 +237,12 @@ def test_readme_reports_each_question_from_its_table(built):
     assert re.search(r"Best by tuned test accuracy pooled over the held-out tasks: "
                      r"`ganno_lr_momentum`", text)  # fmt: skip
     assert "Measured order by tuned test accuracy on `train`" in text
+    # the reading of Q2 explains the rewards compared (the reference ippo's and reward_final's)
+    why = text.split("Why, as far as these numbers say")[1].split("Measured order")[0]
+    assert "`log_val_loss_drop` pays" in why and "`final_log_val_loss_drop` pays" in why
+    for absent in ("val_accuracy_gain", "counterfactual", "relative_log_val"):
+        assert absent not in why
+    assert set(extensions_report.REWARD_CREDIT) == set(REWARDS)  # every reward can be explained
     assert "![Q1" in text and "figures/q2_curves.png" in text and "torch_deployment.png" in text
     assert np.isfinite(q1["tuned_iqm"]).all()
 

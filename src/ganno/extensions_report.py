@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from ganno import agents as registry
 from ganno import plots, tables
+from ganno.config import agent_config
 from ganno.layout import TORCH, TRAIN_TASK, agent_tasks, torch_enabled
 
 # --------------------------------------------------------------------------------------------
@@ -259,21 +260,42 @@ def question_lines(question: str, table: pd.DataFrame, reference: str) -> list[s
     return lines
 
 
-def _q2_why(table: pd.DataFrame) -> list[str]:
-    """Reading of the Q2 result: how each reward's signal differs, tied to the measured order."""
+#: How each reward credits a decision (``env.reward``, :data:`ganno.rewards.REWARDS`), for the
+#: reading of Q2: only the rewards of the agents compared are quoted.
+REWARD_CREDIT: dict[str, str] = {
+    "log_val_loss_drop": "`log_val_loss_drop` pays every decision the change in log validation "
+    "loss it was followed by, so returns telescope to the whole run's log-loss ratio and each "
+    "decision gets a dense, well-scaled signal.",
+    "log_val_error_drop": "`log_val_error_drop` does the same with the validation error rate on a "
+    "log scale, so late points of accuracy count as much as early ones.",
+    "val_accuracy_gain": "`val_accuracy_gain` is dense but quantised (a validation set of fixed "
+    "size moves in steps) and flat once accuracy saturates.",
+    "final_log_val_loss_drop": "`final_log_val_loss_drop` pays the log-loss ratio only at the end, "
+    "leaving PPO's value function and GAE to spread it over all decisions.",
+    "counterfactual_log_val_loss_drop": "Counterfactual difference rewards "
+    "(`counterfactual_log_val_loss_drop`) isolate each layer's contribution (the loss had that "
+    "agent alone kept its choice), at N+1 inner trainings per decision.",
+    "relative_log_val_loss": "`relative_log_val_loss` pays the change of the clipped log-ratio of "
+    "validation losses between a reference run (the base schedule itself, from the same weights "
+    "and minibatches) and the agents' run: what lr0 and the task make easy or hard cancels out, "
+    "at 2 inner trainings per decision.",
+    "relative_log_val_error": "`relative_log_val_error` pays the change of the clipped log-ratio "
+    "of validation error rates between a reference run (the base schedule itself, from the same "
+    "weights and minibatches) and the agents' run: what lr0 and the task make easy or hard "
+    "cancels out, at 2 inner trainings per decision.",
+}
+
+
+def _q2_why(table: pd.DataFrame, rewards: Sequence[str]) -> list[str]:
+    """Reading of the Q2 result: how each compared reward (``rewards``, the reference agent's
+    first) credits a decision, tied to the measured order."""
     t = table.set_index("setting")
     order = t["tuned_iqm"].sort_values(ascending=False).index.tolist()
+    credit = " ".join(REWARD_CREDIT[r] for r in dict.fromkeys(rewards))
     lines = [
         "",
-        "Why, as far as these numbers say: the rewards differ in how directly they credit a "
-        "decision. `log_val_loss_drop` pays every decision the change in log validation loss it "
-        "was followed by, so returns telescope to the whole run's log-loss ratio and each decision "
-        "gets a dense, well-scaled signal. `val_accuracy_gain` is dense too but quantised (a "
-        "validation set of fixed size moves in steps) and flat once accuracy saturates. "
-        "`final_log_val_loss_drop` pays the same total only at the end, leaving PPO's value "
-        "function and GAE to spread it over all decisions. Counterfactual difference rewards "
-        "isolate each layer's contribution (the loss had that agent alone kept its rate), at "
-        f"{'N+1'} inner trainings per decision.",
+        f"Why, as far as these numbers say: the rewards differ in how directly they credit a "
+        f"decision. {credit}",
         f"Measured order by tuned test accuracy on `train`: {' > '.join(f'`{s}`' for s in order)}.",
     ]
     losses = t["meta_train_val_loss"].dropna()
@@ -384,7 +406,8 @@ def question_section(
     lines = [f"## {question} {title[0].upper()}{title[1:]}", ""]
     lines += question_lines(question, table, reference)
     if question == "Q2":
-        lines += _q2_why(table)
+        rewards = [agent_config(config, registry.agent_of(m))["env"]["reward"] for m in methods]
+        lines += _q2_why(table, rewards)
     lines += [""]
     lines += tables.figure_lines(
         out_dir,
