@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker runs every test of the test pipeline (and the SLURM run, which compares with it).
+pytestmark = pytest.mark.xdist_group("pipeline")
 WORKFLOW_FILES = ("Snakefile", "workflow", "profiles", "config", "notebooks")
 REPORT = Path("results") / "test_paper"  # config/test.yaml's report.dir: never the committed paper/
 

@@ -162,7 +162,12 @@ def test_the_wheel_ships_the_policy_and_it_loads_from_an_install(tmp_path):
         check=True,
         cwd=tmp_path,
     ).stdout
-    assert out.startswith(str(target)) and out.split()[-1] == "16"
+    # the installed policy is the source tree's: it reads the features its environment recorded
+    source = REPO / "src" / "ganno" / "pretrained" / "ippo" / "policy.json"
+    shipped = json.loads(source.read_text())
+    obs_dim = shipped["network"]["obs_dim"]
+    assert obs_dim == len(shipped["env"]["feature_names"])
+    assert out.startswith(str(target)) and out.split()[-1] == str(obs_dim)
 
 
 def test_the_pipeline_refreshes_the_package_only_for_the_default_report():

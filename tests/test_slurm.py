@@ -53,7 +53,11 @@ def _why_slurm_cannot_run() -> str | None:
 
 
 WHY_NOT = _why_slurm_cannot_run()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""),
+    pytest.mark.xdist_group("pipeline"),  # with the local run it compares with (tests/conftest.py)
+]
 
 
 @pytest.fixture(scope="module")
