@@ -661,7 +661,7 @@ def make_env(
     :data:`EVALUATION_REWARD`: the same trajectories at a fraction of the cost."""
     task = task if task is not None else make_task(config, dataset)
     settings = EnvSettings.from_config(config)
-    reward = REWARDS[settings.reward] if settings.reward in REWARDS else None
+    reward = REWARDS.get(settings.reward)  # an unknown name is GannoEnv's error to raise
     if evaluation and reward is not None and (reward.reference_metric or reward.counterfactual):
         settings = settings.replace(reward=EVALUATION_REWARD)
     return GannoEnv(task, settings)

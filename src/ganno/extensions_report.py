@@ -275,14 +275,13 @@ REWARD_CREDIT: dict[str, str] = {
     "counterfactual_log_val_loss_drop": "Counterfactual difference rewards "
     "(`counterfactual_log_val_loss_drop`) isolate each layer's contribution (the loss had that "
     "agent alone kept its choice), at N+1 inner trainings per decision.",
-    "relative_log_val_loss": "`relative_log_val_loss` pays the change of the clipped log-ratio of "
-    "validation losses between a reference run (the base schedule itself, from the same weights "
-    "and minibatches) and the agents' run: what lr0 and the task make easy or hard cancels out, "
-    "at 2 inner trainings per decision.",
-    "relative_log_val_error": "`relative_log_val_error` pays the change of the clipped log-ratio "
-    "of validation error rates between a reference run (the base schedule itself, from the same "
-    "weights and minibatches) and the agents' run: what lr0 and the task make easy or hard "
-    "cancels out, at 2 inner trainings per decision.",
+    **{
+        f"relative_log_val_{metric}": f"`relative_log_val_{metric}` pays the change of the clipped "
+        f"log-ratio of validation {what} between a reference run (the base schedule itself, from "
+        "the same weights and minibatches) and the agents' run: what lr0 and the task make easy "
+        "or hard cancels out, at 2 inner trainings per decision."
+        for metric, what in (("loss", "losses"), ("error", "error rates"))
+    },
 }
 
 

@@ -16,7 +16,7 @@ means with stratified-bootstrap confidence intervals (:mod:`ganno.stats`), with 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -175,7 +175,24 @@ class Verdict(NamedTuple):
     metric: str  # "test accuracy" or "test loss"
     holds: bool
     ours: str  # the agent's number, formatted
-    theirs: str  # the number it is held against, formatted, with the method it belongs to
+    theirs: str  # the number it is held against, formatted
+    other: str  # the method that number belongs to
+
+
+def _verdict(
+    claim: str,
+    metric: str,
+    holds: bool,
+    ours: float,
+    theirs: float,
+    other: str,
+    show: Callable[[float], str] = fmt,
+) -> Verdict:
+    return Verdict(claim, metric, bool(holds), show(ours), show(theirs), str(other))
+
+
+def _decades(value: float) -> str:
+    return f"{fmt_decades(value)} decades"
 
 
 def _handcrafted(rob: pd.DataFrame) -> list[str]:
@@ -191,21 +208,11 @@ def c1_verdicts(rob: pd.DataFrame, method: str) -> list[Verdict]:
     g, hand = rob.loc[method], rob.loc[schedules]
     best = hand["tuned_iqm"].idxmax()
     low = hand["tuned_loss_iqm"].idxmin()
+    acc, their_acc = g["tuned_iqm"], hand.loc[best, "tuned_iqm"]
+    loss, their_loss = g["tuned_loss_iqm"], hand.loc[low, "tuned_loss_iqm"]
     return [
-        Verdict(
-            "C1",
-            "test accuracy",
-            bool(g["tuned_iqm"] > hand.loc[best, "tuned_iqm"]),
-            fmt(g["tuned_iqm"]),
-            f"{fmt(hand.loc[best, 'tuned_iqm'])} ({best})",
-        ),
-        Verdict(
-            "C1",
-            "test loss",
-            bool(g["tuned_loss_iqm"] < hand.loc[low, "tuned_loss_iqm"]),
-            fmt(g["tuned_loss_iqm"]),
-            f"{fmt(hand.loc[low, 'tuned_loss_iqm'])} ({low})",
-        ),
+        _verdict("C1", "test accuracy", acc > their_acc, acc, their_acc, best),
+        _verdict("C1", "test loss", loss < their_loss, loss, their_loss, low),
     ]
 
 
@@ -221,21 +228,11 @@ def c2_verdicts(rob: pd.DataFrame, method: str) -> list[Verdict]:
         return []
     g, robust = rob.loc[method], _most_robust(base)
     low = base["all_loss_iqm"].idxmin()
+    span, their_span = g["robust_decades"], base.loc[robust, "robust_decades"]
+    loss, their_loss = g["all_loss_iqm"], base.loc[low, "all_loss_iqm"]
     return [
-        Verdict(
-            "C2",
-            "test accuracy",
-            bool(g["robust_decades"] >= base.loc[robust, "robust_decades"]),
-            f"{fmt_decades(g['robust_decades'])} decades",
-            f"{fmt_decades(base.loc[robust, 'robust_decades'])} decades ({robust})",
-        ),
-        Verdict(
-            "C2",
-            "test loss",
-            bool(g["all_loss_iqm"] < base.loc[low, "all_loss_iqm"]),
-            fmt(g["all_loss_iqm"]),
-            f"{fmt(base.loc[low, 'all_loss_iqm'])} ({low})",
-        ),
+        _verdict("C2", "test accuracy", span >= their_span, span, their_span, robust, _decades),
+        _verdict("C2", "test loss", loss < their_loss, loss, their_loss, low),
     ]
 
 
@@ -251,21 +248,11 @@ def c3_verdicts(gen: pd.DataFrame, method: str) -> list[Verdict]:
     m = mine.iloc[0]
     best = pooled.loc[pooled["iqm"].idxmax()]
     low = pooled.loc[pooled["loss_iqm"].idxmin()]
+    acc, their_acc = m["iqm"], best["iqm"]
+    loss, their_loss = m["loss_iqm"], low["loss_iqm"]
     return [
-        Verdict(
-            "C3",
-            "test accuracy",
-            bool(m["iqm"] > best["iqm"]),
-            fmt(m["iqm"]),
-            f"{fmt(best['iqm'])} ({best['method']})",
-        ),
-        Verdict(
-            "C3",
-            "test loss",
-            bool(m["loss_iqm"] < low["loss_iqm"]),
-            fmt(m["loss_iqm"]),
-            f"{fmt(low['loss_iqm'])} ({low['method']})",
-        ),
+        _verdict("C3", "test accuracy", acc > their_acc, acc, their_acc, best["method"]),
+        _verdict("C3", "test loss", loss < their_loss, loss, their_loss, low["method"]),
     ]
 
 
@@ -297,7 +284,9 @@ def verdict_table(verdicts: Mapping[str, Sequence[Verdict]]) -> list[str]:
     for method, vs in verdicts.items():
         cells = {(v.claim, v.metric): v for v in vs}
         row = [
-            f"**{_yes(v.holds)}**: {v.ours} vs {v.theirs}" if (v := cells.get(c)) else "-"
+            f"**{_yes(v.holds)}**: {v.ours} vs {v.theirs} ({v.other})"
+            if (v := cells.get(c))
+            else "-"
             for c in columns
         ]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
@@ -315,19 +304,17 @@ def _c1_lines(tables: Tables) -> list[str]:
             f"validation): test accuracy {fmt_ci(g['tuned_iqm'], g['tuned_low'], g['tuned_high'])}."
         )
         if schedules:
-            hand = rob.loc[schedules].sort_values("tuned_iqm", ascending=False)
-            best = hand.index[0]
-            b = hand.loc[best]
+            acc, loss = c1_verdicts(rob, method)
+            best, by_loss = acc.other, loss.other
+            b = rob.loc[best]
             above = [m for m in schedules if g["tuned_iqm"] > rob.loc[m, "tuned_iqm"]]
-            verdict = "above" if g["tuned_iqm"] > hand["tuned_iqm"].iloc[0] else "below"
+            verdict = "above" if acc.holds else "below"
             lines.append(
                 f"  Its IQM is above that of {len(above)} of the {len(schedules)} handcrafted SGD "
                 f"schedules, and {verdict} the best of them, {best} "
                 f"({fmt_ci(b['tuned_iqm'], b['tuned_low'], b['tuned_high'])} "
                 f"at lr0 = {fmt_lr(b['tuned_lr0'])})."
             )
-            by_loss = rob.loc[schedules].sort_values("tuned_loss_iqm").index[0]
-            acc, loss = c1_verdicts(rob, method)
             lines.append(
                 f"  Tuned test loss: {_loss(g, 'tuned')} against "
                 f"{_loss(rob.loc[by_loss], 'tuned')} for the handcrafted schedule lowest on it, "
@@ -364,10 +351,11 @@ def _c2_lines(tables: Tables, tolerance: float) -> list[str]:
     lines = []
     if base.empty:
         return lines
-    robust = _most_robust(base)
     tuned_best = base.sort_values("tuned_iqm", ascending=False).index[0]
     for method in [m for m in plots.method_order(rob.index) if plots.is_ganno(m)]:
         g = rob.loc[method]
+        acc, loss = c2_verdicts(rob, method)
+        robust, low_loss = acc.other, loss.other
         r, t = base.loc[robust], base.loc[tuned_best]
         wider = int((base["robust_decades"] < g["robust_decades"]).sum())
         lines.append(
@@ -388,13 +376,11 @@ def _c2_lines(tables: Tables, tolerance: float) -> list[str]:
             f"{fmt(base['diverged_fraction'].min())} to "
             f"{fmt(base['diverged_fraction'].max())})."
         )
-        low_loss = base.sort_values("all_loss_iqm").index[0]
-        acc_holds, loss_holds = (v.holds for v in c2_verdicts(rob, method))
         lines.append(
             f"  Over all initial rates and runs its IQM test loss is {_loss(g, 'all')}; the "
             f"lowest of a baseline's, {low_loss}'s, is {_loss(base.loc[low_loss], 'all')}. "
-            f"**C2 holds on test accuracy: {_yes(acc_holds)}** (a robust range at least as wide "
-            f"as the most robust baseline's); **on test loss: {_yes(loss_holds)}** (a lower "
+            f"**C2 holds on test accuracy: {_yes(acc.holds)}** (a robust range at least as wide "
+            f"as the most robust baseline's); **on test loss: {_yes(loss.holds)}** (a lower "
             "all-lr0 IQM test loss than every baseline)."
         )
     return lines
@@ -421,22 +407,21 @@ def _c3_lines(tables: Tables) -> list[str]:
             f"overlapping CIs on {len(overlaps)}; clearly below on "
             f"{len(shown) - len(wins) - len(overlaps)}."
         )
-        pooled = base[base["task"] == scope].sort_values("iqm", ascending=False)
+        pooled = base[base["task"] == scope].set_index("method")
         if scope in mine.index and not pooled.empty:
-            b = pooled.iloc[0]
+            acc, loss = c3_verdicts(gen, method)
+            b, lb = pooled.loc[acc.other], pooled.loc[loss.other]
             m = mine.loc[scope]
             lines.append(
                 f"  Pooled over the {scope} (IQM, stratified bootstrap): "
                 f"{fmt_ci(m['iqm'], m['low'], m['high'])} against "
-                f"{fmt_ci(b['iqm'], b['low'], b['high'])} for the best baseline, {b['method']}."
+                f"{fmt_ci(b['iqm'], b['low'], b['high'])} for the best baseline, {acc.other}."
             )
-            lb = pooled.sort_values("loss_iqm").iloc[0]
-            acc, loss = c3_verdicts(gen, method)
             lines.append(
                 f"  Tuned test loss pooled over the {scope}: "
                 f"{fmt_ci(m['loss_iqm'], m['loss_low'], m['loss_high'])} against "
                 f"{fmt_ci(lb['loss_iqm'], lb['loss_low'], lb['loss_high'])} for the baseline "
-                f"lowest on it, {lb['method']}. **C3 holds on test accuracy: "
+                f"lowest on it, {loss.other}. **C3 holds on test accuracy: "
                 f"{_yes(acc.holds)}; on test loss: {_yes(loss.holds)}** (pooled over the "
                 f"{scope}, against the best baseline)."
             )
