@@ -79,6 +79,23 @@ def test_an_agent_on_the_training_task_only_gets_its_own_table(config):
     assert not any("wide/anchored" in p for p in inputs)
 
 
+def test_an_agent_with_its_own_seeds_is_trained_evaluated_and_reported_over_them(config):
+    own = {"name": "cheap", "question": "Q1", "meta_train": {"seeds": [0, 1]}}
+    cfg = validate({**config, "agents": [*config["agents"], own]})
+    assert agents.meta_seeds(cfg, "cheap") == [0, 1]
+    assert agents.meta_seeds(cfg, "ippo") == [0]  # the config's meta_train.seeds
+    assert agents.seed_groups(cfg) == {(0,): ["ippo", "lr_momentum", "reward_final"], (0, 1): ["cheap"]}
+    inputs = layout.report_inputs(cfg, "results")
+    for seed in (0, 1):
+        assert f"results/sweep/wide/cheap_seed_{seed}.csv" in inputs
+        assert f"results/meta_train/cheap/seed_{seed}/learning_curve.jsonl" in inputs
+    assert "results/sweep/wide/ippo_seed_1.csv" not in inputs
+    assert report.meta_seeds_statement(cfg) == (
+        "GANNO methods pool their 1 meta-training seed(s) (`cheap`: 2)."
+    )
+    assert report.meta_seeds_statement(config) == "GANNO methods pool their 1 meta-training seed(s)."
+
+
 def test_the_configs_of_before_the_registry_still_load(tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text(

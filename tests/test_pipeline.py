@@ -102,6 +102,10 @@ def test_extensions_are_meta_trained_evaluated_and_reported(pipeline_run):
     sweep = pipeline_run / "results" / "sweep" / "digits"
     rows = pd.read_csv(sweep / "lr_momentum_seed_0.csv")
     assert set(rows["method"]) == {"ganno_lr_momentum"} and len(rows) == 4 * 2
+    # an agent with its own meta_train.seeds is trained and evaluated over those only
+    counterfactual = pipeline_run / "results" / "meta_train" / "reward_counterfactual"
+    assert sorted(p.name for p in counterfactual.iterdir()) == ["seed_1"]
+    assert (sweep / "reward_counterfactual_seed_1.csv").is_file()
     torch = pd.read_csv(tables / "torch_deployment.csv")
     assert {"ganno_ippo", "sgd_constant", "sgd_cosine", "schedule_free_sgd"} <= set(torch["method"])
     readme = (pipeline_run / REPORT / "README.md").read_text()
@@ -192,6 +196,7 @@ def test_default_config_dag_dry_run(tmp_path):
         "meta_train",
         "sweep_baselines",
         "sweep_agent",
+        "sweep_agent_seeds_0_1",  # the extension agents' own meta-training seeds
         "report",
         "notebook",
         "pretrained_policy",

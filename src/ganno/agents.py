@@ -2,8 +2,8 @@
 
 An agent is a name, the MARL system that trains it (``ippo`` or ``mappo``) and overrides of the
 ``env`` and ``meta_train`` blocks; ``ippo`` and ``mappo`` themselves are entries without overrides.
-Every agent is meta-trained over ``meta_train.seeds`` by the same rule, evaluated by the same rule
-on its ``tasks`` (default: every task), and its rows in the results tables carry the method name
+Every agent is meta-trained over ``meta_train.seeds`` (its own where it overrides them) by the
+same rule, evaluated by the same rule on its ``tasks`` (default: every task), and its rows in the results tables carry the method name
 ``ganno_<name>`` (:func:`method_name`, the only place that spells the prefix).
 
 Which part of the report an agent appears in is its ``question``: none for the agents of the
@@ -107,6 +107,23 @@ def get(config: Mapping[str, Any], name: str) -> Agent:
     if name not in found:
         raise KeyError(f"no agent {name!r} in the config's agents; configured: {sorted(found)}")
     return found[name]
+
+
+def meta_seeds(config: Mapping[str, Any], name: str) -> list[int]:
+    """The seeds agent ``name`` is meta-trained over: its own ``meta_train.seeds`` where it sets
+    them (fewer for a costly extension agent, say), else the config's ``meta_train.seeds``."""
+    own = get(config, name).overrides.get("meta_train", {})
+    return list(own.get("seeds", config["meta_train"]["seeds"]))
+
+
+def seed_groups(config: Mapping[str, Any]) -> dict[tuple[int, ...], list[str]]:
+    """The agents grouped by their meta-training seeds (:func:`meta_seeds`), the group of the
+    config's own seeds first: one evaluation rule per group in the workflow, since a rule's
+    outputs (one file per seed) cannot vary with the agent."""
+    groups: dict[tuple[int, ...], list[str]] = {tuple(config["meta_train"]["seeds"]): []}
+    for agent in agents(config):
+        groups.setdefault(tuple(meta_seeds(config, agent.name)), []).append(agent.name)
+    return {seeds: names for seeds, names in groups.items() if names}
 
 
 def reference(config: Mapping[str, Any]) -> str:

@@ -139,27 +139,27 @@ class ResultPaths(NamedTuple):
 def result_paths(config: Mapping[str, Any], results_dir: str | Path = "results") -> ResultPaths:
     """The files the pipeline writes for ``config`` under ``results_dir`` that the report reads."""
     root = Path(results_dir)
-    seeds = config["meta_train"]["seeds"]
     every = registry.agents(config)
     claims = registry.agents(config, question=None)
+    seeds = {a.name: registry.meta_seeds(config, a.name) for a in every}
     return ResultPaths(
         baselines={t: root / BASELINES_CSV.format(task=t) for t in task_names(config)},
         agents={
             (t, a.name, s): root / AGENT_CSV.format(task=t, agent=a.name, seed=s)
             for t in task_names(config)
             for a in agents_on(config, t)
-            for s in seeds
+            for s in seeds[a.name]
         },
         schedules={
             (a.name, s): root / AGENT_SCHEDULES_CSV.format(task=TRAIN_TASK, agent=a.name, seed=s)
             for a in claims
             if TRAIN_TASK in agent_tasks(config, a)
-            for s in seeds
+            for s in seeds[a.name]
         },
         curves={
             (a.name, s): root / LEARNING_CURVE.format(agent=a.name, seed=s)
             for a in every
-            for s in seeds
+            for s in seeds[a.name]
         },
         torch=root / TORCH_CSV if torch_enabled(config) else None,
     )

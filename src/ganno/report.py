@@ -466,6 +466,22 @@ def tuning_statement(config: Mapping[str, Any]) -> str:
     )
 
 
+def meta_seeds_statement(config: Mapping[str, Any]) -> str:
+    """The README's sentence on how many meta-training seeds each GANNO method pools
+    (:func:`ganno.agents.meta_seeds`: the agents that set their own seeds are named)."""
+    default = len(config["meta_train"]["seeds"])
+    own: dict[int, list[str]] = {}
+    for agent in registry.agents(config):
+        count = len(registry.meta_seeds(config, agent.name))
+        if count != default:
+            own.setdefault(count, []).append(f"`{agent.name}`")
+    exceptions = "; ".join(f"{', '.join(names)}: {n}" for n, names in own.items())
+    return (
+        f"GANNO methods pool their {default} meta-training seed(s)"
+        + (f" ({exceptions})." if exceptions else ".")
+    )
+
+
 def meta_training_statement(config: Mapping[str, Any]) -> str:
     """The README's sentence on what the main agents (those of the claims) were meta-trained on:
     the training task alone, or a task family (``meta_train.task_family``, listed), which by
@@ -642,7 +658,7 @@ def write_paper_readme(
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
     cfg = config["baselines"]
     ci = f"{round(100 * float(cfg['confidence']))}%"
-    seeds, meta_seeds = config["evaluation"]["seeds"], config["meta_train"]["seeds"]
+    seeds = config["evaluation"]["seeds"]
     lines = [
         "# GANNO: results",
         "",
@@ -651,8 +667,8 @@ def write_paper_readme(
         "run. Scores are final test accuracies, with the final test loss beside them; "
         f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
         f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
-        f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; GANNO methods pool "
-        f"their {len(meta_seeds)} meta-training seed(s). {tuning_statement(config)} "
+        f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; "
+        f"{meta_seeds_statement(config)} {tuning_statement(config)} "
         f"{meta_training_statement(config)} {agent_design_statement(config)}",
         "",
         *[line for section in sections for line in section],

@@ -53,6 +53,11 @@ os.environ.setdefault(
 SEEDS = config["meta_train"]["seeds"]
 
 
+def agent_seeds(agent):
+    """The seeds an agent is meta-trained over (its own meta_train.seeds, else the config's)."""
+    return registry.meta_seeds(config, agent)
+
+
 wildcard_constraints:
     agent="|".join(registry.agent_names(config)),
     seed=r"\d+",
@@ -68,9 +73,9 @@ def results(pattern, **values):
     )
 
 
-def per_seed(pattern):
-    """The path of ganno.layout ``pattern`` for every meta-training seed (other wildcards kept)."""
-    return [results(pattern, seed=seed) for seed in SEEDS]
+def per_seed(pattern, seeds):
+    """The path of ganno.layout ``pattern`` for each of ``seeds`` (other wildcards kept)."""
+    return [results(pattern, seed=seed) for seed in seeds]
 
 
 def section(*keys):
@@ -135,7 +140,8 @@ def sweep_arguments(wildcards, input, output):
     """`ganno generalise` arguments for an agent's policies: one --policy/--meta-seed/--out/
     --schedules group per meta-training seed, in the order of input.policies, output.results
     and output.schedules."""
-    groups = zip(SEEDS, input.policies, output.results, output.schedules, strict=True)
+    seeds = agent_seeds(wildcards.agent)
+    groups = zip(seeds, input.policies, output.results, output.schedules, strict=True)
     return " ".join(
         f"--policy {Path(policy).parent} --meta-seed {seed} "
         f"--out {results} --schedules {schedules}"

@@ -10,7 +10,7 @@ rule torch_deployment:
             results(
                 layout.POLICY_JSON, agent=config["torch_deployment"]["agent"], seed=s
             )
-            for s in SEEDS
+            for s in agent_seeds(config["torch_deployment"]["agent"])
             if "ganno" in config["torch_deployment"]["methods"]
         ],
     output:
@@ -19,6 +19,7 @@ rule torch_deployment:
         "logs/torch/deployment.log",
     benchmark:
         "results/benchmarks/torch/deployment.tsv"
+    priority: 5
     conda:
         "../envs/ganno.yaml"
     threads: 1
