@@ -3,7 +3,9 @@
 One process times the same loop (``torch.optim.SGD``, one parameter group per layer, batch 128,
 cross-entropy) with and without the scheduler, interleaved (plain, scheduled, plain, ...) so that
 both see the same machine load, from the same initial weights and minibatches, and keeps the best
-of ``--repeats`` runs of each. Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28
+of ``--repeats`` runs of each. The plain loop sets, before each step, the rates the scheduled run
+used at that step (recorded in the warm-up run), as a plain schedule would: both loops train the
+same trajectory (the same arithmetic, denormals included), so the difference is the scheduler's. Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28
 inputs and a small CNN (2 convolutions + 2 dense layers, 0.41M parameters), on random inputs
 labelled by a fixed random linear map (learnable, so the training does not diverge). The scheduled
 loop pays for the gradient statistics of every step, and at every decision (every ``--interval``
@@ -73,13 +75,18 @@ def train(
     lr0: float = 0.01,
     validate: bool = False,
     scheduler_cls=GannoScheduler,
+    rates: list[list[float]] | None = None,
 ) -> dict:
     """Wall-clock and CPU seconds of ``steps`` steps; with a policy also the CPU seconds spent in
-    the scheduler's calls and, of them, in the validation loss.
+    the scheduler's calls and, of them, in the validation loss, and the rates each step used
+    (``times["rates"]``).
 
     ``validate``: the loop itself computes the validation loss before training and after every
     ``interval``-th step (with or without the scheduler), and the scheduler is handed that value
     instead of calling ``val_loss_fn``: the loop of a practitioner who validates anyway.
+    ``rates``: without a policy, each step's per-group rates (a scheduled run's ``rates``), set
+    before each optimiser step as a plain schedule would: the plain loop then trains the very
+    trajectory of the scheduled one, so the difference of the two is the scheduler's own work.
     """
     x, y, batches, x_val, y_val = data
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
@@ -101,6 +108,8 @@ def train(
             steps_per_decision=interval,
             num_decisions=steps // interval,
         )
+    used = []  # each step's rates, read after the loop's timing (see below)
+    groups = optimizer.param_groups
     wall, cpu = time.perf_counter(), time.process_time()
     val = val_loss() if validate else None
     for step in range(steps):
@@ -112,6 +121,10 @@ def train(
             start = time.process_time()
             sched.observe_gradients(loss, val_loss=val if step == 0 else None)
             times["sched_cpu"] += time.process_time() - start
+            used.append([g["lr"] for g in groups])
+        elif rates is not None:
+            for group, lr in zip(groups, rates[step], strict=True):
+                group["lr"] = lr
         optimizer.step()
         val = val_loss() if validate and (step + 1) % interval == 0 else None
         if sched is not None:
@@ -120,6 +133,7 @@ def train(
             times["sched_cpu"] += time.process_time() - start
     times["wall"] = time.perf_counter() - wall
     times["cpu"] = time.process_time() - cpu
+    times["rates"] = used
     # the validation loss the scheduler computed itself (inside its calls), none if handed one
     times["sched_val_cpu"] = 0.0 if validate else times["val_cpu"]
     return times
@@ -129,11 +143,15 @@ def compare(model0, data, steps: int, policy, interval: int, repeats: int, **kw)
     """Best of ``repeats`` interleaved runs (plain, scheduled, plain, ...) from the same weights:
     wall and CPU seconds of each loop, the added fractions, and the CPU in the scheduler's calls
     (and in the validation loss it computes itself) relative to the plain loop's CPU time."""
-    train(copy.deepcopy(model0), data, steps, policy, interval, **kw)  # warm-up (JAX jit)
+    # warm-up (JAX jit), and the rates the plain loop replays
+    rates = train(copy.deepcopy(model0), data, steps, policy, interval, **kw)["rates"]
     plain, scheduled = [], []
     for _ in range(repeats):
-        plain.append(train(copy.deepcopy(model0), data, steps, **kw))
-        scheduled.append(train(copy.deepcopy(model0), data, steps, policy, interval, **kw))
+        plain.append(train(copy.deepcopy(model0), data, steps, rates=rates, **kw))
+        run = train(copy.deepcopy(model0), data, steps, policy, interval, **kw)
+        if run["rates"] != rates:
+            raise RuntimeError("the scheduled runs did not repeat: the replay would differ")
+        scheduled.append(run)
     base = min(plain, key=lambda t: t["wall"])
     best = min(scheduled, key=lambda t: t["wall"])
     base_cpu = min(t["cpu"] for t in plain)

@@ -139,9 +139,10 @@ class GannoScheduler:
         self._factors = torch.tensor(settings.lr_multipliers, dtype=torch.float32)
         self._log2_factors = torch.log2(self._factors)
         if self.anchored:
-            self._unit = torch.as_tensor(
-                _unit_schedule(settings.base_schedule, self.total_steps), dtype=torch.float32
+            self._unit = _unit_schedule(settings.base_schedule, self.total_steps).astype(
+                np.float32
             )
+            self._lr_max = np.float32(settings.lr_bounds[1])
             self.scale_bounds = settings.scale_bounds
 
         self.num_layers = len(optimizer.param_groups)
@@ -187,9 +188,12 @@ class GannoScheduler:
 
     def _anchored_rates(self, step: int) -> torch.Tensor:
         """The rates of inner step ``step``: ``min(lr0 x unit(step) x multiplier, lr_bounds[1])``
-        (the base schedule's last value past its horizon)."""
+        (the base schedule's last value past its horizon). It runs every step, so in float32
+        NumPy on views of the tensors (the same IEEE operations in the same order as torch's, a
+        fraction of its per-call cost)."""
         unit = self._unit[min(step, len(self._unit) - 1)]
-        return torch.clamp(self.lr0 * unit * self.lr_scale, max=self.lr_bounds[1])
+        rates = np.minimum(self.lr0.numpy() * unit * self.lr_scale.numpy(), self._lr_max)
+        return torch.from_numpy(rates)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -277,15 +281,19 @@ class GannoScheduler:
         return float(torch.as_tensor(val_loss).detach().float().cpu())
 
     def _grads(self) -> list[torch.Tensor]:
-        # under no_grad and without .detach()/.float() copies of float32 gradients: this runs
-        # every step
+        # This runs every step, outside torch.no_grad (its context costs more than the rest of
+        # the step's bookkeeping): gradients are used as they are, detached only where they
+        # carry a graph (backward(create_graph=True)), copied only where not float32.
         grads = []
         for p in self._flat:
             g = p.grad
             if g is None:
                 g = torch.zeros_like(p, dtype=torch.float32)
-            elif g.dtype != torch.float32:
-                g = g.float()
+            else:
+                if g.requires_grad:
+                    g = g.detach()
+                if g.dtype != torch.float32:
+                    g = g.float()
             grads.append(g)
         return grads
 
@@ -308,7 +316,6 @@ class GannoScheduler:
             i += len(group)
         return out
 
-    @torch.no_grad()
     def observe_gradients(self, loss: float | torch.Tensor, val_loss=None) -> None:
         """Record this step's minibatch ``loss`` and the gradients now in ``p.grad``; call it after
         ``loss.backward()`` and before ``optimizer.step()``, once per step. On the first step it
@@ -342,6 +349,7 @@ class GannoScheduler:
             self._count += 1
         self._observed_this_step = True
 
+    @torch.no_grad()
     def _first_decision(self, grads, train_loss: float, val_loss: float) -> None:
         by_layer = self._by_layer(grads)
         params = self._detached_params()
@@ -362,7 +370,6 @@ class GannoScheduler:
         self._prev_params = params
         self._decide(self._with_scale(view))
 
-    @torch.no_grad()
     def step(self, val_loss: float | torch.Tensor | None = None) -> None:
         """Count one optimiser step; at the end of an interval observe, check for divergence and
         (while decisions remain) let the policy rescale every group's rate."""
@@ -381,6 +388,12 @@ class GannoScheduler:
                 self.learning_rates = self._anchored_rates(self.steps)  # the next step's
                 self._apply_rates(self.learning_rates)
             return
+        self._end_interval(val_loss)
+
+    @torch.no_grad()
+    def _end_interval(self, val_loss) -> None:
+        """The interval's observation, the divergence check and (while decisions remain) the
+        next decision."""
         k = self._count
         torch._foreach_div_(self._grad_sum, float(k))  # the interval's mean gradient, in place
         mean_grad = self._by_layer(self._grad_sum)
