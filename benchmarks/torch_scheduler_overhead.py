@@ -5,9 +5,10 @@ cross-entropy) with and without the scheduler, interleaved (plain, scheduled, pl
 both see the same machine load, from the same initial weights and minibatches, and keeps the best
 of ``--repeats`` runs of each. The plain loop sets, before each step, the rates the scheduled run
 used at that step (recorded in the warm-up run), as a plain schedule would: both loops train the
-same trajectory (the same arithmetic, denormals included), so the difference is the scheduler's. Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28
-inputs and a small CNN (2 convolutions + 2 dense layers, 0.41M parameters), on random inputs
-labelled by a fixed random linear map (learnable, so the training does not diverge). The scheduled
+same trajectory (the same arithmetic, denormals included), so the difference is the scheduler's.
+Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28 inputs and a small CNN (2
+convolutions + 2 dense layers, 0.41M parameters), on random inputs labelled by a fixed random linear
+map (learnable, so the training does not diverge). The scheduled
 loop pays for the gradient statistics of every step, and at every decision (every ``--interval``
 steps, as in meta-training) for the validation loss (``--val-size`` examples), the observation and
 the policy's forward pass. Each model is measured twice: once with a plain loop that does not

@@ -84,7 +84,10 @@ def test_an_agent_with_its_own_seeds_is_trained_evaluated_and_reported_over_them
     cfg = validate({**config, "agents": [*config["agents"], own]})
     assert agents.meta_seeds(cfg, "cheap") == [0, 1]
     assert agents.meta_seeds(cfg, "ippo") == [0]  # the config's meta_train.seeds
-    assert agents.seed_groups(cfg) == {(0,): ["ippo", "lr_momentum", "reward_final"], (0, 1): ["cheap"]}
+    assert agents.seed_groups(cfg) == {
+        (0,): ["ippo", "lr_momentum", "reward_final"],
+        (0, 1): ["cheap"],
+    }
     inputs = layout.report_inputs(cfg, "results")
     for seed in (0, 1):
         assert f"results/sweep/wide/cheap_seed_{seed}.csv" in inputs
@@ -93,7 +96,9 @@ def test_an_agent_with_its_own_seeds_is_trained_evaluated_and_reported_over_them
     assert report.meta_seeds_statement(cfg) == (
         "GANNO methods pool their 1 meta-training seed(s) (`cheap`: 2)."
     )
-    assert report.meta_seeds_statement(config) == "GANNO methods pool their 1 meta-training seed(s)."
+    assert (
+        report.meta_seeds_statement(config) == "GANNO methods pool their 1 meta-training seed(s)."
+    )
 
 
 def test_the_configs_of_before_the_registry_still_load(tmp_path):

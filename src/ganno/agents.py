@@ -3,8 +3,9 @@
 An agent is a name, the MARL system that trains it (``ippo`` or ``mappo``) and overrides of the
 ``env`` and ``meta_train`` blocks; ``ippo`` and ``mappo`` themselves are entries without overrides.
 Every agent is meta-trained over ``meta_train.seeds`` (its own where it overrides them) by the
-same rule, evaluated by the same rule on its ``tasks`` (default: every task), and its rows in the results tables carry the method name
-``ganno_<name>`` (:func:`method_name`, the only place that spells the prefix).
+same rule, evaluated by the same rule on its ``tasks`` (default: every task), and its rows in the
+results tables carry the method name ``ganno_<name>`` (:func:`method_name`, the only place that
+spells the prefix).
 
 Which part of the report an agent appears in is its ``question``: none for the agents of the
 paper's claims (C1-C3: robustness, generalisation, improvement and schedule tables); ``Q1`` or

@@ -476,9 +476,8 @@ def meta_seeds_statement(config: Mapping[str, Any]) -> str:
         if count != default:
             own.setdefault(count, []).append(f"`{agent.name}`")
     exceptions = "; ".join(f"{', '.join(names)}: {n}" for n, names in own.items())
-    return (
-        f"GANNO methods pool their {default} meta-training seed(s)"
-        + (f" ({exceptions})." if exceptions else ".")
+    return f"GANNO methods pool their {default} meta-training seed(s)" + (
+        f" ({exceptions})." if exceptions else "."
     )
 
 

@@ -47,12 +47,12 @@ for _seeds, _agents in registry.seed_groups(config).items():
         output:
             results=per_seed(layout.AGENT_CSV, _seeds),
             schedules=per_seed(layout.AGENT_SCHEDULES_CSV, _seeds),
-        wildcard_constraints:
-            agent="|".join(_agents),
         log:
             "logs/sweep/{task}/{agent}.log",
         benchmark:
             "results/benchmarks/sweep/{task}_{agent}.tsv"
+        wildcard_constraints:
+            agent="|".join(_agents),
         conda:
             "../envs/ganno.yaml"
         threads: 1

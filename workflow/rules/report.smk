@@ -72,8 +72,16 @@ rule pretrained_policy:
     the main IPPO agent's policy of the first meta-training seed, with its provenance and the
     report's robustness table as its headline numbers (`ganno pretrained refresh`)."""
     input:
-        policy=results(layout.POLICY_JSON, agent=PRETRAINED_AGENT, seed=agent_seeds(PRETRAINED_AGENT)[0]),
-        curve=results(layout.LEARNING_CURVE, agent=PRETRAINED_AGENT, seed=agent_seeds(PRETRAINED_AGENT)[0]),
+        policy=results(
+            layout.POLICY_JSON,
+            agent=PRETRAINED_AGENT,
+            seed=agent_seeds(PRETRAINED_AGENT)[0],
+        ),
+        curve=results(
+            layout.LEARNING_CURVE,
+            agent=PRETRAINED_AGENT,
+            seed=agent_seeds(PRETRAINED_AGENT)[0],
+        ),
         summary=f"{REPORT_DIR}/tables/{layout.PRETRAINED_HEADLINE_TABLE}.csv",
     output:
         [

@@ -139,9 +139,7 @@ class GannoScheduler:
         self._factors = torch.tensor(settings.lr_multipliers, dtype=torch.float32)
         self._log2_factors = torch.log2(self._factors)
         if self.anchored:
-            self._unit = _unit_schedule(settings.base_schedule, self.total_steps).astype(
-                np.float32
-            )
+            self._unit = _unit_schedule(settings.base_schedule, self.total_steps).astype(np.float32)
             self._lr_max = np.float32(settings.lr_bounds[1])
             self.scale_bounds = settings.scale_bounds
 
