@@ -10,10 +10,12 @@ The config is config/config.yaml with config/paper.yaml merged in as Snakemake m
 (``--rows ippo:64 mappo:64 ippo:1024 ippo:256`` by default; a GPU wants larger batches than the
 paper's 64). A decision is one step of one episode (all its agents).
 
-Per row: compile_s is tracing, lowering and XLA compilation of ``--updates`` scanned PPO updates
-(``ganno meta-train`` compiles such a scan of ``meta_train.updates_per_chunk`` = 10; the scan's
-length hardly changes compilation); one warm-up call follows, then decisions/s is the median of
-``--repeats`` timed calls (fewer where they would take more than ``--row-seconds``). Rows run one
+Per row, the learner that ``ganno meta-train`` builds (``ganno.meta_train.plan_run`` and
+``build_learner``) runs ``--updates`` PPO updates per call: compile_s is the first call's time less
+a timed call's (tracing, lowering and XLA compilation of the scanned updates; ``ganno meta-train``
+compiles a scan of ``meta_train.updates_per_chunk`` = 10, and the scan's length hardly changes
+compilation), then decisions/s is the median of ``--repeats`` timed calls (fewer where they would
+take more than ``--row-seconds``). Rows run one
 after the other and the results file is rewritten after each, so a timeout keeps the rows done; a
 row is skipped once ``--budget`` seconds have passed.
 """
@@ -35,11 +37,9 @@ configure_host_devices()  # as the ganno command line does: every CPU core an XL
 import jax
 
 from ganno import agents
-from ganno.config import agent_config, derive, merge, read_config_file, validate
+from ganno.config import agent_config, derive, load_config, merge, read_config_file
 from ganno.env import make_envs
-from ganno.meta_train import ALGORITHMS
-from ganno.parallel import shard_batch
-from ganno.systems.anakin import scan_updates
+from ganno.meta_train import build_learner, plan_run
 
 DEFAULT_ROWS = ["ippo:64", "mappo:64", "ippo:1024", "ippo:256"]  # most wanted first
 
@@ -64,10 +64,11 @@ def others_busy() -> float:
 
 
 def paper_config(files: list[str]) -> dict:
-    raw: dict = {}
-    for path in files:
-        raw = merge(raw, read_config_file(path))
-    return validate(raw)
+    """The first file with the others merged over it, as ``snakemake --configfile`` does."""
+    overrides: dict = {}
+    for path in files[1:]:
+        overrides = merge(overrides, read_config_file(path))
+    return load_config(files[0], overrides)
 
 
 def time_row(
@@ -75,25 +76,23 @@ def time_row(
 ) -> dict:
     vcfg = agent_config(derive(cfg, {"meta_train": {"num_envs": num_envs}}), agent)
     env = make_envs(vcfg)
-    members = len(env) if isinstance(env, list) else 1
     mt = vcfg["meta_train"]
-    init_fn, update_fn = ALGORITHMS[agents.get(vcfg, agent).algorithm](env, vcfg)
-    state = shard_batch(jax.jit(init_fn)(jax.random.PRNGKey(0)), num_envs)
-    start = time.perf_counter()
-    several = scan_updates(update_fn, updates)
-    compiled = jax.jit(lambda s: several(s)[0]).lower(state).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(state))  # warm-up
-    warmup_s = time.perf_counter() - start
-    repeats = max(1, min(repeats, int(row_seconds / warmup_s)))  # a slow row: fewer calls
-    times, others = [], others_busy()
-    for _ in range(repeats):
+    plan = plan_run(env, vcfg, agents.get(vcfg, agent).algorithm, 0, out_dir="unused")
+    state, chunk_fn = build_learner(env, plan)
+
+    def call() -> float:
         start = time.perf_counter()
-        jax.block_until_ready(compiled(state))
-        times.append(time.perf_counter() - start)
-    decisions = num_envs * mt["rollout_length"] * updates * members
+        jax.block_until_ready(chunk_fn(state, updates))
+        return time.perf_counter() - start
+
+    first_s = call()  # compilation and one call
+    warmup_s = call()
+    repeats = max(1, min(repeats, int(row_seconds / warmup_s)))  # a slow row: fewer calls
+    others = others_busy()
+    times = [call() for _ in range(repeats)]
+    decisions = plan.per_update * updates  # every family member's rollout
     seconds = statistics.median(times)
+    compile_s = first_s - seconds
     others = (others_busy() - others) / sum(times)  # cores other processes took meanwhile
     return {
         "agent": agent,

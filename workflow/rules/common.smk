@@ -58,6 +58,15 @@ def agent_seeds(agent):
     return registry.meta_seeds(config, agent)
 
 
+# The shipped policy is refreshed from PRETRAINED_AGENT's first seed (a config without that agent
+# never asks for the refresh).
+PRETRAINED_SEED = (
+    agent_seeds(PRETRAINED_AGENT)[0]
+    if PRETRAINED_AGENT in registry.agent_names(config)
+    else SEEDS[0]
+)
+
+
 wildcard_constraints:
     agent="|".join(registry.agent_names(config)),
     seed=r"\d+",

@@ -1,7 +1,7 @@
 # Meta-training goes first: it holds every core and everything downstream waits on it; the
 # single-core jobs fill the cores, the longest kinds first (the PyTorch deployment, then the
-# baseline sweeps, then the agents' sweeps), so that no long job runs alone at the end. Priorities only
-# order the jobs that are ready when cores are free: a meta-training job waits for every core, so
+# baseline sweeps, then the agents' sweeps), so that no long job runs alone at the end. Priorities
+# only order the jobs that are ready when cores are free: a meta-training job waits for every core, so
 # a single core freed while it waits would go to a baseline (Snakemake fills free cores greedily)
 # and the next, and the next. Hence the jobs that run before it (prepare_data) hold every core
 # too, and every core is free at once when meta-training becomes ready.

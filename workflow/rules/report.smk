@@ -72,15 +72,9 @@ rule pretrained_policy:
     the main IPPO agent's policy of the first meta-training seed, with its provenance and the
     report's robustness table as its headline numbers (`ganno pretrained refresh`)."""
     input:
-        policy=results(
-            layout.POLICY_JSON,
-            agent=PRETRAINED_AGENT,
-            seed=agent_seeds(PRETRAINED_AGENT)[0],
-        ),
+        policy=results(layout.POLICY_JSON, agent=PRETRAINED_AGENT, seed=PRETRAINED_SEED),
         curve=results(
-            layout.LEARNING_CURVE,
-            agent=PRETRAINED_AGENT,
-            seed=agent_seeds(PRETRAINED_AGENT)[0],
+            layout.LEARNING_CURVE, agent=PRETRAINED_AGENT, seed=PRETRAINED_SEED
         ),
         summary=f"{REPORT_DIR}/tables/{layout.PRETRAINED_HEADLINE_TABLE}.csv",
     output:
@@ -102,8 +96,9 @@ rule pretrained_policy:
         name=PRETRAINED_AGENT,
         note=(
             f"the pipeline's main IPPO policy (agent {PRETRAINED_AGENT}, meta-training "
-            f"seed {agent_seeds(PRETRAINED_AGENT)[0]}), refreshed by the workflow rule pretrained_policy; headline: the "
-            f"report's {layout.PRETRAINED_HEADLINE_TABLE} table (every method on the training task)"
+            f"seed {PRETRAINED_SEED}), refreshed by the workflow rule pretrained_policy; "
+            f"headline: the report's {layout.PRETRAINED_HEADLINE_TABLE} table (every method on "
+            "the training task)"
         ),
     shell:
         "ganno pretrained refresh --from {params.source} --summary {input.summary} "
