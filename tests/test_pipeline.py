@@ -212,6 +212,20 @@ def test_default_config_dag_dry_run(tmp_path):
         assert f"src/ganno/pretrained/ippo/{name}" in refresh
 
 
+def test_a_config_without_the_pretrained_agent_still_runs(tmp_path):
+    """Only the default agent's policy is refreshed into the package: a config without that
+    agent (here MAPPO alone) plans the rest of the pipeline."""
+    _copy_workflow(tmp_path)
+    mappo_only = tmp_path / "mappo_only.yaml"
+    mappo_only.write_text(
+        "agents:\n  - {name: mappo, algorithm: mappo}\ntorch_deployment: {agent: mappo}\n"
+    )
+    result = _snakemake(tmp_path, "--cores", "2", "-n", "--configfile", str(mappo_only))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "rule meta_train:" in out and "pretrained_policy" not in out
+
+
 def test_a_task_family_agent_needs_every_members_data(tmp_path):
     """Meta-training an agent on a task family waits for every member's dataset."""
     _copy_workflow(tmp_path)
