@@ -322,3 +322,52 @@ def test_q1_rejects_empty_sets_and_counterfactual_rewards(small_config, dataset)
         GannoEnv(task, momentum_actions=(0.0, 0.9), reward="counterfactual_log_val_loss_drop")
     with pytest.raises(Exception, match="momentum_actions"):
         validate(merge(small_config, {"env": {"momentum_actions": [0.5, 1.5]}}))
+
+
+def test_gradient_window_reads_the_intervals_last_steps(small_config, dataset):
+    """``gradient_window = w``: the interval's mean gradient and mean squared gradient norm are
+    those of its last ``w`` minibatch gradients (recomputed here step by step from the same weights
+    and minibatches), while the training loss and the weights are the whole interval's, as without
+    a window; a window of at least ``k`` steps is the whole interval; a window that is not a step
+    count >= 1 is refused with the fix."""
+    from ganno.env_settings import EnvSettings
+    from ganno.observation import per_layer
+
+    windowed, whole = make(small_config, dataset, gradient_window=3), make(small_config, dataset)
+    assert windowed.settings.gradient_steps == 3 and whole.settings.gradient_steps == 10
+    assert make(small_config, dataset, gradient_window=50).settings.gradient_steps == 10
+    init_key, data_key, _ = episode_keys(jax.random.PRNGKey(0))
+    params = whole.task.init_params(init_key)
+    opt_state = whole.optimizer.init(params)._replace(learning_rates=jnp.full((3,), 0.05))
+    start = jnp.asarray(20, jnp.int32)  # the third interval's minibatches
+    got = jax.jit(windowed._train_interval)(params, opt_state, data_key, start)
+    ref = jax.jit(whole._train_interval)(params, opt_state, data_key, start)
+
+    grads, losses, p, s = [], [], params, opt_state
+    for step in range(20, 30):
+        loss, g = jax.value_and_grad(whole.task.loss)(p, *whole.task.batch(data_key, step))
+        updates, s = whole.optimizer.update(g, s, p)
+        p = jax.tree.map(jnp.add, p, updates)
+        grads.append(g)
+        losses.append(loss)
+
+    def mean(trees):
+        return jax.tree.map(lambda *xs: sum(xs) / len(xs), *trees)
+
+    def mean_sq(trees):
+        return sum(per_layer(jnp.square, g) for g in trees) / len(trees)
+
+    for out, last in ((got, grads[-3:]), (ref, grads)):
+        new_params, _, mean_grad, sq, train_loss = out
+        close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)  # noqa: E731
+        jax.tree.map(close, mean_grad, mean(last))
+        close(sq, mean_sq(last))
+        close(train_loss, np.mean(losses))
+        jax.tree.map(close, new_params, p)
+    # not vacuous: the window's statistics are not the interval's
+    assert not np.allclose(got[3], ref[3], rtol=1e-3)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="gradient_window=.*whole number of steps >= 1"):
+            EnvSettings(gradient_window=bad)
+    with pytest.raises(Exception, match="gradient_window"):
+        validate(merge(small_config, {"env": {"gradient_window": 0}}))

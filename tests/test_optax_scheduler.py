@@ -145,13 +145,20 @@ def test_decisions_and_rates_equal_the_environment(task, mode, normalise, gru_si
     assert not bool(diverged(opt_state))
 
 
-@pytest.mark.parametrize("mode", ["compound", "anchored_compound"])
-def test_any_training_length_spreads_the_decisions(task, mode):
+@pytest.mark.parametrize(
+    "mode,window", [("compound", None), ("anchored_compound", None), ("anchored_compound", 2)]
+)
+def test_any_training_length_spreads_the_decisions(task, mode, window):
     """A policy meta-trained with k = K, given total_steps = 3 K H, decides every 3 K steps with
-    progress d / H: exactly the environment with k = 3 K (and a base schedule over 3 K H)."""
-    trained = GannoEnv(task, steps_per_decision=K, num_decisions=H, action_mode=mode)
+    progress d / H: exactly the environment with k = 3 K (and a base schedule over 3 K H). With a
+    gradient window, both read the last 2 steps of every interval."""
+    trained = GannoEnv(
+        task, steps_per_decision=K, num_decisions=H, action_mode=mode, gradient_window=window
+    )
     policy = make_policy(trained, seed=1)
-    longer = GannoEnv(task, steps_per_decision=3 * K, num_decisions=H, action_mode=mode)
+    longer = GannoEnv(
+        task, steps_per_decision=3 * K, num_decisions=H, action_mode=mode, gradient_window=window
+    )
     key = jax.random.PRNGKey(2)
     state, views, rates, actions = env_episode(longer, policy, key, 0.05)
     params, opt_state, o_views, _, o_actions = optax_episode(

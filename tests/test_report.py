@@ -381,9 +381,11 @@ def test_the_stated_agent_design_is_the_one_the_environment_is_built_from(config
     assert f"`env.action_mode: {env.action_mode}`" in default and env.action_mode == "compound"
     assert f"rewarded by `{env.reward}`" in default
     assert "a feed-forward actor on raw observations" in default
+    assert "gradient features read every step of an interval" in default
     winner = validate({**config, "agents": [
         {"name": "ippo", "env": {"action_mode": "anchored_compound", "base_schedule": "sgd_step",
-                                 "scale_bounds": [1e-4, 1e5], "reward": "relative_log_val_error"},
+                                 "scale_bounds": [1e-4, 1e5], "reward": "relative_log_val_error",
+                                 "gradient_window": 5},
          "meta_train": {"normalise_observations": True, "gru_size": 8}},
         {"name": "mappo", "algorithm": "mappo", "env": {"action_mode": "anchored",
                                                         "levels": [-1, 0, 1]}},
@@ -393,6 +395,8 @@ def test_the_stated_agent_design_is_the_one_the_environment_is_built_from(config
     assert "multiplier (within [0.0001, 100000]) of the `sgd_step` schedule" in ippo
     assert "rewarded by `relative_log_val_error`" in ippo
     assert "a GRU actor on normalised observations" in ippo
+    assert f"gradient features read the last 5 of every {env.steps_per_decision} steps" in ippo
+    assert "gradient features read every step of an interval" in mappo
     assert "(MAPPO) chooses a level from {-1, 0, 1}" in mappo and "`sgd_cosine`" in mappo
 
 

@@ -322,9 +322,17 @@ def test_any_optimizer_gets_its_group_rates_from_the_policy(mlp_task, make_optim
     assert sched.history[-1]["actions"] is None and sched.history[-1]["step"] == K * H
 
 
-def test_state_dict_resumes_mid_episode_identically(mlp_task):
-    env = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H)
-    policy = make_policy(env, seed=4)
+@pytest.mark.parametrize(
+    "mode,window,stop", [("compound", None, 7), ("anchored_compound", 2, 9), ("anchored", 2, 7)]
+)
+def test_state_dict_resumes_mid_episode_identically(mlp_task, mode, window, stop):
+    """Checkpointed mid-interval (before or inside the gradient window, with the anchored modes'
+    planned per-step rates), a resumed scheduler takes the uninterrupted run's decisions on its
+    observations and sets its rates at every step."""
+    env = GannoEnv(
+        mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode, gradient_window=window
+    )
+    policy = make_policy(env, seed=4, obs_dim=env.num_features)
     key = jax.random.PRNGKey(1)
     init_key, data_key, _ = episode_keys(key)
     params0 = mlp_task.init_params(init_key)
@@ -337,9 +345,9 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task):
         K * H,
         sgd,
     )
-    # stop after 7 steps (mid-interval), checkpoint everything, resume in fresh objects
+    # stop after `stop` steps (mid-interval), checkpoint everything, resume in fresh objects
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
-    half = torch_episode(mlp_task, model, policy, data_key, 0.05, 7, sgd)
+    half = torch_episode(mlp_task, model, policy, data_key, 0.05, stop, sgd)
     buffer = io.BytesIO()  # through torch.save, as a real checkpoint would
     torch.save(
         {
@@ -359,10 +367,12 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task):
     y_val = torch.tensor(np.asarray(mlp_task.y_val)).long()
     sched2 = GannoScheduler(opt2, policy, val_loss_fn=lambda: F.cross_entropy(model2(x_val), y_val))
     sched2.load_state_dict(saved["sched"])
+    assert sched2.get_last_lr() == half.get_last_lr()
+    np.testing.assert_array_equal(sched2.learning_rates, half.learning_rates)
     indices = np.asarray(jax.vmap(lambda s: mlp_task.batch_indices(data_key, s))(jnp.arange(K * H)))
     x_all = torch.tensor(np.asarray(mlp_task.x_train))
     y_all = torch.tensor(np.asarray(mlp_task.y_train)).long()
-    for step in range(7, K * H):
+    for step in range(stop, K * H):
         idx = torch.from_numpy(indices[step].astype(np.int64))
         opt2.zero_grad()
         loss = F.cross_entropy(model2(x_all[idx]), y_all[idx])
@@ -371,6 +381,8 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task):
         opt2.step()
         sched2.step()
     assert [h["actions"] for h in sched2.history] == [h["actions"] for h in full.history]
+    assert len({tuple(h["actions"] or ()) for h in full.history}) > 2, "vacuous test"
+    np.testing.assert_allclose(_views(sched2), _views(full), rtol=0, atol=1e-6)
     np.testing.assert_allclose(sched2.get_last_lr(), full.get_last_lr(), rtol=1e-7)
     other = GannoScheduler(
         torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 2, 8, 10)), lr=0.1), policy
@@ -520,15 +532,25 @@ def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mo
 
 
 # ------------------------------------------------------------------------------------ (e)
-@pytest.mark.parametrize("mode", ["compound", "anchored"])
-def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode):
+@pytest.mark.parametrize("mode,window", [("compound", None), ("anchored", None), ("anchored", 2)])
+def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode, window):
     """A policy meta-trained with k = K, given total_steps = 3 K H: H decisions every 3 K steps with
     progress d / H and (anchored) a base schedule over 3 K H steps, i.e. the environment with
     k = 3 K; then the rates stay. A length that is not a multiple of H puts decision d after
-    d x T // H steps."""
-    trained = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode)
+    d x T // H steps. A policy meta-trained with a gradient window (its last 2 steps) reads the
+    last 2 steps of the longer intervals too, as the environment does."""
+    trained = GannoEnv(
+        mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode, gradient_window=window
+    )
     policy = make_policy(trained, seed=1, obs_dim=trained.num_features)
-    longer = GannoEnv(mlp_task, steps_per_decision=3 * K, num_decisions=H, action_mode=mode)
+    assert policy.config["env"]["gradient_window"] == window
+    longer = GannoEnv(
+        mlp_task,
+        steps_per_decision=3 * K,
+        num_decisions=H,
+        action_mode=mode,
+        gradient_window=window,
+    )
     key = jax.random.PRNGKey(2)
     _, data_key, _ = episode_keys(key)
     params0, state, views, _, actions = jax_episode(longer, policy, key, 0.05)
@@ -537,8 +559,14 @@ def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode)
         mlp_task, model, policy, data_key, 0.05, 3 * K * H + 2, sgd, total_steps=3 * K * H
     )
     assert sched.total_steps == 3 * K * H and sched.decisions == H and sched.done
+    assert sched.settings.gradient_window == window
     np.testing.assert_array_equal(np.stack([h["actions"] for h in sched.history[:H]]), actions)
     np.testing.assert_allclose(_views(sched), views, rtol=0, atol=FEATURE_ATOL)
+    if window is not None:  # not vacuous: the window's gradient features are not the interval's
+        whole = GannoEnv(mlp_task, steps_per_decision=3 * K, num_decisions=H, action_mode=mode)
+        _, _, whole_views, _, _ = jax_episode(whole, policy, key, 0.05)
+        grad_norm = FEATURE_NAMES.index("log_grad_norm")
+        assert not np.allclose(whole_views[1:, :, grad_norm], views[1:, :, grad_norm], atol=1e-3)
     assert [h["step"] for h in sched.history] == [3 * K * d for d in range(H + 1)]
     odd = GannoScheduler(
         torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 3, 8, 10)), lr=0.1),

@@ -13,6 +13,10 @@ num_decisions`` optimiser steps were taken. The progress feature (decisions take
 ``num_decisions``) then runs from 0 to 1 over the user's training as it did over a meta-training
 episode, and a compounding policy compounds over as many decisions as it learned to (see
 docs/torch.md, "Any training length").
+
+The gradient features of the observation taken at ``interval_end(d)`` read the steps from
+``gradient_start(d)`` on: the interval's last ``gradient_window`` steps, as in meta-training
+(:mod:`ganno.env_settings`; every step of the interval for a policy trained without a window).
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ class DeploymentSettings:
     lr_multipliers: tuple[float, ...]  # what each action multiplies: the rate, or the base
     base_schedule: str | None = None
     scale_bounds: tuple[float, float] | None = None
+    gradient_window: int | None = None  # the interval's last steps the gradient features read
+
+    def gradient_start(self, decisions: int) -> int:
+        """The first step whose gradient the observation at ``interval_end(decisions)`` reads
+        (``decisions >= 1``): the interval's last ``gradient_window`` steps, or all of it."""
+        start = self.interval_end(decisions - 1)
+        if self.gradient_window is None:
+            return start
+        return max(start, self.interval_end(decisions) - self.gradient_window)
 
     @property
     def anchored(self) -> bool:
@@ -121,7 +134,17 @@ def deployment_settings(
         lr_multipliers=multipliers,
         base_schedule=saved.get("base_schedule") if mode != "compound" else None,
         scale_bounds=tuple(float(b) for b in saved["scale_bounds"]) if mode != "compound" else None,
+        gradient_window=_gradient_window(saved.get("gradient_window")),
     )
+
+
+def _gradient_window(window: Any) -> int | None:
+    """The policy's recorded window (None: a policy trained on whole intervals), checked."""
+    if window is None:
+        return None
+    if isinstance(window, bool) or int(window) != window or window < 1:
+        raise ValueError(f"the policy records gradient_window={window!r}: not a step count >= 1")
+    return int(window)
 
 
 def _total_steps(total_steps: int | None, steps_per_decision: int, num_decisions: int) -> int:

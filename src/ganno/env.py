@@ -328,9 +328,12 @@ class GannoEnv(Environment):
         start_step,
         rate_fn: RateFn | None = None,
     ):
-        """``steps_per_decision`` SGD steps, accumulating what the observation needs; the rates in
-        ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given."""
+        """``steps_per_decision`` SGD steps, accumulating what the observation needs: the mean
+        minibatch loss of every step, the mean gradient and mean squared gradient norm of the last
+        ``settings.gradient_steps`` (``gradient_window``, see :mod:`ganno.env_settings`); the rates
+        in ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given."""
         grad_fn = jax.value_and_grad(self.task.loss)
+        k, window = self.steps_per_decision, self.settings.gradient_steps
 
         def one_step(carry, step):
             params, opt_state, grad_sum, sq_norm_sum, loss_sum = carry
@@ -340,19 +343,21 @@ class GannoEnv(Environment):
             loss, grads = grad_fn(params, x, y)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             params = jax.tree.map(jnp.add, params, updates)
+            if window < k:  # the gradient features read the interval's last `window` steps
+                counts = (step - start_step >= k - window).astype(jnp.float32)
+                grads = jax.tree.map(lambda g: g * counts, grads)
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
             sq_norm_sum = sq_norm_sum + per_layer(jnp.square, grads)
             return (params, opt_state, grad_sum, sq_norm_sum, loss_sum + loss), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         init = (params, opt_state, zeros, jnp.zeros(self._num_agents), jnp.zeros(()))
-        steps = start_step + jnp.arange(self.steps_per_decision)
+        steps = start_step + jnp.arange(k)
         (params, opt_state, grad_sum, sq_norm_sum, loss_sum), _ = jax.lax.scan(
             one_step, init, steps
         )
-        k = self.steps_per_decision
-        mean_grad = jax.tree.map(lambda g: g / k, grad_sum)
-        return params, opt_state, mean_grad, sq_norm_sum / k, loss_sum / k
+        mean_grad = jax.tree.map(lambda g: g / window, grad_sum)
+        return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k
 
     def _sgd_interval(self, optimizer, params, opt_state, data_key, start_step, rate_fn=None):
         """The interval's plain SGD steps, without what the observation needs (the reference run

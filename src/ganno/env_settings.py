@@ -21,6 +21,13 @@ How the agents' choices set each layer's learning rate (``action_mode``):
 
 In both anchored modes ``lr_bounds[0]`` is not applied (the base schedule may decay to 0; the
 multiplier's own bounds keep a layer from being switched off for good).
+
+Which steps of an interval the gradient features read (``gradient_window``): ``None``, every step
+of the interval (its mean gradient, mean squared gradient norm); ``w``, only its last ``w`` steps
+(all of them if the interval is shorter). The training-loss feature always averages the whole
+interval. A window keeps the per-step cost of a deployed scheduler to ``w`` steps per interval
+(docs/torch.md, "Overhead") and makes the gradient statistics the same size of sample whatever the
+interval's length (a user's longer training spreads the decisions over longer intervals).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class EnvSettings:
     levels: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     level_scale: float = 0.34657359  # ln(2) / 2: levels +-2 are a factor 2
     scale_bounds: tuple[float, float] = (1e-3, 1e3)
+    gradient_window: int | None = None
 
     def __post_init__(self) -> None:
         def floats(value):
@@ -84,6 +92,13 @@ class EnvSettings:
             )
         if self.action_mode == "anchored" and not self.levels:
             raise ValueError("the anchored action mode needs at least one level (env.levels)")
+        window = self.gradient_window
+        if window is not None and (isinstance(window, bool) or int(window) != window or window < 1):
+            raise ValueError(
+                f"gradient_window={self.gradient_window!r}: give a whole number of steps >= 1 "
+                "(the last steps of each interval that the gradient features read), or null for "
+                "the whole interval"
+            )
         if self.action_mode != "anchored" and not self.actions:
             raise ValueError("the action set is empty; give at least one learning-rate factor")
 
@@ -91,6 +106,13 @@ class EnvSettings:
     def total_steps(self) -> int:
         """Inner steps in one episode (``k x H``): the horizon of the base schedule."""
         return self.steps_per_decision * self.num_decisions
+
+    @property
+    def gradient_steps(self) -> int:
+        """How many steps of an interval the gradient features read (its last ones)."""
+        if self.gradient_window is None:
+            return self.steps_per_decision
+        return min(int(self.gradient_window), self.steps_per_decision)
 
     @property
     def lr_multipliers(self) -> tuple[float, ...]:

@@ -25,8 +25,9 @@ sets it explicitly.
 at the initial weights and their validation loss (the environment's ``reset``), so step 0 already
 uses the policy's rates. The policy's ``num_decisions`` decisions are spread over ``total_steps``
 (:mod:`ganno.deployment`): at the start of update ``interval_end(d)`` (``d x total_steps //
-num_decisions``) the interval that ended is observed (its mean gradient and mean squared gradient
-norm per layer, mean minibatch ``loss``, the weights before and after it, the validation loss of
+num_decisions``) the interval that ended is observed (the mean gradient and mean squared gradient
+norm per layer of its last ``gradient_window`` updates, the policy's recorded window; its mean
+minibatch ``loss``, the weights before and after it, the validation loss of
 the current ``params``; the columns of :func:`ganno.observation.interval_columns`), checked for
 divergence and, while decisions remain, the policy chooses (greedy by default) and the rates
 change as in meta-training (the policy's ``action_mode``: compounding factors on the rates, or
@@ -83,6 +84,7 @@ class GannoState(NamedTuple):
     sq_sum: jnp.ndarray  # [N] sum of squared minibatch-gradient norms this interval
     loss_sum: jnp.ndarray  # []
     interval_count: jnp.ndarray  # [] int32, updates accumulated this interval
+    grad_count: jnp.ndarray  # [] int32, of them, updates in the gradient window
     prev_mean_grad: Any
     prev_params: Any  # the weights at the last decision (restored on divergence)
     train_loss: jnp.ndarray  # [] the last interval's mean minibatch loss
@@ -181,6 +183,7 @@ def ganno_sgd(
             sq_sum=jnp.zeros(n),
             loss_sum=scalar,
             interval_count=jnp.zeros((), jnp.int32),
+            grad_count=jnp.zeros((), jnp.int32),
             prev_mean_grad=zeros,
             prev_params=jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params),
             train_loss=scalar,
@@ -326,10 +329,10 @@ def ganno_sgd(
     def _end_interval(state: GannoState, params, val) -> GannoState:
         names = _layer_order(params, layer_names)
         as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
-        k = state.interval_count.astype(jnp.float32)
+        k = state.grad_count.astype(jnp.float32)
         mean_grad = jax.tree.map(lambda s: s / k, state.grad_sum)
         p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-        train_loss = state.loss_sum / k
+        train_loss = state.loss_sum / state.interval_count.astype(jnp.float32)
         stats = IntervalStats(
             learning_rates=state.learning_rates,
             mean_grad=as_layers(mean_grad),
@@ -358,6 +361,7 @@ def ganno_sgd(
             sq_sum=jnp.zeros_like(state.sq_sum),
             loss_sum=jnp.zeros(()),
             interval_count=jnp.zeros((), jnp.int32),
+            grad_count=jnp.zeros((), jnp.int32),
             agents_view=view,
         )
         more = state.decisions < cfg.num_decisions
@@ -371,12 +375,19 @@ def ganno_sgd(
     def _accumulate(state: GannoState, grads, loss) -> GannoState:
         names = _layer_order(grads, layer_names)
         as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
-        g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads)
+
+        def read_gradients(s: GannoState) -> GannoState:
+            g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads)
+            return s._replace(
+                grad_sum=jax.tree.map(jnp.add, s.grad_sum, g),
+                sq_sum=s.sq_sum + per_layer(jnp.square, as_layers(g)),
+                grad_count=s.grad_count + 1,
+            )
+
+        in_window = state.count >= _gradient_start(cfg, state.decisions)
+        state = jax.lax.cond(in_window, read_gradients, lambda s: s, state)
         return state._replace(
-            grad_sum=jax.tree.map(jnp.add, state.grad_sum, g),
-            sq_sum=state.sq_sum + per_layer(jnp.square, as_layers(g)),
-            loss_sum=state.loss_sum + loss,
-            interval_count=state.interval_count + 1,
+            loss_sum=state.loss_sum + loss, interval_count=state.interval_count + 1
         )
 
     transformation = optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -394,6 +405,14 @@ def _interval_end(cfg: DeploymentSettings, decisions: jnp.ndarray) -> jnp.ndarra
     """``decisions x total_steps // num_decisions`` in int32 (the traced twin of
     :meth:`DeploymentSettings.interval_end`)."""
     return (decisions * cfg.total_steps) // cfg.num_decisions
+
+
+def _gradient_start(cfg: DeploymentSettings, decisions: jnp.ndarray) -> jnp.ndarray:
+    """The traced twin of :meth:`DeploymentSettings.gradient_start`."""
+    start = _interval_end(cfg, decisions - 1)
+    if cfg.gradient_window is None:
+        return start
+    return jnp.maximum(start, _interval_end(cfg, decisions) - cfg.gradient_window)
 
 
 def diverged(state: Any) -> jnp.ndarray:

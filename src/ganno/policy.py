@@ -232,6 +232,7 @@ ENV_SETTINGS: tuple[str, ...] = (
     "lr0_range",
     "divergence_loss_ratio",
     "action_mode",
+    "gradient_window",
 )
 #: Saved besides in the anchored action modes (how a choice becomes a rate).
 ANCHORED_SETTINGS: tuple[str, ...] = ("base_schedule", "levels", "level_scale", "scale_bounds")
@@ -273,9 +274,10 @@ def check_policy_env(policy: Policy, env: Any, where: str | Path = "the policy")
     actual = env_settings(env)
     if not saved or actual is None:
         return
-    saved = {"action_mode": "compound", **saved}
+    # a policy saved before these settings existed: compound mode, features of whole intervals
+    saved = {"action_mode": "compound", "gradient_window": None, **saved}
     names = ACTION_SETTINGS if saved["action_mode"] != "compound" else ACTION_SETTINGS[:2]
-    for name in (*names, "feature_names"):
+    for name in (*names, "gradient_window", "feature_names"):
         if name in saved and saved[name] != actual.get(name):
             raise PolicyMismatchError(
                 f"{where} was meta-trained with env.{name} = {saved[name]}, but this environment "

@@ -533,10 +533,15 @@ def agent_design_statement(config: Mapping[str, Any]) -> str:
         )
         network = f"a {'GRU' if mt.get('gru_size', 0) else 'feed-forward'} actor"
         norm = "normalised" if mt.get("normalise_observations", False) else "raw"
+        window = (
+            "every step of an interval"
+            if env.gradient_steps == env.steps_per_decision
+            else f"the last {env.gradient_steps} of every {env.steps_per_decision} steps"
+        )
         parts.append(
             f"`{agent.name}` ({agent.algorithm.upper()}) chooses {actions} "
             f"(`env.action_mode: {env.action_mode}`), is rewarded by `{env.reward}`, with "
-            f"{network} on {norm} observations"
+            f"{network} on {norm} observations whose gradient features read {window}"
         )
     return f"Agent design: {'; '.join(parts)}."
 

@@ -92,6 +92,31 @@ def _scalar(x: torch.Tensor | float) -> torch.Tensor:
 
 
 @torch.no_grad()
+def layer_statistics(
+    *,
+    mean_grad: Sequence[Layer],
+    prev_mean_grad: Sequence[Layer],
+    params: Sequence[Layer],
+    prev_params: Sequence[Layer],
+    prev_grad_sq: torch.Tensor | None = None,
+    weight_sq: torch.Tensor | None = None,
+    update_sq: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The per-layer ``[N]`` sums the observation reads: ``grad_sq`` (squared norm of the mean
+    gradient), ``prev_grad_sq`` (of the previous one), ``dot`` (their inner product),
+    ``weight_sq`` and ``update_sq`` (squared norms of the weights and of their change). A caller
+    that already has ``prev_grad_sq`` (the last observation's ``grad_sq``), ``weight_sq`` or
+    ``update_sq`` passes them and spares their pass over the tensors."""
+    return {
+        "grad_sq": squared_norms(mean_grad),
+        "prev_grad_sq": squared_norms(prev_mean_grad) if prev_grad_sq is None else prev_grad_sq,
+        "dot": dots(mean_grad, prev_mean_grad),
+        "weight_sq": squared_norms(params) if weight_sq is None else weight_sq,
+        "update_sq": squared_distances(params, prev_params) if update_sq is None else update_sq,
+    }
+
+
+@torch.no_grad()
 def observe(
     *,
     learning_rates: torch.Tensor,
@@ -116,14 +141,42 @@ def observe(
     minibatch loss; ``step_count``: decisions taken, including the one that started the interval;
     ``prev_log2_factor`` ``[N]``: log2 of the factor each layer's rate got at that decision.
     """
-    n = len(params)
-    grad_sq = squared_norms(mean_grad)
-    weight_sq = squared_norms(params)
-    update_sq = squared_distances(params, prev_params)
-    dot = dots(mean_grad, prev_mean_grad)
-    prev_sq = squared_norms(prev_mean_grad)
+    stats = layer_statistics(
+        mean_grad=mean_grad, prev_mean_grad=prev_mean_grad, params=params, prev_params=prev_params
+    )
+    return observe_statistics(
+        stats,
+        learning_rates=learning_rates,
+        mean_sq_grad_norm=mean_sq_grad_norm,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        prev_train_loss=prev_train_loss,
+        prev_val_loss=prev_val_loss,
+        step_count=step_count,
+        num_decisions=num_decisions,
+        prev_log2_factor=prev_log2_factor,
+    )
+
+
+@torch.no_grad()
+def observe_statistics(
+    stats: dict[str, torch.Tensor],
+    *,
+    learning_rates: torch.Tensor,
+    mean_sq_grad_norm: torch.Tensor,
+    train_loss: torch.Tensor | float,
+    val_loss: torch.Tensor | float,
+    prev_train_loss: torch.Tensor | float,
+    prev_val_loss: torch.Tensor | float,
+    step_count: int,
+    num_decisions: int,
+    prev_log2_factor: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`observe` from the :func:`layer_statistics` ``stats`` (no pass over the tensors)."""
+    grad_sq, weight_sq, update_sq = stats["grad_sq"], stats["weight_sq"], stats["update_sq"]
+    n = grad_sq.shape[0]
     noise = torch.clamp(torch.as_tensor(mean_sq_grad_norm, dtype=torch.float32) - grad_sq, min=0.0)
-    cosine = dot / torch.sqrt(torch.clamp(grad_sq * prev_sq, min=_TINY))
+    cosine = stats["dot"] / torch.sqrt(torch.clamp(grad_sq * stats["prev_grad_sq"], min=_TINY))
     log_train, log_val = log10_loss(_scalar(train_loss)), log10_loss(_scalar(val_loss))
     ones = torch.ones(n)
     lrs = torch.as_tensor(learning_rates, dtype=torch.float32).reshape(n)

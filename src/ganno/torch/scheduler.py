@@ -28,7 +28,9 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
 * At the end of every interval, ``step()`` ends it: it takes the validation loss
   (``val_loss_fn()``, or the ``val_loss`` passed to ``step``; :attr:`needs_val_loss` says when),
   builds the ``[N, 16]`` observation with :func:`ganno.torch.features.observe` (mean gradient and
-  mean squared gradient norm of the interval, weights before/after it, mean minibatch loss,
+  mean squared gradient norm of the interval's last ``gradient_window`` steps, the policy's
+  recorded window: the gradients are read on those steps only, see docs/torch.md "Overhead";
+  weights before/after the interval, its mean minibatch loss,
   progress, previous action, position), checks for divergence and, while fewer than
   ``num_decisions`` decisions were taken, asks the policy for one choice per layer, applied as in
   meta-training (the policy's recorded ``action_mode``, see :mod:`ganno.env_settings`):
@@ -164,6 +166,7 @@ class GannoScheduler:
                 GannoWarning,
                 stacklevel=2,
             )
+        self._rows_from = 0  # anchored: _rate_rows, every step's rates from here, see _plan_rates
         #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
         self.lr0 = rates
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
@@ -217,8 +220,10 @@ class GannoScheduler:
         #: per decision (and one for the end of the budget): ``{"observation" [N, F], "step",
         #: "decision", "learning_rates" (after it), "actions", "train_loss", "val_loss"}``
         self.history: list[dict[str, Any]] = []
+        self._set_interval()
         self._prev_log2 = torch.zeros(self.num_layers)
         self._prev_mean_grad: list[list[torch.Tensor]] | None = None
+        self._prev_grad_sq: torch.Tensor | None = None  # its per-layer squared norms
         self._prev_params: list[list[torch.Tensor]] | None = None
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
@@ -234,7 +239,16 @@ class GannoScheduler:
         #: per tensor (not per layer): the step's squared norms are added with one fused call
         self._sq_sum = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self._flat]
         self._loss_sum = 0.0
-        self._count = 0
+        self._count = 0  # steps of the interval so far (the training loss averages them)
+        self._grad_count = 0  # of them, steps whose gradients were read (the gradient window)
+
+    def _set_interval(self) -> None:
+        """The bounds of the interval the last decision started, read by every step: it ends
+        after step ``_end``; its gradients are read from step ``_grad_start`` on."""
+        self._end = self.interval_end(self.decisions)
+        self._grad_start = self.settings.gradient_start(self.decisions) if self.decisions else 0
+        self._rate_rows: list[list[float]] = []  # anchored: the rates of steps _rows_from..
+        self._rows_from = 0
 
     @property
     def done(self) -> bool:
@@ -330,19 +344,17 @@ class GannoScheduler:
         if not math.isfinite(loss_value):
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
-        first = self.steps == 0 and self.decisions == 0
-        in_interval = self.steps < self.interval_end(self.decisions)
-        if first or in_interval:
-            grads = self._grads()
-        if first:
-            self._first_decision(grads, loss_value, self._val_loss(val_loss))
-            in_interval = self.steps < self.interval_end(self.decisions)
-        if self.decisions > 0 and in_interval:
-            # the whole per-step cost: one sweep adding the gradients to the interval's sum, one
-            # reading them for their norms, and one tiny fused call accumulating the squares
-            torch._foreach_add_(self._grad_sum, grads)
-            norms = torch._foreach_norm(grads)
-            torch._foreach_addcmul_(self._sq_sum, norms, norms)
+        if self.steps == 0 and self.decisions == 0:
+            self._first_decision(self._grads(), loss_value, self._val_loss(val_loss))
+        if self.decisions > 0 and self.steps < self._end:
+            if self.steps >= self._grad_start:
+                # in the gradient window: one sweep adding the gradients to the window's sum, one
+                # reading them for their norms, and one tiny fused call accumulating the squares
+                grads = self._grads()
+                torch._foreach_add_(self._grad_sum, grads)
+                norms = torch._foreach_norm(grads)
+                torch._foreach_addcmul_(self._sq_sum, norms, norms)
+                self._grad_count += 1
             self._loss_sum += loss_value
             self._count += 1
         self._observed_this_step = True
@@ -365,6 +377,7 @@ class GannoScheduler:
             num_decisions=self.num_decisions,
         )
         self._prev_mean_grad = [[g.clone() for g in layer] for layer in by_layer]
+        self._prev_grad_sq = features.squared_norms(by_layer)
         self._prev_params = params
         self._decide(self._with_scale(view))
 
@@ -380,32 +393,68 @@ class GannoScheduler:
             )
         self._observed_this_step = False
         self.steps += 1
-        end = self.interval_end(self.decisions)
-        if self.decisions == 0 or self.steps != end:
-            if self.anchored and self.steps < end:
-                self.learning_rates = self._anchored_rates(self.steps)  # the next step's
-                self._apply_rates(self.learning_rates)
+        if self.decisions == 0 or self.steps != self._end:
+            if self._rate_rows and self.steps < self._end:  # anchored: the next step's rates
+                row = self._rate_rows[self.steps - self._rows_from]
+                for group, lr in zip(self.optimizer.param_groups, row, strict=True):
+                    group["lr"] = lr
             return
         self._end_interval(val_loss)
 
+    @property
+    def learning_rates(self) -> torch.Tensor:
+        """Each layer's rate at the current step, or at the last step taken once the decisions'
+        intervals are over (``[N]`` float32)."""
+        if self._rate_rows and self.steps > self._rows_from:
+            row = min(self.steps, self._end - 1) - self._rows_from
+            return torch.tensor(self._rate_rows[row])
+        return self._learning_rates
+
+    @learning_rates.setter
+    def learning_rates(self, rates: torch.Tensor) -> None:
+        """The rates from now on (until :meth:`_plan_rates` plans an anchored interval)."""
+        self._learning_rates = rates
+        self._rate_rows = []
+
     @torch.no_grad()
     def _end_interval(self, val_loss) -> None:
-        """The interval's observation, the divergence check and (while decisions remain) the
-        next decision."""
-        k = self._count
-        torch._foreach_div_(self._grad_sum, float(k))  # the interval's mean gradient, in place
-        mean_grad = self._by_layer(self._grad_sum)
-        mean_sq = self._layer_sq_sum() / k
-        train_loss = self._loss_sum / k
+        """The divergence check, the interval's observation and (while decisions remain) the
+        next decision. Each weights-sized tensor is read as few times as the features allow: the
+        weights' squared norms serve the check and the features, the last mean gradient's squared
+        norms are kept from the last observation, and the weights' change is taken in place in
+        the last snapshot's buffers (recycled anyway)."""
+        k = self._grad_count
+        train_loss = self._loss_sum / self._count
         val = self._val_loss(val_loss)
         params = self._detached_params()
-        view = features.observe(
-            learning_rates=self.learning_rates,
+        weight_sq = features.squared_norms(params)
+        # a sum of squares is finite iff every entry is (and not overflowing), as in the env
+        finite = math.isfinite(val) and math.isfinite(train_loss)
+        finite = finite and bool(weight_sq.isfinite().all())
+        if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
+            self._diverge(
+                f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
+                f"{self.divergence_loss_ratio:g}x) / training loss {train_loss:.4g} after step "
+                f"{self.steps}"
+            )
+            return
+        torch._foreach_div_(self._grad_sum, float(k))  # the window's mean gradient, in place
+        mean_grad = self._by_layer(self._grad_sum)
+        prev_flat = [q for layer in self._prev_params for q in layer]
+        torch._foreach_sub_(prev_flat, [p for layer in params for p in layer])  # -(the change)
+        stats = features.layer_statistics(
             mean_grad=mean_grad,
             prev_mean_grad=self._prev_mean_grad,
-            mean_sq_grad_norm=mean_sq,
             params=params,
             prev_params=self._prev_params,
+            prev_grad_sq=self._prev_grad_sq,
+            weight_sq=weight_sq,
+            update_sq=features.squared_norms(self._prev_params),
+        )
+        view = features.observe_statistics(
+            stats,
+            learning_rates=self.learning_rates,
+            mean_sq_grad_norm=self._layer_sq_sum() / k,
             train_loss=train_loss,
             val_loss=val,
             prev_train_loss=self.train_loss,
@@ -415,28 +464,17 @@ class GannoScheduler:
             prev_log2_factor=self._prev_log2,
         )
         view = self._with_scale(view)
-        finite = math.isfinite(val) and math.isfinite(train_loss)
-        # a norm is finite iff every entry is: one reduction per tensor, no bool temporaries
-        flat_params = [p for layer in params for p in layer]
-        finite = finite and bool(torch.stack(torch._foreach_norm(flat_params)).isfinite().all())
-        if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
-            self._diverge(
-                f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
-                f"{self.divergence_loss_ratio:g}x) / training loss {train_loss:.4g} after step "
-                f"{self.steps}"
-            )
-            return
         self.train_loss, self.val_loss = train_loss, val
         # The next interval's sum reuses the last mean gradient's buffers, the next snapshot of the
         # weights the last one's (fresh weights-sized tensors each decision cost page faults).
         recycled = [g for layer in self._prev_mean_grad for g in layer]
-        self._spare_params = [q for layer in self._prev_params for q in layer]
-        self._prev_mean_grad = mean_grad
+        self._spare_params = prev_flat
+        self._prev_mean_grad, self._prev_grad_sq = mean_grad, stats["grad_sq"]
         self._prev_params = params
         torch._foreach_zero_(recycled)
         self._grad_sum = recycled
         torch._foreach_zero_(self._sq_sum)
-        self._loss_sum, self._count = 0.0, 0
+        self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
         if self.decisions < self.num_decisions:
             self._decide(view)
         else:
@@ -462,6 +500,21 @@ class GannoScheduler:
         self.last_observation, self.last_actions = view, actions
         self.history.append(self._record(actions, view))
         self.decisions += 1
+        self._set_interval()
+        self._plan_rates()
+
+    def _plan_rates(self) -> None:
+        """Anchored modes: every step's rates from the last decision to the next, at once (the
+        per-step path only reads them); the float32 operations of :meth:`_anchored_rates`."""
+        if not self.anchored or self.decisions == 0:
+            return
+        start = self.interval_end(self.decisions - 1)
+        unit = self._unit[np.minimum(np.arange(start, self._end), len(self._unit) - 1)]
+        table = np.minimum(
+            self.lr0.numpy()[None, :] * unit[:, None] * self.lr_scale.numpy()[None, :],
+            self._lr_max,
+        )
+        self._rate_rows, self._rows_from = table.tolist(), start
 
     def _record(self, actions, view: torch.Tensor) -> dict[str, Any]:
         return {
@@ -476,15 +529,16 @@ class GannoScheduler:
 
     def _policy_actions(self, view: torch.Tensor) -> np.ndarray:
         import jax
-        import jax.numpy as jnp
 
         from ganno.types import Observation
 
         n, a = view.shape[0], len(self._factors)
+        # NumPy inputs: the jitted call transfers them at once (eager jnp constructors would
+        # each dispatch an operation)
         obs = Observation(
-            agents_view=jnp.asarray(view.numpy(), jnp.float32),
-            action_mask=jnp.ones((n, a), bool),
-            step_count=jnp.full((n,), self.decisions, jnp.int32),
+            agents_view=view.numpy().astype(np.float32, copy=False),
+            action_mask=np.ones((n, a), bool),
+            step_count=np.full((n,), self.decisions, np.int32),
         )
         if self.greedy:
             self._policy_carry, out = self._act(self.policy, self._policy_carry, obs)
@@ -499,6 +553,7 @@ class GannoScheduler:
                 f"training diverged: {why}. GannoScheduler(on_divergence='restore') instead "
                 "rolls back to the last decision's weights and stops deciding"
             )
+        self.learning_rates = self.learning_rates  # the rates stay where they are now
         self.diverged, self.diverged_at_step = True, self.steps
         self._observed_this_step = False
         if self.on_divergence == "restore" and self._prev_params is not None:
@@ -536,6 +591,7 @@ class GannoScheduler:
             "sq_sum": self._layer_sq_sum(),
             "loss_sum": self._loss_sum,
             "count": self._count,
+            "grad_count": self._grad_count,
             "observed_this_step": self._observed_this_step,
             "history": [dict(h) for h in self.history],
             "key": None if self._key is None else np.asarray(self._key).tolist(),
@@ -570,6 +626,8 @@ class GannoScheduler:
         self._prev_log2 = state["prev_log2"].clone()
         copy = lambda ls: None if ls is None else [[t.clone() for t in layer] for layer in ls]  # noqa: E731
         self._prev_mean_grad = copy(state["prev_mean_grad"])
+        if self._prev_mean_grad is not None:
+            self._prev_grad_sq = features.squared_norms(self._prev_mean_grad)
         self._prev_params = copy(state["prev_params"])
         self._grad_sum = [g.clone() for g in state["grad_sum"]]
         # a layer's sum goes to its first tensor's accumulator (only the layer sums are read)
@@ -578,6 +636,7 @@ class GannoScheduler:
             if j == 0 or self._group_of[j - 1] != layer:
                 self._sq_sum[j].fill_(float(state["sq_sum"][layer]))
         self._loss_sum, self._count = state["loss_sum"], state["count"]
+        self._grad_count = state.get("grad_count", state["count"])
         self._observed_this_step = state["observed_this_step"]
         self.history = [dict(h) for h in state["history"]]
         if state["key"] is not None:
@@ -588,6 +647,9 @@ class GannoScheduler:
             import jax.numpy as jnp
 
             self._policy_carry = jnp.asarray(state["policy_carry"], jnp.float32)
+        self._set_interval()
+        if not self.diverged:
+            self._plan_rates()
         self._apply_rates(self.learning_rates)
 
 
