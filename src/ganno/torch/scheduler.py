@@ -329,7 +329,8 @@ class GannoScheduler:
         return out
 
     def observe_gradients(self, loss: float | torch.Tensor, val_loss=None) -> None:
-        """Record this step's minibatch ``loss`` and the gradients now in ``p.grad``; call it after
+        """Record this step's minibatch ``loss`` and, on the steps of the gradient window (the
+        interval's last ``gradient_window`` steps), the gradients now in ``p.grad``; call it after
         ``loss.backward()`` and before ``optimizer.step()``, once per step. On the first step it
         also takes the first decision (using ``val_loss`` or ``val_loss_fn`` at the initial
         weights), so step 0 already trains with the policy's rates."""
