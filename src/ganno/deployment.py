@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ganno.env_settings import check_gradient_window
 from ganno.feature_names import FEATURE_NAMES
 
 #: The environment's default factors (a policy saved before they were recorded used them).
@@ -134,17 +135,8 @@ def deployment_settings(
         lr_multipliers=multipliers,
         base_schedule=saved.get("base_schedule") if mode != "compound" else None,
         scale_bounds=tuple(float(b) for b in saved["scale_bounds"]) if mode != "compound" else None,
-        gradient_window=_gradient_window(saved.get("gradient_window")),
+        gradient_window=check_gradient_window(saved.get("gradient_window")),
     )
-
-
-def _gradient_window(window: Any) -> int | None:
-    """The policy's recorded window (None: a policy trained on whole intervals), checked."""
-    if window is None:
-        return None
-    if isinstance(window, bool) or int(window) != window or window < 1:
-        raise ValueError(f"the policy records gradient_window={window!r}: not a step count >= 1")
-    return int(window)
 
 
 def _total_steps(total_steps: int | None, steps_per_decision: int, num_decisions: int) -> int:

@@ -92,13 +92,7 @@ class EnvSettings:
             )
         if self.action_mode == "anchored" and not self.levels:
             raise ValueError("the anchored action mode needs at least one level (env.levels)")
-        window = self.gradient_window
-        if window is not None and (isinstance(window, bool) or int(window) != window or window < 1):
-            raise ValueError(
-                f"gradient_window={self.gradient_window!r}: give a whole number of steps >= 1 "
-                "(the last steps of each interval that the gradient features read), or null for "
-                "the whole interval"
-            )
+        check_gradient_window(self.gradient_window)
         if self.action_mode != "anchored" and not self.actions:
             raise ValueError("the action set is empty; give at least one learning-rate factor")
 
@@ -149,6 +143,19 @@ class EnvSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def check_gradient_window(window: Any) -> int | None:
+    """A ``gradient_window`` value as a step count (None: the whole interval), or a ValueError
+    that says what to give."""
+    if window is None:
+        return None
+    if isinstance(window, bool) or int(window) != window or window < 1:
+        raise ValueError(
+            f"gradient_window={window!r}: give a whole number of steps >= 1 (the last steps of "
+            "each interval that the gradient features read), or null for the whole interval"
+        )
+    return int(window)
+
+
 def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: Any) -> EnvSettings:
     """An :class:`EnvSettings` from another, from a mapping of its fields, or the defaults."""
     if isinstance(values, EnvSettings):
@@ -156,4 +163,10 @@ def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: A
     return EnvSettings(**{**(dict(values) if values else {}), **overrides})
 
 
-__all__ = ["ACTION_MODES", "BASE_SCHEDULES", "EnvSettings", "settings_from"]
+__all__ = [
+    "ACTION_MODES",
+    "BASE_SCHEDULES",
+    "EnvSettings",
+    "check_gradient_window",
+    "settings_from",
+]

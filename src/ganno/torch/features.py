@@ -96,17 +96,18 @@ def layer_statistics(
     *,
     mean_grad: Sequence[Layer],
     prev_mean_grad: Sequence[Layer],
-    params: Sequence[Layer],
-    prev_params: Sequence[Layer],
+    params: Sequence[Layer] | None = None,
+    prev_params: Sequence[Layer] | None = None,
     prev_grad_sq: torch.Tensor | None = None,
     weight_sq: torch.Tensor | None = None,
     update_sq: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The per-layer ``[N]`` sums the observation reads: ``grad_sq`` (squared norm of the mean
     gradient), ``prev_grad_sq`` (of the previous one), ``dot`` (their inner product),
-    ``weight_sq`` and ``update_sq`` (squared norms of the weights and of their change). A caller
-    that already has ``prev_grad_sq`` (the last observation's ``grad_sq``), ``weight_sq`` or
-    ``update_sq`` passes them and spares their pass over the tensors."""
+    ``weight_sq`` and ``update_sq`` (squared norms of the weights ``params`` and of their change
+    from ``prev_params``). A caller that already has ``prev_grad_sq`` (the last observation's
+    ``grad_sq``), ``weight_sq`` or ``update_sq`` passes them instead and spares their pass over
+    the tensors."""
     return {
         "grad_sq": squared_norms(mean_grad),
         "prev_grad_sq": squared_norms(prev_mean_grad) if prev_grad_sq is None else prev_grad_sq,
@@ -119,43 +120,23 @@ def layer_statistics(
 @torch.no_grad()
 def observe(
     *,
-    learning_rates: torch.Tensor,
     mean_grad: Sequence[Layer],
     prev_mean_grad: Sequence[Layer],
-    mean_sq_grad_norm: torch.Tensor,
     params: Sequence[Layer],
     prev_params: Sequence[Layer],
-    train_loss: torch.Tensor | float,
-    val_loss: torch.Tensor | float,
-    prev_train_loss: torch.Tensor | float,
-    prev_val_loss: torch.Tensor | float,
-    step_count: int,
-    num_decisions: int,
-    prev_log2_factor: torch.Tensor,
+    **columns,
 ) -> torch.Tensor:
     """The ``[N, F]`` float32 observation of :meth:`ganno.env.GannoEnv._observe`.
 
-    ``mean_grad``: each layer's mean gradient over the interval; ``mean_sq_grad_norm`` ``[N]``:
-    the interval's mean of each layer's squared minibatch-gradient norm; ``params`` /
-    ``prev_params``: the weights after / before the interval; ``train_loss``: the interval's mean
-    minibatch loss; ``step_count``: decisions taken, including the one that started the interval;
-    ``prev_log2_factor`` ``[N]``: log2 of the factor each layer's rate got at that decision.
+    ``mean_grad``: each layer's mean gradient over the interval; ``params`` / ``prev_params``:
+    the weights after / before the interval; ``columns``: the other arguments of
+    :func:`observe_statistics` (``learning_rates``, ``mean_sq_grad_norm``, the losses,
+    ``step_count``, ``num_decisions``, ``prev_log2_factor``).
     """
     stats = layer_statistics(
         mean_grad=mean_grad, prev_mean_grad=prev_mean_grad, params=params, prev_params=prev_params
     )
-    return observe_statistics(
-        stats,
-        learning_rates=learning_rates,
-        mean_sq_grad_norm=mean_sq_grad_norm,
-        train_loss=train_loss,
-        val_loss=val_loss,
-        prev_train_loss=prev_train_loss,
-        prev_val_loss=prev_val_loss,
-        step_count=step_count,
-        num_decisions=num_decisions,
-        prev_log2_factor=prev_log2_factor,
-    )
+    return observe_statistics(stats, **columns)
 
 
 @torch.no_grad()
@@ -172,7 +153,13 @@ def observe_statistics(
     num_decisions: int,
     prev_log2_factor: torch.Tensor,
 ) -> torch.Tensor:
-    """:func:`observe` from the :func:`layer_statistics` ``stats`` (no pass over the tensors)."""
+    """:func:`observe` from the :func:`layer_statistics` ``stats`` (no pass over the tensors).
+
+    ``mean_sq_grad_norm`` ``[N]``: the interval's mean of each layer's squared minibatch-gradient
+    norm; ``train_loss``: the interval's mean minibatch loss; ``step_count``: decisions taken,
+    including the one that started the interval; ``prev_log2_factor`` ``[N]``: log2 of the factor
+    each layer's rate got at that decision.
+    """
     grad_sq, weight_sq, update_sq = stats["grad_sq"], stats["weight_sq"], stats["update_sq"]
     n = grad_sq.shape[0]
     noise = torch.clamp(torch.as_tensor(mean_sq_grad_norm, dtype=torch.float32) - grad_sq, min=0.0)

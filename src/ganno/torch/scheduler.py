@@ -166,13 +166,12 @@ class GannoScheduler:
                 GannoWarning,
                 stacklevel=2,
             )
-        self._rows_from = 0  # anchored: _rate_rows, every step's rates from here, see _plan_rates
         #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
         self.lr0 = rates
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
         self.lr_scale = torch.ones(self.num_layers)
         if self.anchored:
-            self.learning_rates = self._anchored_rates(0)
+            self.learning_rates = self._anchored_rates(0, 1)[0]
         else:
             self.learning_rates = clipped
         self._apply_rates(self.learning_rates)
@@ -187,14 +186,14 @@ class GannoScheduler:
         """Whether the rates follow a base schedule (the anchored action modes)."""
         return self.action_mode != "compound"
 
-    def _anchored_rates(self, step: int) -> torch.Tensor:
-        """The rates of inner step ``step``: ``min(lr0 x unit(step) x multiplier, lr_bounds[1])``
-        (the base schedule's last value past its horizon). It runs every step, so in float32
-        NumPy on views of the tensors (the same IEEE operations in the same order as torch's, a
-        fraction of its per-call cost)."""
-        unit = self._unit[min(step, len(self._unit) - 1)]
-        rates = np.minimum(self.lr0.numpy() * unit * self.lr_scale.numpy(), self._lr_max)
-        return torch.from_numpy(rates)
+    def _anchored_rates(self, start: int, end: int) -> torch.Tensor:
+        """The rates of inner steps ``start..end - 1``, ``[end - start, N]`` float32:
+        ``min(lr0 x unit(step) x multiplier, lr_bounds[1])`` (the base schedule's last value past
+        its horizon), in float32 NumPy on views of the tensors (the same IEEE operations in the
+        same order as torch's, a fraction of its per-call cost)."""
+        unit = self._unit[np.minimum(np.arange(start, end), len(self._unit) - 1)]
+        rates = self.lr0.numpy()[None, :] * unit[:, None] * self.lr_scale.numpy()[None, :]
+        return torch.from_numpy(np.minimum(rates, self._lr_max))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -247,8 +246,6 @@ class GannoScheduler:
         after step ``_end``; its gradients are read from step ``_grad_start`` on."""
         self._end = self.interval_end(self.decisions)
         self._grad_start = self.settings.gradient_start(self.decisions) if self.decisions else 0
-        self._rate_rows: list[list[float]] = []  # anchored: the rates of steps _rows_from..
-        self._rows_from = 0
 
     @property
     def done(self) -> bool:
@@ -446,8 +443,6 @@ class GannoScheduler:
         stats = features.layer_statistics(
             mean_grad=mean_grad,
             prev_mean_grad=self._prev_mean_grad,
-            params=params,
-            prev_params=self._prev_params,
             prev_grad_sq=self._prev_grad_sq,
             weight_sq=weight_sq,
             update_sq=features.squared_norms(self._prev_params),
@@ -495,7 +490,7 @@ class GannoScheduler:
                 self.lr_scale = self._factors[idx].clone()
             else:
                 self.lr_scale = torch.clamp(self.lr_scale * self._factors[idx], *self.scale_bounds)
-            self.learning_rates = self._anchored_rates(self.steps)
+            self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
         self._prev_log2 = self._log2_factors[idx]
         self._apply_rates(self.learning_rates)
         self.last_observation, self.last_actions = view, actions
@@ -506,16 +501,11 @@ class GannoScheduler:
 
     def _plan_rates(self) -> None:
         """Anchored modes: every step's rates from the last decision to the next, at once (the
-        per-step path only reads them); the float32 operations of :meth:`_anchored_rates`."""
+        per-step path only reads them)."""
         if not self.anchored or self.decisions == 0:
             return
         start = self.interval_end(self.decisions - 1)
-        unit = self._unit[np.minimum(np.arange(start, self._end), len(self._unit) - 1)]
-        table = np.minimum(
-            self.lr0.numpy()[None, :] * unit[:, None] * self.lr_scale.numpy()[None, :],
-            self._lr_max,
-        )
-        self._rate_rows, self._rows_from = table.tolist(), start
+        self._rate_rows, self._rows_from = self._anchored_rates(start, self._end).tolist(), start
 
     def _record(self, actions, view: torch.Tensor) -> dict[str, Any]:
         return {
