@@ -37,7 +37,10 @@ def import_run(run: Path, results: Path) -> list[Path]:
     agent = run.name
     seeds = sorted(run.glob("policy/seed_*/policy.json"))
     if not seeds:
-        raise SystemExit(f"{run}: no policy/seed_<s>/policy.json: the run did not finish; resume it")
+        raise SystemExit(
+            f"{run}: no policy/seed_<s>/policy.json: the run did not finish; resume it with "
+            f"RESUME=<the folder of its archive> bash benchmarks/gpu_study_meta_train.sh {agent}"
+        )
     curve = [json.loads(line) for line in (run / "learning_curve.jsonl").read_text().splitlines()]
     written = []
     for policy_json in seeds:

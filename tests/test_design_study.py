@@ -293,3 +293,63 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert "(deep, wide)" in text and "Skipped: 1 tables" in text
     assert "Missing (not yet run): 6" in text  # plain on wide; both agents on absent
     assert (results / "tables" / "design_study_across_tasks_figure.png").is_file()
+
+
+def test_gpu_trained_policies_are_imported_as_the_study_s_runs_and_not_retrained(tmp_path):
+    """benchmarks/import_study_policies.py: a vmapped run folder archived on the GPU machine
+    becomes one run folder per seed (its policy, its seed's curve), after which the study's
+    meta-training steps for that agent are done; a second import and an unfinished run are
+    refused, naming them."""
+    import importlib.util
+    import json
+    import tarfile
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "import_study_policies.py"
+    spec = importlib.util.spec_from_file_location("ganno_bench_import", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    cfg = load_config(
+        overrides={
+            "agents": [{"name": "big", "question": "scale", "tasks": ["train"]}],
+            "extensions": {"reference": "big"},
+            "meta_train": {"seeds": [0, 1]},
+            "torch_deployment": {"enabled": False},
+        }
+    )
+    run = tmp_path / "gpu" / "big"
+    curve = [{"seed": s, "update": u, "episode_return": s + u / 10} for u in (1, 2) for s in (0, 1)]
+    (run / "policy").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "learning_curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
+    for s in (0, 1):
+        (run / "policy" / f"seed_{s}").mkdir()
+        (run / "policy" / f"seed_{s}" / "policy.json").write_text(json.dumps({"seed": s}))
+        (run / "policy" / f"seed_{s}" / "actor_params.msgpack").write_bytes(bytes([s]) * 8)
+    out = tmp_path / "out"
+    out.mkdir()
+    with tarfile.open(out / "big.tar.gz", "w:gz") as tar:
+        tar.add(run, arcname="big")
+    (out / "big.log").write_text("big: rc 0\n")
+    results = tmp_path / "results"
+    before = study_steps("study.yaml", cfg, results, "scale")
+    meta = [s for s in before if s.argv[0] == "meta-train"]
+    assert len(meta) == 2 and not any(s.done() for s in meta)
+
+    assert bench.main([str(out), str(results)]) == 0
+    for s in (0, 1):
+        seed_dir = results / "meta_train" / "big" / f"seed_{s}"
+        assert (seed_dir / "policy" / "actor_params.msgpack").read_bytes() == bytes([s]) * 8
+        rows = [json.loads(x) for x in (seed_dir / "learning_curve.jsonl").read_text().splitlines()]
+        assert [r["seed"] for r in rows] == [s, s] and [r["update"] for r in rows] == [1, 2]
+        assert (seed_dir / "config.yaml").read_text() == "seed: 0\n"
+    assert all(s.done() for s in meta)  # the study evaluates them instead of meta-training
+
+    with pytest.raises(SystemExit, match=r"seed_0 exists; remove it to import .*big again"):
+        bench.main([str(out), str(results)])
+    unfinished = tmp_path / "killed" / "big"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(SystemExit, match=r"killed/big: no policy/seed_<s>/policy.json.*resume"):
+        bench.main([str(tmp_path / "killed"), str(tmp_path / "other")])
