@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ganno.torch.networks import layerwise_param_groups
-from ganno.torch.scheduler import GannoScheduler
+from ganno.torch.scheduler import GannoScheduler, TrainingDivergedError
 
 
 def mlp() -> torch.nn.Module:
@@ -196,6 +196,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--policy", help="a policy folder (default: the packaged pretrained one)")
+    parser.add_argument(
+        "--lr0", type=float, default=0.01, help="the initial rate (the policy must not diverge)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -228,9 +231,23 @@ def main() -> None:
         model0 = {"mlp": mlp, "cnn": cnn}[name]()
         size = sum(p.numel() for p in model0.parameters())
         for validate in (False, True):
-            r = compare(
-                model0, data, args.steps, policy, args.interval, args.repeats, validate=validate
-            )
+            try:
+                r = compare(
+                    model0,
+                    data,
+                    args.steps,
+                    policy,
+                    args.interval,
+                    args.repeats,
+                    validate=validate,
+                    lr0=args.lr0,
+                )
+            except TrainingDivergedError as error:
+                raise SystemExit(
+                    f"{name}: the policy's run diverged from lr0 = {args.lr0} ({error}); a "
+                    "diverged run stops deciding, so its time is not the scheduler's: pass a "
+                    "smaller --lr0"
+                ) from None
             print(row(name, size, validate, r), flush=True)
 
 
