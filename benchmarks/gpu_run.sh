@@ -7,11 +7,6 @@
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
-rm -rf /tmp/site
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    .whl/*.whl
-export PYTHONPATH=/tmp/site:src
-python3 -c 'import jax; print(jax.__version__, jax.devices())'
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-PYTHONUNBUFFERED=1 timeout 420 python3 benchmarks/gpu_meta_train.py \
+source "$(dirname "$0")/gpu_env.sh"
+timeout 420 python3 benchmarks/gpu_meta_train.py \
     --out "$OUT/gpu_meta_train.json" "$@" 2>&1 | tee "$OUT/gpu_log.txt"

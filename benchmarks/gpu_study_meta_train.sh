@@ -2,11 +2,12 @@
 # Meta-trains design-study agents at the paper's budget on a lent GPU (question "scale" of
 # config/study.yaml), from the repository root of a machine without network, with the git-ignored
 # .whl/ (the other wheels meta-training imports) and data/processed/ carried along, as
-# benchmarks/gpu_run.sh. Every agent named runs its meta-training seeds side by side (vmapped) in
-# one process; the agents' processes share the GPU, each killed after LIMIT seconds (its last
-# checkpoint comes back: RESUME=<folder with that archive> (carried) resumes it). Results: $OUT/<agent>.tar.gz (the `ganno
-# meta-train` run folder <agent>/: policy/seed_<s>/, learning_curve.jsonl with steps per second;
-# one archive because the device returns only shallow folders of few files), $OUT/<agent>.log,
+# benchmarks/gpu_run.sh (benchmarks/gpu_env.sh). Every agent named runs its meta-training seeds
+# side by side (vmapped) in one process; the agents' processes share the GPU, each killed after
+# LIMIT seconds (its last checkpoint comes back; RESUME=<folder with that archive>, carried,
+# resumes it). Results: $OUT/<agent>.tar.gz (the `ganno meta-train` run folder <agent>/:
+# policy/seed_<s>/, learning_curve.jsonl with steps per second; one archive because the device
+# returns only shallow folders of few files), $OUT/<agent>.log,
 # the GPU's utilisation every 5 s in $OUT/gpu_utilisation.csv. Evaluate them on the CPU with
 #   python3 benchmarks/import_study_policies.py $OUT results/study && \
 #   ganno design-study --config config/study.yaml --question scale
@@ -17,14 +18,8 @@ LIMIT=${LIMIT:-420}
 SEEDS=${SEEDS:-0,1,2}
 CONFIG=${CONFIG:-config/study.yaml}
 mkdir -p "$OUT"
-rm -rf /tmp/site
-if [ -z "${NO_WHEELS:-}" ]; then  # NO_WHEELS=1: the dependencies are installed (a CPU check)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH=/tmp/site:src XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-python3 -c 'import jax; print(jax.__version__, jax.devices())'
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+source "$(dirname "$0")/gpu_env.sh"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # the agents' processes share the GPU's memory
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 \
     > "$OUT/gpu_utilisation.csv" 2>/dev/null &
 monitor=$!

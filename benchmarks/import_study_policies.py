@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 from ganno import layout
+from ganno.io import atomic_write
+from ganno.meta_train import read_curve
 
 
 def vmapped_runs(source: Path, scratch: Path) -> list[Path]:
@@ -41,20 +43,19 @@ def import_run(run: Path, results: Path) -> list[Path]:
             f"{run}: no policy/seed_<s>/policy.json: the run did not finish; resume it with "
             f"RESUME=<the folder of its archive> bash benchmarks/gpu_study_meta_train.sh {agent}"
         )
-    curve = [json.loads(line) for line in (run / "learning_curve.jsonl").read_text().splitlines()]
-    written = []
-    for policy_json in seeds:
-        seed = int(policy_json.parent.name.removeprefix("seed_"))
-        out = results / layout.META_TRAIN_DIR.format(agent=agent, seed=seed)
+    policies = {int(p.parent.name.removeprefix("seed_")): p.parent for p in seeds}
+    targets = {s: results / layout.META_TRAIN_DIR.format(agent=agent, seed=s) for s in policies}
+    for out in targets.values():  # every seed refused before any is written
         if out.exists():
             raise SystemExit(f"{out} exists; remove it to import {run} again")
+    curve = read_curve(run / "learning_curve.jsonl")
+    for seed, out in targets.items():
         out.mkdir(parents=True)
-        shutil.copytree(policy_json.parent, out / "policy")
+        shutil.copytree(policies[seed], out / "policy")
         shutil.copy2(run / "config.yaml", out / "config.yaml")
         rows = [row for row in curve if row["seed"] == seed]
-        (out / "learning_curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        written.append(out)
-    return written
+        atomic_write(out / "learning_curve.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return list(targets.values())
 
 
 def main(argv: list[str] | None = None) -> int:
