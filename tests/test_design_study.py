@@ -274,6 +274,10 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert better["held_out_tasks"] == 2 and better["tasks_won"] == 1  # deep yes, wide no
     assert better["vs_accuracy"] == "sgd_cosine" and better["p_accuracy"] == pytest.approx(0.5)
     assert better["train_tuned_accuracy"] == pytest.approx(0.701, abs=2e-3)
+    # C2 on the held-out tasks: flat curves over the 3-decade grid, pooled all-lr0 accuracy
+    assert better["held_out_robust_decades"] == pytest.approx(3.0)
+    assert better["held_out_all_accuracy"] == pytest.approx(0.7, abs=0.01)
+    assert np.isnan(table.loc["ganno_plain", "held_out_robust_decades"])  # one task of two
     meets = [c for c in table.columns if c.startswith("meets_")]
     assert (
         len(meets) == 5

@@ -226,6 +226,13 @@ def test_hand_designed_numbers(built):
     assert gen.loc[("ganno_ippo", report.ALL_TASKS), "iqm"] == pytest.approx(0.75)
     low, high = gen.loc[("ganno_ippo", "wide"), ["low", "high"]]
     assert low <= 0.70 <= high
+    # every method's robust range on every task: `wide` is `train` shifted down, same ranges
+    by_task = rep.numbers.robustness_by_task.set_index(["method", "task"])
+    for task in ("train", "wide"):
+        assert by_task.loc[("ganno_ippo", task), "robust_decades"] == pytest.approx(1.5)
+        assert by_task.loc[("sgd_constant", task), "robust_decades"] == 0.0
+        assert by_task.loc[("dog", task), "robust_decades"] == pytest.approx(2.0)
+    assert by_task.loc[("dog", "wide"), "all_iqm"] == pytest.approx(0.60)
     imp = rep.numbers.improvement
     assert list(dict.fromkeys(imp["metric"])) == ["test_accuracy", "test_loss"]
     imp = imp[imp["metric"] == "test_accuracy"].set_index(["scope", "other"])
@@ -256,6 +263,8 @@ def test_readme_quotes_the_tables(built):
     for fig in rep.figures.values():
         assert f"]({fig.png.relative_to(out).as_posix()})" in text
     assert "task `mnist`: MNIST files are absent" in text
+    # the agent's robust range on each held-out task against the widest baseline's there
+    assert "on each held-out task, in decades" in text and "`wide` 1.5 (dog 2.0)" in text
     assert "lr0_per_decade: 2" in text  # the config
 
 

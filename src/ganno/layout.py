@@ -44,7 +44,7 @@ CLAIM_FIGURES = (
     "comparison",
     "comparison_loss",
 )
-CLAIM_TABLES = ("robustness", "generalisation", "improvement", "schedules")
+CLAIM_TABLES = ("robustness", "generalisation", "improvement", "schedules", "robustness_by_task")
 QUESTION_FIGURES = ("robustness", "curves")  # <question>_robustness, <question>_curves
 TORCH = "torch_deployment"
 TABLE_FORMATS = ("csv", "md", "tex")

@@ -46,6 +46,8 @@ from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them 
     improvement_display,
     improvement_summary,
     read_csv_or_skip,
+    robustness_by_task,
+    robustness_by_task_display,
     robustness_display,
     robustness_summary,
     schedule_display,
@@ -158,6 +160,7 @@ class Tables(NamedTuple):
     generalisation: pd.DataFrame
     improvement: pd.DataFrame
     schedules: pd.DataFrame
+    robustness_by_task: pd.DataFrame
 
 
 def _loss(row: pd.Series, prefix: str) -> str:
@@ -425,6 +428,7 @@ def _c3_lines(tables: Tables) -> list[str]:
                 f"{_yes(acc.holds)}; on test loss: {_yes(loss.holds)}** (pooled over the "
                 f"{scope}, against the best baseline)."
             )
+        lines.extend(_robust_by_task_line(tables.robustness_by_task, method, held))
         imp = tables.improvement
         imp = imp[
             (imp["method"] == method) & (imp["scope"] == scope) & (imp["metric"] == "test_accuracy")
@@ -447,6 +451,28 @@ def _c3_lines(tables: Tables) -> list[str]:
                 f"{len(worse)}."
             )
     return lines
+
+
+def _robust_by_task_line(table: pd.DataFrame, method: str, held: Sequence[str]) -> list[str]:
+    """The agent's robust range on each held-out task against the widest baseline's there."""
+    cells = []
+    for task in held:
+        here = table[table["task"] == task]
+        mine = here[here["method"] == method]
+        base = here[~here["method"].map(plots.is_ganno)]
+        if mine.empty or base.empty:
+            continue
+        widest = base.loc[base["robust_decades"].idxmax()]
+        cells.append(
+            f"`{task}` {fmt_decades(mine['robust_decades'].iloc[0])} "
+            f"({widest['method']} {fmt_decades(widest['robust_decades'])})"
+        )
+    if not cells:
+        return []
+    return [
+        "  Robust range on each held-out task, in decades (the widest baseline's in brackets; "
+        "`tables/robustness_by_task`): " + "; ".join(cells) + "."
+    ]
 
 
 TUNING = {
@@ -635,6 +661,8 @@ def _table_captions(config: Mapping[str, Any]) -> dict[str, str]:
         "robustness": f"robustness on `{TRAIN_TASK}` (C2): range, all-lr0 and tuned test accuracy "
         "and loss, divergences",
         "generalisation": "tuned test accuracy (and loss) per task (C3)",
+        "robustness_by_task": "robust range and all-lr0 test accuracy on every task (C2 beyond "
+        "the training task)",
         "improvement": "probability of improvement of GANNO over each baseline, on test accuracy "
         "and on test loss (C3)",
         "schedules": "final and peak learning rates the agents set (C1)",
@@ -756,6 +784,7 @@ def claims_section(
         generalisation=generalisation_summary(results, data.tasks, tune_by=by, **ci),
         improvement=improvement_summary(results, data.tasks, tune_by=by, **ci),
         schedules=schedule_summary(data.schedules),
+        robustness_by_task=robustness_by_task(results, data.tasks, tolerance=tol, tune_by=by, **ci),
     )
     table_dir = out / "tables"
     table_paths = {
@@ -777,6 +806,12 @@ def claims_section(
             table_dir / "improvement",
             "Probability of improvement of GANNO over each baseline: a higher tuned test "
             "accuracy, a lower tuned test loss.",
+        ),
+        "robustness_by_task": write_table(
+            tables.robustness_by_task,
+            robustness_by_task_display(tables.robustness_by_task, data.tasks),
+            table_dir / "robustness_by_task",
+            "Robust range (decades) / all-lr0 test accuracy IQM of every method on every task.",
         ),
         "schedules": write_table(
             tables.schedules,

@@ -144,6 +144,29 @@ def robustness_summary(
     ).reset_index(drop=True)
 
 
+def robustness_by_task(
+    results: pd.DataFrame,
+    tasks: Sequence[str],
+    *,
+    tolerance: float = 0.02,
+    tune_by: str = "val_accuracy",
+    **ci_kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`robustness_summary` on each of ``tasks`` that has results, with a ``task`` column:
+    the robust range and the all-lr0 IQM of every method per task (C2 beyond the training task:
+    a schedule robust on its training task may not be on another network)."""
+    parts = [
+        robustness_summary(
+            results[results["task"] == task], tolerance=tolerance, tune_by=tune_by, **ci_kwargs
+        ).assign(task=task)
+        for task in tasks
+        if (results["task"] == task).any()
+    ]
+    if not parts:
+        raise ResultsMissingError(f"no results on any of the tasks {list(tasks)}")
+    return pd.concat(parts, ignore_index=True)
+
+
 def generalisation_summary(
     results: pd.DataFrame,
     tasks: Sequence[str],
@@ -373,6 +396,22 @@ def generalisation_display(table: pd.DataFrame, tasks: Sequence[str]) -> pd.Data
     columns = [c for c in [*tasks, HELD_OUT, ALL_TASKS] if c in wide.columns]
     rank = table[table["task"] == ALL_TASKS].set_index("method")["iqm"]
     order = sorted(wide.index, key=lambda m: (-rank.get(m, -np.inf), m))
+    return wide.loc[order, columns].fillna("–").reset_index().rename_axis(columns=None)
+
+
+def robustness_by_task_display(table: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+    """Per method, a column per task: robust range (decades) / all-lr0 test accuracy IQM; methods
+    by their narrowest range over the tasks they ran on (widest first)."""
+    cells = table.assign(
+        cell=[
+            f"{fmt_decades(d)} / {fmt(a)}"
+            for d, a in zip(table["robust_decades"], table["all_iqm"], strict=True)
+        ]
+    )
+    wide = cells.pivot(index="method", columns="task", values="cell")
+    columns = [t for t in tasks if t in wide.columns]
+    narrowest = table.groupby("method")["robust_decades"].min()
+    order = sorted(wide.index, key=lambda m: (-narrowest[m], m))
     return wide.loc[order, columns].fillna("–").reset_index().rename_axis(columns=None)
 
 
