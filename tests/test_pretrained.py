@@ -115,6 +115,28 @@ def test_refresh_copies_a_run_with_its_provenance(tmp_path):
     assert not (dest / "broken").exists()  # nothing copied from a broken run
 
 
+def test_the_commit_is_dirty_only_with_uncommitted_code_not_the_pipeline_s_outputs(tmp_path):
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True)  # noqa: E731
+    git("init", "-q")
+    for path in ("src/ganno/model.py", "paper/README.md", "src/ganno/pretrained/ippo/p.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    run = tmp_path / "results" / "meta_train"
+    run.mkdir(parents=True)
+    # a pipeline run rewrites its report and the shipped policy: the commit is still clean
+    (tmp_path / "paper/README.md").write_text("v2\n")
+    (tmp_path / "src/ganno/pretrained/ippo/p.json").write_text("v2\n")
+    assert pretrained._git_commit(run) == head
+    (tmp_path / "src/ganno/model.py").write_text("v2\n")  # uncommitted code: dirty
+    assert pretrained._git_commit(run) == head + "+dirty"
+    assert pretrained._git_commit(tmp_path.parent / "nowhere") is None
+
+
 @pytest.mark.slow
 def test_the_wheel_ships_the_policy_and_it_loads_from_an_install(tmp_path):
     """Build the wheel from a copy of the project (pip writes build/ into the source tree) and

@@ -55,14 +55,23 @@ def provenance(name: str = DEFAULT) -> dict[str, Any]:
     return json.loads((directory(name) / PROVENANCE_FILE).read_text())
 
 
+#: What makes a result (relative to the repository's top): uncommitted changes there mark the
+#: commit ``+dirty``. The pipeline's own outputs (``paper/``, the shipped policies) are not in it:
+#: a run rewrites them before this policy is copied.
+_RESULT_INPUTS = (":(top)src", ":(top)config", ":(top)workflow", ":(top)Snakefile",
+                  ":(top,exclude)src/ganno/pretrained")  # fmt: skip
+
+
 def _git_commit(where: Path) -> str | None:
-    """The commit of the repository holding ``where`` (``+dirty`` with uncommitted changes)."""
+    """The commit of the repository holding ``where`` (``+dirty`` with uncommitted changes to
+    the code, config or workflow: :data:`_RESULT_INPUTS`)."""
     try:
         run = lambda *a: subprocess.run(  # noqa: E731
             ["git", "-C", str(where), *a], capture_output=True, text=True, check=True
         ).stdout.strip()
         commit = run("rev-parse", "HEAD")
-        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+        changed = run("status", "--porcelain", "--untracked-files=no", "--", *_RESULT_INPUTS)
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
