@@ -29,7 +29,8 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
   (``val_loss_fn()``, or the ``val_loss`` passed to ``step``; :attr:`needs_val_loss` says when),
   builds the ``[N, 16]`` observation with :func:`ganno.torch.features.observe` (mean gradient and
   mean squared gradient norm of the interval's last ``gradient_window`` steps, the policy's
-  recorded window: the gradients are read on those steps only, see docs/torch.md "Overhead";
+  recorded window: the gradients are read on those steps only, and a tensor of over 100,000
+  entries on a fixed random 1/16 of them, see docs/torch.md "Overhead";
   weights before/after the interval, its mean minibatch loss,
   progress, previous action, position), checks for divergence and, while fewer than
   ``num_decisions`` decisions were taken, asks the policy for one choice per layer, applied as in
@@ -71,6 +72,7 @@ import torch
 from ganno.deployment import deployment_settings
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
+from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
 
@@ -91,7 +93,12 @@ class GannoScheduler:
     without them needs them as arguments (``actions`` and ``lr_bounds`` then default to the
     environment's defaults). ``lr0``: the initial rate of every group (default: the groups'
     current ``lr``), clipped to ``lr_bounds``. ``greedy``: the most likely action (default) or a
-    sample drawn with ``seed``.
+    sample drawn with ``seed``. ``gradient_sample``, ``sample_above``: the gradient statistics of
+    a tensor of more than ``sample_above`` entries (default 100,000) are read on a fixed random
+    ``gradient_sample`` share of its entries (default 1/16; ``None``: every entry of every tensor),
+    the per-step cost on large layers (:mod:`ganno.torch.sampling`; docs/torch.md measures what
+    it changes); smaller tensors, as in every network the agents are meta-trained on, are read
+    whole, so their features are exactly the environment's.
     """
 
     def __init__(
@@ -110,6 +117,8 @@ class GannoScheduler:
         greedy: bool = True,
         seed: int = 0,
         on_divergence: str = "raise",
+        gradient_sample: float | None = SAMPLE_FRACTION,
+        sample_above: int = SAMPLE_ABOVE,
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence={on_divergence!r}; choose one of {ON_DIVERGENCE}")
@@ -151,6 +160,10 @@ class GannoScheduler:
         self._params = [list(g["params"]) for g in optimizer.param_groups]
         self._flat = [p for group in self._params for p in group]
         self._group_of = [i for i, group in enumerate(self._params) for _ in group]
+        #: which entries of each tensor the gradient statistics read (ganno.torch.sampling)
+        self.gradient_sample = GradientSample(
+            self._flat, fraction=gradient_sample, above=sample_above
+        )
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
         rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
@@ -231,7 +244,10 @@ class GannoScheduler:
         self._zero_accumulators()
 
     def _zero_accumulators(self) -> None:
-        self._grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self._flat]
+        self._grad_sum = [
+            torch.zeros(self.gradient_sample.shape(j, p), dtype=torch.float32, device=p.device)
+            for j, p in enumerate(self._flat)
+        ]
         #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
         #: spares a fresh allocation (and its page faults) per decision
         self._spare_params: list[torch.Tensor] | None = None
@@ -306,6 +322,11 @@ class GannoScheduler:
             grads.append(g)
         return grads
 
+    def _read_grads(self) -> list[torch.Tensor]:
+        """The gradients as the statistics read them: whole, or a large tensor's sampled
+        entries (:class:`ganno.torch.sampling.GradientSample`)."""
+        return self.gradient_sample.read(self._grads())
+
     def _layer_sq_sum(self) -> torch.Tensor:
         """The interval's sum of each layer's squared minibatch-gradient norms: ``[N]``."""
         return features.per_layer(self._sq_sum, self._group_of, self.num_layers)
@@ -343,12 +364,12 @@ class GannoScheduler:
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
         if self.steps == 0 and self.decisions == 0:
-            self._first_decision(self._grads(), loss_value, self._val_loss(val_loss))
+            self._first_decision(self._read_grads(), loss_value, self._val_loss(val_loss))
         if self.decisions > 0 and self.steps < self._end:
             if self.steps >= self._grad_start:
                 # in the gradient window: one sweep adding the gradients to the window's sum, one
                 # reading them for their norms, and one tiny fused call accumulating the squares
-                grads = self._grads()
+                grads = self._read_grads()
                 torch._foreach_add_(self._grad_sum, grads)
                 norms = torch._foreach_norm(grads)
                 torch._foreach_addcmul_(self._sq_sum, norms, norms)
@@ -595,6 +616,8 @@ class GannoScheduler:
                 "action_mode": self.action_mode,
                 "lr_bounds": list(self.lr_bounds),
                 "num_layers": self.num_layers,
+                "gradient_sample": self.gradient_sample.fraction,
+                "sample_above": self.gradient_sample.above,
             },
         }
 
@@ -605,7 +628,8 @@ class GannoScheduler:
         if settings != mine:
             raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
         if len(state["grad_sum"]) != len(self._flat) or any(
-            g.shape != p.shape for g, p in zip(state["grad_sum"], self._flat, strict=True)
+            g.shape != self.gradient_sample.shape(j, p)
+            for j, (g, p) in enumerate(zip(state["grad_sum"], self._flat, strict=True))
         ):
             raise ValueError("scheduler state of another model (parameter shapes differ)")
         for name in ("steps", "decisions", "diverged", "diverged_at_step", "initial_val_loss"):
