@@ -9,7 +9,9 @@ same trajectory (the same arithmetic, denormals included), so the difference is 
 Workloads: an MLP 784-1024-512-10 (1.33M parameters) on 28x28 inputs and a small CNN (2
 convolutions + 2 dense layers, 0.41M parameters), on random inputs labelled by a fixed random linear
 map (learnable, so the training does not diverge). The scheduled
-loop pays for the gradient statistics of every step, and at every decision (every ``--interval``
+loop pays for the gradient statistics of every step (measured both ways, ``--gradient-sample``:
+every entry, and the scheduler's default, large tensors read on a fixed 1/16 of their entries, see
+``ganno.torch.sampling``), and at every decision (every ``--interval``
 steps, as in meta-training) for the validation loss (``--val-size`` examples), the observation and
 the policy's forward pass. Each model is measured twice: once with a plain loop that does not
 validate (the scheduler computes the validation loss itself, through ``val_loss_fn``, and it counts
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ganno.torch.networks import layerwise_param_groups
+from ganno.torch.sampling import SAMPLE_FRACTION
 from ganno.torch.scheduler import GannoScheduler, TrainingDivergedError
 
 
@@ -77,6 +80,7 @@ def train(
     validate: bool = False,
     scheduler_cls=GannoScheduler,
     rates: list[list[float]] | None = None,
+    gradient_sample: float | None = SAMPLE_FRACTION,
 ) -> dict:
     """Wall-clock and CPU seconds of ``steps`` steps; with a policy also the CPU seconds spent in
     the scheduler's calls and, of them, in the validation loss, and the rates each step used
@@ -108,6 +112,7 @@ def train(
             val_loss_fn=None if validate else val_loss,
             steps_per_decision=interval,
             num_decisions=steps // interval,
+            gradient_sample=gradient_sample,
         )
     used = []  # each step's rates, read after the loop's timing (see below)
     groups = optimizer.param_groups
@@ -168,19 +173,25 @@ def compare(model0, data, steps: int, policy, interval: int, repeats: int, **kw)
     }
 
 
-def row(name: str, size: int, validate: bool, r: dict) -> str:
+def sample_name(fraction: float | None) -> str:
+    return "every entry" if fraction is None else f"1/{round(1 / fraction)} of large tensors"
+
+
+def row(name: str, size: int, validate: bool, fraction: float | None, r: dict) -> str:
     (w0, w1), (c0, c1) = r["wall"], r["cpu"]
     return (
-        f"| {name} | {size / 1e6:.2f}M | {'yes' if validate else 'no'} | {w0:.2f} ({c0:.2f}) | "
+        f"| {name} | {size / 1e6:.2f}M | {'yes' if validate else 'no'} | "
+        f"{sample_name(fraction)} | {w0:.2f} ({c0:.2f}) | "
         f"{w1:.2f} ({c1:.2f}) | {100 * r['added_wall']:+.1f}% | {100 * r['added_cpu']:+.1f}% | "
         f"{100 * r['calls']:.1f}% | {100 * r['own_val']:.1f}% |"
     )
 
 
 HEADER = (
-    "| model | parameters | loop validates | without: wall s (CPU s) | with: wall s (CPU s) | "
-    "added wall | added CPU | scheduler calls (CPU) | of which its validation loss |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| model | parameters | loop validates | gradient statistics | without: wall s (CPU s) | "
+    "with: wall s (CPU s) | added wall | added CPU | scheduler calls (CPU) | "
+    "of which its validation loss |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -199,7 +210,16 @@ def main() -> None:
     parser.add_argument(
         "--lr0", type=float, default=0.01, help="the initial rate (the policy must not diverge)"
     )
+    parser.add_argument(
+        "--gradient-sample",
+        default=f"none,{SAMPLE_FRACTION}",
+        help="comma-separated GannoScheduler(gradient_sample=...) values to measure, 'none' for "
+        "every entry (default: both, exact and the scheduler's default)",
+    )
     args = parser.parse_args()
+    samples = [
+        None if v.strip().lower() == "none" else float(v) for v in args.gradient_sample.split(",")
+    ]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -230,7 +250,7 @@ def main() -> None:
     for name in args.models.split(","):
         model0 = {"mlp": mlp, "cnn": cnn}[name]()
         size = sum(p.numel() for p in model0.parameters())
-        for validate in (False, True):
+        for validate, fraction in [(v, f) for v in (False, True) for f in samples]:
             try:
                 r = compare(
                     model0,
@@ -241,6 +261,7 @@ def main() -> None:
                     args.repeats,
                     validate=validate,
                     lr0=args.lr0,
+                    gradient_sample=fraction,
                 )
             except TrainingDivergedError as error:
                 raise SystemExit(
@@ -248,7 +269,7 @@ def main() -> None:
                     "diverged run stops deciding, so its time is not the scheduler's: pass a "
                     "smaller --lr0"
                 ) from None
-            print(row(name, size, validate, r), flush=True)
+            print(row(name, size, validate, fraction, r), flush=True)
 
 
 if __name__ == "__main__":
