@@ -26,7 +26,7 @@ def test_small_tensors_are_read_whole_and_large_ones_estimate_their_sums():
     assert sample.sampled == 1 and sample.blocks[0] is None
     small_read, large_read = sample.read([small, large])
     assert small_read is small  # no copy: the exact path costs what it did
-    assert large_read.shape == sample.shape(1, large) == (len(sample.blocks[1]), BLOCK)
+    assert large_read.shape == sample.shapes[1] == (len(sample.blocks[1]), BLOCK)
     assert len(sample.blocks[1]) == pytest.approx(784_000 / BLOCK / 16, abs=1)
     exact = float(large.square().sum())
     assert float(large_read.square().sum()) == pytest.approx(exact, rel=0.05)

@@ -778,13 +778,15 @@ def claims_section(
     by = tune_by(config)
     results = data.results
     train = results[results["task"] == TRAIN_TASK]
+    by_task = robustness_by_task(results, data.tasks, tolerance=tol, tune_by=by, **ci)
+    on_train = by_task[by_task["task"] == TRAIN_TASK].drop(columns="task")
 
     tables = Tables(
-        robustness=robustness_summary(train, tolerance=tol, tune_by=by, **ci),
+        robustness=on_train.reset_index(drop=True),
         generalisation=generalisation_summary(results, data.tasks, tune_by=by, **ci),
         improvement=improvement_summary(results, data.tasks, tune_by=by, **ci),
         schedules=schedule_summary(data.schedules),
-        robustness_by_task=robustness_by_task(results, data.tasks, tolerance=tol, tune_by=by, **ci),
+        robustness_by_task=by_task,
     )
     table_dir = out / "tables"
     table_paths = {

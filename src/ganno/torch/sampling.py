@@ -58,27 +58,26 @@ class GradientSample:
         #: per tensor: the sampled blocks' indices (None: read whole) and sqrt(n / m)
         self.blocks: list[torch.Tensor | None] = []
         self.scales: list[float] = []
+        #: per tensor: the shape of what :meth:`read` returns
+        self.shapes: list[torch.Size] = []
         for t in tensors:
             n = t.numel()
             if self.fraction is None or n <= self.above:
                 self.blocks.append(None)
                 self.scales.append(1.0)
+                self.shapes.append(t.shape)
                 continue
             whole = n // BLOCK  # the tail of fewer than BLOCK entries is never sampled
             count = max(1, math.ceil(self.fraction * whole))
             index = torch.randperm(whole, generator=generator)[:count].sort().values
             self.blocks.append(index.to(t.device))
             self.scales.append(math.sqrt(n / (count * BLOCK)))
+            self.shapes.append(torch.Size((count, BLOCK)))
 
     @property
     def sampled(self) -> int:
         """How many tensors are read on a sample."""
         return sum(b is not None for b in self.blocks)
-
-    def shape(self, tensor_index: int, tensor: torch.Tensor) -> torch.Size:
-        """The shape of what :meth:`read` returns for the tensor ``tensor_index``."""
-        index = self.blocks[tensor_index]
-        return tensor.shape if index is None else torch.Size((len(index), BLOCK))
 
     def read(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each tensor whole, or its sampled blocks ``[m / BLOCK, BLOCK]`` scaled by ``sqrt(n/m)``

@@ -245,8 +245,8 @@ class GannoScheduler:
 
     def _zero_accumulators(self) -> None:
         self._grad_sum = [
-            torch.zeros(self.gradient_sample.shape(j, p), dtype=torch.float32, device=p.device)
-            for j, p in enumerate(self._flat)
+            torch.zeros(shape, dtype=torch.float32, device=p.device)
+            for shape, p in zip(self.gradient_sample.shapes, self._flat, strict=True)
         ]
         #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
         #: spares a fresh allocation (and its page faults) per decision
@@ -627,10 +627,7 @@ class GannoScheduler:
         mine = self.state_dict()["settings"]
         if settings != mine:
             raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
-        if len(state["grad_sum"]) != len(self._flat) or any(
-            g.shape != self.gradient_sample.shape(j, p)
-            for j, (g, p) in enumerate(zip(state["grad_sum"], self._flat, strict=True))
-        ):
+        if [g.shape for g in state["grad_sum"]] != self.gradient_sample.shapes:
             raise ValueError("scheduler state of another model (parameter shapes differ)")
         for name in ("steps", "decisions", "diverged", "diverged_at_step", "initial_val_loss"):
             setattr(self, name, state[name])
