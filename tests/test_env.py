@@ -371,3 +371,52 @@ def test_gradient_window_reads_the_intervals_last_steps(small_config, dataset):
             EnvSettings(gradient_window=bad)
     with pytest.raises(Exception, match="gradient_window"):
         validate(merge(small_config, {"env": {"gradient_window": 0}}))
+
+
+def test_gradient_scaling_is_the_rate_scaled_in_meta_training_only(small_config, dataset):
+    """``gradient_scale_range``: a meta-training episode (``reset``) draws its gradient factor
+    log-uniformly from the range; with factor c, keep actions from lr0 train exactly like the task's
+    own gradients from lr0 x c (plain SGD: the factor moves the rate a network tolerates), and the
+    relative reward's reference run sees the same factor; evaluation (``reset_with_lr0``) trains
+    on the task's own gradients. Inverted ranges are refused with the fix."""
+    from ganno.env_settings import EnvSettings
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+    plain = make(small_config, dataset)
+    assert np.all(np.asarray(jax.vmap(lambda k: plain.reset(k)[0].grad_scale)(keys[:8])) == 1.0)
+    scaled = make(small_config, dataset, gradient_scale_range=[1.0, 100.0])
+    draws = np.log10(np.asarray(jax.vmap(lambda k: scaled.reset(k)[0].grad_scale)(keys)))
+    assert draws.min() >= -1e-6 and draws.max() <= 2 + 1e-6
+    assert abs(draws.mean() - 1.0) < 0.05  # log-uniform over two decades
+    lr0s = np.log10(np.asarray(jax.vmap(lambda k: scaled.reset(k)[0].lr0)(keys)))
+    assert abs(np.corrcoef(draws, lr0s)[0, 1]) < 0.1  # drawn independently of lr0
+    assert float(scaled.reset_with_lr0(keys[0], 0.01)[0].grad_scale) == 1.0
+
+    relative = {"reward": "relative_log_val_error", "action_mode": "anchored_compound"}
+    fixed = make(small_config, dataset, gradient_scale_range=[4.0, 4.0], **relative)
+    own = make(small_config, dataset, **relative)
+    key, lr0 = jax.random.PRNGKey(3), 0.005
+    state_c, _ = jax.jit(fixed.reset)(key)
+    assert float(state_c.grad_scale) == 4.0
+    state_c, _ = fixed.reset_with_lr0(key, lr0, grad_scale=4.0)
+    state_1, _ = own.reset_with_lr0(key, 4.0 * lr0)
+    keep = jnp.full(3, KEEP)
+    for _ in range(3):
+        state_c, ts_c = jax.jit(fixed.step)(state_c, keep)
+        state_1, ts_1 = jax.jit(own.step)(state_1, keep)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)  # noqa: E731
+    jax.tree.map(close, state_c.params, state_1.params)
+    jax.tree.map(close, state_c.reference.params, state_1.reference.params)
+    close(ts_c.extras["val_loss"], ts_1.extras["val_loss"])
+    # not vacuous: the same lr0 without the factor trains otherwise
+    state_u, _ = own.reset_with_lr0(key, lr0)
+    state_u, _ = jax.jit(own.step)(state_u, keep)
+    state_c1, _ = fixed.reset_with_lr0(key, lr0, grad_scale=4.0)
+    state_c1, _ = jax.jit(fixed.step)(state_c1, keep)
+    assert not np.allclose(
+        jax.tree.leaves(state_u.params)[0], jax.tree.leaves(state_c1.params)[0], rtol=1e-3
+    )
+    with pytest.raises(ValueError, match="gradient_scale_range=.*0 < low <= high"):
+        EnvSettings(gradient_scale_range=(10.0, 1.0))
+    with pytest.raises(Exception, match="gradient_scale_range"):
+        validate(merge(small_config, {"env": {"gradient_scale_range": [10.0, 1.0]}}))

@@ -96,6 +96,7 @@ class EnvState(NamedTuple):
     agents_view: jnp.ndarray  # [N, F] the last observation (kept when a step diverges)
     diverged: jnp.ndarray  # [] bool
     lr_scale: jnp.ndarray  # [N] multiplier on the base schedule (anchored modes; else 1)
+    grad_scale: jnp.ndarray  # [] factor on every gradient of the episode (gradient_scale_range)
     reference: ReferenceRun | tuple  # () unless the reward compares with a reference run
 
 
@@ -327,12 +328,14 @@ class GannoEnv(Environment):
         data_key,
         start_step,
         rate_fn: RateFn | None = None,
+        grad_scale: jnp.ndarray | float = 1.0,
     ):
         """``steps_per_decision`` SGD steps, accumulating what the observation needs: the mean
         minibatch loss of every step, the mean gradient and mean squared gradient norm of the last
         ``settings.gradient_steps`` (``gradient_window``, see :mod:`ganno.env_settings`); the rates
-        in ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given."""
-        grad_fn = jax.value_and_grad(self.task.loss)
+        in ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given; every gradient
+        multiplied by ``grad_scale`` (the episode's, ``gradient_scale_range``)."""
+        grad_fn = self._scaled_value_and_grad(grad_scale)
         k, window = self.steps_per_decision, self.settings.gradient_steps
 
         def one_step(carry, step):
@@ -359,10 +362,33 @@ class GannoEnv(Environment):
         mean_grad = jax.tree.map(lambda g: g / window, grad_sum)
         return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k
 
-    def _sgd_interval(self, optimizer, params, opt_state, data_key, start_step, rate_fn=None):
+    def _scaled_value_and_grad(self, grad_scale: jnp.ndarray | float):
+        """``(params, x, y) -> (loss, grads)`` with the gradients multiplied by ``grad_scale``
+        (the loss itself unscaled: what the observation and the divergence test read)."""
+        value_and_grad = jax.value_and_grad(self.task.loss)
+
+        def scaled(params, x, y):
+            loss, grads = value_and_grad(params, x, y)
+            return loss, jax.tree.map(lambda g: g * grad_scale, grads)
+
+        return scaled
+
+    def sample_grad_scale(self, key: jax.Array) -> jnp.ndarray:
+        """A meta-training episode's gradient factor: log-uniform in ``gradient_scale_range``
+        (1 when it is None)."""
+        scale_range = self.settings.gradient_scale_range
+        if scale_range is None:
+            return jnp.ones((), jnp.float32)
+        low, high = jnp.log(scale_range[0]), jnp.log(scale_range[1])
+        return jnp.exp(jax.random.uniform(key, (), minval=low, maxval=high))
+
+    def _sgd_interval(
+        self, optimizer, params, opt_state, data_key, start_step, rate_fn=None, grad_scale=1.0
+    ):
         """The interval's plain SGD steps, without what the observation needs (the reference run
         and the counterfactuals)."""
-        grad_fn = jax.grad(self.task.loss)
+        value_and_grad = self._scaled_value_and_grad(grad_scale)
+        grad_fn = lambda params, x, y: value_and_grad(params, x, y)[1]  # noqa: E731
 
         def one_step(carry, step):
             params, opt_state = carry
@@ -430,8 +456,11 @@ class GannoEnv(Environment):
         return jnp.exp(jax.random.uniform(key, (), minval=low, maxval=high))
 
     def reset(self, key: jax.Array) -> tuple[EnvState, TimeStep]:
-        """A new episode with its initial learning rate drawn from ``lr0_range``."""
-        return self.reset_with_lr0(key, self.sample_lr0(episode_keys(key)[2]))
+        """A new meta-training episode: its initial learning rate drawn from ``lr0_range``, its
+        gradient factor from ``gradient_scale_range`` (1 when that is None)."""
+        lr0_key = episode_keys(key)[2]
+        grad_scale = self.sample_grad_scale(jax.random.fold_in(lr0_key, 1))
+        return self.reset_with_lr0(key, self.sample_lr0(lr0_key), grad_scale=grad_scale)
 
     def _initial_rates(self, lr0: jnp.ndarray) -> jnp.ndarray:
         n = self._num_agents
@@ -439,10 +468,14 @@ class GannoEnv(Environment):
             return self._anchored_rates(lr0, jnp.ones((n,)))(jnp.zeros((), jnp.int32))
         return jnp.clip(jnp.full((n,), lr0), *self.lr_bounds)
 
-    def reset_with_lr0(self, key: jax.Array, lr0: float | jnp.ndarray) -> tuple[EnvState, TimeStep]:
-        """A new episode whose layers all start at the given learning rate (for evaluation)."""
+    def reset_with_lr0(
+        self, key: jax.Array, lr0: float | jnp.ndarray, *, grad_scale: float | jnp.ndarray = 1.0
+    ) -> tuple[EnvState, TimeStep]:
+        """A new episode whose layers all start at the given learning rate (for evaluation: the
+        task's own gradients, ``grad_scale`` 1)."""
         init_key, data_key, _ = episode_keys(key)
         lr0 = jnp.asarray(lr0, jnp.float32)
+        grad_scale = jnp.asarray(grad_scale, jnp.float32)
         n = self._num_agents
         params = self.task.init_params(init_key)
         opt_state = self.optimizer.init(params)._replace(
@@ -452,7 +485,7 @@ class GannoEnv(Environment):
         )
         # The first observation reads the gradient of the first minibatch without taking a step.
         x, y = self.task.batch(data_key, jnp.zeros((), jnp.int32))
-        train_loss, grads = jax.value_and_grad(self.task.loss)(params, x, y)
+        train_loss, grads = self._scaled_value_and_grad(grad_scale)(params, x, y)
         val_loss, val_accuracy = self._val_metrics(params)
         lr_scale = jnp.ones((n,))
         stats = IntervalStats(
@@ -486,6 +519,7 @@ class GannoEnv(Environment):
             agents_view=view,
             diverged=jnp.zeros((), bool),
             lr_scale=lr_scale,
+            grad_scale=grad_scale,
             reference=self._reset_reference(params, lr0, val_loss, val_accuracy),
         )
         timestep = self._timestep(
@@ -506,7 +540,7 @@ class GannoEnv(Environment):
         )
         start = state.step_count * self.steps_per_decision
         params, opt_state, mean_grad, mean_sq, train_loss = self._train_interval(
-            state.params, opt_state, state.data_key, start, rate_fn
+            state.params, opt_state, state.data_key, start, rate_fn, state.grad_scale
         )
         val_loss, val_accuracy = self._val_metrics(params)
         step_count = state.step_count + 1
@@ -549,6 +583,7 @@ class GannoEnv(Environment):
             agents_view=keep_old(state.agents_view, view),
             diverged=diverged,
             lr_scale=keep_old(state.lr_scale, lr_scale),
+            grad_scale=state.grad_scale,
             reference=reference,
         )
         step_type = jnp.where(done, StepType.LAST, StepType.MID).astype(jnp.int8)
@@ -597,6 +632,7 @@ class GannoEnv(Environment):
             state.data_key,
             state.step_count * self.steps_per_decision,
             rate_fn,
+            state.grad_scale,
         )
         return ReferenceRun(params, opt_state, self._reference_metric(params))
 
@@ -639,7 +675,7 @@ class GannoEnv(Environment):
             lrs = state.opt_state.learning_rates if rate_fn else rates
             opt_state = state.opt_state._replace(learning_rates=lrs)
             params, *_ = self._train_interval(
-                state.params, opt_state, state.data_key, start, rate_fn
+                state.params, opt_state, state.data_key, start, rate_fn, state.grad_scale
             )
             return self._val_metrics(params)[0]
 

@@ -19,6 +19,15 @@ How the agents' choices set each layer's learning rate (``action_mode``):
     ``s <- clip(s x factor, *scale_bounds)`` that compounds over decisions (factors from
     ``actions``): the base schedule's shape, with a multiplier that can move far from lr0.
 
+Gradient scaling in meta-training (``gradient_scale_range``): ``[low, high]`` multiplies every
+minibatch gradient of an episode (the agents' run and its reference run alike) by a factor drawn
+log-uniformly from the range when the episode is reset for meta-training, which is the loss scaled
+by that factor: the same network with its curvature scaled, so the largest rate it tolerates moves
+by the factor. An agent that learned one trajectory of rates for one network then diverges on some
+episodes and is too timid on others; it has to read where the network stands from what it observes
+(the gradient and update norms, the loss). Evaluation (``reset_with_lr0``) uses factor 1: the
+task's own gradients. ``None``: factor 1 always.
+
 In both anchored modes ``lr_bounds[0]`` is not applied (the base schedule may decay to 0; the
 multiplier's own bounds keep a layer from being switched off for good).
 
@@ -73,6 +82,7 @@ class EnvSettings:
     level_scale: float = 0.34657359  # ln(2) / 2: levels +-2 are a factor 2
     scale_bounds: tuple[float, float] = (1e-3, 1e3)
     gradient_window: int | None = None
+    gradient_scale_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         def floats(value):
@@ -80,7 +90,7 @@ class EnvSettings:
 
         for name in ("lr0_range", "lr_bounds", "actions", "levels", "scale_bounds"):
             object.__setattr__(self, name, floats(getattr(self, name)))
-        for name in ("momentum_actions", "weight_decay_actions"):
+        for name in ("momentum_actions", "weight_decay_actions", "gradient_scale_range"):
             object.__setattr__(self, name, floats(getattr(self, name)))
         if self.action_mode not in ACTION_MODES:
             raise ValueError(
@@ -93,6 +103,14 @@ class EnvSettings:
         if self.action_mode == "anchored" and not self.levels:
             raise ValueError("the anchored action mode needs at least one level (env.levels)")
         check_gradient_window(self.gradient_window)
+        scale_range = self.gradient_scale_range
+        if scale_range is not None and not (
+            len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]
+        ):
+            raise ValueError(
+                f"gradient_scale_range={list(scale_range)}: give [low, high] with 0 < low <= high "
+                "(the factor on an episode's gradients is drawn log-uniformly from it), or None"
+            )
         if self.action_mode != "anchored" and not self.actions:
             raise ValueError("the action set is empty; give at least one learning-rate factor")
 
