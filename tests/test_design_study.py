@@ -13,7 +13,7 @@ from ganno.design_study import (
     write_across_tasks,
     write_study,
 )
-from ganno.errors import StepFailedError, UsageError
+from ganno.errors import ResultsMissingError, StepFailedError, UsageError
 from ganno.experiments import COLUMNS
 
 
@@ -297,6 +297,40 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert "(deep, wide)" in text and "Skipped: 1 tables" in text
     assert "Missing (not yet run): 6" in text  # plain on wide; both agents on absent
     assert (results / "tables" / "design_study_across_tasks_figure.png").is_file()
+
+
+    # a study run over several sessions: plain's runs are not in this results folder any more;
+    # with keep_absent its row (and its points of the figure) are kept as they were, marked
+    for path in results.glob("sweep/*/plain_seed_*.csv"):
+        path.unlink()
+    figure_before = pd.read_csv(results / "tables" / "design_study_across_tasks_figure.csv")
+    csv, md = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
+    kept = pd.read_csv(csv).set_index("method")
+    assert bool(kept.loc["ganno_plain", "carried_over"]) is True
+    assert not kept.loc[["ganno_better", "sgd_cosine"], "carried_over"].any()
+    pd.testing.assert_series_equal(
+        kept.loc["ganno_plain", table.columns].astype(str), plain[table.columns].astype(str)
+    )
+    assert kept.loc["ganno_better", "held_out_accuracy"] == better["held_out_accuracy"]
+    figure = pd.read_csv(results / "tables" / "design_study_across_tasks_figure.csv")
+    pd.testing.assert_frame_equal(
+        figure[figure["method"] == "ganno_plain"].reset_index(drop=True),
+        figure_before[figure_before["method"] == "ganno_plain"].reset_index(drop=True),
+    )
+    text = md.read_text()
+    assert "Kept from the table before" in text and "ganno_plain" in text
+    assert "Missing (not yet run): 2" in text  # better on absent; plain's runs are not missing
+    # without keep_absent the table has only what ran here
+    csv, _ = write_across_tasks(cfg, results, results / "tables" / "fresh")
+    assert "ganno_plain" not in set(pd.read_csv(csv)["method"])
+    # rows compared with other baselines are not kept: the error names the difference
+    changed = pd.read_csv(results / "sweep" / "deep" / "baselines.csv")
+    changed["test_accuracy"] += 0.01
+    changed.to_csv(results / "sweep" / "deep" / "baselines.csv", index=False)
+    with pytest.raises(ResultsMissingError, match="baselines here differ.*sgd_cosine held_out"):
+        write_across_tasks(cfg, results, results / "tables", keep_absent=True)
+    with pytest.raises(ResultsMissingError, match="no table to keep agents from"):
+        write_across_tasks(cfg, results, results / "nowhere", keep_absent=True)
 
 
 def test_gpu_trained_policies_are_imported_as_the_study_s_runs_and_not_retrained(tmp_path):

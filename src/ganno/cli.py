@@ -96,7 +96,7 @@ def _cmd_design_table(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     for path in write_study(cfg, args.results, args.out, args.question):
         print(path)
-    for path in write_across_tasks(cfg, args.results, args.out):
+    for path in write_across_tasks(cfg, args.results, args.out, keep_absent=args.keep_absent):
         print(path)
     return 0
 
@@ -472,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="the agents' question: design (the main study, design_study.*) or a follow-up "
             "(design_study_<question>.*, with the reference agent); design_study_across_tasks.* "
             "has every agent that has run",
+        )
+        ds.add_argument(
+            "--keep-absent",
+            action="store_true",
+            help="keep the rows of the agents already in design_study_across_tasks.csv that have "
+            "no runs in --results (a study run over several sessions); refused unless the "
+            "baselines here are the same numbers as theirs",
         )
         if name == "design-study":
             ds.add_argument(

@@ -557,14 +557,98 @@ def across_tasks_table(
                     )
                     row.update({key: p.value, f"{key}_low": p.low, f"{key}_high": p.high})
         rows.append(row)
-    out = targets_met(pd.DataFrame(rows))
+    return _ordered(targets_met(pd.DataFrame(rows))), per_task
+
+
+def _ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """Agents first (by targets met, then held-out accuracy, then training-task accuracy), then
+    the baselines by training-task accuracy."""
+    out = table.copy()
     out["_baseline"] = out["kind"] != "design agent"
     out["_order"] = out["held_out_accuracy"].fillna(-np.inf)
     out = out.sort_values(
         ["_baseline", "targets_met", "_order", "train_tuned_accuracy"],
         ascending=[True, False, False, False],
     )
-    return out.drop(columns=["_baseline", "_order"]).reset_index(drop=True), per_task
+    return out.drop(columns=["_baseline", "_order"]).reset_index(drop=True)
+
+
+#: The across-tasks table's column that marks a row kept from the table before
+#: (:func:`keep_absent_agents`).
+CARRIED = "carried_over"
+
+
+def _first_difference(mine: pd.DataFrame, theirs: pd.DataFrame, keys: list[str]) -> str | None:
+    """The first cell in which two tables of the same rows differ (numbers to 1e-9 relative),
+    as words, or None when they agree."""
+    a, b = mine.set_index(keys).sort_index(), theirs.set_index(keys).sort_index()
+    if list(a.index) != list(b.index):
+        return f"rows {sorted(set(map(str, a.index)) ^ set(map(str, b.index)))[:3]}"
+    for column in a.columns.intersection(b.columns):
+        x, y = a[column], b[column]
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            same = np.isclose(x.to_numpy(float), y.to_numpy(float), rtol=1e-9, atol=0.0,
+                              equal_nan=True)  # fmt: skip
+        else:
+            same = (x.fillna("").astype(str) == y.fillna("").astype(str)).to_numpy()
+        if not same.all():
+            row = a.index[int(np.argmin(same))]
+            return f"{row} {column}: {x.loc[row]} here, {y.loc[row]} in the table"
+    return None
+
+
+def keep_absent_agents(
+    table: pd.DataFrame, per_task: pd.DataFrame, out_dir: str | Path
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The across-tasks table and figure data with the design agents of the table already in
+    ``out_dir`` that have no runs here kept as they were (a study run over several sessions whose
+    earlier runs are not in this results folder), marked in :data:`CARRIED`; the targets and the
+    order are recomputed over all rows. Only rows compared with the same baselines are kept: the
+    baselines' rows here must equal the table's (every number, per task too), else a
+    :class:`~ganno.errors.ResultsMissingError` names the first difference and the fix."""
+    out = Path(out_dir)
+    csv, figure_csv = out / f"{ACROSS_TASKS}.csv", out / f"{ACROSS_TASKS}_figure.csv"
+    for path in (csv, figure_csv):
+        if not path.is_file():
+            raise ResultsMissingError(
+                f"{path} does not exist: there is no table to keep agents from; write the table "
+                "without keeping absent agents"
+            )
+    before, drawn = pd.read_csv(csv), pd.read_csv(figure_csv)
+    if CARRIED not in before.columns:
+        before[CARRIED] = False
+    baselines_here = table[table["kind"] == "baseline"]
+    differs = _first_difference(
+        baselines_here.drop(columns=[CARRIED], errors="ignore"),
+        before[before["kind"] == "baseline"].drop(columns=[CARRIED]),
+        ["method"],
+    )
+    shown_here = per_task[per_task["method"].isin(set(baselines_here["method"]))]
+    shown_here = shown_here[shown_here["task"].isin(set(drawn["task"]))].dropna(
+        subset=["iqm", "low", "high"]
+    )  # as the figure's data is written (plots.generalisation_figure)
+    differs = differs or _first_difference(
+        shown_here[drawn.columns], drawn[drawn["method"].isin(set(baselines_here["method"]))],
+        ["method", "task"],
+    )
+    if differs:
+        raise ResultsMissingError(
+            f"the baselines here differ from those the agents of {csv} were compared with "
+            f"({differs}): their rows cannot be kept; run those agents into this results folder "
+            "(ganno design-study --question Q) or write the table without keeping them"
+        )
+    absent = before[(before["kind"] == "design agent") & ~before["method"].isin(table["method"])]
+    kept = absent.drop(columns=[c for c in absent.columns if c.startswith("meets_")] +
+                       ["targets_met"]).assign(**{CARRIED: True})  # fmt: skip
+    merged = pd.concat(
+        [table.drop(columns=[c for c in table.columns if c.startswith("meets_")] +
+                    ["targets_met"]).assign(**{CARRIED: False}), kept],  # fmt: skip
+        ignore_index=True,
+    )
+    merged[CARRIED] = merged[CARRIED].astype(bool)
+    drawn_kept = drawn[drawn["method"].isin(set(absent["method"]))]
+    per_task = pd.concat([per_task, drawn_kept], ignore_index=True)
+    return _ordered(targets_met(merged)), per_task, list(absent["method"])
 
 
 #: The targets of issue "Agents that win (2/2)", each a comparison of point estimates (IQM; the
@@ -647,16 +731,27 @@ def across_tasks_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_across_tasks(
-    config: Mapping[str, Any], results: str | Path, out_dir: str | Path
+    config: Mapping[str, Any],
+    results: str | Path,
+    out_dir: str | Path,
+    *,
+    keep_absent: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``design_study_across_tasks.{csv,md}`` and its figure (tuned test accuracy per
-    task and pooled over the held-out tasks, per method) to ``out_dir``."""
+    task and pooled over the held-out tasks, per method) to ``out_dir``. ``keep_absent``: keep the
+    rows of the agents already in the table there that have no runs in ``results``
+    (:func:`keep_absent_agents`)."""
     df, missing, skipped = load_across_tasks(config, results)
     if df.empty:
         raise FileNotFoundError(
             f"no design-study results under {results}/sweep; run ganno design-study"
         )
     table, per_task = across_tasks_table(df, config, **tables.ci_kwargs(config))
+    carried: list[str] = []
+    if keep_absent:
+        table, per_task, carried = keep_absent_agents(table, per_task, out_dir)
+        kept = {f"/{name.removeprefix('ganno_')}_seed_" for name in carried}
+        missing = [m for m in missing if not any(k in m for k in kept)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / f"{ACROSS_TASKS}.csv", out / f"{ACROSS_TASKS}.md"
@@ -696,6 +791,13 @@ def write_across_tasks(
             "Tuned test accuracy per task and pooled over the held-out tasks (IQM, 95% CI)",
         ),
     ]
+    if carried:
+        lines += [
+            f"Kept from the table before ({CARRIED} in the CSV: their runs are not in "
+            f"{results}; the baselines' rows, per task too, are the same numbers as those they "
+            f"were compared with): {', '.join(carried)}.",
+            "",
+        ]
     if skipped:
         lines += [f"Skipped: {len(skipped)} tables, e.g. {next(iter(skipped.items()))}.", ""]
     if missing:
