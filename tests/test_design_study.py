@@ -298,7 +298,6 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert "Missing (not yet run): 6" in text  # plain on wide; both agents on absent
     assert (results / "tables" / "design_study_across_tasks_figure.png").is_file()
 
-
     # a study run over several sessions: plain's runs are not in this results folder any more;
     # with keep_absent its row (and its points of the figure) are kept as they were, marked
     for path in results.glob("sweep/*/plain_seed_*.csv"):

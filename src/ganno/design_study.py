@@ -628,7 +628,8 @@ def keep_absent_agents(
         subset=["iqm", "low", "high"]
     )  # as the figure's data is written (plots.generalisation_figure)
     differs = differs or _first_difference(
-        shown_here[drawn.columns], drawn[drawn["method"].isin(set(baselines_here["method"]))],
+        shown_here[drawn.columns],
+        drawn[drawn["method"].isin(set(baselines_here["method"]))],
         ["method", "task"],
     )
     if differs:
@@ -638,12 +639,13 @@ def keep_absent_agents(
             "(ganno design-study --question Q) or write the table without keeping them"
         )
     absent = before[(before["kind"] == "design agent") & ~before["method"].isin(table["method"])]
-    kept = absent.drop(columns=[c for c in absent.columns if c.startswith("meets_")] +
-                       ["targets_met"]).assign(**{CARRIED: True})  # fmt: skip
+
+    def without_targets(rows: pd.DataFrame, carried: bool) -> pd.DataFrame:
+        targets = [c for c in rows.columns if c.startswith("meets_")] + ["targets_met"]
+        return rows.drop(columns=targets).assign(**{CARRIED: carried})
+
     merged = pd.concat(
-        [table.drop(columns=[c for c in table.columns if c.startswith("meets_")] +
-                    ["targets_met"]).assign(**{CARRIED: False}), kept],  # fmt: skip
-        ignore_index=True,
+        [without_targets(table, False), without_targets(absent, True)], ignore_index=True
     )
     merged[CARRIED] = merged[CARRIED].astype(bool)
     drawn_kept = drawn[drawn["method"].isin(set(absent["method"]))]
