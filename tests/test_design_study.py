@@ -1,5 +1,7 @@
 """The design study's table: read from the runs the study script writes, tuned like every table."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -298,35 +300,45 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert "Missing (not yet run): 6" in text  # plain on wide; both agents on absent
     assert (results / "tables" / "design_study_across_tasks_figure.png").is_file()
 
-    # a study run over several sessions: plain's runs are not in this results folder any more;
-    # with keep_absent its row (and its points of the figure) are kept as they were, marked
-    for path in results.glob("sweep/*/plain_seed_*.csv"):
+    # a study run over several sessions: better's runs are not in this results folder any more;
+    # with keep_absent its row (and its points of the figure) are kept, marked
+    for path in results.glob("sweep/*/better_seed_*.csv"):
         path.unlink()
     figure_before = pd.read_csv(results / "tables" / "design_study_across_tasks_figure.csv")
     csv, md = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
     kept = pd.read_csv(csv).set_index("method")
-    assert bool(kept.loc["ganno_plain", "carried_over"]) is True
-    assert not kept.loc[["ganno_better", "sgd_cosine"], "carried_over"].any()
+    assert bool(kept.loc["ganno_better", "carried_over"]) is True
+    assert not kept.loc[["ganno_plain", "sgd_cosine"], "carried_over"].any()
     pd.testing.assert_series_equal(
-        kept.loc["ganno_plain", table.columns].astype(str), plain[table.columns].astype(str)
-    )
-    assert kept.loc["ganno_better", "held_out_accuracy"] == better["held_out_accuracy"]
+        kept.loc["ganno_better", table.columns].astype(str), better[table.columns].astype(str)
+    )  # the same baselines: every number as before, the targets and tasks won too
+    assert kept.loc["ganno_plain", "train_tuned_accuracy"] == plain["train_tuned_accuracy"]
     figure = pd.read_csv(results / "tables" / "design_study_across_tasks_figure.csv")
     pd.testing.assert_frame_equal(
-        figure[figure["method"] == "ganno_plain"].reset_index(drop=True),
-        figure_before[figure_before["method"] == "ganno_plain"].reset_index(drop=True),
+        figure[figure["method"] == "ganno_better"].reset_index(drop=True),
+        figure_before[figure_before["method"] == "ganno_better"].reset_index(drop=True),
     )
     text = md.read_text()
-    assert "Kept from the table before" in text and "ganno_plain" in text
-    assert "Missing (not yet run): 2" in text  # better on absent; plain's runs are not missing
+    assert "Kept from the table before (carried_over in the CSV): ganno_better" in text
+    assert "The baselines here are the same numbers as before" in text
+    assert "Missing (not yet run): 4" in text  # plain on wide and absent; better's are not missing
     # without keep_absent the table has only what ran here
     csv, _ = write_across_tasks(cfg, results, results / "tables" / "fresh")
-    assert "ganno_plain" not in set(pd.read_csv(csv)["method"])
-    # rows compared with other baselines are not kept: the error names the difference
+    assert "ganno_better" not in set(pd.read_csv(csv)["method"])
+    # baselines whose numbers changed: the kept row's comparisons are redone against them (the
+    # deep task is no longer won) or left empty (P against a changed baseline), and listed
     changed = pd.read_csv(results / "sweep" / "deep" / "baselines.csv")
-    changed["test_accuracy"] += 0.01
+    changed["test_accuracy"] += 0.15
     changed.to_csv(results / "sweep" / "deep" / "baselines.csv", index=False)
-    with pytest.raises(ResultsMissingError, match="baselines here differ.*sgd_cosine held_out"):
+    csv, md = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
+    kept = pd.read_csv(csv).set_index("method").loc["ganno_better"]
+    assert kept["tasks_won"] == 0 and np.isnan(kept["p_accuracy"])
+    assert kept["held_out_accuracy"] == better["held_out_accuracy"]  # its own runs
+    assert re.search(r"Baseline numbers that differ from the table before \(\d+\): .*sgd_cosine",
+                     md.read_text())  # fmt: skip
+    # baselines that are not the same methods on the same tasks: refused, naming the fix
+    (results / "sweep" / "deep" / "baselines.csv").unlink()
+    with pytest.raises(ResultsMissingError, match="not the ones of the table being kept"):
         write_across_tasks(cfg, results, results / "tables", keep_absent=True)
     with pytest.raises(ResultsMissingError, match="no table to keep agents from"):
         write_across_tasks(cfg, results, results / "nowhere", keep_absent=True)

@@ -578,34 +578,58 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
 CARRIED = "carried_over"
 
 
-def _first_difference(mine: pd.DataFrame, theirs: pd.DataFrame, keys: list[str]) -> str | None:
-    """The first cell in which two tables of the same rows differ (numbers to 1e-9 relative),
-    as words, or None when they agree."""
+def _differences(mine: pd.DataFrame, theirs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Every cell in which two tables of the same rows differ (numbers beyond 1e-9 relative), as
+    ``"<row> <column>: <here> here, <there> before"``; a :class:`ResultsMissingError` when their
+    rows are not the same ones."""
     a, b = mine.set_index(keys).sort_index(), theirs.set_index(keys).sort_index()
     if list(a.index) != list(b.index):
-        return f"rows {sorted(set(map(str, a.index)) ^ set(map(str, b.index)))[:3]}"
+        odd = sorted(set(map(str, a.index)) ^ set(map(str, b.index)))
+        raise ResultsMissingError(
+            f"the baselines here are not the ones of the table being kept (rows {odd[:4]} are in "
+            "one only): run the absent agents into this results folder, or write the table "
+            "without keeping them"
+        )
+    found = []
     for column in a.columns.intersection(b.columns):
         x, y = a[column], b[column]
         if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
-            same = np.isclose(x.to_numpy(float), y.to_numpy(float), rtol=1e-9, atol=0.0,
-                              equal_nan=True)  # fmt: skip
+            same = np.isclose(
+                x.to_numpy(float), y.to_numpy(float), rtol=1e-9, atol=0.0, equal_nan=True
+            )
         else:
             same = (x.fillna("").astype(str) == y.fillna("").astype(str)).to_numpy()
-        if not same.all():
-            row = a.index[int(np.argmin(same))]
-            return f"{row} {column}: {x.loc[row]} here, {y.loc[row]} in the table"
-    return None
+        for row in a.index[~same]:
+            found.append(f"{row} {column}: {x.loc[row]:.4g} here, {y.loc[row]:.4g} before"
+                         if isinstance(x.loc[row], float) else
+                         f"{row} {column}: {x.loc[row]} here, {y.loc[row]} before")  # fmt: skip
+    return found
+
+
+class KeptRows(NamedTuple):
+    """What :func:`keep_absent_agents` returns."""
+
+    table: pd.DataFrame  # the across-tasks table with the kept rows
+    per_task: pd.DataFrame  # the figure's data with the kept agents' points
+    kept: list[str]  # the agents kept
+    differences: list[str]  # baseline numbers that differ from the table before's
 
 
 def keep_absent_agents(
     table: pd.DataFrame, per_task: pd.DataFrame, out_dir: str | Path
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+) -> KeptRows:
     """The across-tasks table and figure data with the design agents of the table already in
-    ``out_dir`` that have no runs here kept as they were (a study run over several sessions whose
-    earlier runs are not in this results folder), marked in :data:`CARRIED`; the targets and the
-    order are recomputed over all rows. Only rows compared with the same baselines are kept: the
-    baselines' rows here must equal the table's (every number, per task too), else a
-    :class:`~ganno.errors.ResultsMissingError` names the first difference and the fix."""
+    ``out_dir`` that have no runs here kept (a study run over several sessions whose earlier runs
+    are not in this results folder), marked in :data:`CARRIED`.
+
+    A kept row keeps the numbers of the agent's own runs. What compares it with the baselines is
+    recomputed against the baselines here: the targets, the held-out tasks won (from its points
+    per task); its probability of beating the best baseline is kept only when that baseline is
+    still the best and its numbers here are the same as before (else it is left empty). The
+    baselines must be the same methods on the same tasks (else a
+    :class:`~ganno.errors.ResultsMissingError` says so); numbers of theirs that differ (a
+    floating-point difference between machines, say) are returned to be listed beside the
+    table."""
     out = Path(out_dir)
     csv, figure_csv = out / f"{ACROSS_TASKS}.csv", out / f"{ACROSS_TASKS}_figure.csv"
     for path in (csv, figure_csv):
@@ -618,27 +642,36 @@ def keep_absent_agents(
     if CARRIED not in before.columns:
         before[CARRIED] = False
     baselines_here = table[table["kind"] == "baseline"]
-    differs = _first_difference(
+    names = set(baselines_here["method"])
+    differences = _differences(
         baselines_here.drop(columns=[CARRIED], errors="ignore"),
         before[before["kind"] == "baseline"].drop(columns=[CARRIED]),
         ["method"],
     )
-    shown_here = per_task[per_task["method"].isin(set(baselines_here["method"]))]
-    shown_here = shown_here[shown_here["task"].isin(set(drawn["task"]))].dropna(
-        subset=["iqm", "low", "high"]
-    )  # as the figure's data is written (plots.generalisation_figure)
-    differs = differs or _first_difference(
-        shown_here[drawn.columns],
-        drawn[drawn["method"].isin(set(baselines_here["method"]))],
-        ["method", "task"],
+    shown_here = per_task[per_task["method"].isin(names) & per_task["task"].isin(drawn["task"])]
+    shown_here = shown_here.dropna(subset=["iqm", "low", "high"])  # as the figure's data is
+    # written (plots.generalisation_figure)
+    differences += _differences(
+        shown_here[drawn.columns], drawn[drawn["method"].isin(names)], ["method", "task"]
     )
-    if differs:
-        raise ResultsMissingError(
-            f"the baselines here differ from those the agents of {csv} were compared with "
-            f"({differs}): their rows cannot be kept; run those agents into this results folder "
-            "(ganno design-study --question Q) or write the table without keeping them"
-        )
     absent = before[(before["kind"] == "design agent") & ~before["method"].isin(table["method"])]
+    per_task = pd.concat(
+        [per_task, drawn[drawn["method"].isin(set(absent["method"]))]], ignore_index=True
+    )
+    held_out = [
+        t
+        for t in dict.fromkeys(per_task["task"])
+        if t not in (layout.TRAIN_TASK, tables.ALL_TASKS, tables.HELD_OUT)
+    ]
+    absent = absent.copy()
+    changed = {d.split(" ")[0] for d in differences}
+    for i, row in absent.iterrows():
+        absent.loc[i, "tasks_won"] = len(tables.task_wins(per_task, row["method"], held_out)[0])
+        for key, vs in (("p_accuracy", "vs_accuracy"), ("p_loss", "vs_loss")):
+            best = table[vs].iloc[0] if len(table) else ""
+            if row[vs] != best or row[vs] in changed:
+                absent.loc[i, [key, f"{key}_low", f"{key}_high"]] = np.nan
+                absent.loc[i, vs] = best
 
     def without_targets(rows: pd.DataFrame, carried: bool) -> pd.DataFrame:
         targets = [c for c in rows.columns if c.startswith("meets_")] + ["targets_met"]
@@ -648,9 +681,7 @@ def keep_absent_agents(
         [without_targets(table, False), without_targets(absent, True)], ignore_index=True
     )
     merged[CARRIED] = merged[CARRIED].astype(bool)
-    drawn_kept = drawn[drawn["method"].isin(set(absent["method"]))]
-    per_task = pd.concat([per_task, drawn_kept], ignore_index=True)
-    return _ordered(targets_met(merged)), per_task, list(absent["method"])
+    return KeptRows(_ordered(targets_met(merged)), per_task, list(absent["method"]), differences)
 
 
 #: The targets of issue "Agents that win (2/2)", each a comparison of point estimates (IQM; the
@@ -750,8 +781,9 @@ def write_across_tasks(
         )
     table, per_task = across_tasks_table(df, config, **tables.ci_kwargs(config))
     carried: list[str] = []
+    differences: list[str] = []
     if keep_absent:
-        table, per_task, carried = keep_absent_agents(table, per_task, out_dir)
+        table, per_task, carried, differences = keep_absent_agents(table, per_task, out_dir)
         kept = {f"/{name.removeprefix('ganno_')}_seed_" for name in carried}
         missing = [m for m in missing if not any(k in m for k in kept)]
     out = Path(out_dir)
@@ -795,9 +827,17 @@ def write_across_tasks(
     ]
     if carried:
         lines += [
-            f"Kept from the table before ({CARRIED} in the CSV: their runs are not in "
-            f"{results}; the baselines' rows, per task too, are the same numbers as those they "
-            f"were compared with): {', '.join(carried)}.",
+            f"Kept from the table before ({CARRIED} in the CSV): {', '.join(carried)}. Their runs "
+            f"are not in {results}; their own numbers are the table's before, and what compares "
+            "them with the baselines (targets, tasks won) is recomputed against the baselines "
+            "here (their P(beats best) only where that baseline's numbers are unchanged). "
+            + (
+                f"Baseline numbers that differ from the table before ({len(differences)}): "
+                + "; ".join(differences)
+                + "."
+                if differences
+                else "The baselines here are the same numbers as before."
+            ),
             "",
         ]
     if skipped:
