@@ -334,7 +334,7 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     kept = pd.read_csv(csv).set_index("method").loc["ganno_better"]
     assert kept["tasks_won"] == 0 and np.isnan(kept["p_accuracy"])
     assert kept["held_out_accuracy"] == better["held_out_accuracy"]  # its own runs
-    assert re.search(r"Baseline numbers that differ from the table before \(\d+\): .*sgd_cosine",
+    assert re.search(r"differ from the table before \(\d+; .*\): sgd_cosine \(\d+ numbers",
                      md.read_text())  # fmt: skip
     # baselines that are not the same methods on the same tasks: refused, naming the fix
     (results / "sweep" / "deep" / "baselines.csv").unlink()

@@ -763,6 +763,21 @@ def across_tasks_display(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _differences_line(differences: Sequence[str]) -> str:
+    """The baseline numbers that differ from the table before, per method: how many, and the
+    first of each method's."""
+    if not differences:
+        return "The baselines here are the same numbers as before."
+    by_method: dict[str, list[str]] = {}
+    for d in differences:
+        by_method.setdefault(d.split(" ")[0].strip("(',"), []).append(d)
+    parts = [f"{m} ({len(ds)} numbers, e.g. {ds[0]})" for m, ds in by_method.items()]
+    return (
+        f"Baseline numbers that differ from the table before ({len(differences)}; numbers of "
+        f"their own runs, which ran again here): {'; '.join(parts)}."
+    )
+
+
 def write_across_tasks(
     config: Mapping[str, Any],
     results: str | Path,
@@ -831,13 +846,7 @@ def write_across_tasks(
             f"are not in {results}; their own numbers are the table's before, and what compares "
             "them with the baselines (targets, tasks won) is recomputed against the baselines "
             "here (their P(beats best) only where that baseline's numbers are unchanged). "
-            + (
-                f"Baseline numbers that differ from the table before ({len(differences)}): "
-                + "; ".join(differences)
-                + "."
-                if differences
-                else "The baselines here are the same numbers as before."
-            ),
+            + _differences_line(differences),
             "",
         ]
     if skipped:
