@@ -639,6 +639,7 @@ def test_a_loop_that_validates_itself_can_hand_the_scheduler_its_value(mlp_env):
             scheduler_cls=Recording,
         )
         assert times["sched_cpu"] > 0 and (times["sched_val_cpu"] > 0) != validate
+        assert 0 < times["sched_wall"] < times["wall"]
     own, handed = made
     assert own.done and handed.done and len(own.history) == len(handed.history) == H + 1
     np.testing.assert_allclose(_views(handed), _views(own), rtol=0, atol=FEATURE_ATOL)
