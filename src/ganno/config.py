@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from ganno import agents as registry
+from ganno.env_settings import check_gradient_scale_range
 from ganno.errors import ConfigError
 from ganno.layout import TRAIN_TASK, task_names
 
@@ -133,12 +134,10 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                 f"'env.{key}' = {[low, high]} is an inverted or empty range; give [low, high] with "
                 "0 < low < high"
             )
-    scale_range = config["env"].get("gradient_scale_range")
-    if scale_range is not None and not scale_range[0] <= scale_range[1]:
-        problems.append(
-            f"'env.gradient_scale_range' = {list(scale_range)} is inverted; give [low, high] with "
-            "0 < low <= high, or null to train on the task's own gradients"
-        )
+    try:
+        check_gradient_scale_range(config["env"].get("gradient_scale_range"))
+    except ValueError as error:
+        problems.append(f"'env.{error}'")
     for key in ("evaluation.lr0_exponents", "torch_deployment.lr0_exponents"):
         section, name = key.split(".")
         low, high = config[section][name]

@@ -364,8 +364,11 @@ class GannoEnv(Environment):
 
     def _scaled_value_and_grad(self, grad_scale: jnp.ndarray | float):
         """``(params, x, y) -> (loss, grads)`` with the gradients multiplied by ``grad_scale``
-        (the loss itself unscaled: what the observation and the divergence test read)."""
+        (the loss itself unscaled: what the observation and the divergence test read); without a
+        ``gradient_scale_range`` the gradients as they are (no multiplication in the inner loop)."""
         value_and_grad = jax.value_and_grad(self.task.loss)
+        if self.settings.gradient_scale_range is None:
+            return value_and_grad
 
         def scaled(params, x, y):
             loss, grads = value_and_grad(params, x, y)
@@ -472,7 +475,8 @@ class GannoEnv(Environment):
         self, key: jax.Array, lr0: float | jnp.ndarray, *, grad_scale: float | jnp.ndarray = 1.0
     ) -> tuple[EnvState, TimeStep]:
         """A new episode whose layers all start at the given learning rate (for evaluation: the
-        task's own gradients, ``grad_scale`` 1)."""
+        task's own gradients, ``grad_scale`` 1; another factor applies in an environment with a
+        ``gradient_scale_range``)."""
         init_key, data_key, _ = episode_keys(key)
         lr0 = jnp.asarray(lr0, jnp.float32)
         grad_scale = jnp.asarray(grad_scale, jnp.float32)

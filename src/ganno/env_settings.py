@@ -103,14 +103,7 @@ class EnvSettings:
         if self.action_mode == "anchored" and not self.levels:
             raise ValueError("the anchored action mode needs at least one level (env.levels)")
         check_gradient_window(self.gradient_window)
-        scale_range = self.gradient_scale_range
-        if scale_range is not None and not (
-            len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]
-        ):
-            raise ValueError(
-                f"gradient_scale_range={list(scale_range)}: give [low, high] with 0 < low <= high "
-                "(the factor on an episode's gradients is drawn log-uniformly from it), or None"
-            )
+        check_gradient_scale_range(self.gradient_scale_range)
         if self.action_mode != "anchored" and not self.actions:
             raise ValueError("the action set is empty; give at least one learning-rate factor")
 
@@ -174,6 +167,18 @@ def check_gradient_window(window: Any) -> int | None:
     return int(window)
 
 
+def check_gradient_scale_range(scale_range: Any) -> None:
+    """A ValueError that says what to give unless ``scale_range`` is None or ``[low, high]``
+    with ``0 < low <= high``."""
+    if scale_range is not None and not (
+        len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]
+    ):
+        raise ValueError(
+            f"gradient_scale_range={list(scale_range)}: give [low, high] with 0 < low <= high "
+            "(the factor on an episode's gradients is drawn log-uniformly from it), or null"
+        )
+
+
 def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: Any) -> EnvSettings:
     """An :class:`EnvSettings` from another, from a mapping of its fields, or the defaults."""
     if isinstance(values, EnvSettings):
@@ -185,6 +190,7 @@ __all__ = [
     "ACTION_MODES",
     "BASE_SCHEDULES",
     "EnvSettings",
+    "check_gradient_scale_range",
     "check_gradient_window",
     "settings_from",
 ]
