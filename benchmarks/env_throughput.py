@@ -253,7 +253,9 @@ def torch_contestant(config, dataset, num_envs: int, decisions: int, threads: in
 class NoGradAccumulation(GannoEnv):
     """without the per-step gradient sum and squared-norm accumulation"""
 
-    def _train_interval(self, params, opt_state, data_key, start_step, rate_fn=None):
+    def _train_interval(
+        self, params, opt_state, data_key, start_step, rate_fn=None, grad_scale=1.0, step_size=None
+    ):
         grad_fn = jax.value_and_grad(self.task.loss)
 
         def one_step(carry, step):
@@ -270,7 +272,7 @@ class NoGradAccumulation(GannoEnv):
         )
         zeros = jax.tree.map(jnp.zeros_like, params)
         k = self.steps_per_decision
-        return params, opt_state, zeros, jnp.ones(self._num_agents), loss_sum / k
+        return params, opt_state, zeros, jnp.ones(self._num_agents), loss_sum / k, ()
 
 
 class NoObservation(GannoEnv):

@@ -358,7 +358,7 @@ def test_gradient_window_reads_the_intervals_last_steps(small_config, dataset):
         return sum(per_layer(jnp.square, g) for g in trees) / len(trees)
 
     for out, last in ((got, grads[-3:]), (ref, grads)):
-        new_params, _, mean_grad, sq, train_loss = out
+        new_params, _, mean_grad, sq, train_loss, _ = out
         close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)  # noqa: E731
         jax.tree.map(close, mean_grad, mean(last))
         close(sq, mean_sq(last))

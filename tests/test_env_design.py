@@ -48,6 +48,67 @@ def test_anchored_level_zero_is_the_base_schedule_exactly(small_config, dataset,
             np.testing.assert_allclose(ts.extras["learning_rates"], expected, rtol=1e-6)
 
 
+def test_a_dog_step_size_base_is_dog_and_the_agents_scale_it(small_config, dataset):
+    """``base_step_size: dog``: level 0 on a constant base trains exactly like the ``dog``
+    baseline (optax.contrib.dog from eta_0 = lr0) on the same stream; a compounding multiplier
+    scales DoG's step size of the agents' own run; the relative reward's reference is DoG on the
+    base schedule (cosine DoG here), so keeping the multiplier earns nothing; compound mode with a
+    DoG base and deployment of such a policy are refused, naming the setting."""
+    key, lr0 = jax.random.PRNGKey(5), 0.03
+    env = make(
+        small_config,
+        dataset,
+        action_mode="anchored",
+        base_schedule="sgd_constant",
+        base_step_size="dog",
+    )
+    steps, state = rollout(env, key, lambda t: jnp.full(3, env.action_index(level=0)), lr0)
+    ref = baseline_params(env, "dog", key, lr0)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    assert not np.allclose(steps[-1].extras["learning_rates"], lr0)  # eta_t moved from lr0
+    assert float(state.dog.eta) == pytest.approx(float(steps[-1].extras["learning_rates"][0]))
+
+    design = {
+        "action_mode": "anchored_compound",
+        "base_step_size": "dog",
+        "reward": "relative_log_val_error",
+        "scale_bounds": [0.25, 8.0],
+    }
+    env = make(small_config, dataset, **design)
+    up, keep, down = env.action_index(2.0), env.action_index(1.0), env.action_index(0.5)
+    _, state = rollout(env, key, lambda t: jnp.array([up, keep, down]), lr0)
+    unit = optax.cosine_decay_schedule(1.0, env.settings.total_steps)
+    eta = float(state.dog.eta) * float(unit(env.settings.total_steps - 1))
+    np.testing.assert_allclose(
+        state.opt_state.learning_rates, eta * np.array([8.0, 1.0, 0.25]), rtol=1e-5
+    )
+    assert float(state.dog.eta) != pytest.approx(float(state.reference.dog.eta))  # own runs
+    steps, state = rollout(env, key, lambda t: jnp.full(3, keep), lr0)
+    np.testing.assert_allclose([float(ts.reward[0]) for ts in steps[1:]], 0.0, atol=1e-6)
+    for a, b in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(state.reference.params), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    with pytest.raises(ValueError, match="base_step_size='dog'.*action_mode to anchored"):
+        validate(merge(small_config, {"env": {"base_step_size": "dog"}}))
+    with pytest.raises(ValueError, match="base_step_size"):
+        EnvSettings(action_mode="anchored", base_step_size="adam")
+
+    from ganno.deployment import deployment_settings
+    from ganno.policy import env_settings
+
+    saved = env_settings(env)
+    assert saved["base_step_size"] == "dog"
+
+    class Saved:
+        config = {"env": saved, "network": {}}
+
+    with pytest.raises(ValueError, match="base_step_size = 'dog'.*ganno evaluate"):
+        deployment_settings(Saved())
+
+
 def test_anchored_levels_scale_the_base_schedule_without_compounding(small_config, dataset):
     env = make(small_config, dataset, action_mode="anchored", levels=[-2, 0, 2], level_scale=0.5)
     lr0 = 0.02

@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 from ganno import agents as registry
-from ganno.env_settings import check_gradient_scale_range
+from ganno.env_settings import check_base_step_size, check_gradient_scale_range
 from ganno.errors import ConfigError
 from ganno.layout import TRAIN_TASK, task_names
 
@@ -136,6 +136,13 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
             )
     try:
         check_gradient_scale_range(config["env"].get("gradient_scale_range"))
+    except ValueError as error:
+        problems.append(f"'env.{error}'")
+    try:
+        check_base_step_size(
+            config["env"].get("base_step_size", "lr0"),
+            config["env"].get("action_mode", "compound"),
+        )
     except ValueError as error:
         problems.append(f"'env.{error}'")
     for key in ("evaluation.lr0_exponents", "torch_deployment.lr0_exponents"):

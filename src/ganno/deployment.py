@@ -120,6 +120,13 @@ def deployment_settings(
     if not 0 < bounds[0] < bounds[1]:
         raise ValueError(f"lr_bounds={bounds} must satisfy 0 < low < high")
     mode = str(saved.get("action_mode", "compound"))
+    if saved.get("base_step_size", "lr0") != "lr0":
+        raise ValueError(
+            f"{who} cannot play this policy: it was meta-trained with env.base_step_size = "
+            f"{saved['base_step_size']!r} (its base schedule scales DoG's step size, which only "
+            "the environment implements); evaluate it with `ganno evaluate`, or deploy a policy "
+            "meta-trained with base_step_size lr0"
+        )
     chosen = _check_actions(policy, saved, actions, mode, who)
     multipliers = chosen
     if mode == "anchored":

@@ -37,7 +37,13 @@ from ganno.observation import (
     position_columns,
     stack_columns,
 )
-from ganno.optim import LayerwiseSGDState, layerwise_sgd
+from ganno.optim import (
+    DogStepSize,
+    LayerwiseSGDState,
+    dog_step_size_init,
+    dog_step_size_update,
+    layerwise_sgd,
+)
 from ganno.rewards import REWARDS, RewardInputs, validation_error
 from ganno.types import ObservationGlobalState
 
@@ -68,7 +74,10 @@ HYPERPARAMETER_FEATURES: dict[str, str] = {
 #: base schedule.
 SCALE_FEATURE = "log_lr_scale"
 
-RateFn = Callable[[jnp.ndarray], jnp.ndarray]  # inner step -> [N] learning rates
+#: (inner step, the base step size: lr0 or DoG's eta_t) -> [N] learning rates (anchored modes)
+RateFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
+#: What an anchored base schedule scales during an interval: lr0, or DoG's step-size state.
+StepSize = jnp.ndarray | DogStepSize
 
 
 class ReferenceRun(NamedTuple):
@@ -78,6 +87,7 @@ class ReferenceRun(NamedTuple):
     params: Any
     opt_state: LayerwiseSGDState
     metric: jnp.ndarray  # [] its validation loss or error rate (``Reward.reference_metric``)
+    dog: DogStepSize | tuple  # its own DoG step size (base_step_size dog), else ()
 
 
 class EnvState(NamedTuple):
@@ -97,6 +107,7 @@ class EnvState(NamedTuple):
     diverged: jnp.ndarray  # [] bool
     lr_scale: jnp.ndarray  # [N] multiplier on the base schedule (anchored modes; else 1)
     grad_scale: jnp.ndarray  # [] factor on every gradient of the episode (gradient_scale_range)
+    dog: DogStepSize | tuple  # DoG's step size of the agents' run (base_step_size dog), else ()
     reference: ReferenceRun | tuple  # () unless the reward compares with a reference run
 
 
@@ -166,6 +177,8 @@ class GannoEnv(Environment):
             from ganno.baselines import unit_schedule
 
             self._unit_schedule = unit_schedule(settings.base_schedule, settings.total_steps)
+        #: the anchored base schedule scales DoG's step size (env.base_step_size dog), not lr0
+        self._dog = self.anchored and settings.base_step_size == "dog"
         super().__init__()
 
     # ------------------------------------------------------------------ settings
@@ -295,14 +308,21 @@ class GannoEnv(Environment):
         return specs.BoundedArray((self._num_agents,), jnp.float32, 0.0, 1.0, "discount")
 
     # ------------------------------------------------------------------ learning rates
-    def base_rate(self, lr0: jnp.ndarray, step: jnp.ndarray) -> jnp.ndarray:
-        """The base schedule's rate at inner ``step`` (anchored modes): ``lr0 x`` the baseline's
-        peak-1 shape, the very expression :mod:`ganno.baselines` trains that schedule with."""
-        return lr0 * self._unit_schedule(step)
+    def base_rate(self, step_size: jnp.ndarray, step: jnp.ndarray) -> jnp.ndarray:
+        """The base schedule's rate at inner ``step`` (anchored modes): ``step_size x`` the
+        baseline's peak-1 shape, the very expression :mod:`ganno.baselines` trains that schedule
+        with; ``step_size`` is lr0, or DoG's ``eta_t`` (``base_step_size``)."""
+        return step_size * self._unit_schedule(step)
 
-    def _anchored_rates(self, lr0: jnp.ndarray, lr_scale: jnp.ndarray) -> RateFn:
+    def _anchored_rates(self, lr_scale: jnp.ndarray) -> RateFn:
         upper = self.lr_bounds[1]
-        return lambda step: jnp.minimum(self.base_rate(lr0, step) * lr_scale, upper)
+        return lambda step, step_size: jnp.minimum(
+            self.base_rate(step_size, step) * lr_scale, upper
+        )
+
+    def _step_size(self, lr0: jnp.ndarray, dog: DogStepSize | tuple) -> StepSize:
+        """What the base schedule scales this interval: the DoG state, or lr0."""
+        return dog if self._dog else lr0
 
     def _choose(self, state: EnvState, multipliers: jnp.ndarray) -> tuple[jnp.ndarray, Any]:
         """``(lr_scale, rates)`` after the agents' learning-rate choices ``multipliers`` [N]:
@@ -315,7 +335,7 @@ class GannoEnv(Environment):
             scale = multipliers
         else:
             scale = jnp.clip(state.lr_scale * multipliers, *self.settings.scale_bounds)
-        return scale, self._anchored_rates(state.lr0, scale)
+        return scale, self._anchored_rates(scale)
 
     # ------------------------------------------------------------------ inner training
     def _val_metrics(self, params: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -329,21 +349,24 @@ class GannoEnv(Environment):
         start_step,
         rate_fn: RateFn | None = None,
         grad_scale: jnp.ndarray | float = 1.0,
+        step_size: StepSize | None = None,
     ):
         """``steps_per_decision`` SGD steps, accumulating what the observation needs: the mean
         minibatch loss of every step, the mean gradient and mean squared gradient norm of the last
         ``settings.gradient_steps`` (``gradient_window``, see :mod:`ganno.env_settings`); the rates
-        in ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given; every gradient
-        multiplied by ``grad_scale`` (the episode's, ``gradient_scale_range``)."""
+        in ``opt_state`` throughout, or ``rate_fn(step, step_size)`` at every step if given (DoG's
+        step size updated first from the step's weights and gradient); every gradient multiplied
+        by ``grad_scale`` (the episode's, ``gradient_scale_range``). Returns the weights, optimiser
+        state, mean gradient, mean squared gradient norms, mean loss and the step size after it."""
         grad_fn = self._scaled_value_and_grad(grad_scale)
         k, window = self.steps_per_decision, self.settings.gradient_steps
 
         def one_step(carry, step):
-            params, opt_state, grad_sum, sq_norm_sum, loss_sum = carry
-            if rate_fn is not None:
-                opt_state = opt_state._replace(learning_rates=rate_fn(step))
+            params, opt_state, grad_sum, sq_norm_sum, loss_sum, size = carry
             x, y = self.task.batch(data_key, step)
             loss, grads = grad_fn(params, x, y)
+            if rate_fn is not None:
+                opt_state, size = self._set_rates(opt_state, rate_fn, step, size, params, grads)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             params = jax.tree.map(jnp.add, params, updates)
             if window < k:  # the gradient features read the interval's last `window` steps
@@ -351,16 +374,27 @@ class GannoEnv(Environment):
                 grads = jax.tree.map(lambda g: g * counts, grads)
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
             sq_norm_sum = sq_norm_sum + per_layer(jnp.square, grads)
-            return (params, opt_state, grad_sum, sq_norm_sum, loss_sum + loss), None
+            return (params, opt_state, grad_sum, sq_norm_sum, loss_sum + loss, size), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        init = (params, opt_state, zeros, jnp.zeros(self._num_agents), jnp.zeros(()))
+        size = () if step_size is None else step_size
+        init = (params, opt_state, zeros, jnp.zeros(self._num_agents), jnp.zeros(()), size)
         steps = start_step + jnp.arange(k)
-        (params, opt_state, grad_sum, sq_norm_sum, loss_sum), _ = jax.lax.scan(
+        (params, opt_state, grad_sum, sq_norm_sum, loss_sum, size), _ = jax.lax.scan(
             one_step, init, steps
         )
         mean_grad = jax.tree.map(lambda g: g / window, grad_sum)
-        return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k
+        return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k, size
+
+    def _set_rates(self, opt_state, rate_fn: RateFn, step, step_size: StepSize, params, grads):
+        """The optimiser state with the rates of inner ``step`` (anchored modes), and the step size
+        after it: DoG's updated from the step's weights and gradient, or lr0 as it is."""
+        if isinstance(step_size, DogStepSize):
+            step_size = dog_step_size_update(step_size, params, grads)
+            eta = step_size.eta
+        else:
+            eta = step_size
+        return opt_state._replace(learning_rates=rate_fn(step, eta)), step_size
 
     def _scaled_value_and_grad(self, grad_scale: jnp.ndarray | float):
         """``(params, x, y) -> (loss, grads)`` with the gradients multiplied by ``grad_scale``
@@ -386,24 +420,33 @@ class GannoEnv(Environment):
         return jnp.exp(jax.random.uniform(key, (), minval=low, maxval=high))
 
     def _sgd_interval(
-        self, optimizer, params, opt_state, data_key, start_step, rate_fn=None, grad_scale=1.0
+        self,
+        optimizer,
+        params,
+        opt_state,
+        data_key,
+        start_step,
+        rate_fn=None,
+        grad_scale=1.0,
+        step_size: StepSize | None = None,
     ):
-        """The interval's plain SGD steps, without what the observation needs (the reference run
-        and the counterfactuals)."""
+        """The interval's plain SGD steps, without what the observation needs (the reference
+        run): the weights, optimiser state and step size after it."""
         value_and_grad = self._scaled_value_and_grad(grad_scale)
         grad_fn = lambda params, x, y: value_and_grad(params, x, y)[1]  # noqa: E731
 
         def one_step(carry, step):
-            params, opt_state = carry
-            if rate_fn is not None:
-                opt_state = opt_state._replace(learning_rates=rate_fn(step))
+            params, opt_state, size = carry
             grads = grad_fn(params, *self.task.batch(data_key, step))
+            if rate_fn is not None:
+                opt_state, size = self._set_rates(opt_state, rate_fn, step, size, params, grads)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (jax.tree.map(jnp.add, params, updates), opt_state), None
+            return (jax.tree.map(jnp.add, params, updates), opt_state, size), None
 
         steps = start_step + jnp.arange(self.steps_per_decision)
-        (params, opt_state), _ = jax.lax.scan(one_step, (params, opt_state), steps)
-        return params, opt_state
+        size = () if step_size is None else step_size
+        (params, opt_state, size), _ = jax.lax.scan(one_step, (params, opt_state, size), steps)
+        return params, opt_state, size
 
     # ------------------------------------------------------------------ observations
     def _observe(self, stats: IntervalStats, opt_state: LayerwiseSGDState, lr_scale) -> jnp.ndarray:
@@ -468,7 +511,8 @@ class GannoEnv(Environment):
     def _initial_rates(self, lr0: jnp.ndarray) -> jnp.ndarray:
         n = self._num_agents
         if self.anchored:
-            return self._anchored_rates(lr0, jnp.ones((n,)))(jnp.zeros((), jnp.int32))
+            # DoG's first step size is lr0 too
+            return self._anchored_rates(jnp.ones((n,)))(jnp.zeros((), jnp.int32), lr0)
         return jnp.clip(jnp.full((n,), lr0), *self.lr_bounds)
 
     def reset_with_lr0(
@@ -524,6 +568,7 @@ class GannoEnv(Environment):
             diverged=jnp.zeros((), bool),
             lr_scale=lr_scale,
             grad_scale=grad_scale,
+            dog=dog_step_size_init(params, lr0) if self._dog else (),
             reference=self._reset_reference(params, lr0, val_loss, val_accuracy),
         )
         timestep = self._timestep(
@@ -543,9 +588,16 @@ class GannoEnv(Environment):
             state.opt_state, action, state.opt_state.learning_rates if rate_fn else rates
         )
         start = state.step_count * self.steps_per_decision
-        params, opt_state, mean_grad, mean_sq, train_loss = self._train_interval(
-            state.params, opt_state, state.data_key, start, rate_fn, state.grad_scale
+        params, opt_state, mean_grad, mean_sq, train_loss, dog = self._train_interval(
+            state.params,
+            opt_state,
+            state.data_key,
+            start,
+            rate_fn,
+            state.grad_scale,
+            self._step_size(state.lr0, state.dog) if rate_fn else None,
         )
+        dog = dog if self._dog else ()
         val_loss, val_accuracy = self._val_metrics(params)
         step_count = state.step_count + 1
         stats = IntervalStats(
@@ -588,6 +640,7 @@ class GannoEnv(Environment):
             diverged=diverged,
             lr_scale=keep_old(state.lr_scale, lr_scale),
             grad_scale=state.grad_scale,
+            dog=jax.tree.map(keep_old, state.dog, dog),
             reference=reference,
         )
         step_type = jnp.where(done, StepType.LAST, StepType.MID).astype(jnp.int8)
@@ -620,7 +673,8 @@ class GannoEnv(Environment):
         metric = (
             val_loss if self._reward.reference_metric == "loss" else self._val_error(val_accuracy)
         )
-        return ReferenceRun(params, opt_state, metric)
+        dog = dog_step_size_init(params, lr0) if self._dog else ()
+        return ReferenceRun(params, opt_state, metric, dog)
 
     def _step_reference(self, state: EnvState) -> ReferenceRun | tuple:
         """One interval of the reference run: the base schedule at multiplier 1 in the anchored
@@ -628,8 +682,8 @@ class GannoEnv(Environment):
         if self._reward.reference_metric is None:
             return ()
         n = self._num_agents
-        rate_fn = self._anchored_rates(state.lr0, jnp.ones((n,))) if self.anchored else None
-        params, opt_state = self._sgd_interval(
+        rate_fn = self._anchored_rates(jnp.ones((n,))) if self.anchored else None
+        params, opt_state, dog = self._sgd_interval(
             self._reference_optimizer,
             state.reference.params,
             state.reference.opt_state,
@@ -637,8 +691,10 @@ class GannoEnv(Environment):
             state.step_count * self.steps_per_decision,
             rate_fn,
             state.grad_scale,
+            self._step_size(state.lr0, state.reference.dog) if rate_fn else None,
         )
-        return ReferenceRun(params, opt_state, self._reference_metric(params))
+        dog = dog if self._dog else ()
+        return ReferenceRun(params, opt_state, self._reference_metric(params), dog)
 
     def _team_reward(self, state, action, val_loss, val_accuracy, reference, diverged):
         n = self._num_agents
@@ -679,7 +735,13 @@ class GannoEnv(Environment):
             lrs = state.opt_state.learning_rates if rate_fn else rates
             opt_state = state.opt_state._replace(learning_rates=lrs)
             params, *_ = self._train_interval(
-                state.params, opt_state, state.data_key, start, rate_fn, state.grad_scale
+                state.params,
+                opt_state,
+                state.data_key,
+                start,
+                rate_fn,
+                state.grad_scale,
+                self._step_size(state.lr0, state.dog) if rate_fn else None,
             )
             return self._val_metrics(params)[0]
 

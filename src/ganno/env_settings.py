@@ -28,6 +28,15 @@ episodes and is too timid on others; it has to read where the network stands fro
 (the gradient and update norms, the loss). Evaluation (``reset_with_lr0``) uses factor 1: the
 task's own gradients. ``None``: factor 1 always.
 
+What the base schedule scales in both anchored modes (``base_step_size``): ``lr0``, the handcrafted
+schedule as its baseline trains it (``base(t) = lr0 x shape(t)``); ``dog``, DoG's step size
+(:class:`ganno.optim.DogStepSize`: ``base(t) = eta_t x shape(t)``, ``eta_t`` the largest distance
+the weights have moved from their initial values over the root of the summed squared gradient
+norms, all weights at once, ``eta_0 = lr0``, the ``dog`` baseline's rule). DoG's step size follows
+the network (its distance travelled and its gradients) rather than lr0, so the agents' multiplier
+starts from a rate that adapts to each network; with ``sgd_constant`` and multiplier 1 the run is
+DoG itself. Only the environment implements ``dog`` (deployment refuses it, naming the setting).
+
 In both anchored modes ``lr_bounds[0]`` is not applied (the base schedule may decay to 0; the
 multiplier's own bounds keep a layer from being switched off for good).
 
@@ -56,6 +65,8 @@ BASE_SCHEDULES: tuple[str, ...] = (
     "sgd_warmup_cosine",
     "sgd_onecycle",
 )
+#: What the anchored modes' base schedule scales: lr0 (constant) or DoG's step size.
+BASE_STEP_SIZES: tuple[str, ...] = ("lr0", "dog")
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class EnvSettings:
     weight_decay_actions: tuple[float, ...] | None = None
     action_mode: str = "compound"
     base_schedule: str = "sgd_cosine"
+    base_step_size: str = "lr0"
     levels: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     level_scale: float = 0.34657359  # ln(2) / 2: levels +-2 are a factor 2
     scale_bounds: tuple[float, float] = (1e-3, 1e3)
@@ -100,6 +112,7 @@ class EnvSettings:
             raise ValueError(
                 f"unknown base_schedule {self.base_schedule!r}; choose one of {BASE_SCHEDULES}"
             )
+        check_base_step_size(self.base_step_size, self.action_mode)
         if self.action_mode == "anchored" and not self.levels:
             raise ValueError("the anchored action mode needs at least one level (env.levels)")
         check_gradient_window(self.gradient_window)
@@ -179,6 +192,21 @@ def check_gradient_scale_range(scale_range: Any) -> None:
         )
 
 
+def check_base_step_size(base_step_size: Any, action_mode: Any) -> None:
+    """A ValueError that says what to give unless ``base_step_size`` is one of
+    :data:`BASE_STEP_SIZES` and, if not ``lr0``, the action mode is an anchored one."""
+    if base_step_size not in BASE_STEP_SIZES:
+        raise ValueError(
+            f"base_step_size={base_step_size!r}: choose one of {list(BASE_STEP_SIZES)}"
+        )
+    if base_step_size != "lr0" and action_mode == "compound":
+        raise ValueError(
+            f"base_step_size={base_step_size!r} scales the base schedule of the anchored action "
+            "modes, and action_mode is compound; set action_mode to anchored or "
+            "anchored_compound, or base_step_size to lr0"
+        )
+
+
 def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: Any) -> EnvSettings:
     """An :class:`EnvSettings` from another, from a mapping of its fields, or the defaults."""
     if isinstance(values, EnvSettings):
@@ -189,7 +217,9 @@ def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: A
 __all__ = [
     "ACTION_MODES",
     "BASE_SCHEDULES",
+    "BASE_STEP_SIZES",
     "EnvSettings",
+    "check_base_step_size",
     "check_gradient_scale_range",
     "check_gradient_window",
     "settings_from",

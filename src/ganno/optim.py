@@ -59,3 +59,37 @@ def layerwise_sgd(
         return updates, state._replace(trace=trace if use_momentum else ())
 
     return optax.GradientTransformation(init, update)
+
+
+class DogStepSize(NamedTuple):
+    """DoG's step size ("Distance over Gradients", Ivgi et al. 2023) as a state carried through an
+    inner run: ``eta_t = max_{s<=t} ||x_s - x_0|| / sqrt(sum_{s<=t} ||g_s||^2)`` over all weights
+    at once, with ``eta_0 = lr0`` (``optax.contrib.dog``'s ``init_step=("learning_rate", lr0)``,
+    the ``dog`` baseline's rule). The anchored action modes scale it instead of lr0 when
+    ``env.base_step_size`` is ``dog``."""
+
+    origin: Any  # x_0, like the parameters
+    max_distance: jnp.ndarray  # []
+    grad_sq_sum: jnp.ndarray  # []
+    first: jnp.ndarray  # [] bool: the next update is the run's first
+    lr0: jnp.ndarray  # [] the first step size
+    eta: jnp.ndarray  # [] the step size of the last update (lr0 before any)
+
+
+#: ``optax.contrib.scale_by_dog``'s default epsilon under the square root.
+DOG_EPS = 1e-8
+
+
+def dog_step_size_init(params: Any, lr0: jnp.ndarray) -> DogStepSize:
+    lr0 = jnp.asarray(lr0, jnp.float32)
+    zero = jnp.zeros((), jnp.float32)
+    return DogStepSize(params, zero, zero, jnp.ones((), bool), lr0, lr0)
+
+
+def dog_step_size_update(state: DogStepSize, params: Any, grads: Any) -> DogStepSize:
+    """The step size of the update about to be taken from ``params`` with gradient ``grads``."""
+    distance = optax.tree.norm(jax.tree.map(jnp.subtract, state.origin, params))
+    max_distance = jnp.maximum(state.max_distance, distance)
+    grad_sq_sum = state.grad_sq_sum + optax.tree.norm(grads, squared=True)
+    eta = jnp.where(state.first, state.lr0, max_distance / jnp.sqrt(grad_sq_sum + DOG_EPS))
+    return DogStepSize(state.origin, max_distance, grad_sq_sum, jnp.zeros((), bool), state.lr0, eta)

@@ -235,7 +235,13 @@ ENV_SETTINGS: tuple[str, ...] = (
     "gradient_window",
 )
 #: Saved besides in the anchored action modes (how a choice becomes a rate).
-ANCHORED_SETTINGS: tuple[str, ...] = ("base_schedule", "levels", "level_scale", "scale_bounds")
+ANCHORED_SETTINGS: tuple[str, ...] = (
+    "base_schedule",
+    "base_step_size",
+    "levels",
+    "level_scale",
+    "scale_bounds",
+)
 
 
 def env_settings(env: Any) -> dict[str, Any] | None:
