@@ -383,12 +383,18 @@ def test_gradient_scaling_is_the_rate_scaled_in_meta_training_only(small_config,
 
     keys = jax.random.split(jax.random.PRNGKey(0), 2000)
     plain = make(small_config, dataset)
-    assert np.all(np.asarray(jax.vmap(lambda k: plain.reset(k)[0].grad_scale)(keys[:8])) == 1.0)
     scaled = make(small_config, dataset, gradient_scale_range=[1.0, 100.0])
-    draws = np.log10(np.asarray(jax.vmap(lambda k: scaled.reset(k)[0].grad_scale)(keys)))
+    episode = jax.jit(jax.vmap(lambda k: scaled.reset(k)[0]))(keys[:8])
+    assert np.all(np.asarray(jax.vmap(plain.sample_grad_scale)(keys[:8])) == 1.0)
+    # reset draws an episode's factor and lr0 from one key as below: test the draws on many keys
+    lr0_keys = jax.vmap(lambda k: episode_keys(k)[2])(keys)
+    draws = jax.vmap(lambda k: scaled.sample_grad_scale(jax.random.fold_in(k, 1)))(lr0_keys)
+    lr0s = jax.vmap(scaled.sample_lr0)(lr0_keys)
+    np.testing.assert_allclose(episode.grad_scale, draws[:8], rtol=1e-6)
+    np.testing.assert_allclose(episode.lr0, lr0s[:8], rtol=1e-6)
+    draws, lr0s = np.log10(np.asarray(draws)), np.log10(np.asarray(lr0s))
     assert draws.min() >= -1e-6 and draws.max() <= 2 + 1e-6
     assert abs(draws.mean() - 1.0) < 0.05  # log-uniform over two decades
-    lr0s = np.log10(np.asarray(jax.vmap(lambda k: scaled.reset(k)[0].lr0)(keys)))
     assert abs(np.corrcoef(draws, lr0s)[0, 1]) < 0.1  # drawn independently of lr0
     assert float(scaled.reset_with_lr0(keys[0], 0.01)[0].grad_scale) == 1.0
 
@@ -396,23 +402,23 @@ def test_gradient_scaling_is_the_rate_scaled_in_meta_training_only(small_config,
     fixed = make(small_config, dataset, gradient_scale_range=[4.0, 4.0], **relative)
     own = make(small_config, dataset, **relative)
     key, lr0 = jax.random.PRNGKey(3), 0.005
-    state_c, _ = jax.jit(fixed.reset)(key)
-    assert float(state_c.grad_scale) == 4.0
+    assert float(fixed.sample_grad_scale(key)) == 4.0
     state_c, _ = fixed.reset_with_lr0(key, lr0, grad_scale=4.0)
     state_1, _ = own.reset_with_lr0(key, 4.0 * lr0)
     keep = jnp.full(3, KEEP)
+    step_fixed, step_own = jax.jit(fixed.step), jax.jit(own.step)
     for _ in range(3):
-        state_c, ts_c = jax.jit(fixed.step)(state_c, keep)
-        state_1, ts_1 = jax.jit(own.step)(state_1, keep)
+        state_c, ts_c = step_fixed(state_c, keep)
+        state_1, ts_1 = step_own(state_1, keep)
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)  # noqa: E731
     jax.tree.map(close, state_c.params, state_1.params)
     jax.tree.map(close, state_c.reference.params, state_1.reference.params)
     close(ts_c.extras["val_loss"], ts_1.extras["val_loss"])
     # not vacuous: the same lr0 without the factor trains otherwise
     state_u, _ = own.reset_with_lr0(key, lr0)
-    state_u, _ = jax.jit(own.step)(state_u, keep)
+    state_u, _ = step_own(state_u, keep)
     state_c1, _ = fixed.reset_with_lr0(key, lr0, grad_scale=4.0)
-    state_c1, _ = jax.jit(fixed.step)(state_c1, keep)
+    state_c1, _ = step_fixed(state_c1, keep)
     assert not np.allclose(
         jax.tree.leaves(state_u.params)[0], jax.tree.leaves(state_c1.params)[0], rtol=1e-3
     )
