@@ -254,7 +254,7 @@ class NoGradAccumulation(GannoEnv):
     """without the per-step gradient sum and squared-norm accumulation"""
 
     def _train_interval(
-        self, params, opt_state, data_key, start_step, rate_fn=None, grad_scale=1.0, step_size=None
+        self, params, opt_state, data_key, start_step, rate_fn=None, grad_scale=1.0, dog=()
     ):
         grad_fn = jax.value_and_grad(self.task.loss)
 

@@ -74,10 +74,9 @@ HYPERPARAMETER_FEATURES: dict[str, str] = {
 #: base schedule.
 SCALE_FEATURE = "log_lr_scale"
 
-#: (inner step, the base step size: lr0 or DoG's eta_t) -> [N] learning rates (anchored modes)
-RateFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-#: What an anchored base schedule scales during an interval: lr0, or DoG's step-size state.
-StepSize = jnp.ndarray | DogStepSize
+#: (inner step[, DoG's eta_t]) -> [N] learning rates (anchored modes; the base scales lr0 unless
+#: DoG's step size is given)
+RateFn = Callable[..., jnp.ndarray]
 
 
 class ReferenceRun(NamedTuple):
@@ -314,15 +313,9 @@ class GannoEnv(Environment):
         with; ``step_size`` is lr0, or DoG's ``eta_t`` (``base_step_size``)."""
         return step_size * self._unit_schedule(step)
 
-    def _anchored_rates(self, lr_scale: jnp.ndarray) -> RateFn:
+    def _anchored_rates(self, lr0: jnp.ndarray, lr_scale: jnp.ndarray) -> RateFn:
         upper = self.lr_bounds[1]
-        return lambda step, step_size: jnp.minimum(
-            self.base_rate(step_size, step) * lr_scale, upper
-        )
-
-    def _step_size(self, lr0: jnp.ndarray, dog: DogStepSize | tuple) -> StepSize:
-        """What the base schedule scales this interval: the DoG state, or lr0."""
-        return dog if self._dog else lr0
+        return lambda step, eta=lr0: jnp.minimum(self.base_rate(eta, step) * lr_scale, upper)
 
     def _choose(self, state: EnvState, multipliers: jnp.ndarray) -> tuple[jnp.ndarray, Any]:
         """``(lr_scale, rates)`` after the agents' learning-rate choices ``multipliers`` [N]:
@@ -335,7 +328,7 @@ class GannoEnv(Environment):
             scale = multipliers
         else:
             scale = jnp.clip(state.lr_scale * multipliers, *self.settings.scale_bounds)
-        return scale, self._anchored_rates(scale)
+        return scale, self._anchored_rates(state.lr0, scale)
 
     # ------------------------------------------------------------------ inner training
     def _val_metrics(self, params: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -349,24 +342,25 @@ class GannoEnv(Environment):
         start_step,
         rate_fn: RateFn | None = None,
         grad_scale: jnp.ndarray | float = 1.0,
-        step_size: StepSize | None = None,
+        dog: DogStepSize | tuple = (),
     ):
         """``steps_per_decision`` SGD steps, accumulating what the observation needs: the mean
         minibatch loss of every step, the mean gradient and mean squared gradient norm of the last
         ``settings.gradient_steps`` (``gradient_window``, see :mod:`ganno.env_settings`); the rates
-        in ``opt_state`` throughout, or ``rate_fn(step, step_size)`` at every step if given (DoG's
-        step size updated first from the step's weights and gradient); every gradient multiplied
-        by ``grad_scale`` (the episode's, ``gradient_scale_range``). Returns the weights, optimiser
-        state, mean gradient, mean squared gradient norms, mean loss and the step size after it."""
+        in ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given (with a DoG state
+        ``dog``, ``rate_fn(step, eta_t)``, DoG updated first from the step's weights and
+        gradient); every gradient multiplied by ``grad_scale`` (the episode's,
+        ``gradient_scale_range``). Returns the weights, optimiser state, mean gradient, mean
+        squared gradient norms, mean loss and the DoG state after it."""
         grad_fn = self._scaled_value_and_grad(grad_scale)
         k, window = self.steps_per_decision, self.settings.gradient_steps
 
         def one_step(carry, step):
-            params, opt_state, grad_sum, sq_norm_sum, loss_sum, size = carry
+            params, opt_state, grad_sum, sq_norm_sum, loss_sum, dog = carry
             x, y = self.task.batch(data_key, step)
             loss, grads = grad_fn(params, x, y)
             if rate_fn is not None:
-                opt_state, size = self._set_rates(opt_state, rate_fn, step, size, params, grads)
+                opt_state, dog = self._set_rates(opt_state, rate_fn, step, dog, params, grads)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             params = jax.tree.map(jnp.add, params, updates)
             if window < k:  # the gradient features read the interval's last `window` steps
@@ -374,27 +368,38 @@ class GannoEnv(Environment):
                 grads = jax.tree.map(lambda g: g * counts, grads)
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
             sq_norm_sum = sq_norm_sum + per_layer(jnp.square, grads)
-            return (params, opt_state, grad_sum, sq_norm_sum, loss_sum + loss, size), None
+            return (params, opt_state, grad_sum, sq_norm_sum, loss_sum + loss, dog), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        size = () if step_size is None else step_size
-        init = (params, opt_state, zeros, jnp.zeros(self._num_agents), jnp.zeros(()), size)
+        init = (params, opt_state, zeros, jnp.zeros(self._num_agents), jnp.zeros(()), dog)
         steps = start_step + jnp.arange(k)
-        (params, opt_state, grad_sum, sq_norm_sum, loss_sum, size), _ = jax.lax.scan(
+        (params, opt_state, grad_sum, sq_norm_sum, loss_sum, dog), _ = jax.lax.scan(
             one_step, init, steps
         )
         mean_grad = jax.tree.map(lambda g: g / window, grad_sum)
-        return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k, size
+        return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k, dog
 
-    def _set_rates(self, opt_state, rate_fn: RateFn, step, step_size: StepSize, params, grads):
-        """The optimiser state with the rates of inner ``step`` (anchored modes), and the step size
-        after it: DoG's updated from the step's weights and gradient, or lr0 as it is."""
-        if isinstance(step_size, DogStepSize):
-            step_size = dog_step_size_update(step_size, params, grads)
-            eta = step_size.eta
-        else:
-            eta = step_size
-        return opt_state._replace(learning_rates=rate_fn(step, eta)), step_size
+    def _agents_interval(self, state: EnvState, opt_state, rate_fn: RateFn | None):
+        """:meth:`_train_interval` of the agents' run from ``state`` (its weights, minibatches,
+        gradient factor and DoG state) with ``opt_state`` and ``rate_fn``."""
+        return self._train_interval(
+            state.params,
+            opt_state,
+            state.data_key,
+            state.step_count * self.steps_per_decision,
+            rate_fn,
+            state.grad_scale,
+            state.dog,
+        )
+
+    @staticmethod
+    def _set_rates(opt_state, rate_fn: RateFn, step, dog: DogStepSize | tuple, params, grads):
+        """The optimiser state with the rates of inner ``step`` (anchored modes), and the DoG
+        state after it (updated from the step's weights and gradient; () without DoG)."""
+        if isinstance(dog, DogStepSize):
+            dog = dog_step_size_update(dog, params, grads)
+            return opt_state._replace(learning_rates=rate_fn(step, dog.eta)), dog
+        return opt_state._replace(learning_rates=rate_fn(step)), dog
 
     def _scaled_value_and_grad(self, grad_scale: jnp.ndarray | float):
         """``(params, x, y) -> (loss, grads)`` with the gradients multiplied by ``grad_scale``
@@ -428,25 +433,24 @@ class GannoEnv(Environment):
         start_step,
         rate_fn=None,
         grad_scale=1.0,
-        step_size: StepSize | None = None,
+        dog: DogStepSize | tuple = (),
     ):
         """The interval's plain SGD steps, without what the observation needs (the reference
-        run): the weights, optimiser state and step size after it."""
+        run): the weights, optimiser state and DoG state after it."""
         value_and_grad = self._scaled_value_and_grad(grad_scale)
         grad_fn = lambda params, x, y: value_and_grad(params, x, y)[1]  # noqa: E731
 
         def one_step(carry, step):
-            params, opt_state, size = carry
+            params, opt_state, dog = carry
             grads = grad_fn(params, *self.task.batch(data_key, step))
             if rate_fn is not None:
-                opt_state, size = self._set_rates(opt_state, rate_fn, step, size, params, grads)
+                opt_state, dog = self._set_rates(opt_state, rate_fn, step, dog, params, grads)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (jax.tree.map(jnp.add, params, updates), opt_state, size), None
+            return (jax.tree.map(jnp.add, params, updates), opt_state, dog), None
 
         steps = start_step + jnp.arange(self.steps_per_decision)
-        size = () if step_size is None else step_size
-        (params, opt_state, size), _ = jax.lax.scan(one_step, (params, opt_state, size), steps)
-        return params, opt_state, size
+        (params, opt_state, dog), _ = jax.lax.scan(one_step, (params, opt_state, dog), steps)
+        return params, opt_state, dog
 
     # ------------------------------------------------------------------ observations
     def _observe(self, stats: IntervalStats, opt_state: LayerwiseSGDState, lr_scale) -> jnp.ndarray:
@@ -512,7 +516,7 @@ class GannoEnv(Environment):
         n = self._num_agents
         if self.anchored:
             # DoG's first step size is lr0 too
-            return self._anchored_rates(jnp.ones((n,)))(jnp.zeros((), jnp.int32), lr0)
+            return self._anchored_rates(lr0, jnp.ones((n,)))(jnp.zeros((), jnp.int32))
         return jnp.clip(jnp.full((n,), lr0), *self.lr_bounds)
 
     def reset_with_lr0(
@@ -587,17 +591,9 @@ class GannoEnv(Environment):
         opt_state = self._apply_hyperparameters(
             state.opt_state, action, state.opt_state.learning_rates if rate_fn else rates
         )
-        start = state.step_count * self.steps_per_decision
-        params, opt_state, mean_grad, mean_sq, train_loss, dog = self._train_interval(
-            state.params,
-            opt_state,
-            state.data_key,
-            start,
-            rate_fn,
-            state.grad_scale,
-            self._step_size(state.lr0, state.dog) if rate_fn else None,
+        params, opt_state, mean_grad, mean_sq, train_loss, dog = self._agents_interval(
+            state, opt_state, rate_fn
         )
-        dog = dog if self._dog else ()
         val_loss, val_accuracy = self._val_metrics(params)
         step_count = state.step_count + 1
         stats = IntervalStats(
@@ -682,7 +678,7 @@ class GannoEnv(Environment):
         if self._reward.reference_metric is None:
             return ()
         n = self._num_agents
-        rate_fn = self._anchored_rates(jnp.ones((n,))) if self.anchored else None
+        rate_fn = self._anchored_rates(state.lr0, jnp.ones((n,))) if self.anchored else None
         params, opt_state, dog = self._sgd_interval(
             self._reference_optimizer,
             state.reference.params,
@@ -691,9 +687,8 @@ class GannoEnv(Environment):
             state.step_count * self.steps_per_decision,
             rate_fn,
             state.grad_scale,
-            self._step_size(state.lr0, state.reference.dog) if rate_fn else None,
+            state.reference.dog,
         )
-        dog = dog if self._dog else ()
         return ReferenceRun(params, opt_state, self._reference_metric(params), dog)
 
     def _team_reward(self, state, action, val_loss, val_accuracy, reference, diverged):
@@ -727,22 +722,13 @@ class GannoEnv(Environment):
         n = self._num_agents
         neutral = jnp.full((n,), self.neutral_action)
         joint = jnp.where(jnp.eye(n, dtype=bool), neutral[None, :], action[None, :])  # [N, N]
-        start = state.step_count * self.steps_per_decision
 
         def loss_with(agent_actions):
             _, rates = self._choose(state, self._factors[agent_actions])
             rate_fn = rates if callable(rates) else None
             lrs = state.opt_state.learning_rates if rate_fn else rates
             opt_state = state.opt_state._replace(learning_rates=lrs)
-            params, *_ = self._train_interval(
-                state.params,
-                opt_state,
-                state.data_key,
-                start,
-                rate_fn,
-                state.grad_scale,
-                self._step_size(state.lr0, state.dog) if rate_fn else None,
-            )
+            params, *_ = self._agents_interval(state, opt_state, rate_fn)
             return self._val_metrics(params)[0]
 
         return jax.vmap(loss_with)(joint)
