@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from ganno.config import validate
+# One XLA compilation cache for the whole test session, set before JAX starts: the controller
+# makes it and both xdist workers and every process they start inherit it (the test pipeline's
+# jobs, the SLURM run's, the command-line and fault-injection runs), so a program compiled by one
+# is loaded by the next. The workflow keeps its cache under results/ only where the variable is
+# unset. Every program is kept, however quick its compilation (config/test.yaml compiles with
+# XLA's optimisation off).
+_OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_XLA_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ganno-tests-xla-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+from ganno.config import validate  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _OWN_XLA_CACHE and not hasattr(config, "workerinput"):  # the session's own, once
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def synthetic_dataset(n_train=512, n_val=256, features=40, classes=10, seed=0):

@@ -61,16 +61,11 @@ def _without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def _ganno(*args: str, cache: Path) -> subprocess.Popen:
+def _ganno(*args: str) -> subprocess.Popen:
     """``ganno ARGS`` in a subprocess with two host devices (the environments sharded over them),
-    sharing XLA's compilation cache ``cache`` as the pipeline's jobs do."""
-    env = {
-        **os.environ,
-        "GANNO_HOST_DEVICES": "2",
-        "PYTHONPATH": str(ROOT / "src"),
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+    sharing the test session's XLA compilation cache (tests/conftest.py) as the pipeline's jobs
+    share theirs."""
+    env = {**os.environ, "GANNO_HOST_DEVICES": "2", "PYTHONPATH": str(ROOT / "src")}
     return subprocess.Popen(
         [sys.executable, "-m", "ganno.cli", *args],
         env=env,
@@ -108,21 +103,16 @@ def tiny(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def xla_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("jax_cache")
-
-
 def _meta_train_args(config: Path, out: Path) -> list[str]:
     return ["meta-train", "--config", str(config), "--algo", "ippo", "--out", str(out)]
 
 
 @pytest.fixture(scope="module")
-def two_runs_at_once(tiny, xla_cache, tmp_path_factory):
+def two_runs_at_once(tiny, tmp_path_factory):
     """Two ``ganno meta-train`` into one folder at the same time."""
     out = tmp_path_factory.mktemp("shared") / "ippo"
     args = [*_meta_train_args(tiny, out), "--no-progress"]
-    procs = [_ganno(*args, cache=xla_cache), _ganno(*args, cache=xla_cache)]
+    procs = [_ganno(*args), _ganno(*args)]
     results = [_finish(p) for p in procs]
     return out, procs, results
 
@@ -174,11 +164,11 @@ def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
 
 
 def test_a_killed_run_resumes_bitwise_identical_to_an_uninterrupted_one(
-    tiny, two_runs_at_once, xla_cache, tmp_path
+    tiny, two_runs_at_once, tmp_path
 ):
     reference = two_runs_at_once[0]
     out = tmp_path / "ippo"
-    proc = _ganno(*_meta_train_args(tiny, out), "--no-progress", cache=xla_cache)
+    proc = _ganno(*_meta_train_args(tiny, out), "--no-progress")
     third = out / "checkpoints" / "checkpoint_00000003.msgpack"
     deadline = time.monotonic() + 240
     while not third.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -190,7 +180,7 @@ def test_a_killed_run_resumes_bitwise_identical_to_an_uninterrupted_one(
     assert 3 <= len(done) < UPDATES  # killed mid-run, with a stale lock left behind
     assert (out / ganno.io.LOCK_FILE).read_text().startswith(f"PID {proc.pid} ")
 
-    code, text = _finish(_ganno(*_meta_train_args(tiny, out), "--no-progress", cache=xla_cache))
+    code, text = _finish(_ganno(*_meta_train_args(tiny, out), "--no-progress"))
     assert code == 0, text
     assert f"ganno: warning: taking over the run folder {out}: its last writer (PID {proc.pid}" in (
         text
