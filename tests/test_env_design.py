@@ -53,7 +53,9 @@ def test_a_dog_step_size_base_is_dog_and_the_agents_scale_it(small_config, datas
     baseline (optax.contrib.dog from eta_0 = lr0) on the same stream; a compounding multiplier
     scales DoG's step size of the agents' own run; the relative reward's reference is DoG on the
     base schedule (cosine DoG here), so keeping the multiplier earns nothing; compound mode with a
-    DoG base and deployment of such a policy are refused, naming the setting."""
+    DoG base is refused, naming the setting; deployment carries the setting (the PyTorch scheduler
+    and the optax transformation follow DoG as the environment does: test_torch_scheduler.py,
+    test_optax_scheduler.py)."""
     key, lr0 = jax.random.PRNGKey(5), 0.03
     env = make(
         small_config,
@@ -103,9 +105,11 @@ def test_a_dog_step_size_base_is_dog_and_the_agents_scale_it(small_config, datas
     assert saved["base_step_size"] == "dog"
 
     class Saved:
-        config = {"env": saved, "network": {}}
+        config = {"env": saved, "network": {"action_dim": env.action_dim, "obs_dim": 17}}
 
-    with pytest.raises(ValueError, match="base_step_size = 'dog'.*ganno evaluate"):
+    assert deployment_settings(Saved()).base_step_size == "dog"
+    saved["action_mode"] = "compound"
+    with pytest.raises(ValueError, match="invalid base step size.*action_mode to anchored"):
         deployment_settings(Saved())
 
 

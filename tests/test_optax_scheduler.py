@@ -118,17 +118,21 @@ def assert_same_weights(params, env_params):
 
 
 @pytest.mark.parametrize(
-    "mode,normalise,gru_size",
+    "mode,normalise,gru_size,base_step_size",
     [
-        ("compound", False, 0),
-        ("anchored", True, 0),
-        ("anchored_compound", True, 0),
-        ("compound", True, 16),
+        ("compound", False, 0, "lr0"),
+        ("anchored", True, 0, "lr0"),
+        ("anchored_compound", True, 0, "lr0"),
+        ("anchored_compound", False, 0, "dog"),
+        ("compound", True, 16, "lr0"),
     ],
 )
-def test_decisions_and_rates_equal_the_environment(task, mode, normalise, gru_size):
-    """... also for a recurrent policy, whose hidden state the transformation's state carries."""
-    env = GannoEnv(task, steps_per_decision=K, num_decisions=H, action_mode=mode)
+def test_decisions_and_rates_equal_the_environment(task, mode, normalise, gru_size, base_step_size):
+    """... also for a recurrent policy, whose hidden state the transformation's state carries,
+    and for a base schedule that scales DoG's step size (whose state it carries too)."""
+    env = GannoEnv(
+        task, steps_per_decision=K, num_decisions=H, action_mode=mode, base_step_size=base_step_size
+    )
     seed = 2 if gru_size else 3  # seeds whose random actors choose varied actions
     policy = make_policy(env, seed=seed, normalise=normalise, gru_size=gru_size)
     key = jax.random.PRNGKey(5)
@@ -143,6 +147,12 @@ def test_decisions_and_rates_equal_the_environment(task, mode, normalise, gru_si
     np.testing.assert_allclose(opt_state.lr_scale, state.lr_scale, rtol=1e-6)
     assert_same_weights(params, state.params)
     assert not bool(diverged(opt_state))
+    if base_step_size == "dog":  # DoG's step size moved off lr0, and equals the environment's
+        assert float(opt_state.dog.eta) != pytest.approx(0.05, rel=0.01)
+        np.testing.assert_allclose(opt_state.dog.eta, state.dog.eta, rtol=1e-4)
+        np.testing.assert_allclose(opt_state.dog.max_distance, state.dog.max_distance, rtol=1e-4)
+        with pytest.raises(ValueError, match="one for all the layers.*give one lr0"):
+            ganno_sgd(policy, lr0=[0.01, 0.02, 0.03], val_loss_fn=lambda p: 0.0).init(params)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from conftest import decisive_policy  # noqa: E402
 
 from ganno.env import FEATURE_NAMES, GannoEnv  # noqa: E402
+from ganno.errors import UsageError  # noqa: E402
 from ganno.inner import InnerTask, episode_keys  # noqa: E402
 from ganno.networks import CNN1D, MLP, layer_keys  # noqa: E402
 from ganno.observation import IntervalStats  # noqa: E402
@@ -323,14 +324,25 @@ def test_any_optimizer_gets_its_group_rates_from_the_policy(mlp_task, make_optim
 
 
 @pytest.mark.parametrize(
-    "mode,window,stop", [("compound", None, 7), ("anchored_compound", 2, 9), ("anchored", 2, 7)]
+    "mode,window,stop,base_step_size",
+    [
+        ("compound", None, 7, "lr0"),
+        ("anchored_compound", 2, 9, "lr0"),
+        ("anchored", 2, 7, "lr0"),
+        ("anchored_compound", None, 9, "dog"),
+    ],
 )
-def test_state_dict_resumes_mid_episode_identically(mlp_task, mode, window, stop):
+def test_state_dict_resumes_mid_episode_identically(mlp_task, mode, window, stop, base_step_size):
     """Checkpointed mid-interval (before or inside the gradient window, with the anchored modes'
-    planned per-step rates), a resumed scheduler takes the uninterrupted run's decisions on its
-    observations and sets its rates at every step."""
+    planned per-step rates, or DoG's step size and initial weights), a resumed scheduler takes the
+    uninterrupted run's decisions on its observations and sets its rates at every step."""
     env = GannoEnv(
-        mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode, gradient_window=window
+        mlp_task,
+        steps_per_decision=K,
+        num_decisions=H,
+        action_mode=mode,
+        gradient_window=window,
+        base_step_size=base_step_size,
     )
     policy = make_policy(env, seed=4, obs_dim=env.num_features)
     key = jax.random.PRNGKey(1)
@@ -502,12 +514,22 @@ def test_divergence_raises_or_restores_like_the_environment(mlp_task):
 
 
 # ------------------------------------------------------------------------------------ (b')
-@pytest.mark.parametrize("mode", ["anchored", "anchored_compound"])
-def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mode):
+@pytest.mark.parametrize(
+    "mode,base_step_size",
+    [("anchored", "lr0"), ("anchored_compound", "lr0"), ("anchored_compound", "dog")],
+)
+def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mode, base_step_size):
     """A policy meta-trained in an anchored action mode on normalised observations: torch SGD +
-    GannoScheduler follow the base schedule x the multipliers step by step, and take the
-    environment's decisions on the environment's (normalised) observations."""
-    env = GannoEnv(mlp_task, steps_per_decision=K, num_decisions=H, action_mode=mode)
+    GannoScheduler follow the base schedule x the multipliers step by step (the base on lr0, or
+    on DoG's step size), and take the environment's decisions on the environment's (normalised)
+    observations."""
+    env = GannoEnv(
+        mlp_task,
+        steps_per_decision=K,
+        num_decisions=H,
+        action_mode=mode,
+        base_step_size=base_step_size,
+    )
     assert env.num_features == 17
     policy = make_policy(env, seed=3, obs_dim=17)
     rng = np.random.default_rng(0)
@@ -529,6 +551,14 @@ def test_anchored_policy_with_normalisation_matches_the_environment(mlp_task, mo
         for n in ("kernel", "bias"):
             a, b = final[k][n], np.asarray(state.params[k][n])
             assert np.linalg.norm(a - b) <= WEIGHT_RTOL * np.linalg.norm(b) + 1e-7, (k, n)
+    if base_step_size == "dog":  # DoG's step size moved off lr0, and equals the environment's
+        assert sched.dog.eta != pytest.approx(0.05, rel=0.01)
+        assert sched.dog.eta == pytest.approx(float(state.dog.eta), rel=1e-4)
+        assert sched.dog.max_distance == pytest.approx(float(state.dog.max_distance), rel=1e-4)
+        with pytest.raises(UsageError, match="one for all the layers.*give one lr0"):
+            GannoScheduler(sched.optimizer, policy, lr0=[0.01, 0.02, 0.03])
+    else:
+        assert sched.dog is None
 
 
 # ------------------------------------------------------------------------------------ (e)
@@ -579,7 +609,7 @@ def test_total_steps_spreads_the_decisions_like_a_longer_episode(mlp_task, mode,
 
 
 def test_initial_rates_are_validated_and_a_clipped_one_is_announced(mlp_env):
-    from ganno.errors import GannoWarning, UsageError
+    from ganno.errors import GannoWarning
 
     policy = make_policy(mlp_env, seed=1)
     model = TorchMLP(40, 3, 32, 10)

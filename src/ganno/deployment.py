@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ganno.env_settings import check_gradient_window
+from ganno.env_settings import check_base_step_size, check_gradient_window
 from ganno.feature_names import FEATURE_NAMES
 
 #: The environment's default factors (a policy saved before they were recorded used them).
@@ -51,6 +51,8 @@ class DeploymentSettings:
     base_schedule: str | None = None
     scale_bounds: tuple[float, float] | None = None
     gradient_window: int | None = None  # the interval's last steps the gradient features read
+    #: what the anchored base schedule scales: lr0, or DoG's step size (ganno.optim.DogStepSize)
+    base_step_size: str = "lr0"
 
     def gradient_start(self, decisions: int) -> int:
         """The first step whose gradient the observation at ``interval_end(decisions)`` reads
@@ -120,13 +122,11 @@ def deployment_settings(
     if not 0 < bounds[0] < bounds[1]:
         raise ValueError(f"lr_bounds={bounds} must satisfy 0 < low < high")
     mode = str(saved.get("action_mode", "compound"))
-    if saved.get("base_step_size", "lr0") != "lr0":
-        raise ValueError(
-            f"{who} cannot play this policy: it was meta-trained with env.base_step_size = "
-            f"{saved['base_step_size']!r} (its base schedule scales DoG's step size, which only "
-            "the environment implements); evaluate it with `ganno evaluate`, or deploy a policy "
-            "meta-trained with base_step_size lr0"
-        )
+    base_step_size = str(saved.get("base_step_size", "lr0"))
+    try:
+        check_base_step_size(base_step_size, mode)
+    except ValueError as exc:
+        raise ValueError(f"the policy records an invalid base step size: {exc}") from None
     chosen = _check_actions(policy, saved, actions, mode, who)
     multipliers = chosen
     if mode == "anchored":
@@ -143,6 +143,7 @@ def deployment_settings(
         base_schedule=saved.get("base_schedule") if mode != "compound" else None,
         scale_bounds=tuple(float(b) for b in saved["scale_bounds"]) if mode != "compound" else None,
         gradient_window=check_gradient_window(saved.get("gradient_window")),
+        base_step_size=base_step_size,
     )
 
 

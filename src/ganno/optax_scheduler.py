@@ -34,6 +34,12 @@ change as in meta-training (the policy's ``action_mode``: compounding factors on
 levels / a compounding multiplier on the base schedule, which spans ``total_steps``). After
 ``total_steps`` updates the rates stay where they are.
 
+**DoG as the base's step size** (a policy meta-trained with ``env.base_step_size: dog``): the
+base schedule scales DoG's step size instead of lr0, ``eta_t`` over all the weights from this
+update's params and raw gradient, ``eta_0 = lr0`` (:class:`ganno.optim.DogStepSize`, as the
+environment and the ``dog`` baseline do; one lr0 for every layer), carried in ``state.dog`` with
+the initial weights.
+
 **Divergence** (the environment's rule: non-finite interval loss, validation loss or weight, or a
 validation loss above ``divergence_loss_ratio`` x the initial one): that update returns the
 weights of the last decision (``updates = last_good - params``) and every later update is zero;
@@ -52,6 +58,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ganno.deployment import DeploymentSettings, deployment_settings
@@ -64,6 +71,7 @@ from ganno.observation import (
     position_columns,
     stack_columns,
 )
+from ganno.optim import DogStepSize, dog_step_size_init, dog_step_size_update
 
 _COSINE, _NOISE = FEATURE_NAMES.index("grad_cosine"), FEATURE_NAMES.index("log_grad_noise")
 
@@ -94,6 +102,7 @@ class GannoState(NamedTuple):
     key: jax.Array
     direction_state: Any
     policy_carry: Any = ()  # a recurrent policy's hidden state [N, H] (() for feed-forward)
+    dog: DogStepSize | tuple = ()  # DoG's step size (a DoG-base policy), else ()
 
 
 def _layer_order(params: Mapping[str, Any], layer_names: Sequence[str] | None) -> list[str]:
@@ -151,6 +160,7 @@ def ganno_sgd(
     factors = jnp.asarray(cfg.lr_multipliers, jnp.float32)
     log2_factors = jnp.log2(factors)
     unit = None
+    dog_base = cfg.anchored and cfg.base_step_size == "dog"
     if cfg.anchored:
         from ganno.baselines import unit_schedule
 
@@ -167,6 +177,14 @@ def ganno_sgd(
         if n == 0:
             raise ValueError("the params have no layers")
         first = jnp.broadcast_to(jnp.asarray(lr0, jnp.float32), (n,))
+        dog = ()
+        if dog_base:
+            if np.unique(np.asarray(lr0, np.float32)).size != 1:
+                raise ValueError(
+                    "this policy's base schedule scales DoG's step size, one for all the "
+                    f"layers, which starts at lr0: give one lr0, not {np.ravel(lr0).tolist()}"
+                )
+            dog = dog_step_size_init(params, first[0])
         rates = rates_at(0, first, jnp.ones(n)) if cfg.anchored else jnp.clip(first, *cfg.lr_bounds)
         zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
         scalar = jnp.zeros((), jnp.float32)
@@ -193,6 +211,7 @@ def ganno_sgd(
             key=jax.random.PRNGKey(seed),
             direction_state=direction.init(params),
             policy_carry=policy.initial_carry(n),
+            dog=dog,
         )
 
     def update_fn(grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
@@ -233,7 +252,17 @@ def ganno_sgd(
 
         # THIS STEP'S RATES
         if cfg.anchored:
-            new = new._replace(learning_rates=rates_at(new.count, new.lr0, new.lr_scale))
+            step_size = new.lr0
+            if dog_base:  # from this update's weights and gradient, before the update; after
+                # total_steps the rates stay where they are
+                dog = jax.lax.cond(
+                    new.diverged | (new.count >= cfg.total_steps),
+                    lambda d: d,
+                    lambda d: dog_step_size_update(d, params, grads),
+                    new.dog,
+                )
+                new, step_size = new._replace(dog=dog), dog.eta
+            new = new._replace(learning_rates=rates_at(new.count, step_size, new.lr_scale))
 
         # ACCUMULATE (while the episode runs)
         active = (new.decisions > 0) & (new.count < _interval_end(cfg, new.decisions))

@@ -19,6 +19,7 @@ from typing import Any
 _EXPORTS = {
     "GannoScheduler": "ganno.torch.scheduler",
     "TrainingDivergedError": "ganno.torch.scheduler",
+    "DogStepSize": "ganno.torch.scheduler",
     "layerwise_param_groups": "ganno.torch.networks",
     "TorchMLP": "ganno.torch.networks",
     "TorchCNN1D": "ganno.torch.networks",

@@ -39,7 +39,10 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
   rate is ``min(base(t) x multiplier, lr_bounds[1])``, the base schedule from lr0 at step ``t``
   scaled by the layer's multiplier (a level's ``exp(level_scale x level)``, or a compounding
   factor product within ``scale_bounds``); the base schedule spans ``total_steps``. After
-  ``total_steps`` steps the rates stay where they are.
+  ``total_steps`` steps the rates stay where they are. A policy meta-trained with
+``env.base_step_size: dog`` has its base schedule scale DoG's step size instead of lr0 (one for
+all the layers, from this step's weights and gradient before the step, ``eta_0 = lr0``; see
+:class:`DogStepSize`): the step's rates are then set by ``observe_gradients``.
 
 Divergence (the environment's rule): a non-finite minibatch loss, a non-finite validation loss
 or weight, or a validation loss above ``divergence_loss_ratio`` x the initial one.
@@ -79,6 +82,60 @@ ON_DIVERGENCE = ("raise", "restore", "stop")
 
 class TrainingDivergedError(FloatingPointError):
     """The training the scheduler watches diverged (``on_divergence="raise"``)."""
+
+
+class DogStepSize:
+    """DoG's step size over a PyTorch model, as the environment carries it
+    (:class:`ganno.optim.DogStepSize`): ``eta_t = max_{s<=t} ||x_s - x_0|| / sqrt(sum_{s<=t}
+    ||g_s||^2 + eps)`` over all the weights at once, ``eta_0 = lr0``. Each :meth:`update` reads
+    every entry of the weights and the gradients (its sums are not sampled)."""
+
+    def __init__(self, lr0: float) -> None:
+        self.lr0 = float(lr0)
+        self.eta = self.lr0  # the step size of the last update (lr0 before any)
+        self.steps = 0  # updates taken
+        self.max_distance = 0.0
+        self.grad_sq_sum = 0.0
+        self._origin: list[torch.Tensor] | None = None  # x_0, taken at the first update
+        self._diff: list[torch.Tensor] | None = None  # a weights-sized buffer, reused
+
+    def update(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> float:
+        """The step size of the step about to be taken from ``params`` with ``grads``."""
+        weights = [p.detach().float() for p in params]
+        if self._origin is None:
+            self._origin = [w.clone() for w in weights]
+            self._diff = [torch.empty_like(w) for w in weights]
+        torch._foreach_copy_(self._diff, weights)
+        torch._foreach_sub_(self._diff, self._origin)
+        distance = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._diff))))
+        grad_sq = float(torch.stack(torch._foreach_norm(list(grads))).square().sum())
+        first = self.steps == 0
+        self.steps += 1
+        self.max_distance = max(self.max_distance, distance)
+        self.grad_sq_sum += grad_sq
+        self.eta = self.lr0 if first else self.max_distance / math.sqrt(self.grad_sq_sum + _DOG_EPS)
+        return self.eta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "lr0": self.lr0,
+            "eta": self.eta,
+            "steps": self.steps,
+            "max_distance": self.max_distance,
+            "grad_sq_sum": self.grad_sq_sum,
+            "origin": None if self._origin is None else [t.clone() for t in self._origin],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lr0, self.eta, self.steps = float(state["lr0"]), float(state["eta"]), state["steps"]
+        self.max_distance, self.grad_sq_sum = state["max_distance"], state["grad_sq_sum"]
+        origin = state["origin"]
+        self._origin = None if origin is None else [t.clone() for t in origin]
+        self._diff = None if origin is None else [torch.empty_like(t) for t in origin]
+
+
+#: ``optax.contrib.scale_by_dog``'s epsilon under the square root (:data:`ganno.optim.DOG_EPS`).
+_DOG_EPS = 1e-8
 
 
 class GannoScheduler:
@@ -164,6 +221,7 @@ class GannoScheduler:
         self.gradient_sample = GradientSample(
             self._flat, fraction=gradient_sample, above=sample_above
         )
+        explicit_lr0 = lr0 is not None
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
         rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
@@ -181,6 +239,11 @@ class GannoScheduler:
             )
         #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
         self.lr0 = rates
+        self._dog_base = self.anchored and settings.base_step_size == "dog"
+        if explicit_lr0:  # else checked when an episode starts (load_state_dict restores lr0)
+            self._check_dog_lr0()
+        #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
+        self.dog = DogStepSize(float(rates[0])) if self._dog_base else None
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
         self.lr_scale = torch.ones(self.num_layers)
         if self.anchored:
@@ -194,6 +257,14 @@ class GannoScheduler:
         self._reset_episode()
 
     # ------------------------------------------------------------------ settings
+    def _check_dog_lr0(self) -> None:
+        if self._dog_base and not bool(torch.all(self.lr0 == self.lr0[0])):
+            raise UsageError(
+                f"lr0 {self.lr0.tolist()}: this policy's base schedule scales DoG's step size, "
+                "one for all the layers, which starts at lr0; give one lr0 (GannoScheduler(..., "
+                "lr0=...) or the same lr in every group)"
+            )
+
     @property
     def anchored(self) -> bool:
         """Whether the rates follow a base schedule (the anchored action modes)."""
@@ -201,11 +272,14 @@ class GannoScheduler:
 
     def _anchored_rates(self, start: int, end: int) -> torch.Tensor:
         """The rates of inner steps ``start..end - 1``, ``[end - start, N]`` float32:
-        ``min(lr0 x unit(step) x multiplier, lr_bounds[1])`` (the base schedule's last value past
-        its horizon), in float32 NumPy on views of the tensors (the same IEEE operations in the
-        same order as torch's, a fraction of its per-call cost)."""
+        ``min(step size x unit(step) x multiplier, lr_bounds[1])`` (the base schedule's last
+        value past its horizon; the step size is lr0, or DoG's last one), in float32 NumPy on
+        views of the tensors (the same IEEE operations in the same order as torch's, a fraction
+        of its per-call cost)."""
         unit = self._unit[np.minimum(np.arange(start, end), len(self._unit) - 1)]
-        rates = self.lr0.numpy()[None, :] * unit[:, None] * self.lr_scale.numpy()[None, :]
+        step_size = self.lr0.numpy() if self.dog is None else np.float32(self.dog.eta)
+        rates = np.multiply(step_size, unit[:, None], dtype=np.float32)
+        rates = rates * self.lr_scale.numpy()[None, :]
         return torch.from_numpy(np.minimum(rates, self._lr_max))
 
     @property
@@ -239,6 +313,8 @@ class GannoScheduler:
         self._prev_params: list[list[torch.Tensor]] | None = None
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
+        #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
+        self.dog = DogStepSize(float(self.lr0[0])) if self._dog_base else None
         #: a recurrent policy's hidden state, carried from decision to decision (() otherwise)
         self._policy_carry = self.policy.initial_carry(self.num_layers)
         self._zero_accumulators()
@@ -364,7 +440,13 @@ class GannoScheduler:
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
         if self.steps == 0 and self.decisions == 0:
+            self._check_dog_lr0()
             self._first_decision(self._read_grads(), loss_value, self._val_loss(val_loss))
+        if self.dog is not None and not self.diverged and self.steps < self.total_steps:
+            # this step's rates from DoG's step size (after total_steps they stay where they are)
+            self.dog.update(self._flat, self._grads())
+            self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
+            self._apply_rates(self.learning_rates)
         if self.decisions > 0 and self.steps < self._end:
             if self.steps >= self._grad_start:
                 # in the gradient window: one sweep adding the gradients to the window's sum, one
@@ -522,8 +604,8 @@ class GannoScheduler:
 
     def _plan_rates(self) -> None:
         """Anchored modes: every step's rates from the last decision to the next, at once (the
-        per-step path only reads them)."""
-        if not self.anchored or self.decisions == 0:
+        per-step path only reads them); with a DoG base each step's own, in observe_gradients."""
+        if not self.anchored or self.decisions == 0 or self.dog is not None:
             return
         start = self.interval_end(self.decisions - 1)
         self._rate_rows, self._rows_from = self._anchored_rates(start, self._end).tolist(), start
@@ -608,12 +690,14 @@ class GannoScheduler:
             "history": [dict(h) for h in self.history],
             "key": None if self._key is None else np.asarray(self._key).tolist(),
             "policy_carry": _carry_to_numpy(self._policy_carry),
+            "dog": None if self.dog is None else self.dog.state_dict(),
             "settings": {
                 "steps_per_decision": self.steps_per_decision,
                 "num_decisions": self.num_decisions,
                 "total_steps": self.total_steps,
                 "actions": list(self.actions),
                 "action_mode": self.action_mode,
+                "base_step_size": self.settings.base_step_size,
                 "lr_bounds": list(self.lr_bounds),
                 "num_layers": self.num_layers,
                 "gradient_sample": self.gradient_sample.fraction,
@@ -623,7 +707,7 @@ class GannoScheduler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the settings and the number of groups must match."""
-        settings = state["settings"]
+        settings = {"base_step_size": "lr0", **state["settings"]}  # a state saved before DoG
         mine = self.state_dict()["settings"]
         if settings != mine:
             raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
@@ -659,6 +743,8 @@ class GannoScheduler:
             import jax.numpy as jnp
 
             self._policy_carry = jnp.asarray(state["policy_carry"], jnp.float32)
+        if self.dog is not None:
+            self.dog.load_state_dict(state["dog"])
         self._set_interval()
         if not self.diverged:
             self._plan_rates()
