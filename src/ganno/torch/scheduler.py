@@ -87,28 +87,30 @@ class TrainingDivergedError(FloatingPointError):
 class DogStepSize:
     """DoG's step size over a PyTorch model, as the environment carries it
     (:class:`ganno.optim.DogStepSize`): ``eta_t = max_{s<=t} ||x_s - x_0|| / sqrt(sum_{s<=t}
-    ||g_s||^2 + eps)`` over all the weights at once, ``eta_0 = lr0``. Each :meth:`update` reads
-    every entry of the weights and the gradients (its sums are not sampled)."""
+    ||g_s||^2 + eps)`` over all the weights at once, ``eta_0 = lr0``. Its sums read the weights
+    as the scheduler's gradient statistics read the gradients (``sample``, a
+    :class:`ganno.torch.sampling.GradientSample`): small tensors whole, so exactly the
+    environment's step size, a large one on its fixed sample of blocks (the sums estimated from
+    them, and only the sample of the initial weights kept)."""
 
-    def __init__(self, lr0: float) -> None:
+    def __init__(self, lr0: float, sample: GradientSample) -> None:
         self.lr0 = float(lr0)
+        self.sample = sample
         self.eta = self.lr0  # the step size of the last update (lr0 before any)
         self.steps = 0  # updates taken
         self.max_distance = 0.0
         self.grad_sq_sum = 0.0
-        self._origin: list[torch.Tensor] | None = None  # x_0, taken at the first update
-        self._diff: list[torch.Tensor] | None = None  # a weights-sized buffer, reused
+        self._origin: list[torch.Tensor] | None = None  # x_0 as read, taken at the first update
 
-    def update(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> float:
-        """The step size of the step about to be taken from ``params`` with ``grads``."""
-        weights = [p.detach().float() for p in params]
+    def update(self, params: Sequence[torch.Tensor], grad_norms: Sequence[torch.Tensor]) -> float:
+        """The step size of the step about to be taken from ``params``, whose gradient's
+        per-tensor norms (as ``sample`` reads it) are ``grad_norms``."""
+        weights = self.sample.read([p.detach().float() for p in params])
         if self._origin is None:
             self._origin = [w.clone() for w in weights]
-            self._diff = [torch.empty_like(w) for w in weights]
-        torch._foreach_copy_(self._diff, weights)
-        torch._foreach_sub_(self._diff, self._origin)
-        distance = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._diff))))
-        grad_sq = float(torch.stack(torch._foreach_norm(list(grads))).square().sum())
+        distance = torch._foreach_norm(torch._foreach_sub(weights, self._origin))
+        distance = float(torch.linalg.vector_norm(torch.stack(distance)))
+        grad_sq = float(torch.stack(list(grad_norms)).square().sum())
         first = self.steps == 0
         self.steps += 1
         self.max_distance = max(self.max_distance, distance)
@@ -131,7 +133,6 @@ class DogStepSize:
         self.max_distance, self.grad_sq_sum = state["max_distance"], state["grad_sq_sum"]
         origin = state["origin"]
         self._origin = None if origin is None else [t.clone() for t in origin]
-        self._diff = None if origin is None else [torch.empty_like(t) for t in origin]
 
 
 #: ``optax.contrib.scale_by_dog``'s epsilon under the square root (:data:`ganno.optim.DOG_EPS`).
@@ -243,7 +244,7 @@ class GannoScheduler:
         if explicit_lr0:  # else checked when an episode starts (load_state_dict restores lr0)
             self._check_dog_lr0()
         #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
-        self.dog = DogStepSize(float(rates[0])) if self._dog_base else None
+        self.dog = DogStepSize(float(rates[0]), self.gradient_sample) if self._dog_base else None
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
         self.lr_scale = torch.ones(self.num_layers)
         if self.anchored:
@@ -314,7 +315,7 @@ class GannoScheduler:
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
         #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
-        self.dog = DogStepSize(float(self.lr0[0])) if self._dog_base else None
+        self.dog = DogStepSize(float(self.lr0[0]), self.gradient_sample) if self._dog_base else None
         #: a recurrent policy's hidden state, carried from decision to decision (() otherwise)
         self._policy_carry = self.policy.initial_carry(self.num_layers)
         self._zero_accumulators()
@@ -442,18 +443,23 @@ class GannoScheduler:
         if self.steps == 0 and self.decisions == 0:
             self._check_dog_lr0()
             self._first_decision(self._read_grads(), loss_value, self._val_loss(val_loss))
+        grads = norms = None
         if self.dog is not None and not self.diverged and self.steps < self.total_steps:
             # this step's rates from DoG's step size (after total_steps they stay where they are)
-            self.dog.update(self._flat, self._grads())
+            grads = self._read_grads()
+            norms = torch._foreach_norm(grads)
+            self.dog.update(self._flat, norms)
             self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
             self._apply_rates(self.learning_rates)
         if self.decisions > 0 and self.steps < self._end:
             if self.steps >= self._grad_start:
                 # in the gradient window: one sweep adding the gradients to the window's sum, one
-                # reading them for their norms, and one tiny fused call accumulating the squares
-                grads = self._read_grads()
+                # reading them for their norms (DoG's, when it read them), and one tiny fused call
+                # accumulating the squares
+                if grads is None:
+                    grads = self._read_grads()
+                    norms = torch._foreach_norm(grads)
                 torch._foreach_add_(self._grad_sum, grads)
-                norms = torch._foreach_norm(grads)
                 torch._foreach_addcmul_(self._sq_sum, norms, norms)
                 self._grad_count += 1
             self._loss_sum += loss_value
