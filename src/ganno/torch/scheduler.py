@@ -40,9 +40,9 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
   scaled by the layer's multiplier (a level's ``exp(level_scale x level)``, or a compounding
   factor product within ``scale_bounds``); the base schedule spans ``total_steps``. After
   ``total_steps`` steps the rates stay where they are. A policy meta-trained with
-``env.base_step_size: dog`` has its base schedule scale DoG's step size instead of lr0 (one for
-all the layers, from this step's weights and gradient before the step, ``eta_0 = lr0``; see
-:class:`DogStepSize`): the step's rates are then set by ``observe_gradients``.
+  ``env.base_step_size: dog`` has its base schedule scale DoG's step size instead of lr0 (one
+  for all the layers, from this step's weights and gradient before the step, ``eta_0 = lr0``;
+  see :class:`DogStepSize`): each step's rates are then set by ``observe_gradients``.
 
 Divergence (the environment's rule): a non-finite minibatch loss, a non-finite validation loss
 or weight, or a validation loss above ``divergence_loss_ratio`` x the initial one.
@@ -243,8 +243,7 @@ class GannoScheduler:
         self._dog_base = self.anchored and settings.base_step_size == "dog"
         if explicit_lr0:  # else checked when an episode starts (load_state_dict restores lr0)
             self._check_dog_lr0()
-        #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
-        self.dog = DogStepSize(float(rates[0]), self.gradient_sample) if self._dog_base else None
+        self.dog = self._fresh_dog()
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
         self.lr_scale = torch.ones(self.num_layers)
         if self.anchored:
@@ -258,6 +257,10 @@ class GannoScheduler:
         self._reset_episode()
 
     # ------------------------------------------------------------------ settings
+    def _fresh_dog(self) -> DogStepSize | None:
+        """DoG's step size before any step (a DoG-base policy), else None."""
+        return DogStepSize(float(self.lr0[0]), self.gradient_sample) if self._dog_base else None
+
     def _check_dog_lr0(self) -> None:
         if self._dog_base and not bool(torch.all(self.lr0 == self.lr0[0])):
             raise UsageError(
@@ -315,7 +318,7 @@ class GannoScheduler:
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
         #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
-        self.dog = DogStepSize(float(self.lr0[0]), self.gradient_sample) if self._dog_base else None
+        self.dog = self._fresh_dog()
         #: a recurrent policy's hidden state, carried from decision to decision (() otherwise)
         self._policy_carry = self.policy.initial_carry(self.num_layers)
         self._zero_accumulators()
