@@ -78,7 +78,8 @@ _COSINE, _NOISE = FEATURE_NAMES.index("grad_cosine"), FEATURE_NAMES.index("log_g
 
 class GannoState(NamedTuple):
     """The transformation's state (all arrays: it jits, vmaps and checkpoints like any optax
-    state). Trees (``grad_sum``, ``prev_mean_grad``, ``prev_params``) are like the params."""
+    state). Trees (``grad_sum``, ``prev_mean_grad``, ``prev_params``, ``dog.origin``) are like
+    the params."""
 
     count: jnp.ndarray  # [] int32, updates taken
     decisions: jnp.ndarray  # [] int32, decisions taken

@@ -94,6 +94,9 @@ class DogStepSize:
     them, and only the sample of the initial weights kept)."""
 
     def __init__(self, lr0: float, sample: GradientSample) -> None:
+        from ganno.optim import DOG_EPS  # the environment's (a DoG policy has JAX loaded)
+
+        self._eps = DOG_EPS
         self.lr0 = float(lr0)
         self.sample = sample
         self.eta = self.lr0  # the step size of the last update (lr0 before any)
@@ -115,7 +118,9 @@ class DogStepSize:
         self.steps += 1
         self.max_distance = max(self.max_distance, distance)
         self.grad_sq_sum += grad_sq
-        self.eta = self.lr0 if first else self.max_distance / math.sqrt(self.grad_sq_sum + _DOG_EPS)
+        self.eta = (
+            self.lr0 if first else self.max_distance / math.sqrt(self.grad_sq_sum + self._eps)
+        )
         return self.eta
 
     def state_dict(self) -> dict[str, Any]:
@@ -133,10 +138,6 @@ class DogStepSize:
         self.max_distance, self.grad_sq_sum = state["max_distance"], state["grad_sq_sum"]
         origin = state["origin"]
         self._origin = None if origin is None else [t.clone() for t in origin]
-
-
-#: ``optax.contrib.scale_by_dog``'s epsilon under the square root (:data:`ganno.optim.DOG_EPS`).
-_DOG_EPS = 1e-8
 
 
 class GannoScheduler:
@@ -243,7 +244,8 @@ class GannoScheduler:
         self._dog_base = self.anchored and settings.base_step_size == "dog"
         if explicit_lr0:  # else checked when an episode starts (load_state_dict restores lr0)
             self._check_dog_lr0()
-        self.dog = self._fresh_dog()
+        #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
+        self.dog = DogStepSize(float(rates[0]), self.gradient_sample) if self._dog_base else None
         #: each layer's multiplier on its base schedule (anchored modes; 1 otherwise)
         self.lr_scale = torch.ones(self.num_layers)
         if self.anchored:
@@ -257,10 +259,6 @@ class GannoScheduler:
         self._reset_episode()
 
     # ------------------------------------------------------------------ settings
-    def _fresh_dog(self) -> DogStepSize | None:
-        """DoG's step size before any step (a DoG-base policy), else None."""
-        return DogStepSize(float(self.lr0[0]), self.gradient_sample) if self._dog_base else None
-
     def _check_dog_lr0(self) -> None:
         if self._dog_base and not bool(torch.all(self.lr0 == self.lr0[0])):
             raise UsageError(
@@ -317,8 +315,6 @@ class GannoScheduler:
         self._prev_params: list[list[torch.Tensor]] | None = None
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
-        #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
-        self.dog = self._fresh_dog()
         #: a recurrent policy's hidden state, carried from decision to decision (() otherwise)
         self._policy_carry = self.policy.initial_carry(self.num_layers)
         self._zero_accumulators()
