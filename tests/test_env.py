@@ -208,9 +208,10 @@ def test_vmap_over_envs_equals_single_runs(small_config, dataset):
     batched_state, (batched_r, batched_obs) = jax.jit(jax.vmap(episode, in_axes=(0, 1)))(
         keys, actions
     )
-    single = jax.jit(episode)
-    for i in range(8):
-        state, (r, obs) = single(keys[i], actions[:, i])
+    for i in range(8):  # each alone, step by step (rollout's programs, compiled once a session)
+        steps, state = rollout(env, keys[i], lambda t, i=i: actions[t, i])
+        r = np.stack([ts.reward for ts in steps[1:]])
+        obs = np.stack([ts.observation.agents_view for ts in steps[1:]])
         np.testing.assert_allclose(batched_r[i], r, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(batched_obs[i], obs, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(batched_state.val_loss[i], state.val_loss, rtol=1e-5)
@@ -241,8 +242,14 @@ def test_bigger_networks_change_agent_count_not_feature_width(
 
 
 def test_initial_rates_are_drawn_log_uniformly_from_the_training_range(small_config, dataset):
+    """``reset`` draws lr0 with ``sample_lr0`` from its episode key (checked on a few episodes);
+    the draws on many keys are log-uniform over the range."""
     env = make(small_config, dataset)
-    lr0 = jax.vmap(lambda k: env.reset(k)[0].lr0)(jax.random.split(jax.random.PRNGKey(0), 2000))
+    keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+    lr0 = jax.vmap(lambda k: env.sample_lr0(episode_keys(k)[2]))(keys)
+    reset = jax.jit(env.reset)  # the program rollout() compiles: one compilation per session
+    for i in range(3):
+        np.testing.assert_allclose(reset(keys[i])[0].lr0, lr0[i], rtol=1e-6)
     lr0 = np.log10(np.asarray(lr0))
     assert lr0.min() >= -3 - 1e-6 and lr0.max() <= -1 + 1e-6
     assert abs(lr0.mean() - (-2.0)) < 0.05  # log-uniform: the mean of log10 is the midpoint
