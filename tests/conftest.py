@@ -21,6 +21,14 @@ if _OWN_XLA_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ganno-tests-xla-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# XLA's backend optimisation off for the whole session, likewise inherited (config/test.yaml's
+# `compute.fast_compile`, here for every test): the tests' programs are tiny and mostly compiled
+# once, so compilation is their time (tests/test_env.py 264 s -> 155 s). A level the caller set in
+# XLA_FLAGS is kept; tests/test_parallel.py probes its own processes without these flags.
+from ganno.parallel import configure_fast_compile  # noqa: E402
+
+configure_fast_compile()
+
 from ganno.config import validate  # noqa: E402
 
 
