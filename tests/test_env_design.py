@@ -30,7 +30,11 @@ def baseline_params(env, method, key, lr0):
 
 
 @pytest.mark.parametrize("base", ["sgd_cosine", "sgd_step"])
-def test_anchored_level_zero_is_the_base_schedule_exactly(small_config, dataset, base):
+def test_anchored_level_zero_is_the_base_schedule(small_config, dataset, base):
+    """Level 0 trains like the baseline's optax schedule on the same stream: bitwise at XLA's
+    default optimisation; within float rounding (1e-5 relative, 1e-6 absolute on weights of order
+    0.1) with the test session's optimisation off (tests/conftest.py), where the two programs'
+    machine code differs in its last bits."""
     env = make(small_config, dataset, action_mode="anchored", base_schedule=base)
     key, lr0 = jax.random.PRNGKey(7), 0.05
     zero = env.action_index(level=0)
@@ -38,7 +42,7 @@ def test_anchored_level_zero_is_the_base_schedule_exactly(small_config, dataset,
     steps, state = rollout(env, key, lambda t: jnp.full(3, zero), lr0)
     ref = baseline_params(env, base, key, lr0)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # the recorded rate is the schedule's at the last step of each interval
     unit = optax.cosine_decay_schedule(1.0, env.settings.total_steps)
     if base == "sgd_cosine":
