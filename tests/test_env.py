@@ -183,6 +183,49 @@ def test_huge_initial_rate_ends_the_episode_cleanly(small_config, dataset):
     np.testing.assert_array_equal(last.observation.agents_view, steps[0].observation.agents_view)
 
 
+def test_a_network_that_dies_after_learning_ends_the_episode_with_collapse_check(
+    small_config, dataset
+):
+    """``collapse_check``: a step back at chance accuracy after the episode had learned counts as
+    diverged (penalty, last step); not without the setting, not for a network that never learned,
+    and not in an environment built for evaluation, which measures the dead network."""
+    key = jax.random.PRNGKey(0)
+    checked = make(small_config, dataset, collapse_check=True)
+    plain = make(small_config, dataset)
+    chance = 1.0 / dataset.num_classes
+
+    def kill(state):  # every weight 0 (constant outputs), rates at the floor: it stays dead
+        rates = jnp.full_like(state.opt_state.learning_rates, 1e-6)
+        return state._replace(
+            params=jax.tree.map(jnp.zeros_like, state.params),
+            opt_state=state.opt_state._replace(learning_rates=rates),
+        )
+
+    def one_step(env, state):
+        return jax.jit(env.step)(state, jnp.full(3, KEEP))
+
+    learned, _ = one_step(checked, jax.jit(lambda k: checked.reset_with_lr0(k, 0.5))(key)[0])
+    assert float(learned.best_val_accuracy) >= chance + 0.25 * (1 - chance)  # it has learned
+    assert not bool(learned.diverged)
+    alive, ts = one_step(plain, kill(learned))  # without the check the dead network plays on
+    assert float(alive.val_accuracy) <= chance + 0.05 * (1 - chance)  # back at chance
+    assert not bool(alive.diverged) and not ts.last()
+    dead, ts = one_step(checked, kill(learned))  # with it, the same step ends the episode
+    assert bool(dead.diverged) and ts.last()
+    np.testing.assert_allclose(ts.reward, -checked.divergence_penalty)
+    # like any divergence, the kept state is the last one that passed (the best stays learned's)
+    assert float(dead.best_val_accuracy) == float(learned.best_val_accuracy)
+
+    fresh, _ = jax.jit(lambda k: checked.reset_with_lr0(k, 1e-6))(key)  # never learned
+    never, ts = one_step(checked, kill(fresh))
+    assert float(never.val_accuracy) <= chance + 0.05 * (1 - chance)
+    assert not bool(never.diverged) and not ts.last()
+
+    config = validate(merge(small_config, {"env": {"collapse_check": True}}))
+    assert make_env(config, dataset).settings.collapse_check
+    assert not make_env(config, dataset, evaluation=True).settings.collapse_check
+
+
 def test_initial_rate_outside_the_bounds_is_clipped_and_stays_finite(small_config, dataset):
     env = make(small_config, dataset)  # default bounds: 1e-6 .. 10
     steps, state = rollout(env, jax.random.PRNGKey(0), lambda t: jnp.full(3, 4), lr0=1e3)

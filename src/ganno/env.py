@@ -26,7 +26,13 @@ from jumanji import specs
 from jumanji.env import Environment
 from jumanji.types import StepType, TimeStep
 
-from ganno.env_settings import ACTION_MODES, EnvSettings, settings_from
+from ganno.env_settings import (
+    ACTION_MODES,
+    COLLAPSE_DEAD,
+    COLLAPSE_LEARNED,
+    EnvSettings,
+    settings_from,
+)
 from ganno.feature_names import FEATURE_NAMES
 from ganno.inner import InnerTask, episode_keys, make_task
 from ganno.observation import (
@@ -104,6 +110,7 @@ class EnvState(NamedTuple):
     lr0: jnp.ndarray  # []
     agents_view: jnp.ndarray  # [N, F] the last observation (kept when a step diverges)
     diverged: jnp.ndarray  # [] bool
+    best_val_accuracy: jnp.ndarray  # [] the episode's best so far (collapse_check)
     lr_scale: jnp.ndarray  # [N] multiplier on the base schedule (anchored modes; else 1)
     grad_scale: jnp.ndarray  # [] factor on every gradient of the episode (gradient_scale_range)
     dog: DogStepSize | tuple  # DoG's step size of the agents' run (base_step_size dog), else ()
@@ -570,6 +577,7 @@ class GannoEnv(Environment):
             lr0=lr0,
             agents_view=view,
             diverged=jnp.zeros((), bool),
+            best_val_accuracy=val_accuracy,
             lr_scale=lr_scale,
             grad_scale=grad_scale,
             dog=dog_step_size_init(params, lr0) if self._dog else (),
@@ -614,6 +622,8 @@ class GannoEnv(Environment):
         finite = jnp.isfinite(val_loss) & jnp.isfinite(train_loss)
         finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, params)))
         diverged = ~finite | (val_loss > self.divergence_loss_ratio * state.initial_val_loss)
+        if self.settings.collapse_check:
+            diverged |= self._collapsed(val_accuracy, state.best_val_accuracy)
         done = diverged | (step_count >= self.num_decisions)
 
         reference = self._step_reference(state)
@@ -634,6 +644,7 @@ class GannoEnv(Environment):
             lr0=state.lr0,
             agents_view=keep_old(state.agents_view, view),
             diverged=diverged,
+            best_val_accuracy=jnp.maximum(state.best_val_accuracy, keep_old(0.0, val_accuracy)),
             lr_scale=keep_old(state.lr_scale, lr_scale),
             grad_scale=state.grad_scale,
             dog=jax.tree.map(keep_old, state.dog, dog),
@@ -642,6 +653,13 @@ class GannoEnv(Environment):
         step_type = jnp.where(done, StepType.LAST, StepType.MID).astype(jnp.int8)
         discount = jnp.where(done, 0.0, 1.0) * jnp.ones((n,), jnp.float32)
         return new_state, self._timestep(new_state, reward, step_type, discount)
+
+    def _collapsed(self, val_accuracy: jnp.ndarray, best: jnp.ndarray) -> jnp.ndarray:
+        """``collapse_check``: back at chance accuracy after the episode had learned (see
+        :mod:`ganno.env_settings`)."""
+        chance = 1.0 / self.task.num_classes
+        learned = best >= chance + COLLAPSE_LEARNED * (1.0 - chance)
+        return learned & (val_accuracy <= chance + COLLAPSE_DEAD * (1.0 - chance))
 
     def _apply_hyperparameters(self, opt_state: LayerwiseSGDState, action, learning_rates):
         """The optimiser state with the new rates and, for Q1 agents, momentum / weight decay."""
@@ -751,12 +769,16 @@ def make_env(
     learning rates, losses and accuracies but never rewards, and the observation does not depend
     on the reward, so a reward that needs extra inner training (the relative rewards' reference
     run, the counterfactual rewards' N trainings per decision) is replaced by
-    :data:`EVALUATION_REWARD`: the same trajectories at a fraction of the cost."""
+    :data:`EVALUATION_REWARD`: the same trajectories at a fraction of the cost; and the
+    meta-training ``collapse_check`` is off, so a network that dies plays on and is measured
+    dead."""
     task = task if task is not None else make_task(config, dataset)
     settings = EnvSettings.from_config(config)
     reward = REWARDS.get(settings.reward)  # an unknown name is GannoEnv's error to raise
     if evaluation and reward is not None and (reward.reference_metric or reward.counterfactual):
         settings = settings.replace(reward=EVALUATION_REWARD)
+    if evaluation:  # a dead network is measured as dead, not ended at its last live state
+        settings = settings.replace(collapse_check=False)
     return GannoEnv(task, settings)
 
 

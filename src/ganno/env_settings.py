@@ -35,10 +35,22 @@ the weights have moved from their initial values over the root of the summed squ
 norms, all weights at once, ``eta_0 = lr0``, the ``dog`` baseline's rule). DoG's step size follows
 the network (its distance travelled and its gradients) rather than lr0, so the agents' multiplier
 starts from a rate that adapts to each network; with ``sgd_constant`` and multiplier 1 the run is
-DoG itself. Only the environment implements ``dog`` (deployment refuses it, naming the setting).
+DoG itself. The PyTorch scheduler and the optax transformation follow ``dog`` as the environment
+does (``ganno.torch.DogStepSize``, ``ganno.optax_scheduler``).
 
 In both anchored modes ``lr_bounds[0]`` is not applied (the base schedule may decay to 0; the
 multiplier's own bounds keep a layer from being switched off for good).
+
+A network that dies in meta-training (``collapse_check``): with ReLU layers and a rate pushed too
+high, a network can end with constant outputs, its validation loss back at ln(classes) and its
+accuracy at chance. The divergence test (a loss ``divergence_loss_ratio`` times the initial, or not
+finite) does not see it, so such an episode runs on and its penalty is only a poor reward. With
+``collapse_check`` a step whose validation accuracy falls to chance (at most ``chance + 0.05 x (1 -
+chance)``, chance ``1 / classes``) after the episode's best had reached ``chance + 0.25 x (1 -
+chance)`` counts as diverged: the episode ends with ``divergence_penalty``. A network that has not
+learned yet (a tiny lr0) is not flagged. Meta-training only: an environment built for evaluation
+(``make_env(..., evaluation=True)``) turns it off, so a policy's dead networks are measured as dead
+rather than reported at their last live state.
 
 Which steps of an interval the gradient features read (``gradient_window``): ``None``, every step
 of the interval (its mean gradient, mean squared gradient norm); ``w``, only its last ``w`` steps
@@ -56,6 +68,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 ACTION_MODES: tuple[str, ...] = ("compound", "anchored", "anchored_compound")
+#: ``collapse_check``: the share of the way from chance to perfect accuracy that the episode's best
+#: validation accuracy must have reached, and at or below which a later one counts as a collapse.
+COLLAPSE_LEARNED: float = 0.25
+COLLAPSE_DEAD: float = 0.05
 #: The handcrafted SGD schedules an anchored mode can use as its base (``ganno.baselines``).
 BASE_SCHEDULES: tuple[str, ...] = (
     "sgd_constant",
@@ -82,6 +98,7 @@ class EnvSettings:
     reward_clip: float = 2.0
     divergence_penalty: float = 1.0
     divergence_loss_ratio: float = 10.0
+    collapse_check: bool = False
     val_subset: int | None = None
     momentum: float = 0.0
     weight_decay: float = 0.0
