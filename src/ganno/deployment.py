@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganno.env_settings import check_base_step_size, check_gradient_window
+from ganno.errors import UsageError
 from ganno.feature_names import FEATURE_NAMES
 
 #: The environment's default factors (a policy saved before they were recorded used them).
@@ -74,6 +75,16 @@ class DeploymentSettings:
     def interval_end(self, decisions: int) -> int:
         """The number of steps after which decision ``decisions`` is taken."""
         return decisions * self.total_steps // self.num_decisions
+
+
+def check_one_dog_lr0(lr0s: Sequence[float], fix: str) -> None:
+    """A DoG-base policy's base schedule scales one DoG step size for all the layers, which
+    starts at lr0: refuse several lr0 (a UsageError naming ``fix``, how to give one)."""
+    if len({float(v) for v in lr0s}) > 1:
+        raise UsageError(
+            f"lr0 {[float(v) for v in lr0s]}: this policy's base schedule scales DoG's step "
+            f"size, one for all the layers, which starts at lr0; give one lr0 ({fix})"
+        )
 
 
 def deployment_settings(

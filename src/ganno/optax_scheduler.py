@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ganno.deployment import DeploymentSettings, deployment_settings
+from ganno.deployment import DeploymentSettings, check_one_dog_lr0, deployment_settings
 from ganno.feature_names import FEATURE_NAMES
 from ganno.observation import (
     IntervalStats,
@@ -180,11 +180,7 @@ def ganno_sgd(
         first = jnp.broadcast_to(jnp.asarray(lr0, jnp.float32), (n,))
         dog = ()
         if dog_base:
-            if np.unique(np.asarray(lr0, np.float32)).size != 1:
-                raise ValueError(
-                    "this policy's base schedule scales DoG's step size, one for all the "
-                    f"layers, which starts at lr0: give one lr0, not {np.ravel(lr0).tolist()}"
-                )
+            check_one_dog_lr0(np.ravel(np.asarray(lr0, np.float32)), "ganno_sgd(..., lr0=...)")
             dog = dog_step_size_init(params, first[0])
         rates = rates_at(0, first, jnp.ones(n)) if cfg.anchored else jnp.clip(first, *cfg.lr_bounds)
         zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)

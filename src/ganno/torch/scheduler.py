@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno.deployment import deployment_settings
+from ganno.deployment import check_one_dog_lr0, deployment_settings
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample
@@ -260,11 +260,9 @@ class GannoScheduler:
 
     # ------------------------------------------------------------------ settings
     def _check_dog_lr0(self) -> None:
-        if self._dog_base and not bool(torch.all(self.lr0 == self.lr0[0])):
-            raise UsageError(
-                f"lr0 {self.lr0.tolist()}: this policy's base schedule scales DoG's step size, "
-                "one for all the layers, which starts at lr0; give one lr0 (GannoScheduler(..., "
-                "lr0=...) or the same lr in every group)"
+        if self._dog_base:
+            check_one_dog_lr0(
+                self.lr0.tolist(), "GannoScheduler(..., lr0=...) or the same lr in every group"
             )
 
     @property
