@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ganno import tables
 from ganno.config import load_config
 from ganno.design_study import (
     Step,
@@ -295,7 +296,15 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert np.isnan(plain["held_out_accuracy"]) and plain["tasks_won"] == 0
     assert list(table.index[:2]) == ["ganno_better", "ganno_plain"]
     assert np.isnan(table.loc["sgd_step", "held_out_accuracy"])  # ran on train only
+    # runs that end at chance (plain's 0.10 on deep; no one's on train, at 0.3 and above)
+    assert (table["train_at_chance"] == 0).all()
+    assert better["held_out_at_chance"] == 0 and better["held_out_at_chance_worst"] == 0
+    assert np.isnan(plain["held_out_at_chance"])  # one held-out task of two: not averaged
+    assert (
+        plain["held_out_at_chance_worst"] == 1 and plain["held_out_at_chance_worst_task"] == "deep"
+    )
     text = md.read_text()
+    assert "0% / - / 100% (deep)" in text and "0% / 0% / 0% (deep)" in text
     assert "(deep, wide)" in text and "Skipped: 1 tables" in text
     assert "Missing (not yet run): 6" in text  # plain on wide; both agents on absent
     assert (results / "tables" / "design_study_across_tasks_figure.png").is_file()
@@ -402,3 +411,11 @@ def test_gpu_trained_policies_are_imported_as_the_study_s_runs_and_not_retrained
     (unfinished / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(SystemExit, match=r"killed/big: no policy/seed_<s>/policy.json.*resume"):
         bench.main([str(tmp_path / "killed"), str(tmp_path / "other")])
+
+
+def test_a_run_counts_as_at_chance_up_to_a_twentieth_of_the_way_to_perfect():
+    """With 10 classes: test accuracy 0.145 (chance 0.1 + 0.05 x 0.9) is at chance, above is not;
+    the share is over every lr0 and seed of a method on a task."""
+    runs = _runs("m", [1e-3, 1e-2, 1e-1, 1.0], lambda lr: {1e-3: 0.1, 1e-2: 0.145}.get(lr, 0.146),
+                 [100])  # fmt: skip
+    assert tables.at_chance_shares(runs).loc[("m", "train")] == pytest.approx(0.5)

@@ -487,6 +487,22 @@ def across_tasks_table(
             "held_out_all_accuracy_high": est.high,
         }
 
+    at_chance = tables.at_chance_shares(df)
+
+    def runs_at_chance(method: str) -> dict[str, Any]:
+        """The shares of runs at chance: on the training task, the mean over the held-out tasks
+        (each task one weight, only with runs on every one) and the held-out task with the most."""
+        share = {t: at_chance[(method, t)] for t in tasks if (method, t) in at_chance.index}
+        held = {t: share[t] for t in held_out if t in share}
+        worst = max(held, key=held.get) if held else ""
+        full = bool(held_out) and len(held) == len(held_out)
+        return {
+            "train_at_chance": share.get(layout.TRAIN_TASK, np.nan),
+            "held_out_at_chance": float(np.mean(list(held.values()))) if full else np.nan,
+            "held_out_at_chance_worst": held[worst] if worst else np.nan,
+            "held_out_at_chance_worst_task": worst,
+        }
+
     cell = per_task.set_index(["method", "task"])
     pooled = per_task[per_task["task"] == tables.HELD_OUT].set_index("method")
     baselines = [m for m in pooled.index if not plots.is_ganno(m)]
@@ -531,6 +547,7 @@ def across_tasks_table(
             **estimate("held_out_loss", method, tables.HELD_OUT, "loss_iqm"),
             "held_out_tasks": int(sum((method, t) in cell.index for t in held_out)),
             **held_out_robustness(method),
+            **runs_at_chance(method),
             "tasks_won": np.nan,
             "vs_accuracy": best_acc,
             "p_accuracy": np.nan,
@@ -759,8 +776,25 @@ def across_tasks_display(table: pd.DataFrame) -> pd.DataFrame:
                 "-" if not np.isfinite(d) else tables.fmt_decades(d)
                 for d in table["held_out_robust_decades"]
             ],
+            "runs at chance: train / held-out / most (task)": [
+                _at_chance_cell(r) for _, r in table.iterrows()
+            ],
         }
     )
+
+
+def _at_chance_cell(row: pd.Series) -> str:
+    """``train / held-out / most (task)`` shares of runs at chance, in percent; ``-`` where not
+    computed (a row kept from a table written before the shares were)."""
+    if "train_at_chance" not in row or not np.isfinite(row["train_at_chance"]):
+        return "-"
+
+    def pct(x: float) -> str:
+        return "-" if not np.isfinite(x) else f"{100 * x:.0f}%"
+
+    most = row["held_out_at_chance_worst"]
+    where = f" ({row['held_out_at_chance_worst_task']})" if np.isfinite(most) else ""
+    return f"{pct(row['train_at_chance'])} / {pct(row['held_out_at_chance'])} / {pct(most)}{where}"
 
 
 def _differences_line(differences: Sequence[str]) -> str:
@@ -828,7 +862,13 @@ def write_across_tasks(
         "tasks where the agent's tuned accuracy IQM is above every baseline's. The training "
         "task's robust range is the targets'; the held-out robust range is the median over the "
         "held-out tasks of each one's (`ganno.stats.robustness_table`) and the held-out "
-        "all-lr0 accuracy the IQM over every lr0 and run pooled over them. Targets met (point "
+        "all-lr0 accuracy the IQM over every lr0 and run pooled over them. Runs at chance: "
+        "the share of runs (every lr0 and seed) whose test accuracy ends at most 5% of the way "
+        "from chance to perfect (the level `env.collapse_check` calls dead), on the training "
+        "task, averaged over the held-out tasks, and on the held-out task with the most; a "
+        "baseline's count the rates too small to learn, an agent's above them networks it "
+        "killed or never let learn ('-': a row kept from a table written before this column). "
+        "Targets met (point "
         "estimates against the best baseline's, "
         f"agents sorted by them, then by held-out accuracy): {'; '.join(TARGETS.values())}.",
         "",

@@ -32,6 +32,7 @@ from ganno.env_settings import (
     COLLAPSE_LEARNED,
     EnvSettings,
     settings_from,
+    share_of_the_way,
 )
 from ganno.feature_names import FEATURE_NAMES
 from ganno.inner import InnerTask, episode_keys, make_task
@@ -657,9 +658,8 @@ class GannoEnv(Environment):
     def _collapsed(self, val_accuracy: jnp.ndarray, best: jnp.ndarray) -> jnp.ndarray:
         """``collapse_check``: back at chance accuracy after the episode had learned (see
         :mod:`ganno.env_settings`)."""
-        chance = 1.0 / self.task.num_classes
-        learned = best >= chance + COLLAPSE_LEARNED * (1.0 - chance)
-        return learned & (val_accuracy <= chance + COLLAPSE_DEAD * (1.0 - chance))
+        learned = best >= share_of_the_way(self.task.num_classes, COLLAPSE_LEARNED)
+        return learned & (val_accuracy <= share_of_the_way(self.task.num_classes, COLLAPSE_DEAD))
 
     def _apply_hyperparameters(self, opt_state: LayerwiseSGDState, action, learning_rates):
         """The optimiser state with the new rates and, for Q1 agents, momentum / weight decay."""

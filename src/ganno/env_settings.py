@@ -72,6 +72,16 @@ ACTION_MODES: tuple[str, ...] = ("compound", "anchored", "anchored_compound")
 #: validation accuracy must have reached, and at or below which a later one counts as a collapse.
 COLLAPSE_LEARNED: float = 0.25
 COLLAPSE_DEAD: float = 0.05
+
+
+def share_of_the_way(num_classes: int, share: float) -> float:
+    """The accuracy ``share`` of the way from chance (``1 / num_classes``) to perfect: with
+    :data:`COLLAPSE_DEAD`, the accuracy at or below which a network counts as at chance (dead),
+    in ``collapse_check`` and in the design study's share of runs that end at chance."""
+    chance = 1.0 / num_classes
+    return chance + share * (1.0 - chance)
+
+
 #: The handcrafted SGD schedules an anchored mode can use as its base (``ganno.baselines``).
 BASE_SCHEDULES: tuple[str, ...] = (
     "sgd_constant",

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ganno import baselines, plots, stats
+from ganno.data import NUM_CLASSES
+from ganno.env_settings import COLLAPSE_DEAD, share_of_the_way
 from ganno.errors import ResultsMissingError
 from ganno.io import atomic_write, write_csv
 from ganno.layout import TABLE_FORMATS, TRAIN_TASK, skipped_marker
@@ -165,6 +167,17 @@ def robustness_by_task(
     if not parts:
         raise ResultsMissingError(f"no results on any of the tasks {list(tasks)}")
     return pd.concat(parts, ignore_index=True)
+
+
+def at_chance_shares(results: pd.DataFrame) -> pd.Series:
+    """Per ``(method, task)``, the share of runs (every lr0 and seed) whose test accuracy ends at
+    chance: at or below :data:`~ganno.env_settings.COLLAPSE_DEAD` of the way from chance to
+    perfect (0.145 with 10 classes), the level ``env.collapse_check`` calls dead. A baseline's
+    share counts the rates too small to learn; an agent's above it counts networks its rates
+    killed or never let learn."""
+    dead = share_of_the_way(NUM_CLASSES, COLLAPSE_DEAD)
+    at_chance = results["test_accuracy"].to_numpy(float) <= dead
+    return results.assign(at_chance=at_chance).groupby(["method", "task"])["at_chance"].mean()
 
 
 def generalisation_summary(
