@@ -37,7 +37,7 @@ import pandas as pd
 from ganno import layout, plots, stats, tables
 from ganno.agents import agents, get, question_title, reference
 from ganno.config import agent_config, family_configs, task_config
-from ganno.env_settings import BASE_SCHEDULES
+from ganno.env_settings import BASE_SCHEDULES, COLLAPSE_DEAD
 from ganno.errors import ResultsMissingError, StepFailedError, UsageError
 from ganno.experiments import read_results
 
@@ -863,11 +863,12 @@ def write_across_tasks(
         "task's robust range is the targets'; the held-out robust range is the median over the "
         "held-out tasks of each one's (`ganno.stats.robustness_table`) and the held-out "
         "all-lr0 accuracy the IQM over every lr0 and run pooled over them. Runs at chance: "
-        "the share of runs (every lr0 and seed) whose test accuracy ends at most 5% of the way "
-        "from chance to perfect (the level `env.collapse_check` calls dead), on the training "
-        "task, averaged over the held-out tasks, and on the held-out task with the most; a "
-        "baseline's count the rates too small to learn, an agent's above them networks it "
-        "killed or never let learn ('-': a row kept from a table written before this column). "
+        "the share of runs (every lr0 and seed) whose test accuracy ends at most "
+        f"{COLLAPSE_DEAD:.0%} of the way from chance to perfect (the level "
+        "`env.collapse_check` calls dead), on the training task, averaged over the held-out "
+        "tasks, and on the held-out task with the most; a baseline's count the rates too small "
+        "to learn, an agent's above them networks it killed or never let learn ('-': a row "
+        "kept from a table written before this column). "
         "Targets met (point "
         "estimates against the best baseline's, "
         f"agents sorted by them, then by held-out accuracy): {'; '.join(TARGETS.values())}.",
