@@ -784,8 +784,9 @@ def across_tasks_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _at_chance_cell(row: pd.Series) -> str:
-    """``train / held-out / most (task)`` shares of runs at chance, in percent; ``-`` where not
-    computed (a row kept from a table written before the shares were)."""
+    """``train / held-out / most (task)`` shares of runs at chance, in percent (the task named
+    only where its share is above 0); ``-`` where not computed (a row kept from a table written
+    before the shares were)."""
     if "train_at_chance" not in row or not np.isfinite(row["train_at_chance"]):
         return "-"
 
@@ -793,7 +794,7 @@ def _at_chance_cell(row: pd.Series) -> str:
         return "-" if not np.isfinite(x) else f"{100 * x:.0f}%"
 
     most = row["held_out_at_chance_worst"]
-    where = f" ({row['held_out_at_chance_worst_task']})" if np.isfinite(most) else ""
+    where = f" ({row['held_out_at_chance_worst_task']})" if np.isfinite(most) and most else ""
     return f"{pct(row['train_at_chance'])} / {pct(row['held_out_at_chance'])} / {pct(most)}{where}"
 
 
