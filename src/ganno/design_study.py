@@ -492,12 +492,11 @@ def across_tasks_table(
     def runs_at_chance(method: str) -> dict[str, Any]:
         """The shares of runs at chance: on the training task, the mean over the held-out tasks
         (each task one weight, only with runs on every one) and the held-out task with the most."""
-        share = {t: at_chance[(method, t)] for t in tasks if (method, t) in at_chance.index}
-        held = {t: share[t] for t in held_out if t in share}
+        held = {t: at_chance[(method, t)] for t in held_out if (method, t) in at_chance.index}
         worst = max(held, key=held.get) if held else ""
         full = bool(held_out) and len(held) == len(held_out)
         return {
-            "train_at_chance": share.get(layout.TRAIN_TASK, np.nan),
+            "train_at_chance": at_chance.get((method, layout.TRAIN_TASK), np.nan),
             "held_out_at_chance": float(np.mean(list(held.values()))) if full else np.nan,
             "held_out_at_chance_worst": held[worst] if worst else np.nan,
             "held_out_at_chance_worst_task": worst,
@@ -787,7 +786,7 @@ def _at_chance_cell(row: pd.Series) -> str:
     """``train / held-out / most (task)`` shares of runs at chance, in percent (the task named
     only where its share is above 0); ``-`` where not computed (a row kept from a table written
     before the shares were)."""
-    if "train_at_chance" not in row or not np.isfinite(row["train_at_chance"]):
+    if not np.isfinite(row["train_at_chance"]):
         return "-"
 
     def pct(x: float) -> str:
