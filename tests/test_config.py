@@ -128,10 +128,30 @@ def test_generalisation_tasks_are_full_valid_configs():
     deep = task_config(cfg, "mlp_depth8")
     assert deep["task"]["network"]["depth"] == 8 and deep["task"]["network"]["width"] == 64
     assert task_config(cfg, "long_budget")["env"]["num_decisions"] == 160
-    with pytest.raises(ConfigError, match="no generalisation task 'nope'"):
+    with pytest.raises(ConfigError, match="no generalisation or validation task 'nope'"):
         task_config(cfg, "nope")
     with pytest.raises(ConfigError, match="unknown key 'datset'"):
         validate({"evaluation": {"generalisation_tasks": [{"name": "x", "task": {"datset": 1}}]}})
+
+
+def test_validation_tasks_are_tasks_neither_held_out_nor_meta_trained_on():
+    val = [{"name": "val_deep6", "task": {"network": {"depth": 6}}}]
+    cfg = validate({"evaluation": {"validation_tasks": val}})
+    own = task_config(cfg, "val_deep6")
+    assert own["task"]["network"]["depth"] == 6
+    assert own["evaluation"]["validation_tasks"] == [] and own["evaluation"]["generalisation_tasks"] == []
+    # a config without the key keeps it absent in its tasks' configs (its fingerprint stays)
+    assert "validation_tasks" not in task_config(validate({}), "mlp_depth8")["evaluation"]
+    twin = [{"name": "val_deep8", "task": {"network": {"depth": 8}}}]  # mlp_depth8 by another name
+    with pytest.raises(ConfigError, match=r"\(val_deep8\) is the held-out task 'mlp_depth8'"):
+        validate({"evaluation": {"validation_tasks": twin}})
+    with pytest.raises(ConfigError, match=r"\(val_same\) is the meta-training task"):
+        validate({"evaluation": {"validation_tasks": [{"name": "val_same"}]}})
+    with pytest.raises(ConfigError, match="'mlp_wide' is used twice"):
+        validate({"evaluation": {"validation_tasks": [{"name": "mlp_wide"}]}})
+    family = [{"name": "deep6", "task": {"network": {"depth": 6}}}]
+    with pytest.raises(ConfigError, match="member 'deep6' is the validation task 'val_deep6'"):
+        validate({"evaluation": {"validation_tasks": val}, "meta_train": {"task_family": family}})
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):

@@ -177,22 +177,49 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+#: The evaluation's lists of tasks, each entry a name and overrides of the task and env blocks:
+#: the held-out tasks and the meta-validation tasks.
+TASK_LISTS = ("generalisation_tasks", "validation_tasks")
+
+
 def _check_generalisation_tasks(config: Mapping[str, Any]) -> list[str]:
-    problems, seen = [], set()
-    for i, spec in enumerate(config.get("evaluation", {}).get("generalisation_tasks", [])):
-        if spec["name"] in seen:
+    """Every task of :data:`TASK_LISTS` is a valid task, and no name is used twice (over both
+    lists and ``train``); a validation task is not a held-out task under another name."""
+    problems, seen = [], {TRAIN_TASK}
+    for key in TASK_LISTS:
+        for i, spec in enumerate(config.get("evaluation", {}).get(key) or []):
+            if spec["name"] in seen:
+                problems.append(
+                    f"'evaluation.{key}.{i}.name' = {spec['name']!r} is used twice; task names "
+                    "must be unique over train, evaluation.generalisation_tasks and "
+                    "evaluation.validation_tasks"
+                )
+            seen.add(spec["name"])
+            try:
+                task_config(config, spec["name"])
+            except ConfigError as exc:
+                detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
+                problems.append(
+                    f"'evaluation.{key}.{i}' ({spec['name']}) gives an invalid task: "
+                    f"{detail.strip()}"
+                )
+    if problems:
+        return problems
+    held_out = _identities(config, "generalisation_tasks")
+    for i, spec in enumerate(config["evaluation"].get("validation_tasks") or []):
+        identity = _task_identity(task_config(config, spec["name"]))
+        twin = held_out.get(identity)
+        if twin is not None:
             problems.append(
-                f"'evaluation.generalisation_tasks.{i}.name' = {spec['name']!r} "
-                "is used twice; task names must be unique"
+                f"'evaluation.validation_tasks.{i}' ({spec['name']}) is the held-out task "
+                f"{twin!r} (same dataset, network, batch size and budget): a held-out task must "
+                "not choose the policy; remove it from one of the two lists"
             )
-        seen.add(spec["name"])
-        try:
-            task_config(config, spec["name"])
-        except ConfigError as exc:
-            detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
+        elif identity == _task_identity(config):
             problems.append(
-                f"'evaluation.generalisation_tasks.{i}' ({spec['name']}) gives an "
-                f"invalid task: {detail.strip()}"
+                f"'evaluation.validation_tasks.{i}' ({spec['name']}) is the meta-training task "
+                "(same dataset, network, batch size and budget): a validation task must be one "
+                "the agents were not meta-trained on; override the task or env block"
             )
     return problems
 
@@ -214,11 +241,13 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
     with that generalisation task's ``task``/``env`` overrides (:func:`derive`)."""
     if task == TRAIN_TASK:
         return dict(config)
-    tasks = {t["name"]: t for t in config["evaluation"]["generalisation_tasks"]}
+    tasks = {t["name"]: t for key in TASK_LISTS for t in config["evaluation"].get(key) or []}
     if task not in tasks:
-        raise ConfigError(f"no generalisation task {task!r}; configured: {sorted(tasks)}")
+        raise ConfigError(
+            f"no generalisation or validation task {task!r}; configured: {sorted(tasks)}"
+        )
     overrides = {k: tasks[task][k] for k in ("task", "env") if k in tasks[task]}
-    overrides |= {"evaluation": {"generalisation_tasks": []}, "agents": _bare_agents(config)}
+    overrides |= {"evaluation": _no_tasks(config), "agents": _bare_agents(config)}
     if config["meta_train"].get("task_family"):  # evaluated on, not meta-trained on
         overrides["meta_train"] = {"task_family": []}
     return derive(config, overrides)
@@ -237,7 +266,7 @@ def family_configs(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]
     for spec in config["meta_train"].get("task_family") or []:
         overrides = {k: spec[k] for k in ("task", "env") if k in spec}
         overrides |= {
-            "evaluation": {"generalisation_tasks": []},
+            "evaluation": _no_tasks(config),
             "agents": _bare_agents(config),
             "meta_train": {"task_family": []},
         }
@@ -245,10 +274,29 @@ def family_configs(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]
     return members
 
 
+def _no_tasks(config: Mapping[str, Any]) -> dict[str, list]:
+    """The evaluation overrides of a task's own config: none of the lists of tasks (a key the
+    config does not have stays absent, so its fingerprint stays)."""
+    return {key: [] for key in TASK_LISTS if key in config.get("evaluation", {})} | {
+        "generalisation_tasks": []
+    }
+
+
 def _task_identity(cfg: Mapping[str, Any]) -> str:
     """What makes two tasks the same task: the inner problem and its budget."""
     env = {k: cfg["env"][k] for k in FAMILY_ENV_KEYS}
     return json.dumps({"task": cfg["task"], "env": env}, sort_keys=True)
+
+
+def _identities(config: Mapping[str, Any], key: str) -> dict[str, str]:
+    """``{identity: name}`` of the tasks of ``evaluation.<key>`` that are valid."""
+    found = {}
+    for spec in config["evaluation"].get(key) or []:
+        try:
+            found[_task_identity(task_config(config, spec["name"]))] = spec["name"]
+        except ConfigError:
+            continue  # reported by _check_generalisation_tasks
+    return found
 
 
 def _check_task_family(config: Mapping[str, Any], where: str = "meta_train") -> list[str]:
@@ -273,12 +321,8 @@ def _check_task_family(config: Mapping[str, Any], where: str = "meta_train") -> 
     except ConfigError as exc:
         detail = str(exc).split("\n", 1)[-1].replace("\n", " ")
         return [f"'{where}.task_family' gives an invalid task: {detail.strip()}"]
-    held_out = {}
-    for spec in config["evaluation"]["generalisation_tasks"]:
-        try:
-            held_out[_task_identity(task_config(config, spec["name"]))] = spec["name"]
-        except ConfigError:
-            continue  # reported by _check_generalisation_tasks
+    held_out = _identities(config, "generalisation_tasks")
+    validation = _identities(config, "validation_tasks")
     seen: dict[str, str] = {}
     for name, cfg in members:
         identity = _task_identity(cfg)
@@ -288,6 +332,13 @@ def _check_task_family(config: Mapping[str, Any], where: str = "meta_train") -> 
                 f"{held_out[identity]!r} (same dataset, network, batch size and budget): a "
                 "held-out task must not be meta-trained on; remove it from the family or from "
                 "evaluation.generalisation_tasks"
+            )
+        elif identity in validation:
+            problems.append(
+                f"'{where}.task_family' member {name!r} is the validation task "
+                f"{validation[identity]!r} (same dataset, network, batch size and budget): a "
+                "task that chooses the policy must not be meta-trained on; remove it from the "
+                "family or from evaluation.validation_tasks"
             )
         elif identity in seen:
             problems.append(

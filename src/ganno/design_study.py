@@ -107,14 +107,21 @@ def study_tasks(config: Mapping[str, Any], found: Sequence[Any]) -> list[str]:
     return [t for t in layout.task_names(config) if t in evaluated]
 
 
+def validation_tasks(config: Mapping[str, Any], agent: Any) -> list[str]:
+    """The meta-validation tasks ``agent`` runs on: all of them for an agent evaluated on every
+    task (no ``tasks`` key), none for one restricted to some."""
+    return layout.validation_task_names(config) if agent.tasks is None else []
+
+
 def _datasets(config: Mapping[str, Any], found: Sequence[Any]) -> list[str]:
     """The datasets the study's meta-training (task families included) and evaluation read; a
     task whose dataset's files are absent is left out (its runs are skipped with a note)."""
     from ganno.data import task_unavailable_reason
 
+    tasks = study_tasks(config, found) + [t for a in found for t in validation_tasks(config, a)]
     names = [
         task_config(config, t)["task"]["dataset"]
-        for t in study_tasks(config, found)
+        for t in dict.fromkeys(tasks)
         if task_unavailable_reason(config, t) is None
     ]
     for agent in found:
@@ -190,7 +197,7 @@ def study_steps(
             )
         )
     for agent in found:
-        for task in layout.agent_tasks(config, agent):
+        for task in layout.agent_tasks(config, agent) + validation_tasks(config, agent):
             argv = ["generalise", "--config", cfg, "--task", task, "--agent", agent.name]
             outputs = []
             for seed in seeds:

@@ -72,6 +72,12 @@ def task_names(config: Mapping[str, Any]) -> list[str]:
     return [TRAIN_TASK] + [t["name"] for t in config["evaluation"]["generalisation_tasks"]]
 
 
+def validation_task_names(config: Mapping[str, Any]) -> list[str]:
+    """The meta-validation tasks (``evaluation.validation_tasks``), which choose a policy among
+    the meta-training seeds and are reported apart from the held-out tasks."""
+    return [t["name"] for t in config["evaluation"].get("validation_tasks") or []]
+
+
 def agent_tasks(config: Mapping[str, Any], agent: registry.Agent) -> list[str]:
     """The tasks ``agent`` is evaluated on, in config order."""
     tasks = task_names(config)
