@@ -139,7 +139,10 @@ def test_validation_tasks_are_tasks_neither_held_out_nor_meta_trained_on():
     cfg = validate({"evaluation": {"validation_tasks": val}})
     own = task_config(cfg, "val_deep6")
     assert own["task"]["network"]["depth"] == 6
-    assert own["evaluation"]["validation_tasks"] == [] and own["evaluation"]["generalisation_tasks"] == []
+    assert (
+        own["evaluation"]["validation_tasks"] == []
+        and own["evaluation"]["generalisation_tasks"] == []
+    )
     # a config without the key keeps it absent in its tasks' configs (its fingerprint stays)
     assert "validation_tasks" not in task_config(validate({}), "mlp_depth8")["evaluation"]
     twin = [{"name": "val_deep8", "task": {"network": {"depth": 8}}}]  # mlp_depth8 by another name

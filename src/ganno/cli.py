@@ -92,11 +92,14 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
 
 def _cmd_design_table(args: argparse.Namespace) -> int:
     from ganno.design_study import write_across_tasks, write_study
+    from ganno.seed_selection import write_seeds_table
 
     cfg = load_config(args.config)
     for path in write_study(cfg, args.results, args.out, args.question):
         print(path)
     for path in write_across_tasks(cfg, args.results, args.out, keep_absent=args.keep_absent):
+        print(path)
+    for path in write_seeds_table(cfg, args.results, args.out, keep_absent=args.keep_absent):
         print(path)
     return 0
 
@@ -458,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         (
             "design-table",
-            "the design study's tables: its question's, and across tasks",
+            "the design study's tables: its question's, across tasks, and seed by seed",
             _cmd_design_table,
         ),
     ):
@@ -471,14 +474,15 @@ def build_parser() -> argparse.ArgumentParser:
             default="design",
             help="the agents' question: design (the main study, design_study.*) or a follow-up "
             "(design_study_<question>.*, with the reference agent); design_study_across_tasks.* "
-            "has every agent that has run",
+            "and design_study_seeds.* (each meta-training seed, chosen among by the validation "
+            "tasks) have every agent that has run",
         )
         ds.add_argument(
             "--keep-absent",
             action="store_true",
-            help="keep the rows of the agents already in design_study_across_tasks.csv that have "
-            "no runs in --results (a study run over several sessions); refused unless the "
-            "baselines here are the same numbers as theirs",
+            help="keep the rows of the agents already in design_study_across_tasks.csv (and "
+            "design_study_seeds.csv) that have no runs in --results (a study run over several "
+            "sessions); refused unless the baselines here are the same numbers as theirs",
         )
         if name == "design-study":
             ds.add_argument(

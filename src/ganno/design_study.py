@@ -435,6 +435,13 @@ def load_across_tasks(
     return df, missing, skipped
 
 
+def held_out_tasks(df: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
+    """The held-out tasks of the study's runs ``df``: the tasks other than ``train`` on which the
+    baselines ran, in config order."""
+    baseline_tasks = set(df.loc[~df["method"].map(plots.is_ganno), "task"])
+    return [t for t in layout.task_names(config) if t != layout.TRAIN_TASK and t in baseline_tasks]
+
+
 def across_tasks_table(
     df: pd.DataFrame, config: Mapping[str, Any], **ci_kwargs: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -451,12 +458,7 @@ def across_tasks_table(
     tune_by = tables.tune_by(config)
     tolerance = float(config["baselines"]["robustness_tolerance"])
     registry = {a.method: a for a in agents(config)}
-    baseline_rows = df[~df["method"].map(plots.is_ganno)]
-    held_out = [
-        t
-        for t in layout.task_names(config)
-        if t != layout.TRAIN_TASK and t in set(baseline_rows["task"])
-    ]
+    held_out = held_out_tasks(df, config)
     tasks = [layout.TRAIN_TASK, *held_out]
     df = df[df["task"].isin(tasks)]
     per_task = tables.generalisation_summary(df, tasks, tune_by=tune_by, **ci_kwargs)

@@ -158,6 +158,43 @@ def probability_of_improvement(
     return Estimate(value, float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
+def rank_correlation_ci(
+    x: Any,
+    y: Any,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    method: str = "percentile",
+    seed: int | np.random.Generator | None = 0,
+) -> Estimate:
+    """Spearman's rank correlation of paired observations ``x[i], y[i]``, with a bootstrap CI that
+    resamples the pairs. NaN (no interval) with fewer than 3 pairs or no spread in one of them."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"give two 1-D arrays of the same length, not {x.shape} and {y.shape}")
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Estimate(np.nan, np.nan, np.nan)
+
+    def rho(a: np.ndarray, b: np.ndarray) -> float:
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            return 0.0  # a resample of one repeated pair: no ranking to correlate
+        return float(sps.spearmanr(a, b).statistic)
+
+    res = sps.bootstrap(
+        (x, y),
+        rho,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method=method,
+        paired=True,
+        vectorized=False,
+        rng=seed,
+    )
+    return Estimate(
+        rho(x, y), float(res.confidence_interval.low), float(res.confidence_interval.high)
+    )
+
+
 class RobustRange(NamedTuple):
     """The initial-rate range over which a method stays within tolerance of its best."""
 
