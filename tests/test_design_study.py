@@ -270,7 +270,7 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     absent.mkdir()
     (absent / "baselines.csv").write_text(",".join(COLUMNS) + "\n")
     (absent / "baselines.csv.skipped").write_text("dataset files absent\n")
-    csv, md = write_across_tasks(cfg, results, results / "tables")
+    csv, md, *_ = write_across_tasks(cfg, results, results / "tables")
     table = pd.read_csv(csv).set_index("method")
     better = table.loc["ganno_better"]
     assert better["held_out_accuracy"] == pytest.approx(0.7, abs=0.01)  # IQM of 0.8s and 0.6s
@@ -314,7 +314,7 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     for path in results.glob("sweep/*/better_seed_*.csv"):
         path.unlink()
     figure_before = pd.read_csv(results / "tables" / "design_study_across_tasks_figure.csv")
-    csv, md = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
+    csv, md, *_ = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
     kept = pd.read_csv(csv).set_index("method")
     assert bool(kept.loc["ganno_better", "carried_over"]) is True
     assert not kept.loc[["ganno_plain", "sgd_cosine"], "carried_over"].any()
@@ -332,14 +332,14 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     assert "The baselines here are the same numbers as before" in text
     assert "Missing (not yet run): 4" in text  # plain on wide and absent; better's are not missing
     # without keep_absent the table has only what ran here
-    csv, _ = write_across_tasks(cfg, results, results / "tables" / "fresh")
+    csv, *_ = write_across_tasks(cfg, results, results / "tables" / "fresh")
     assert "ganno_better" not in set(pd.read_csv(csv)["method"])
     # baselines whose numbers changed: the kept row's comparisons are redone against them (the
     # deep task is no longer won) or left empty (P against a changed baseline), and listed
     changed = pd.read_csv(results / "sweep" / "deep" / "baselines.csv")
     changed["test_accuracy"] += 0.15
     changed.to_csv(results / "sweep" / "deep" / "baselines.csv", index=False)
-    csv, md = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
+    csv, md, *_ = write_across_tasks(cfg, results, results / "tables", keep_absent=True)
     kept = pd.read_csv(csv).set_index("method").loc["ganno_better"]
     assert kept["tasks_won"] == 0 and np.isnan(kept["p_accuracy"])
     assert kept["held_out_accuracy"] == better["held_out_accuracy"]  # its own runs

@@ -6,14 +6,9 @@ import pandas as pd
 import pytest
 
 from ganno.config import load_config
-from ganno.design_study import study_steps
+from ganno.design_study import CARRIED, study_steps, write_across_tasks
 from ganno.experiments import COLUMNS
-from ganno.seed_selection import (
-    CARRIED,
-    seeds_table,
-    selection_summary,
-    write_seeds_table,
-)
+from ganno.seed_selection import seeds_table, selected_runs, selection_summary
 from ganno.stats import rank_correlation_ci
 
 LR0S = [1e-3, 1e-2, 1e-1, 1.0]
@@ -97,6 +92,10 @@ def test_each_seed_is_tuned_on_its_own_runs_and_the_best_validated_seed_is_selec
     assert summary.seeds == 4 and summary.correlation.value == pytest.approx(1.0)
     assert summary.agents == 1 and summary.at_or_above_median == 1
     assert summary.selected_rank == {"ganno_a": 1}
+    assert summary.within_agents == pytest.approx(1.0)  # b has one scored seed: no rho of its own
+    chosen = selected_runs(held, table.reset_index())
+    assert set(chosen["method"]) == {"ganno_a_selected"} and set(chosen["meta_seed"]) == {1}
+    assert len(chosen) == len(held[(held["method"] == "ganno_a") & (held["meta_seed"] == 1)])
 
 
 def test_a_selection_that_picks_the_worst_seed_says_so():
@@ -180,12 +179,21 @@ def _write_results(results, agent="a"):
         )
 
 
-def test_the_seeds_table_is_written_from_the_study_s_results_and_keeps_absent_agents(tmp_path):
+def test_the_study_s_tables_give_each_seed_and_the_selected_policy_and_keep_absent_agents(
+    tmp_path,
+):
     cfg = _config(validation_tasks=VALIDATION)
     results = tmp_path / "results"
     _write_results(results)
     out = tmp_path / "tables"
-    csv, md = write_seeds_table(cfg, results, out)
+    across_csv, across_md, csv, md = write_across_tasks(cfg, results, out)
+    # the selected policy is a row of the across-tasks table: seed 1's runs alone
+    across = pd.read_csv(across_csv).set_index("method")
+    chosen = across.loc["ganno_a_selected"]
+    assert chosen["kind"] == "design agent" and "seed [1] selected" in chosen["setting"]
+    assert chosen["held_out_accuracy"] == pytest.approx(0.801, abs=1e-9)
+    assert across.loc["ganno_a", "held_out_accuracy"] < chosen["held_out_accuracy"]
+    assert "`<agent>_selected`" in across_md.read_text()
     table = pd.read_csv(csv)
     assert table["method"].tolist() == ["ganno_a"] * 3
     assert table.loc[table["selected"], "meta_seed"].tolist() == [1]
@@ -200,13 +208,14 @@ def test_the_seeds_table_is_written_from_the_study_s_results_and_keeps_absent_ag
     other = tmp_path / "other"
     _write_results(other, agent="c")
     cfg["agents"].append({"name": "c", "question": "design"})
-    csv, md = write_seeds_table(cfg, other, out, keep_absent=True)
+    *_, csv, md = write_across_tasks(cfg, other, out, keep_absent=True)
     table = pd.read_csv(csv)
     assert table.groupby("method")[CARRIED].all().to_dict() == {"ganno_a": True, "ganno_c": False}
     assert "Kept from the table before" in md.read_text()
     # without validation tasks the table still gives each seed's held-out numbers, unselected
-    csv, md = write_seeds_table(_config(), results, tmp_path / "bare")
+    across_csv, _, csv, md = write_across_tasks(_config(), results, tmp_path / "bare")
     bare = pd.read_csv(csv)
     assert bare["validation_score"].isna().all() and not bare["selected"].any()
     assert bare["held_out_accuracy"].notna().all()
     assert "none configured" in md.read_text()
+    assert not pd.read_csv(across_csv)["method"].str.endswith("_selected").any()

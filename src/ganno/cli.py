@@ -92,14 +92,11 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
 
 def _cmd_design_table(args: argparse.Namespace) -> int:
     from ganno.design_study import write_across_tasks, write_study
-    from ganno.seed_selection import write_seeds_table
 
     cfg = load_config(args.config)
     for path in write_study(cfg, args.results, args.out, args.question):
         print(path)
     for path in write_across_tasks(cfg, args.results, args.out, keep_absent=args.keep_absent):
-        print(path)
-    for path in write_seeds_table(cfg, args.results, args.out, keep_absent=args.keep_absent):
         print(path)
     return 0
 

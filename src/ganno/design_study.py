@@ -8,7 +8,7 @@ policies on each of its tasks); :func:`run_study` runs those not yet done (``gan
 ``workflow/scripts/design_study.sh``). The results follow the pipeline's layout
 (:mod:`ganno.layout`) under the study's own results folder.
 
-Two tables are written from them:
+Three tables are written from them:
 
 - ``design_study[_<question>].{csv,md}`` (:func:`write_study`), the training task: per method the
   tuned test accuracy and test loss (lr0 tuned on validation, :func:`ganno.baselines.tune`), the
@@ -18,6 +18,10 @@ Two tables are written from them:
   of the study config with runs on the held-out tasks: tuned test accuracy and loss on the
   training task and pooled over the held-out tasks, the probability of beating the best baseline
   there (stratified by task), the held-out tasks won, and the robust range on the training task;
+  each agent's policy selected on the validation tasks is a row of its own;
+- ``design_study_seeds.{csv,md}`` (:func:`write_seeds_table`), each agent's meta-training seeds
+  one by one: the validation score that selects among them (:mod:`ganno.seed_selection`) beside
+  what each did on the held-out and training tasks;
 
 all with 95% stratified-bootstrap CIs over runs (meta-training seeds x evaluation seeds).
 """
@@ -34,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ganno import layout, plots, stats, tables
+from ganno import layout, plots, seed_selection, stats, tables
 from ganno.agents import agents, get, question_title, reference
 from ganno.config import agent_config, family_configs, task_config
 from ganno.env_settings import BASE_SCHEDULES, COLLAPSE_DEAD
@@ -107,18 +111,14 @@ def study_tasks(config: Mapping[str, Any], found: Sequence[Any]) -> list[str]:
     return [t for t in layout.task_names(config) if t in evaluated]
 
 
-def validation_tasks(config: Mapping[str, Any], agent: Any) -> list[str]:
-    """The meta-validation tasks ``agent`` runs on: all of them for an agent evaluated on every
-    task (no ``tasks`` key), none for one restricted to some."""
-    return layout.validation_task_names(config) if agent.tasks is None else []
-
-
 def _datasets(config: Mapping[str, Any], found: Sequence[Any]) -> list[str]:
     """The datasets the study's meta-training (task families included) and evaluation read; a
     task whose dataset's files are absent is left out (its runs are skipped with a note)."""
     from ganno.data import task_unavailable_reason
 
-    tasks = study_tasks(config, found) + [t for a in found for t in validation_tasks(config, a)]
+    tasks = study_tasks(config, found) + [
+        t for a in found for t in layout.agent_validation_tasks(config, a)
+    ]
     names = [
         task_config(config, t)["task"]["dataset"]
         for t in dict.fromkeys(tasks)
@@ -197,7 +197,9 @@ def study_steps(
             )
         )
     for agent in found:
-        for task in layout.agent_tasks(config, agent) + validation_tasks(config, agent):
+        for task in layout.agent_tasks(config, agent) + layout.agent_validation_tasks(
+            config, agent
+        ):
             argv = ["generalise", "--config", cfg, "--task", task, "--agent", agent.name]
             outputs = []
             for seed in seeds:
@@ -534,13 +536,17 @@ def across_tasks_table(
 
     rows = []
     for method in robust.index:
-        agent = registry.get(method)
+        agent, setting = registry.get(method), ""
+        if agent is None and method.endswith(seed_selection.SELECTED_SUFFIX):
+            agent = registry.get(method.removesuffix(seed_selection.SELECTED_SUFFIX))
+            seeds = sorted(set(df.loc[df["method"] == method, "meta_seed"]))
+            setting = f"the policy of meta-training seed {seeds} selected on the validation tasks"
         r = robust.loc[method]
         row: dict[str, Any] = {
             "method": method,
             "kind": "design agent" if plots.is_ganno(method) else "baseline",
             "question": agent.question if agent else "",
-            "setting": agent.setting() if agent else "",
+            "setting": setting or (agent.setting() if agent else ""),
             "train_tuned_accuracy": r["tuned_iqm"],
             "train_tuned_accuracy_low": r["tuned_low"],
             "train_tuned_accuracy_high": r["tuned_high"],
@@ -827,17 +833,33 @@ def write_across_tasks(
     out_dir: str | Path,
     *,
     keep_absent: bool = False,
-) -> tuple[Path, Path]:
+) -> tuple[Path, ...]:
     """Write ``design_study_across_tasks.{csv,md}`` and its figure (tuned test accuracy per
-    task and pooled over the held-out tasks, per method) to ``out_dir``. ``keep_absent``: keep the
-    rows of the agents already in the table there that have no runs in ``results``
-    (:func:`keep_absent_agents`)."""
+    task and pooled over the held-out tasks, per method; each agent's policy selected on the
+    validation tasks a method of its own, :mod:`ganno.seed_selection`) and
+    ``design_study_seeds.{csv,md}`` (:func:`write_seeds_table`) to ``out_dir``; returns the
+    tables' paths. ``keep_absent``: keep the rows of the agents already in the tables there that
+    have no runs in ``results`` (:func:`keep_absent_agents`)."""
     df, missing, skipped = load_across_tasks(config, results)
     if df.empty:
         raise FileNotFoundError(
             f"no design-study results under {results}/sweep; run ganno design-study"
         )
-    table, per_task = across_tasks_table(df, config, **tables.ci_kwargs(config))
+    ci_kwargs = tables.ci_kwargs(config)
+    held_out = held_out_tasks(df, config)
+    validation, validation_missing = seed_selection.load_validation(
+        config, results, list(df["method"].unique())
+    )
+    seeds = seed_selection.seeds_table(
+        df,
+        validation,
+        held_out,
+        layout.validation_task_names(config),
+        tables.tune_by(config),
+        **ci_kwargs,
+    )
+    df = pd.concat([df, seed_selection.selected_runs(df, seeds)], ignore_index=True)
+    table, per_task = across_tasks_table(df, config, **ci_kwargs)
     carried: list[str] = []
     differences: list[str] = []
     if keep_absent:
@@ -878,6 +900,11 @@ def write_across_tasks(
         "tasks, and on the held-out task with the most; a baseline's count the rates too small "
         "to learn, an agent's above them networks it killed or never let learn ('-': a row "
         "kept from a table written before this column). "
+        f"A row `<agent>{seed_selection.SELECTED_SUFFIX}` is the agent's policy of one "
+        "meta-training seed, the one with the best score on the validation tasks "
+        f"(evaluation.validation_tasks; {SEEDS}.md), the policy a practitioner would be "
+        "shipped: its cells have that seed's runs only (one per evaluation seed), where the "
+        "agent's own row pools every meta-training seed's. "
         "Targets met (point "
         "estimates against the best baseline's, "
         f"agents sorted by them, then by held-out accuracy): {'; '.join(TARGETS.values())}.",
@@ -903,5 +930,101 @@ def write_across_tasks(
         lines += [f"Skipped: {len(skipped)} tables, e.g. {next(iter(skipped.items()))}.", ""]
     if missing:
         lines += [f"Missing (not yet run): {len(missing)} tables, e.g. {missing[0]}.", ""]
+    md.write_text("\n".join(lines))
+    return (
+        csv,
+        md,
+        *write_seeds_table(
+            config, seeds, held_out, validation_missing, results, out, keep_absent=keep_absent
+        ),
+    )
+
+
+def _number(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.3f}"
+
+
+#: The seed-by-seed table (:func:`write_seeds_table`).
+SEEDS = "design_study_seeds"
+
+
+def write_seeds_table(
+    config: Mapping[str, Any],
+    table: pd.DataFrame,
+    held_out: Sequence[str],
+    missing: Sequence[str],
+    results: str | Path,
+    out_dir: str | Path,
+    *,
+    keep_absent: bool = False,
+) -> tuple[Path, Path]:
+    """Write ``design_study_seeds.{csv,md}`` to ``out_dir``: ``table``
+    (:func:`ganno.seed_selection.seeds_table` of the runs under ``results``, whose held-out tasks
+    are ``held_out`` and whose validation tables ``missing`` are not yet run) with its summary
+    (:func:`ganno.seed_selection.selection_summary`). ``keep_absent``: keep the rows of the agents
+    already in the table there that have no runs here (marked in :data:`CARRIED`)."""
+    ci_kwargs = tables.ci_kwargs(config)
+    validation_names = layout.validation_task_names(config)
+    table = table.assign(**{CARRIED: False})
+    out = Path(out_dir)
+    csv, md = out / f"{SEEDS}.csv", out / f"{SEEDS}.md"
+    carried: list[str] = []
+    if keep_absent and csv.is_file():
+        before = pd.read_csv(csv)
+        absent = before[~before["method"].isin(set(table["method"]))].assign(**{CARRIED: True})
+        carried = list(dict.fromkeys(absent["method"]))
+        table = pd.concat([table, absent], ignore_index=True) if carried else table
+    if not table.empty:
+        table = table.sort_values(["method", "meta_seed"]).reset_index(drop=True)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False)
+    summary = seed_selection.selection_summary(table, **ci_kwargs) if len(table) else None
+    lines = [
+        "Design study, seed by seed: every design agent's policy of each meta-training seed. "
+        "Validation score: its tuned validation-split accuracy pooled over the meta-validation "
+        f"tasks ({', '.join(validation_names) or 'none configured'}; evaluation.validation_tasks, "
+        "neither meta-trained on nor held out), IQM [95% stratified-bootstrap CI over evaluation "
+        "seeds], lr0 tuned per task on this seed's runs by "
+        f"{tables.tune_by(config)}; the seed with the highest is its agent's selected policy "
+        "(none while a seed has no score). Beside it, on tasks the selection never saw: tuned "
+        "test accuracy pooled over the held-out tasks "
+        f"({', '.join(held_out) or 'none run yet'}) and on the training task, each lr0 tuned "
+        "on this seed's runs alone (the across-tasks table tunes one lr0 for all seeds), and "
+        "the share of its runs (every lr0 and evaluation seed) whose test accuracy ends at most "
+        f"{COLLAPSE_DEAD:.0%} of the way from chance to perfect, per task.",
+        "",
+    ]
+    if summary is not None:
+        rho = summary.correlation
+        rho_text = (
+            "not computed (it needs 3 seeds with both numbers, and spread in each)"
+            if not np.isfinite(rho.value)
+            else f"{tables.fmt_ci(rho.value, rho.low, rho.high)} (95% bootstrap CI resampling "
+            "seeds)"
+        )
+        ranks = ", ".join(f"{m} {r}" for m, r in summary.selected_rank.items()) or "none yet"
+        lines += [
+            f"Does the validation score rank the seeds as the held-out tasks do? Spearman's rank "
+            f"correlation of validation score and held-out tuned accuracy over the {summary.seeds} "
+            f"seeds with both: {rho_text}; within an agent (the mean over agents of each one's "
+            f"own, over its seeds): {_number(summary.within_agents)}. The selected seed "
+            f"is at or above its agent's median seed held out for {summary.at_or_above_median} "
+            f"of {summary.agents} agents; its held-out rank among its agent's seeds (1 = best): "
+            f"{ranks}.",
+            "",
+            seed_selection.seeds_display(table, held_out).to_markdown(index=False),
+            "",
+        ]
+    if carried:
+        lines += [
+            f"Kept from the table before ({CARRIED} in the CSV): {', '.join(carried)}; their "
+            f"runs are not in {results}.",
+            "",
+        ]
+    if missing:
+        lines += [
+            f"Missing (not yet run): {len(missing)} validation tables, e.g. {missing[0]}.",
+            "",
+        ]
     md.write_text("\n".join(lines))
     return csv, md

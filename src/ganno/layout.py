@@ -78,6 +78,12 @@ def validation_task_names(config: Mapping[str, Any]) -> list[str]:
     return [t["name"] for t in config["evaluation"].get("validation_tasks") or []]
 
 
+def agent_validation_tasks(config: Mapping[str, Any], agent: registry.Agent) -> list[str]:
+    """The meta-validation tasks ``agent`` runs on: all of them for an agent evaluated on every
+    task (no ``tasks`` key), none for one restricted to some."""
+    return validation_task_names(config) if agent.tasks is None else []
+
+
 def agent_tasks(config: Mapping[str, Any], agent: registry.Agent) -> list[str]:
     """The tasks ``agent`` is evaluated on, in config order."""
     tasks = task_names(config)

@@ -14,7 +14,9 @@ saw (tuned test accuracy on the training task and pooled over the held-out tasks
 that seed's runs alone, and the share of its runs left at chance per task);
 :func:`selection_summary` says whether the score ranks the seeds as the held-out tasks do (a
 rank correlation with a bootstrap CI over seeds) and whether the selected seeds are the better
-half of their agents'. :func:`write_seeds_table` writes ``design_study_seeds.{csv,md}``.
+half of their agents'; :func:`selected_runs` makes each agent's selected policy a method of its
+own, so the across-tasks table compares it with the baselines like any agent.
+:func:`ganno.design_study.write_seeds_table` writes ``design_study_seeds.{csv,md}``.
 """
 
 from __future__ import annotations
@@ -28,26 +30,23 @@ import pandas as pd
 
 from ganno import layout, plots, stats, tables
 from ganno.agents import agents
-from ganno.design_study import held_out_tasks, load_across_tasks, validation_tasks
-from ganno.env_settings import COLLAPSE_DEAD
 from ganno.experiments import read_results
 
-#: The table's name (under the study's tables folder).
-SEEDS_TABLE = "design_study_seeds"
-#: The CSV column that marks rows kept from the table before (as the across-tasks table's).
-CARRIED = "carried_over"
+#: What a selected policy's method name ends with: ``ganno_<agent>_selected`` holds the runs of
+#: the agent's selected seed, a row of the across-tasks table of its own.
+SELECTED_SUFFIX = "_selected"
 
 
 def load_validation(
     config: Mapping[str, Any], results: str | Path, methods: Sequence[str]
 ) -> tuple[pd.DataFrame, list[str]]:
     """The runs on the meta-validation tasks under ``results`` of the agents among ``methods``
-    that run on them (:func:`ganno.design_study.validation_tasks`), and the paths not yet run."""
+    that run on them (:func:`ganno.layout.agent_validation_tasks`), and the paths not yet run."""
     root, found, missing = Path(results), [], []
     for agent in agents(config):
         if agent.method not in set(methods):
             continue
-        for task in validation_tasks(config, agent):
+        for task in layout.agent_validation_tasks(config, agent):
             for seed in config["meta_train"]["seeds"]:
                 path = root / layout.AGENT_CSV.format(task=task, agent=agent.name, seed=seed)
                 if path.is_file():
@@ -125,6 +124,7 @@ class Selection(NamedTuple):
 
     correlation: stats.Estimate  # Spearman's rho of validation score and held-out accuracy
     seeds: int  # the seeds it is over (both numbers finite)
+    within_agents: float  # the mean over agents (3 or more such seeds) of each one's own rho
     agents: int  # the agents with a selected seed and every seed's held-out accuracy
     at_or_above_median: int  # of them, those whose selected seed is at or above their median
     selected_rank: dict[str, int]  # agent -> its selected seed's held-out rank (1 = best)
@@ -132,22 +132,27 @@ class Selection(NamedTuple):
 
 def selection_summary(table: pd.DataFrame, **ci_kwargs: Any) -> Selection:
     """Whether the validation score ranks the seeds as the held-out tasks do, over every seed
-    with both numbers, and, per agent with a selected seed, where that seed's held-out accuracy
-    stands among its agent's seeds."""
+    with both numbers (between agents as well as within them) and within each agent, and, per
+    agent with a selected seed, where that seed's held-out accuracy stands among its agent's
+    seeds."""
     both = table.dropna(subset=["validation_score", "held_out_accuracy"])
     rho = stats.rank_correlation_ci(
         both["validation_score"].to_numpy(float),
         both["held_out_accuracy"].to_numpy(float),
         **ci_kwargs,
     )
-    ranks, above = {}, 0
+    ranks, above, within = {}, 0, []
     for method, own in table.groupby("method", sort=False):
+        mine = own.dropna(subset=["validation_score", "held_out_accuracy"])
+        if len(mine) >= 3:
+            within.append(mine["validation_score"].corr(mine["held_out_accuracy"], "spearman"))
         if not own["selected"].any() or own["held_out_accuracy"].isna().any():
             continue
         chosen = float(own.loc[own["selected"], "held_out_accuracy"].iloc[0])
         ranks[method] = int((own["held_out_accuracy"] > chosen).sum()) + 1
         above += bool(chosen >= own["held_out_accuracy"].median())
-    return Selection(rho, len(both), len(ranks), above, ranks)
+    within_agents = float(np.nanmean(within)) if np.isfinite(within).any() else np.nan
+    return Selection(rho, len(both), within_agents, len(ranks), above, ranks)
 
 
 def seeds_display(table: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
@@ -176,84 +181,21 @@ def seeds_display(table: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(shown)
 
 
-def write_seeds_table(
-    config: Mapping[str, Any],
-    results: str | Path,
-    out_dir: str | Path,
-    *,
-    keep_absent: bool = False,
-) -> tuple[Path, Path]:
-    """Write ``design_study_seeds.{csv,md}`` to ``out_dir`` from the study's runs under
-    ``results`` (the training and held-out tasks' as the across-tasks table reads them, and the
-    validation tasks'). ``keep_absent``: keep the rows of the agents already in the table there
-    that have no runs here (marked in :data:`CARRIED`)."""
-    runs, _, _ = load_across_tasks(config, results)
-    held_out = held_out_tasks(runs, config)
-    ci_kwargs = tables.ci_kwargs(config)
-    validation_names = layout.validation_task_names(config)
-    validation, missing = load_validation(config, results, list(runs["method"].unique()))
-    table = seeds_table(
-        runs, validation, held_out, validation_names, tables.tune_by(config), **ci_kwargs
+def selected_method(method: str) -> str:
+    """The method name of ``method``'s selected policy."""
+    return f"{method}{SELECTED_SUFFIX}"
+
+
+def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each agent's selected seed in ``table`` (:func:`seeds_table`), renamed
+    :func:`selected_method` (their ``meta_seed`` kept)."""
+    chosen = (
+        table.loc[table["selected"].astype(bool), ["method", "meta_seed"]] if len(table) else []
     )
-    table[CARRIED] = False
-    out = Path(out_dir)
-    csv, md = out / f"{SEEDS_TABLE}.csv", out / f"{SEEDS_TABLE}.md"
-    carried: list[str] = []
-    if keep_absent and csv.is_file():
-        before = pd.read_csv(csv)
-        absent = before[~before["method"].isin(set(table["method"]))].assign(**{CARRIED: True})
-        carried = list(dict.fromkeys(absent["method"]))
-        table = pd.concat([table, absent], ignore_index=True) if carried else table
-    if not table.empty:
-        table = table.sort_values(["method", "meta_seed"]).reset_index(drop=True)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv, index=False)
-    summary = selection_summary(table, **ci_kwargs) if not table.empty else None
-    lines = [
-        "Design study, seed by seed: every design agent's policy of each meta-training seed. "
-        "Validation score: its tuned validation-split accuracy pooled over the meta-validation "
-        f"tasks ({', '.join(validation_names) or 'none configured'}; evaluation.validation_tasks, "
-        "neither meta-trained on nor held out), IQM [95% stratified-bootstrap CI over evaluation "
-        "seeds], lr0 tuned per task on this seed's runs by "
-        f"{tables.tune_by(config)}; the seed with the highest is its agent's selected policy "
-        "(none while a seed has no score). Beside it, on tasks the selection never saw: tuned "
-        "test accuracy pooled over the held-out tasks "
-        f"({', '.join(held_out) or 'none run yet'}) and on the training task, each lr0 tuned "
-        "on this seed's runs alone (the across-tasks table tunes one lr0 for all seeds), and "
-        "the share of its runs (every lr0 and evaluation seed) whose test accuracy ends at most "
-        f"{COLLAPSE_DEAD:.0%} of the way from chance to perfect, per task.",
-        "",
-    ]
-    if summary is not None:
-        rho = summary.correlation
-        rho_text = (
-            "not computed (it needs 3 seeds with both numbers, and spread in each)"
-            if not np.isfinite(rho.value)
-            else f"{tables.fmt_ci(rho.value, rho.low, rho.high)} (95% bootstrap CI resampling "
-            "seeds)"
+    parts = [
+        runs[(runs["method"] == method) & (runs["meta_seed"] == seed)].assign(
+            method=selected_method(method)
         )
-        ranks = ", ".join(f"{m} {r}" for m, r in summary.selected_rank.items()) or "none yet"
-        lines += [
-            f"Does the validation score rank the seeds as the held-out tasks do? Spearman's rank "
-            f"correlation of validation score and held-out tuned accuracy over the {summary.seeds} "
-            f"seeds with both: {rho_text}. The selected seed "
-            f"is at or above its agent's median seed held out for {summary.at_or_above_median} "
-            f"of {summary.agents} agents; its held-out rank among its agent's seeds (1 = best): "
-            f"{ranks}.",
-            "",
-            seeds_display(table, held_out).to_markdown(index=False),
-            "",
-        ]
-    if carried:
-        lines += [
-            f"Kept from the table before ({CARRIED} in the CSV): {', '.join(carried)}; their "
-            f"runs are not in {results}.",
-            "",
-        ]
-    if missing:
-        lines += [
-            f"Missing (not yet run): {len(missing)} validation tables, e.g. {missing[0]}.",
-            "",
-        ]
-    md.write_text("\n".join(lines))
-    return csv, md
+        for method, seed in (chosen.itertuples(index=False) if len(chosen) else [])
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else runs.iloc[:0]
