@@ -219,3 +219,50 @@ def test_the_study_s_tables_give_each_seed_and_the_selected_policy_and_keep_abse
     assert bare["held_out_accuracy"].notna().all()
     assert "none configured" in md.read_text()
     assert not pd.read_csv(across_csv)["method"].str.endswith("_selected").any()
+
+
+def test_the_pipeline_ships_the_seed_the_validation_tasks_select(tmp_path, capsys):
+    """`ganno pretrained select` scores every seed of the shipped agent on the validation tasks;
+    `ganno pretrained refresh --selection` ships that seed's policy with the record."""
+    import json
+
+    import ganno
+    from ganno.cli import main
+
+    config = tmp_path / "validated.yaml"
+    config.write_text(
+        "meta_train: {seeds: [0, 1]}\nevaluation:\n  validation_tasks:\n"
+        "    - {name: val_x, task: {network: {depth: 6}}}\n"
+        "    - {name: val_y, task: {network: {width: 128}}}\n"
+    )
+    results = tmp_path / "results"
+    record = tmp_path / "selection.json"
+    argv = ["pretrained", "select", "--config", str(config), "--agent", "ippo"]
+    argv += ["--results", str(results), "--out", str(record)]
+    assert main(argv) == 2  # no runs yet: the error names the missing table
+    assert "sweep/val_x/ippo_seed_0.csv does not exist" in capsys.readouterr().err
+    for seed, score in ((0, 0.6), (1, 0.7)):
+        ganno.pretrained_policy().save(results / f"meta_train/ippo/seed_{seed}/policy")
+        for task in ("val_x", "val_y"):
+            folder = results / "sweep" / task
+            folder.mkdir(parents=True, exist_ok=True)
+            runs = _runs("ganno_ippo", task, seed, _peak(1e-2, 0.1), _peak(1e-2, score))
+            runs.to_csv(folder / f"ippo_seed_{seed}.csv", index=False)
+    assert main(argv) == 0
+    chosen = json.loads(record.read_text())
+    assert chosen["seed"] == 1 and chosen["validation_tasks"] == ["val_x", "val_y"]
+    assert chosen["policy"].endswith("meta_train/ippo/seed_1/policy")
+    assert chosen["scores"]["0"]["value"] == pytest.approx(0.601, abs=1e-9)
+    dest = tmp_path / "shipped"
+    refresh = ["pretrained", "refresh", "--selection", str(record), "--dest", str(dest)]
+    assert main(refresh) == 0
+    provenance = json.loads((dest / "ippo" / "PROVENANCE.json").read_text())
+    assert provenance["selection"] == chosen
+    assert provenance["source"].endswith("seed_1/policy")
+    record.write_text("{}")
+    assert main(refresh) == 2 and "not a selection record" in capsys.readouterr().err
+    # a config without validation tasks has nothing to select on
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("meta_train: {seeds: [0, 1]}\n")
+    argv[3] = str(bare)
+    assert main(argv) == 2 and "runs on no validation task" in capsys.readouterr().err

@@ -293,11 +293,41 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrained_refresh(args: argparse.Namespace) -> int:
+    import json
+
     from ganno.pretrained import refresh
 
+    source, selection = args.source, None
+    if args.selection is not None:
+        try:
+            selection = json.loads(args.selection.read_text())
+            source = Path(selection["policy"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"--selection {args.selection} is not a selection record ({exc}); give the file "
+                "ganno pretrained select wrote"
+            ) from None
     print(
-        refresh(args.source, summary=args.summary, name=args.name, note=args.note, dest=args.dest)
+        refresh(
+            source,
+            summary=args.summary,
+            name=args.name,
+            note=args.note,
+            dest=args.dest,
+            selection=selection,
+        )
     )
+    return 0
+
+
+def _cmd_pretrained_select(args: argparse.Namespace) -> int:
+    from ganno.seed_selection import select_seed
+
+    check_writable(args.out)
+    record = select_seed(load_config(args.config), args.agent, args.results)
+    write_json(args.out, record)
+    scores = ", ".join(f"seed {s} {v['value']:.4f}" for s, v in record["scores"].items())
+    print(f"{args.agent}: seed {record['seed']} selected ({scores}) -> {args.out}")
     return 0
 
 
@@ -509,8 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     refresh = pre_p.add_parser(
         "refresh", help="copy a pipeline's policy into the package, with its provenance"
     )
-    refresh.add_argument(
-        "--from", dest="source", type=Path, required=True, help="a run's policy folder"
+    source = refresh.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="source", type=Path, help="a run's policy folder")
+    source.add_argument(
+        "--selection",
+        type=Path,
+        help="the record of ganno pretrained select: ship the seed it chose, with the record",
     )
     refresh.add_argument("--summary", type=Path, help="the headline numbers (JSON, CSV or text)")
     refresh.add_argument("--name", default="ippo", help="the shipped policy's name")
@@ -519,6 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dest", type=Path, help="folder of shipped policies (default: the package's own)"
     )
     refresh.set_defaults(func=_cmd_pretrained_refresh)
+    select = pre_p.add_parser(
+        "select",
+        help="choose an agent's meta-training seed on the validation tasks "
+        "(evaluation.validation_tasks), from its runs there",
+    )
+    select.add_argument("--config", type=Path, required=True)
+    select.add_argument("--agent", default="ippo", help="an entry of the config's agents")
+    select.add_argument("--results", type=Path, default=Path("results"))
+    select.add_argument("--out", type=Path, required=True, help="the selection record (JSON)")
+    select.set_defaults(func=_cmd_pretrained_select)
 
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
         dest="config_command", required=True

@@ -10,6 +10,7 @@ quick. Paths below are relative to the results folder (``results/``)::
     sweep/<task>/<agent>_seed_<s>.csv                  the policy of seed s on the same grid
     sweep/<task>/<agent>_seed_<s>.schedules.csv        its per-layer learning rates
     torch/deployment.csv                               the PyTorch deployment (ganno torch-eval)
+    selection/<agent>.json                             its seed chosen on the validation tasks
 
 A task that cannot run here leaves an empty CSV and ``<csv>.skipped`` holding the reason.
 """
@@ -33,6 +34,7 @@ META_TRAIN_DIR = "meta_train/{agent}/seed_{seed}"
 POLICY_JSON = META_TRAIN_DIR + "/policy/policy.json"
 LEARNING_CURVE = META_TRAIN_DIR + "/learning_curve.jsonl"
 TORCH_CSV = "torch/deployment.csv"
+SELECTION_JSON = "selection/{agent}.json"  # the agent's seed chosen on the validation tasks
 SKIPPED_SUFFIX = ".skipped"  # beside an empty CSV: why the task could not run
 
 #: The report of the paper's claims; questions and the PyTorch deployment add theirs.

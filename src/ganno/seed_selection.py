@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ganno import layout, plots, stats, tables
-from ganno.agents import agents
+from ganno.agents import agents, get, meta_seeds, method_name
+from ganno.errors import ConfigError, ResultsError, ResultsMissingError
 from ganno.experiments import read_results
 
 #: What a selected policy's method name ends with: ``ganno_<agent>_selected`` holds the runs of
@@ -68,6 +69,26 @@ def _pooled(runs: pd.DataFrame, tasks: Sequence[str], metric: str, tune_by: str,
     )
 
 
+def validation_score(
+    runs: pd.DataFrame,
+    validation_tasks: Sequence[str],
+    tune_by: str = "val_accuracy",
+    **ci_kwargs: Any,
+) -> stats.Estimate:
+    """One policy's validation score from its ``runs`` on the validation tasks: its tuned
+    validation-split accuracy pooled over ``validation_tasks`` (IQM [CI] stratified by task, lr0
+    tuned per task on these runs by ``tune_by``); NaN unless it ran on every one."""
+    return _pooled(runs, validation_tasks, "val_accuracy", tune_by, **ci_kwargs)
+
+
+def best_seed(scores: Mapping[int, float]) -> int | None:
+    """The selected seed of ``{seed: validation score}``: the highest score (the smaller seed on
+    a tie); None while a seed has no score (NaN) or there is none."""
+    if not scores or not all(np.isfinite(v) for v in scores.values()):
+        return None
+    return max(sorted(scores), key=lambda seed: scores[seed])
+
+
 def seeds_table(
     runs: pd.DataFrame,
     validation: pd.DataFrame,
@@ -89,7 +110,7 @@ def seeds_table(
         own_validation = validation[
             (validation["method"] == method) & (validation["meta_seed"] == seed)
         ]
-        score = _pooled(own_validation, validation_tasks, "val_accuracy", tune_by, **ci_kwargs)
+        score = validation_score(own_validation, validation_tasks, tune_by, **ci_kwargs)
         held = _pooled(mine, held_out, "test_accuracy", tune_by, **ci_kwargs)
         train = _pooled(mine, [layout.TRAIN_TASK], "test_accuracy", tune_by, **ci_kwargs)
         shares = tables.at_chance_shares(mine)
@@ -114,8 +135,9 @@ def seeds_table(
         return table
     table["selected"] = False
     for _, own in table.groupby("method"):
-        if own["validation_score"].notna().all():
-            table.loc[own["validation_score"].idxmax(), "selected"] = True
+        chosen = best_seed(dict(zip(own["meta_seed"], own["validation_score"], strict=True)))
+        if chosen is not None:
+            table.loc[own.index[own["meta_seed"] == chosen], "selected"] = True
     return table
 
 
@@ -199,3 +221,60 @@ def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         for method, seed in (chosen.itertuples(index=False) if len(chosen) else [])
     ]
     return pd.concat(parts, ignore_index=True) if parts else runs.iloc[:0]
+
+
+#: How the pipeline chooses the shipped policy's seed, as its selection record states it.
+SELECTION_RULE = (
+    "the meta-training seed whose policy has the highest tuned validation-split accuracy pooled "
+    "over the validation tasks (IQM stratified by task, lr0 tuned per task on that seed's runs; "
+    "the smaller seed on a tie)"
+)
+
+
+def select_seed(config: Mapping[str, Any], agent: str, results: str | Path) -> dict[str, Any]:
+    """The selection record of ``agent``'s meta-training seeds from their runs on the validation
+    tasks under ``results`` (``ganno pretrained select``): every seed's validation score, the
+    selected seed (:func:`best_seed`) and its policy folder. A :class:`ConfigError` when the
+    agent runs on no validation task, a :class:`ResultsMissingError` naming a missing results
+    table, a :class:`ResultsError` when a seed has no score."""
+    tasks = layout.agent_validation_tasks(config, get(config, agent))
+    if not tasks:
+        raise ConfigError(
+            f"agent {agent!r} runs on no validation task (evaluation.validation_tasks is empty, or "
+            "the agent's `tasks` restricts it): add validation tasks to the config, or ship a seed "
+            "without choosing (ganno pretrained refresh --from DIR)"
+        )
+    root, tune_by = Path(results), tables.tune_by(config)
+    scores: dict[int, stats.Estimate] = {}
+    for seed in meta_seeds(config, agent):
+        paths = [root / layout.AGENT_CSV.format(task=t, agent=agent, seed=seed) for t in tasks]
+        for task, path in zip(tasks, paths, strict=True):
+            if not path.is_file():
+                raise ResultsMissingError(
+                    f"{path} does not exist: run the seed's policy on the validation task first "
+                    f"(ganno generalise --task {task} --agent {agent} ...)"
+                )
+        scores[seed] = validation_score(
+            read_results(paths), tasks, tune_by, **tables.ci_kwargs(config)
+        )
+    chosen = best_seed({seed: est.value for seed, est in scores.items()})
+    if chosen is None:
+        bad = [seed for seed, est in scores.items() if not np.isfinite(est.value)]
+        raise ResultsError(
+            f"seeds {bad} of agent {agent!r} have no validation score (a validation task without "
+            "runs, e.g. its dataset absent, or non-finite accuracies): rerun their validation "
+            "runs or remove the task from evaluation.validation_tasks"
+        )
+    return {
+        "agent": agent,
+        "method": method_name(agent),
+        "seed": chosen,
+        "policy": str(root / layout.META_TRAIN_DIR.format(agent=agent, seed=chosen) / "policy"),
+        "rule": SELECTION_RULE,
+        "validation_tasks": list(tasks),
+        "tune_by": tune_by,
+        "scores": {
+            str(seed): {"value": est.value, "low": est.low, "high": est.high}
+            for seed, est in scores.items()
+        },
+    }

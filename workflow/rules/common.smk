@@ -58,12 +58,18 @@ def agent_seeds(agent):
     return registry.meta_seeds(config, agent)
 
 
-# The shipped policy is refreshed from PRETRAINED_AGENT's first seed (a config without that agent
-# never asks for the refresh).
-PRETRAINED_SEED = (
-    agent_seeds(PRETRAINED_AGENT)[0]
+# The shipped policy is refreshed from PRETRAINED_AGENT (a config without that agent never asks
+# for the refresh): from the seed its runs on the validation tasks select (evaluation.
+# validation_tasks; `ganno pretrained select`), else from its first seed.
+PRETRAINED_SEEDS = (
+    agent_seeds(PRETRAINED_AGENT)
     if PRETRAINED_AGENT in registry.agent_names(config)
-    else SEEDS[0]
+    else SEEDS
+)
+PRETRAINED_VALIDATION = (
+    layout.agent_validation_tasks(config, registry.get(config, PRETRAINED_AGENT))
+    if PRETRAINED_AGENT in registry.agent_names(config)
+    else []
 )
 
 
@@ -156,3 +162,10 @@ def sweep_arguments(wildcards, input, output):
         f"--out {results} --schedules {schedules}"
         for seed, policy, results, schedules in groups
     )
+
+
+def pretrained_source(wildcards, input):
+    """`ganno pretrained refresh`'s source: the selection record, or the first seed's policy."""
+    if PRETRAINED_VALIDATION:
+        return f"--selection {input.selection}"
+    return f"--from {Path(input.policies[0]).parent}"

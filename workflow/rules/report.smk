@@ -67,15 +67,63 @@ rule notebook:
         "ganno notebook {input.notebook} --out {output} --cwd . > {log} 2>&1"
 
 
+if PRETRAINED_VALIDATION:
+
+    rule select_pretrained_seed:
+        """The seed of the shipped agent whose policy the package ships: the highest tuned
+        validation-split accuracy pooled over the validation tasks, from every seed's runs there
+        (`ganno pretrained select`; its record, every seed's score, goes into PROVENANCE.json).
+        """
+        input:
+            [
+                results(layout.AGENT_CSV, task=task, agent=PRETRAINED_AGENT, seed=seed)
+                for task in PRETRAINED_VALIDATION
+                for seed in PRETRAINED_SEEDS
+            ],
+        output:
+            results(layout.SELECTION_JSON, agent=PRETRAINED_AGENT),
+        log:
+            "logs/select_pretrained_seed.log",
+        conda:
+            "../envs/ganno.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            config=RESOLVED_CONFIG,
+            agent=PRETRAINED_AGENT,
+            results=str(RESULTS),
+        shell:
+            "ganno pretrained select --config {params.config} --agent {params.agent} "
+            "--results {params.results} --out {output} > {log} 2>&1"
+
+
 rule pretrained_policy:
     """The policy shipped in the package (ganno.pretrained_policy()), refreshed from this run:
-    the main IPPO agent's policy of the first meta-training seed, with its provenance and the
-    report's robustness table as its headline numbers (`ganno pretrained refresh`)."""
+    the main IPPO agent's policy of the seed selected on the validation tasks (the first
+    meta-training seed without them), with its provenance and the report's robustness table as
+    its headline numbers (`ganno pretrained refresh`)."""
     input:
-        policy=results(layout.POLICY_JSON, agent=PRETRAINED_AGENT, seed=PRETRAINED_SEED),
-        curve=results(
-            layout.LEARNING_CURVE, agent=PRETRAINED_AGENT, seed=PRETRAINED_SEED
+        unpack(
+            lambda wildcards: (
+                {"selection": results(layout.SELECTION_JSON, agent=PRETRAINED_AGENT)}
+                if PRETRAINED_VALIDATION
+                else {}
+            )
         ),
+        policies=[
+            results(layout.POLICY_JSON, agent=PRETRAINED_AGENT, seed=seed)
+            for seed in (
+                PRETRAINED_SEEDS if PRETRAINED_VALIDATION else PRETRAINED_SEEDS[:1]
+            )
+        ],
+        curves=[
+            results(layout.LEARNING_CURVE, agent=PRETRAINED_AGENT, seed=seed)
+            for seed in (
+                PRETRAINED_SEEDS if PRETRAINED_VALIDATION else PRETRAINED_SEEDS[:1]
+            )
+        ],
         summary=f"{REPORT_DIR}/tables/{layout.PRETRAINED_HEADLINE_TABLE}.csv",
     output:
         [
@@ -91,15 +139,20 @@ rule pretrained_policy:
         mem_mb=2000,
         runtime=10,
     params:
-        source=lambda wildcards, input: str(Path(input.policy).parent),
+        source=pretrained_source,
         dest=lambda wildcards, output: str(Path(output[0]).parent.parent),
         name=PRETRAINED_AGENT,
         note=(
-            f"the pipeline's main IPPO policy (agent {PRETRAINED_AGENT}, meta-training "
-            f"seed {PRETRAINED_SEED}), refreshed by the workflow rule pretrained_policy; "
+            f"the pipeline's main IPPO policy (agent {PRETRAINED_AGENT}, "
+            + (
+                "the meta-training seed selected on the validation tasks: see selection"
+                if PRETRAINED_VALIDATION
+                else f"meta-training seed {PRETRAINED_SEEDS[0]}"
+            )
+            + "), refreshed by the workflow rule pretrained_policy; "
             f"headline: the report's {layout.PRETRAINED_HEADLINE_TABLE} table (every method on "
             "the training task)"
         ),
     shell:
-        "ganno pretrained refresh --from {params.source} --summary {input.summary} "
+        "ganno pretrained refresh {params.source} --summary {input.summary} "
         "--name {params.name} --dest {params.dest} --note {params.note:q} > {log} 2>&1"

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,16 @@ def refresh(
     name: str = DEFAULT,
     note: str | None = None,
     dest: str | Path | None = None,
+    selection: Mapping[str, Any] | None = None,
 ) -> Path:
     """Copy the policy in ``policy_dir`` (a run's ``policy/`` folder) to the shipped policy
     ``name`` and write its ``PROVENANCE.json``: the source, the run's ``config.yaml`` and last
     learning-curve row (if the run folder has them), the git commit of the source's repository,
     the headline numbers read from ``summary`` (JSON, CSV or text) and ``note``. ``dest``: the
     folder of shipped policies (default: this package's, i.e. the source tree in an editable
-    install). Returns the policy's new folder."""
+    install). ``selection``: how the policy was chosen among its agent's meta-training seeds
+    (:func:`ganno.seed_selection.select_seed`'s record), stored as is. Returns the policy's new
+    folder."""
     import yaml
 
     from ganno.policy import Policy
@@ -124,6 +128,7 @@ def refresh(
         "commit": _git_commit(run),
         "refreshed_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "note": note,
+        "selection": None if selection is None else dict(selection),
         "headline_source": None if summary is None else str(summary),
         "headline": None if summary is None else _read_summary(Path(summary)),
         "meta_training_last_update": last_row,
