@@ -48,7 +48,7 @@ def load_validation(
         if agent.method not in set(methods):
             continue
         for task in layout.agent_validation_tasks(config, agent):
-            for seed in config["meta_train"]["seeds"]:
+            for seed in meta_seeds(config, agent.name):
                 path = root / layout.AGENT_CSV.format(task=task, agent=agent.name, seed=seed)
                 if path.is_file():
                     found.append(path)
@@ -211,14 +211,14 @@ def selected_method(method: str) -> str:
 def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """The runs of each agent's selected seed in ``table`` (:func:`seeds_table`), renamed
     :func:`selected_method` (their ``meta_seed`` kept)."""
-    chosen = (
-        table.loc[table["selected"].astype(bool), ["method", "meta_seed"]] if len(table) else []
-    )
+    if table.empty:
+        return runs.iloc[:0]
+    chosen = table.loc[table["selected"].astype(bool), ["method", "meta_seed"]]
     parts = [
         runs[(runs["method"] == method) & (runs["meta_seed"] == seed)].assign(
             method=selected_method(method)
         )
-        for method, seed in (chosen.itertuples(index=False) if len(chosen) else [])
+        for method, seed in chosen.itertuples(index=False)
     ]
     return pd.concat(parts, ignore_index=True) if parts else runs.iloc[:0]
 
