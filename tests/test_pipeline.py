@@ -212,17 +212,23 @@ def test_default_config_dag_dry_run(tmp_path):
         assert f"src/ganno/pretrained/ippo/{name}" in refresh
 
 
+def _planned(work: Path, config_text: str) -> str:
+    """The default config's DAG with ``config_text`` merged over it (a dry run in a copy of the
+    workflow): what Snakemake prints."""
+    _copy_workflow(work)
+    extra = work / "extra.yaml"
+    extra.write_text(config_text)
+    result = _snakemake(work, "--cores", "2", "-n", "--configfile", str(extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
 def test_a_config_without_the_pretrained_agent_still_runs(tmp_path):
     """Only the default agent's policy is refreshed into the package: a config without that
     agent (here MAPPO alone) plans the rest of the pipeline."""
-    _copy_workflow(tmp_path)
-    mappo_only = tmp_path / "mappo_only.yaml"
-    mappo_only.write_text(
-        "agents:\n  - {name: mappo, algorithm: mappo}\ntorch_deployment: {agent: mappo}\n"
+    out = _planned(
+        tmp_path, "agents:\n  - {name: mappo, algorithm: mappo}\ntorch_deployment: {agent: mappo}\n"
     )
-    result = _snakemake(tmp_path, "--cores", "2", "-n", "--configfile", str(mappo_only))
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout + result.stderr
     assert "rule meta_train:" in out and "pretrained_policy" not in out
 
 
@@ -278,14 +284,10 @@ def test_with_validation_tasks_the_shipped_seed_is_chosen_on_them(tmp_path):
     """A config with validation tasks runs the shipped agent's seeds on them and refreshes the
     package from the seed they select, every seed's policy an input (which one is known only
     after the runs)."""
-    _copy_workflow(tmp_path)
-    validated = tmp_path / "validated.yaml"
-    validated.write_text(
-        "evaluation:\n  validation_tasks:\n    - {name: val_deep6, task: {network: {depth: 6}}}\n"
+    out = _planned(
+        tmp_path,
+        "evaluation:\n  validation_tasks:\n    - {name: val_deep6, task: {network: {depth: 6}}}\n",
     )
-    result = _snakemake(tmp_path, "--cores", "2", "-n", "--configfile", str(validated))
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout + result.stderr
 
     def block(rule: str) -> str:
         text = out[out.index(f"rule {rule}:") :]
