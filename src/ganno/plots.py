@@ -174,6 +174,10 @@ def _pointrange_colors(methods: Iterable[str]) -> dict[str, Any]:
     return {m: palette[m] if is_ganno(m) else KIND_COLORS[method_kind(m)] for m in palette}
 
 
+#: The most entries a legend row holds.
+LEGEND_COLUMNS = 8
+
+
 def _kind_legend(fig: Figure, methods: Sequence[str]) -> None:
     names = {"schedule": "scheduled SGD/Adam", "adaptive": "LR-free / adaptive"}
     colors = _pointrange_colors(methods)
@@ -186,7 +190,7 @@ def _kind_legend(fig: Figure, methods: Sequence[str]) -> None:
         handles,
         [name for name, _, _ in entries],
         loc="lower center",
-        ncols=len(handles),
+        ncols=min(len(handles), LEGEND_COLUMNS),  # a study's dozens of agents wrap into rows
         bbox_to_anchor=(0.5, 1.0),
         frameon=False,
     )
