@@ -4,6 +4,7 @@ that checks the choice against the held-out tasks."""
 import numpy as np
 import pandas as pd
 import pytest
+from test_pipeline import _planned  # outside the pipeline tests' worker
 
 from ganno.config import load_config
 from ganno.design_study import CARRIED, study_steps, write_across_tasks
@@ -266,3 +267,28 @@ def test_the_pipeline_ships_the_seed_the_validation_tasks_select(tmp_path, capsy
     bare.write_text("meta_train: {seeds: [0, 1]}\n")
     argv[3] = str(bare)
     assert main(argv) == 2 and "runs on no validation task" in capsys.readouterr().err
+
+
+def test_with_validation_tasks_the_shipped_seed_is_chosen_on_them(tmp_path):
+    """A config with validation tasks runs the shipped agent's seeds on them and refreshes the
+    package from the seed they select, every seed's policy an input (which one is known only
+    after the runs)."""
+    out = _planned(
+        tmp_path,
+        "evaluation:\n  validation_tasks:\n    - {name: val_deep6, task: {network: {depth: 6}}}\n",
+    )
+
+    def block(rule: str) -> str:
+        text = out[out.index(f"rule {rule}:") :]
+        return text[: text.index("\n\n")]
+
+    select = block("select_pretrained_seed")
+    for seed in (0, 1, 2):
+        assert f"results/sweep/val_deep6/ippo_seed_{seed}.csv" in select
+    assert "results/selection/ippo.json" in select
+    refresh = block("pretrained_policy")
+    assert "results/selection/ippo.json" in refresh
+    for seed in (0, 1, 2):
+        assert f"results/meta_train/ippo/seed_{seed}/policy/policy.json" in refresh
+    # only the shipped agent runs there, and no baseline does
+    assert "val_deep6/mappo_seed" not in out and "sweep/val_deep6/baselines.csv" not in out
