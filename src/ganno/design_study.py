@@ -804,9 +804,7 @@ def _at_chance_cell(row: pd.Series) -> str:
     if not np.isfinite(row["train_at_chance"]):
         return "-"
 
-    def pct(x: float) -> str:
-        return "-" if not np.isfinite(x) else f"{100 * x:.0f}%"
-
+    pct = tables.fmt_share
     most = row["held_out_at_chance_worst"]
     where = f" ({row['held_out_at_chance_worst_task']})" if np.isfinite(most) and most else ""
     return f"{pct(row['train_at_chance'])} / {pct(row['held_out_at_chance'])} / {pct(most)}{where}"

@@ -185,9 +185,6 @@ def seeds_display(table: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
             for _, r in table.iterrows()
         ]  # fmt: skip
 
-    def pct(x: float) -> str:
-        return "-" if not np.isfinite(x) else f"{100 * x:.0f}%"
-
     shown = {
         "method": table["method"],
         "seed": table["meta_seed"],
@@ -199,7 +196,7 @@ def seeds_display(table: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
     for task in [layout.TRAIN_TASK, *held_out]:
         column = f"at_chance_{task}"
         if column in table:
-            shown[f"at chance: {task}"] = table[column].map(pct)
+            shown[f"at chance: {task}"] = table[column].map(tables.fmt_share)
     return pd.DataFrame(shown)
 
 
@@ -244,19 +241,19 @@ def select_seed(config: Mapping[str, Any], agent: str, results: str | Path) -> d
             "the agent's `tasks` restricts it): add validation tasks to the config, or ship a seed "
             "without choosing (ganno pretrained refresh --from DIR)"
         )
-    root, tune_by = Path(results), tables.tune_by(config)
-    scores: dict[int, stats.Estimate] = {}
-    for seed in meta_seeds(config, agent):
-        paths = [root / layout.AGENT_CSV.format(task=t, agent=agent, seed=seed) for t in tasks]
-        for task, path in zip(tasks, paths, strict=True):
-            if not path.is_file():
-                raise ResultsMissingError(
-                    f"{path} does not exist: run the seed's policy on the validation task first "
-                    f"(ganno generalise --task {task} --agent {agent} ...)"
-                )
-        scores[seed] = validation_score(
-            read_results(paths), tasks, tune_by, **tables.ci_kwargs(config)
+    runs, missing = load_validation(config, results, [method_name(agent)])
+    if missing:
+        raise ResultsMissingError(
+            f"{missing[0]} does not exist: run the seed's policy on the validation task first "
+            f"(ganno generalise --task TASK --agent {agent} ...; {len(missing)} tables missing)"
         )
+    root, tune_by = Path(results), tables.tune_by(config)
+    scores = {
+        seed: validation_score(
+            runs[runs["meta_seed"] == seed], tasks, tune_by, **tables.ci_kwargs(config)
+        )
+        for seed in meta_seeds(config, agent)
+    }
     chosen = best_seed({seed: est.value for seed, est in scores.items()})
     if chosen is None:
         bad = [seed for seed, est in scores.items() if not np.isfinite(est.value)]

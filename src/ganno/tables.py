@@ -366,6 +366,11 @@ def fmt_decades(x: float) -> str:
     return f"{x:.1f}"
 
 
+def fmt_share(x: float) -> str:
+    """A share of runs in percent ("-" where missing)."""
+    return "-" if not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
 def robustness_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {

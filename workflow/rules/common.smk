@@ -71,6 +71,10 @@ PRETRAINED_VALIDATION = (
     if PRETRAINED_AGENT in registry.agent_names(config)
     else []
 )
+# The seeds whose policies the refresh reads: every one when the validation tasks choose.
+PRETRAINED_INPUT_SEEDS = (
+    PRETRAINED_SEEDS if PRETRAINED_VALIDATION else PRETRAINED_SEEDS[:1]
+)
 
 
 wildcard_constraints:

@@ -114,15 +114,11 @@ rule pretrained_policy:
         ),
         policies=[
             results(layout.POLICY_JSON, agent=PRETRAINED_AGENT, seed=seed)
-            for seed in (
-                PRETRAINED_SEEDS if PRETRAINED_VALIDATION else PRETRAINED_SEEDS[:1]
-            )
+            for seed in PRETRAINED_INPUT_SEEDS
         ],
         curves=[
             results(layout.LEARNING_CURVE, agent=PRETRAINED_AGENT, seed=seed)
-            for seed in (
-                PRETRAINED_SEEDS if PRETRAINED_VALIDATION else PRETRAINED_SEEDS[:1]
-            )
+            for seed in PRETRAINED_INPUT_SEEDS
         ],
         summary=f"{REPORT_DIR}/tables/{layout.PRETRAINED_HEADLINE_TABLE}.csv",
     output:
