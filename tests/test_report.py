@@ -415,3 +415,76 @@ def test_the_readme_states_the_configured_criterion(built, config):
     assert report.agent_design_statement(config) in rep.readme.read_text()
     assert report.tuning_statement(config) in rep.readme.read_text()
     assert config["evaluation"]["tune_by"] == "val_accuracy"  # the schema's default
+
+
+def test_the_shipped_policy_s_seed_is_a_row_of_its_own(tmp_path, config):
+    """With validation tasks, the report reads the seed `ganno pretrained select` chose for the
+    shipped agent and gives its runs alone a row (`ganno_ippo_selected`) beside the agent's
+    pooled one; the README says which seed and how it was chosen. A missing or corrupt record is
+    an error that names it."""
+    from ganno.errors import ResultsError, ResultsMissingError
+    from ganno.seed_selection import SELECTION_RULE, select_seed
+
+    cfg = validate(
+        {
+            **{k: config[k] for k in ("env", "agents", "baselines")},
+            "meta_train": {"seeds": [0, 1]},
+            "evaluation": {
+                **config["evaluation"],
+                "generalisation_tasks": [config["evaluation"]["generalisation_tasks"][0]],
+                "validation_tasks": [{"name": "val_x", "task": {"network": {"depth": 6}}}],
+            },
+            "torch_deployment": {"enabled": False},
+        }
+    )
+    results, lr0s = tmp_path / "results", lr0_grid(cfg)
+    paths = layout.result_paths(cfg, results)
+    assert paths.selection == results / "selection/ippo.json"
+    assert str(paths.selection) in layout.report_inputs(cfg, results)
+    write_designed_results(paths, ("train", "wide"), lr0s)
+    for seed, shift in ((0, 0.0), (1, -0.3)):  # seed 1 is worse everywhere, validation included
+        for task in ("train", "wide", "val_x"):
+            runs = _table("ganno_ippo", "train" if task == "val_x" else task, lr0s)
+            runs = runs.assign(
+                task=task,
+                meta_seed=seed,
+                test_accuracy=runs["test_accuracy"] + shift,
+                val_accuracy=runs["val_accuracy"] + shift,
+            )
+            path = results / layout.AGENT_CSV.format(task=task, agent="ippo", seed=seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            runs.to_csv(path, index=False)
+        _schedules(lr0s, cfg).assign(meta_seed=seed).to_csv(
+            paths.schedules[("ippo", seed)], index=False
+        )
+        curve = paths.curves[("ippo", seed)]
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        curve.write_text(json.dumps({"seed": seed, "update": 1, "env_steps": 640,
+                                     "episode_return": 0.4, "val_loss": 1.6}) + "\n")  # fmt: skip
+    out = tmp_path / "paper"
+    with pytest.raises(ResultsMissingError, match="ganno pretrained select"):
+        report.build_report(results, out, cfg)
+    paths.selection.parent.mkdir(parents=True)
+    paths.selection.write_text("{}")
+    with pytest.raises(ResultsError, match="selection/ippo.json is not a seed-selection record"):
+        report.build_report(results, out, cfg)
+    record = select_seed(cfg, "ippo", results)
+    assert record["seed"] == 0
+    paths.selection.write_text(json.dumps(record))
+    built = report.build_report(results, out, cfg)
+    rob = built.numbers.robustness.set_index("method")
+    # seed 0's runs alone: 0.80 tuned (the designed flat top); the pooled row has seed 1's in it
+    assert rob.loc["ganno_ippo_selected", "tuned_iqm"] == pytest.approx(0.80, abs=0.011)
+    assert rob.loc["ganno_ippo", "tuned_iqm"] < rob.loc["ganno_ippo_selected", "tuned_iqm"] - 0.05
+    assert rob.loc["ganno_ippo_selected", "runs"] == rob.loc["ganno_ippo", "runs"] / 2
+    gen = built.numbers.generalisation
+    assert set(gen.loc[gen["method"] == "ganno_ippo_selected", "task"]) >= {"train", "wide"}
+    assert "val_x" not in set(gen["task"])  # validation tasks are not reported as held out
+    text = " ".join((out / "README.md").read_text().split())
+    assert (
+        "`ganno_ippo_selected` is the policy the package ships: the runs of `ippo`'s "
+        f"meta-training seed 0 alone, chosen as {SELECTION_RULE}; the validation tasks are "
+        "`val_x`"
+    ) in text
+    assert f"seed 0 {record['scores']['0']['value']:.3f}" in text
+    assert "| ganno_ippo_selected |" in text  # in the verdict and robustness tables

@@ -261,7 +261,9 @@ def test_the_pipeline_ships_the_seed_the_validation_tasks_select(tmp_path, capsy
     assert provenance["selection"] == chosen
     assert provenance["source"].endswith("seed_1/policy")
     record.write_text("{}")
-    assert main(refresh) == 2 and "not a selection record" in capsys.readouterr().err
+    assert main(refresh) == 2 and "is not a seed-selection record" in capsys.readouterr().err
+    record.unlink()
+    assert main(refresh) == 2 and "choose the seed first" in capsys.readouterr().err
     # a config without validation tasks has nothing to select on
     bare = tmp_path / "bare.yaml"
     bare.write_text("meta_train: {seeds: [0, 1]}\n")

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ganno.config import dump_config, load_config
-from ganno.errors import ConfigError, GannoError, GannoWarning, UsageError
+from ganno.errors import (
+    ConfigError,
+    GannoError,
+    GannoWarning,
+    ResultsError,
+    ResultsMissingError,
+    UsageError,
+)
 from ganno.io import atomic_write, check_writable, check_writable_folder, write_csv, write_json
 
 
@@ -293,20 +300,17 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrained_refresh(args: argparse.Namespace) -> int:
-    import json
-
     from ganno.pretrained import refresh
 
     source, selection = args.source, None
     if args.selection is not None:
+        from ganno.seed_selection import read_selection
+
         try:
-            selection = json.loads(args.selection.read_text())
-            source = Path(selection["policy"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(
-                f"--selection {args.selection} is not a selection record ({exc}); give the file "
-                "ganno pretrained select wrote"
-            ) from None
+            selection = read_selection(args.selection)
+        except (ResultsError, ResultsMissingError) as exc:
+            raise UsageError(f"--selection: {exc}") from None
+        source = Path(selection["policy"])
     print(
         refresh(
             source,

@@ -1,8 +1,9 @@
 """Where the pipeline puts things: every results path and every report name, spelled once.
 
 The Snakemake rules and the library (the CLI, :mod:`ganno.report`) both import this module; it
-imports only :mod:`ganno.agents` (no JAX, no third-party package), so ``snakemake -n`` stays
-quick. Paths below are relative to the results folder (``results/``)::
+imports only :mod:`ganno.agents` and the shipped agent's name from :mod:`ganno.pretrained` (no
+JAX, no third-party package), so ``snakemake -n`` stays quick. Paths below are relative to the
+results folder (``results/``)::
 
     meta_train/<agent>/seed_<s>/policy/policy.json     an agent's policy of meta-training seed s
     meta_train/<agent>/seed_<s>/learning_curve.jsonl   its meta-training curve
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ganno import agents as registry
+from ganno.pretrained import DEFAULT as SHIPPED_AGENT
 
 #: The name of the meta-training task among the evaluation tasks.
 TRAIN_TASK = "train"
@@ -86,6 +88,17 @@ def agent_validation_tasks(config: Mapping[str, Any], agent: registry.Agent) -> 
     return validation_task_names(config) if agent.tasks is None else []
 
 
+def selection_path(config: Mapping[str, Any], results_dir: str | Path = "results") -> Path | None:
+    """The selection record (:data:`SELECTION_JSON`) of the agent whose policy the package ships
+    (:data:`ganno.pretrained.DEFAULT`) when the validation tasks choose its seed; ``None`` when
+    the config has no such agent or it runs on no validation task (its first seed is shipped)."""
+    if SHIPPED_AGENT not in registry.agent_names(config):
+        return None
+    if not agent_validation_tasks(config, registry.get(config, SHIPPED_AGENT)):
+        return None
+    return Path(results_dir) / SELECTION_JSON.format(agent=SHIPPED_AGENT)
+
+
 def agent_tasks(config: Mapping[str, Any], agent: registry.Agent) -> list[str]:
     """The tasks ``agent`` is evaluated on, in config order."""
     tasks = task_names(config)
@@ -148,6 +161,7 @@ class ResultPaths(NamedTuple):
     schedules: dict[tuple[str, int], Path]  # (claim agent, meta seed) -> CSV on "train"
     curves: dict[tuple[str, int], Path]  # (agent, meta seed) -> JSONL
     torch: Path | None
+    selection: Path | None  # the shipped agent's seed chosen on the validation tasks
 
 
 def result_paths(config: Mapping[str, Any], results_dir: str | Path = "results") -> ResultPaths:
@@ -176,6 +190,7 @@ def result_paths(config: Mapping[str, Any], results_dir: str | Path = "results")
             for s in seeds[a.name]
         },
         torch=root / TORCH_CSV if torch_enabled(config) else None,
+        selection=selection_path(config, root),
     )
 
 
@@ -184,7 +199,8 @@ def report_inputs(config: Mapping[str, Any], results_dir: str | Path = "results"
     paths = result_paths(config, results_dir)
     groups = (paths.baselines, paths.agents, paths.schedules, paths.curves)
     files = [str(p) for group in groups for p in group.values()]
-    return files + ([str(paths.torch)] if paths.torch is not None else [])
+    optional = (paths.torch, paths.selection)
+    return files + [str(p) for p in optional if p is not None]
 
 
 def report_outputs(config: Mapping[str, Any], out_dir: str | Path | None = None) -> list[str]:

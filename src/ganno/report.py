@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from ganno import agents as registry
-from ganno import extensions_report, plots
+from ganno import extensions_report, plots, seed_selection
 from ganno.errors import ResultsError
 from ganno.experiments import read_results
 from ganno.io import atomic_write
@@ -74,6 +74,7 @@ class ReportData(NamedTuple):
     question_results: pd.DataFrame  # the question agents' rows (results schema)
     question_curves: pd.DataFrame  # their learning curves
     torch: pd.DataFrame | None  # the PyTorch deployment's rows, when configured and run
+    selection: dict[str, Any] | None  # the shipped agent's seed chosen on the validation tasks
 
 
 def _read_curves(paths: Mapping[tuple[str, int], Path], root: Path, skipped: dict[str, str]):
@@ -130,10 +131,26 @@ def load_results(results_dir: str | Path, config: Mapping[str, Any]) -> ReportDa
         torch = read_csv_or_skip(paths.torch, root, skipped, lambda p: read_results([p]))
         if torch is not None:
             torch["diverged"] = torch["diverged"].astype(bool)
+    selection = None
+    if paths.selection is not None:
+        # The shipped policy's own row: the selected seed's runs, beside its agent's pooled ones.
+        selection = seed_selection.read_selection(paths.selection)
+        chosen = {selection["method"]: int(selection["seed"])}
+        results = pd.concat(
+            [results, seed_selection.selected_runs(results, chosen)], ignore_index=True
+        )
     present = set(results["task"])
     tasks = [t for t in task_names(config) if t in present]
     return ReportData(
-        results, schedules, curves, tasks, skipped, question_results, question_curves, torch
+        results,
+        schedules,
+        curves,
+        tasks,
+        skipped,
+        question_results,
+        question_curves,
+        torch,
+        selection,
     )
 
 
@@ -507,6 +524,24 @@ def meta_seeds_statement(config: Mapping[str, Any]) -> str:
     )
 
 
+def selection_statement(selection: Mapping[str, Any] | None) -> str:
+    """The README's sentence on the shipped policy's row (``ganno_<agent>_selected``), from the
+    selection record the report read (:func:`ganno.seed_selection.select_seed`); empty when the
+    config chooses no seed."""
+    if selection is None:
+        return ""
+    scores = ", ".join(
+        f"seed {seed} {float(score['value']):.3f}" for seed, score in selection["scores"].items()
+    )
+    tasks = ", ".join(f"`{t}`" for t in selection["validation_tasks"])
+    return (
+        f"`{seed_selection.selected_method(selection['method'])}` is the policy the package ships: "
+        f"the runs of `{selection['agent']}`'s meta-training seed {selection['seed']} alone, "
+        f"chosen as {selection['rule']}; the validation tasks are {tasks}, neither meta-trained "
+        f"on nor held out (validation scores: {scores})."
+    )
+
+
 def meta_training_statement(config: Mapping[str, Any]) -> str:
     """The README's sentence on what the main agents (those of the claims) were meta-trained on:
     the training task alone, or a task family (``meta_train.task_family``, listed), which by
@@ -682,10 +717,12 @@ def write_paper_readme(
     skipped: Mapping[str, str],
     skipped_files: Mapping[str, str] | None = None,
     results_dir: str | Path = "results",
+    selection: Mapping[str, Any] | None = None,
 ) -> Path:
     """``out_dir/README.md``: how the numbers were made, the ``sections`` (the claims', then each
     question's and the PyTorch deployment's), the tables, skipped tasks and the config. Paths are
-    relative to ``out_dir``."""
+    relative to ``out_dir``; ``selection`` is the shipped policy's seed-selection record, when
+    the validation tasks chose it."""
     out = Path(out_dir)
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
     cfg = config["baselines"]
@@ -701,7 +738,8 @@ def write_paper_readme(
         f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
         f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; "
         f"{meta_seeds_statement(config)} {tuning_statement(config)} "
-        f"{meta_training_statement(config)} {agent_design_statement(config)}",
+        f"{meta_training_statement(config)} {agent_design_statement(config)}"
+        + (f" {selection_statement(selection)}" if selection is not None else ""),
         "",
         *[line for section in sections for line in section],
         "## Tables",
@@ -894,5 +932,6 @@ def build_report(
         skipped_tasks(data, config),
         {**data.skipped, **extensions.skipped},
         results_dir,
+        data.selection,
     )
     return Report(readme, figures, table_paths, tables)

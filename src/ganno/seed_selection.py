@@ -21,6 +21,7 @@ own, so the across-tasks table compares it with the baselines like any agent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -205,19 +206,41 @@ def selected_method(method: str) -> str:
     return f"{method}{SELECTED_SUFFIX}"
 
 
-def selected_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """The runs of each agent's selected seed in ``table`` (:func:`seeds_table`), renamed
-    :func:`selected_method` (their ``meta_seed`` kept)."""
-    if table.empty:
-        return runs.iloc[:0]
-    chosen = table.loc[table["selected"].astype(bool), ["method", "meta_seed"]]
+def selected_runs(runs: pd.DataFrame, chosen: pd.DataFrame | Mapping[str, int]) -> pd.DataFrame:
+    """The runs of each agent's selected seed, renamed :func:`selected_method` (their
+    ``meta_seed`` kept). ``chosen`` is a :func:`seeds_table` (its ``selected`` rows) or a mapping
+    from method to seed (a selection record's ``method`` and ``seed``)."""
+    if isinstance(chosen, pd.DataFrame):
+        picked = chosen.loc[chosen["selected"].astype(bool), ["method", "meta_seed"]]
+        chosen = dict(picked.itertuples(index=False))
     parts = [
         runs[(runs["method"] == method) & (runs["meta_seed"] == seed)].assign(
             method=selected_method(method)
         )
-        for method, seed in chosen.itertuples(index=False)
+        for method, seed in chosen.items()
     ]
     return pd.concat(parts, ignore_index=True) if parts else runs.iloc[:0]
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """A selection record that :func:`select_seed` wrote (``ganno pretrained select``): a
+    :class:`ResultsMissingError` when it is absent, a :class:`ResultsError` naming the file when
+    it is not a record."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsMissingError(
+            f"{path} does not exist: choose the seed first (ganno pretrained select --config C "
+            f"--agent A --results R --out {path})"
+        )
+    try:
+        record = json.loads(path.read_text())
+        record["method"], int(record["seed"]), record["scores"], record["policy"]  # noqa: B018
+    except (ValueError, KeyError, TypeError) as err:
+        raise ResultsError(
+            f"{path} is not a seed-selection record ({type(err).__name__}: {err}): delete it and "
+            "rerun ganno pretrained select"
+        ) from err
+    return record
 
 
 #: How the pipeline chooses the shipped policy's seed, as its selection record states it.
