@@ -87,6 +87,9 @@ def test_each_seed_is_tuned_on_its_own_runs_and_the_best_validated_seed_is_selec
     assert table["selected"].tolist() == [False, True, False, False, False]  # b: seed 1 unscored
     assert table.loc[("ganno_b", 1), "at_chance_deep"] == 1.0
     assert table.loc[("ganno_b", 0), "at_chance_deep"] == 0.0
+    # the validation tasks' runs at chance too (test accuracy 0.1 at a's best lr0 there)
+    assert table.loc[("ganno_a", 0), "at_chance_val_x"] == pytest.approx(1 / len(LR0S))
+    assert np.isnan(table.loc[("ganno_b", 1), "at_chance_val_x"])  # no validation runs
     assert np.isnan(table.loc[("ganno_b", 1), "validation_score"])
     summary = selection_summary(table.reset_index(), n_resamples=200)
     # over a's three seeds and b's scored one, the score ranks the seeds as held out does
@@ -97,6 +100,8 @@ def test_each_seed_is_tuned_on_its_own_runs_and_the_best_validated_seed_is_selec
     chosen = selected_runs(held, table.reset_index())
     assert set(chosen["method"]) == {"ganno_a_selected"} and set(chosen["meta_seed"]) == {1}
     assert len(chosen) == len(held[(held["method"] == "ganno_a") & (held["meta_seed"] == 1)])
+    # a selection record's method and seed give the same rows
+    pd.testing.assert_frame_equal(selected_runs(held, {"ganno_a": 1}), chosen)
 
 
 def test_a_selection_that_picks_the_worst_seed_says_so():

@@ -989,7 +989,9 @@ def write_seeds_table(
         f"({', '.join(held_out) or 'none run yet'}) and on the training task, each lr0 tuned "
         "on this seed's runs alone (the across-tasks table tunes one lr0 for all seeds), and "
         "the share of its runs (every lr0 and evaluation seed) whose test accuracy ends at most "
-        f"{COLLAPSE_DEAD:.0%} of the way from chance to perfect, per task.",
+        f"{COLLAPSE_DEAD:.0%} of the way from chance to perfect, per task (the validation "
+        "tasks' too: the score is tuned, so it does not count the networks left at chance at "
+        "other lr0).",
         "",
     ]
     if summary is not None:
@@ -1010,7 +1012,7 @@ def write_seeds_table(
             f"of {summary.agents} agents; its held-out rank among its agent's seeds (1 = best): "
             f"{ranks}.",
             "",
-            seed_selection.seeds_display(table, held_out).to_markdown(index=False),
+            seed_selection.seeds_display(table).to_markdown(index=False),
             "",
         ]
     if carried:

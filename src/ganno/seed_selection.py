@@ -101,11 +101,12 @@ def seeds_table(
     """One row per design agent and meta-training seed with runs in ``runs`` (training and
     held-out tasks): its validation score on ``validation`` (the validation tasks' runs; NaN
     unless it ran on every one), its tuned test accuracy on the training task and pooled over
-    ``held_out``, the share of its runs at chance per task (``at_chance_<task>``), and whether it
-    is its agent's selected seed (the highest validation score; none while a seed has none)."""
+    ``held_out``, the share of its runs at chance per task, validation tasks included
+    (``at_chance_<task>``), and whether it is its agent's selected seed (the highest validation
+    score; none while a seed has none)."""
     agent_runs = runs[runs["method"].map(plots.is_ganno)]
     validation = validation[validation["method"].map(plots.is_ganno).astype(bool)]  # may be empty
-    tasks = [layout.TRAIN_TASK, *held_out]
+    tasks = [layout.TRAIN_TASK, *held_out, *validation_tasks]
     rows = []
     for (method, seed), mine in agent_runs.groupby(["method", "meta_seed"], sort=True):
         own_validation = validation[
@@ -114,7 +115,7 @@ def seeds_table(
         score = validation_score(own_validation, validation_tasks, tune_by, **ci_kwargs)
         held = _pooled(mine, held_out, "test_accuracy", tune_by, **ci_kwargs)
         train = _pooled(mine, [layout.TRAIN_TASK], "test_accuracy", tune_by, **ci_kwargs)
-        shares = tables.at_chance_shares(mine)
+        shares = tables.at_chance_shares(pd.concat([mine, own_validation], ignore_index=True))
         rows.append(
             {
                 "method": method,
@@ -178,7 +179,7 @@ def selection_summary(table: pd.DataFrame, **ci_kwargs: Any) -> Selection:
     return Selection(rho, len(both), within_agents, len(ranks), above, ranks)
 
 
-def seeds_display(table: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
+def seeds_display(table: pd.DataFrame) -> pd.DataFrame:
     def ci(prefix: str) -> list[str]:
         return [
             "-" if not np.isfinite(r[prefix])
@@ -194,10 +195,10 @@ def seeds_display(table: pd.DataFrame, held_out: Sequence[str]) -> pd.DataFrame:
         "held-out: tuned test accuracy": ci("held_out_accuracy"),
         "train: tuned test accuracy": ci("train_tuned_accuracy"),
     }
-    for task in [layout.TRAIN_TASK, *held_out]:
-        column = f"at_chance_{task}"
-        if column in table:
-            shown[f"at chance: {task}"] = table[column].map(tables.fmt_share)
+    for column in [c for c in table.columns if c.startswith("at_chance_")]:
+        shown[f"at chance: {column.removeprefix('at_chance_')}"] = table[column].map(
+            tables.fmt_share
+        )
     return pd.DataFrame(shown)
 
 
