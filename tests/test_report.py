@@ -482,7 +482,7 @@ def test_the_shipped_policy_s_seed_is_a_row_of_its_own(tmp_path, config):
     assert "val_x" not in set(gen["task"])  # validation tasks are not reported as held out
     text = " ".join((out / "README.md").read_text().split())
     assert (
-        "`ganno_ippo_selected` is the policy the package ships: the runs of `ippo`'s "
+        "`ganno_ippo_selected` is the policy the pipeline ships: the runs of `ippo`'s "
         f"meta-training seed 0 alone, chosen as {SELECTION_RULE}; the validation tasks are "
         "`val_x`"
     ) in text

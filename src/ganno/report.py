@@ -534,8 +534,9 @@ def selection_statement(selection: Mapping[str, Any] | None) -> str:
         f"seed {seed} {float(score['value']):.3f}" for seed, score in selection["scores"].items()
     )
     tasks = ", ".join(f"`{t}`" for t in selection["validation_tasks"])
+    row = seed_selection.selected_method(selection["method"])
     return (
-        f"`{seed_selection.selected_method(selection['method'])}` is the policy the package ships: "
+        f"`{row}` is the policy the pipeline ships: "
         f"the runs of `{selection['agent']}`'s meta-training seed {selection['seed']} alone, "
         f"chosen as {selection['rule']}; the validation tasks are {tasks}, neither meta-trained "
         f"on nor held out (validation scores: {scores})."

@@ -235,7 +235,9 @@ def read_selection(path: str | Path) -> dict[str, Any]:
         )
     try:
         record = json.loads(path.read_text())
-        record["method"], int(record["seed"]), record["scores"], record["policy"]  # noqa: B018
+        for key in ("agent", "method", "policy", "rule", "validation_tasks", "scores"):
+            record[key]  # noqa: B018
+        int(record["seed"])
     except (ValueError, KeyError, TypeError) as err:
         raise ResultsError(
             f"{path} is not a seed-selection record ({type(err).__name__}: {err}): delete it and "
