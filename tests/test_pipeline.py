@@ -200,14 +200,19 @@ def test_default_config_dag_dry_run(tmp_path):
         "report",
         "notebook",
         "pretrained_policy",
+        "select_pretrained_seed",  # the default config has validation tasks
     ):
         assert rule in out
     # the default config keeps the shipped policy in step with paper/: the rule writes into the
-    # package, from the ippo agent's first meta-training seed and the report's robustness table
+    # package, from the ippo seed its validation tasks select and the report's robustness table
     refresh = out[out.index("rule pretrained_policy:") :]
     refresh = refresh[: refresh.index("\n\n")]
-    assert "results/meta_train/ippo/seed_0/policy/policy.json" in refresh
+    assert "results/selection/ippo.json" in refresh
+    for seed in (0, 1, 2):  # which seed is known only after the validation runs
+        assert f"results/meta_train/ippo/seed_{seed}/policy/policy.json" in refresh
     assert "paper/tables/robustness.csv" in refresh
+    report = out[out.index("rule report:") :]
+    assert "results/selection/ippo.json" in report[: report.index("\n\n")]  # its own row
     for name in ("policy.json", "actor_params.msgpack", "PROVENANCE.json"):
         assert f"src/ganno/pretrained/ippo/{name}" in refresh
 
