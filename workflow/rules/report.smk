@@ -93,7 +93,7 @@ if PRETRAINED_VALIDATION:
         params:
             config=RESOLVED_CONFIG,
             agent=PRETRAINED_AGENT,
-            results=str(RESULTS),
+            results=lambda wildcards: str(RESULTS),
         shell:
             "ganno pretrained select --config {params.config} --agent {params.agent} "
             "--results {params.results} --out {output} > {log} 2>&1"
