@@ -215,6 +215,12 @@ def test_default_config_dag_dry_run(tmp_path):
     assert "results/selection/ippo.json" in report[: report.index("\n\n")]  # its own row
     for name in ("policy.json", "actor_params.msgpack", "PROVENANCE.json"):
         assert f"src/ganno/pretrained/ippo/{name}" in refresh
+    # the notebooks (the tutorial runs ganno.pretrained_policy()) run after the refresh, so the
+    # tutorial shows this run's shipped policy, not the one the checkout came with
+    notebooks = out.split("rule notebook:")[1:]
+    assert len(notebooks) == len(list((ROOT / "notebooks").glob("*.ipynb")))
+    for job in notebooks:
+        assert "src/ganno/pretrained/ippo/policy.json" in job[: job.index("\n\n")]
 
 
 def _planned(work: Path, config_text: str) -> str:

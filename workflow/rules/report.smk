@@ -53,6 +53,8 @@ rule notebook:
     input:
         notebook="notebooks/{name}.ipynb",
         results=REPORT_INPUTS,
+        # the tutorial runs ganno.pretrained_policy(): this run's, once refreshed
+        pretrained=PRETRAINED_FILES,
     output:
         "results/notebooks/{name}.ipynb",
     log:
@@ -122,10 +124,7 @@ rule pretrained_policy:
         ],
         summary=f"{REPORT_DIR}/tables/{layout.PRETRAINED_HEADLINE_TABLE}.csv",
     output:
-        [
-            f"{PRETRAINED_DIR}/{PRETRAINED_AGENT}/{name}"
-            for name in shipped.SHIPPED_FILES
-        ],
+        PRETRAINED_FILES,
     log:
         "logs/pretrained_policy.log",
     conda:
