@@ -63,6 +63,7 @@ from ganno.optim import layerwise_sgd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
+from torch_env import REWARDS as TORCH_REWARDS  # noqa: E402
 from torch_env import TorchGannoEnv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,6 +352,12 @@ def main(argv=None) -> dict:
         "(pmap) and those are the headline figures: XLA runs these small ops on "
         "one core per device",
     )
+    p.add_argument(
+        "--reward",
+        default=None,
+        help="env.reward of every contestant (default: the config's, or log_val_loss_drop "
+        f"when the PyTorch environment lacks it: it implements {', '.join(TORCH_REWARDS)})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results as JSON to this path")
     args = p.parse_args(argv)
@@ -361,6 +368,19 @@ def main(argv=None) -> dict:
     torch_threads = sorted(set(args.torch_threads or [1, torch.get_num_threads()]))
 
     config = load_config(args.config)
+    # (a) and (c) must compute the same reward to be compared: the PyTorch environment has the
+    # paper's rewards only (a relative reward trains a reference network beside the agents').
+    reward = args.reward or config["env"]["reward"]
+    if args.reward is None and reward not in TORCH_REWARDS:
+        reward = "log_val_loss_drop"
+        print(
+            f"env.reward {config['env']['reward']!r} has no PyTorch implementation: every "
+            f"contestant uses {reward!r} (--reward chooses)",
+            flush=True,
+        )
+    elif reward not in TORCH_REWARDS:
+        raise SystemExit(f"--reward {reward!r}: the PyTorch environment has {TORCH_REWARDS}")
+    config = merge(config, {"env": {"reward": reward}})
     if args.synthetic_data:
         dataset = synthetic_like_mnist1d(args.seed)
     else:
@@ -486,6 +506,7 @@ def main(argv=None) -> dict:
         "torch_env_steps_per_s": res_torch.steps_per_s,
         "num_envs": E,
         "network": name,
+        "reward": reward,
         "env_over_optax": head_env / head_opt,
         "env_over_torch": head_env / res_torch.steps_per_s,
         "single_device": {
