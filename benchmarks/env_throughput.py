@@ -355,6 +355,7 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--reward",
         default=None,
+        choices=TORCH_REWARDS,
         help="env.reward of every contestant (default: the config's, or log_val_loss_drop "
         f"when the PyTorch environment lacks it: it implements {', '.join(TORCH_REWARDS)})",
     )
@@ -378,8 +379,6 @@ def main(argv=None) -> dict:
             f"contestant uses {reward!r} (--reward chooses)",
             flush=True,
         )
-    elif reward not in TORCH_REWARDS:
-        raise SystemExit(f"--reward {reward!r}: the PyTorch environment has {TORCH_REWARDS}")
     config = merge(config, {"env": {"reward": reward}})
     if args.synthetic_data:
         dataset = synthetic_like_mnist1d(args.seed)

@@ -61,14 +61,11 @@ def agent_seeds(agent):
 # The shipped policy is refreshed from PRETRAINED_AGENT (a config without that agent never asks
 # for the refresh): from the seed its runs on the validation tasks select (evaluation.
 # validation_tasks; `ganno pretrained select`), else from its first seed.
-PRETRAINED_SEEDS = (
-    agent_seeds(PRETRAINED_AGENT)
-    if PRETRAINED_AGENT in registry.agent_names(config)
-    else SEEDS
-)
+SHIPS_POLICY = PRETRAINED_AGENT in registry.agent_names(config)
+PRETRAINED_SEEDS = agent_seeds(PRETRAINED_AGENT) if SHIPS_POLICY else SEEDS
 PRETRAINED_VALIDATION = (
     layout.agent_validation_tasks(config, registry.get(config, PRETRAINED_AGENT))
-    if PRETRAINED_AGENT in registry.agent_names(config)
+    if SHIPS_POLICY
     else []
 )
 # The seeds whose policies the refresh reads: every one when the validation tasks choose.
@@ -79,7 +76,7 @@ PRETRAINED_INPUT_SEEDS = (
 # without that agent); the notebooks wait for them (the tutorial runs ganno.pretrained_policy()).
 PRETRAINED_FILES = (
     [f"{PRETRAINED_DIR}/{PRETRAINED_AGENT}/{name}" for name in shipped.SHIPPED_FILES]
-    if PRETRAINED_AGENT in registry.agent_names(config)
+    if SHIPS_POLICY
     else []
 )
 
