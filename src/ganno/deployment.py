@@ -17,6 +17,11 @@ docs/torch.md, "Any training length").
 The gradient features of the observation taken at ``interval_end(d)`` read the steps from
 ``gradient_start(d)`` on: the interval's last ``gradient_window`` steps, as in meta-training
 (:mod:`ganno.env_settings`; every step of the interval for a policy trained without a window).
+
+A dead network (:func:`dead_layers`): the shipped policy raises the rates of networks it was
+not meta-trained on to its ceiling ``lr_bounds[1]`` and can kill them there: their ReLUs die, a
+layer's gradient vanishes, and the outputs stay at chance (README, "What to expect from the shipped
+policy"). Both deployments flag such a run from the gradient norms they read anyway.
 """
 
 from __future__ import annotations
@@ -75,6 +80,41 @@ class DeploymentSettings:
     def interval_end(self, decisions: int) -> int:
         """The number of steps after which decision ``decisions`` is taken."""
         return decisions * self.total_steps // self.num_decisions
+
+
+#: A deployed run is flagged dead after this many intervals in a row in which a layer got no
+#: gradient (:func:`dead_layers`).
+DEAD_INTERVALS = 3
+#: A layer got no gradient in an interval when the interval's mean squared minibatch-gradient
+#: norm is at most this fraction of the first minibatch's (a millionth of its gradient norm).
+DEAD_GRADIENT_FRACTION = 1e-12
+
+
+def dead_layers(mean_sq_grad_norm: Any, initial_grad_sq: Any):
+    """Per layer, whether it got no gradient in an interval: the interval's mean squared
+    minibatch-gradient norm (``[N]``) at most :data:`DEAD_GRADIENT_FRACTION` of the layer's at
+    the first decision (``initial_grad_sq``; a layer that had none then is never called dead).
+    NumPy, JAX (traceable under ``jax.jit``) or PyTorch arrays in, a boolean array of their kind
+    out. A ReLU layer whose units all died gets exactly none; it never comes back, since its
+    weights no longer move. :data:`DEAD_INTERVALS` such intervals in a row flag the run
+    (docs/torch.md, "Dead networks", measures the rule on the shipped policy)."""
+    return (mean_sq_grad_norm <= DEAD_GRADIENT_FRACTION * initial_grad_sq) & (initial_grad_sq > 0)
+
+
+def dead_network_warning(who: str, step: int, layers: Sequence[int], peak: float, ceiling: float):
+    """The message both deployments give a run whose ``layers`` got no gradient for
+    :data:`DEAD_INTERVALS` intervals up to ``step``, at a highest rate ``peak`` so far."""
+    cause = (
+        f"its rates reached the ceiling lr_bounds[1] = {ceiling:g}: restart with a lower one "
+        "(lr_bounds=(1e-6, 1.0) kept the digits networks alive, docs/torch.md) or a smaller lr0"
+        if peak >= ceiling * (1.0 - 1e-6)
+        else f"its highest rate so far was {peak:.3g}: restart from a smaller lr0"
+    )
+    return (
+        f"{who}: the network looks dead: layer(s) {list(layers)} got no gradient for "
+        f"{DEAD_INTERVALS} intervals in a row up to step {step} (their ReLUs died, the outputs no "
+        f"longer learn); {cause}"
+    )
 
 
 def check_one_dog_lr0(lr0s: Sequence[float], fix: str) -> None:
@@ -216,4 +256,13 @@ def _check_actions(
     return chosen
 
 
-__all__ = ["DEFAULT_ACTIONS", "SCALE_FEATURE", "DeploymentSettings", "deployment_settings"]
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "SCALE_FEATURE",
+    "DEAD_GRADIENT_FRACTION",
+    "DEAD_INTERVALS",
+    "DeploymentSettings",
+    "deployment_settings",
+    "dead_layers",
+    "dead_network_warning",
+]

@@ -45,6 +45,10 @@ validation loss above ``divergence_loss_ratio`` x the initial one): that update 
 weights of the last decision (``updates = last_good - params``) and every later update is zero;
 ``state.diverged`` says so (training has ended, like the environment's episode).
 
+**Dead networks**: a layer that got no gradient for three intervals in a row (its ReLUs died, as
+when the policy drives a network's rates to its ceiling) flags the run; :func:`dead_at_step` reads
+the flag (the rule: :func:`ganno.deployment.dead_layers`).
+
 **Other optimisers.** ``direction=`` an optax transformation run on the raw gradients before the
 per-layer rates scale it: ``optax.trace(0.9)`` is SGD with momentum (PyTorch's), ``optax.adam(1.0)``
 Adam whose learning rate per layer the policy sets. The observation always reads the raw
@@ -61,7 +65,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ganno.deployment import DeploymentSettings, check_one_dog_lr0, deployment_settings
+from ganno.deployment import (
+    DEAD_INTERVALS,
+    DeploymentSettings,
+    check_one_dog_lr0,
+    dead_layers,
+    deployment_settings,
+)
 from ganno.feature_names import FEATURE_NAMES
 from ganno.observation import (
     IntervalStats,
@@ -104,6 +114,9 @@ class GannoState(NamedTuple):
     direction_state: Any
     policy_carry: Any = ()  # a recurrent policy's hidden state [N, H] (() for feed-forward)
     dog: DogStepSize | tuple = ()  # DoG's step size (a DoG-base policy), else ()
+    initial_grad_sq: jnp.ndarray | tuple = ()  # [N] the first minibatch's squared grad norms
+    dead_count: jnp.ndarray | tuple = ()  # [] int32, intervals in a row a layer got no gradient
+    dead_at: jnp.ndarray | tuple = ()  # [] int32, the update at which the run was flagged dead
 
 
 def _layer_order(params: Mapping[str, Any], layer_names: Sequence[str] | None) -> list[str]:
@@ -209,6 +222,9 @@ def ganno_sgd(
             direction_state=direction.init(params),
             policy_carry=policy.initial_carry(n),
             dog=dog,
+            initial_grad_sq=jnp.zeros(n),
+            dead_count=jnp.zeros((), jnp.int32),
+            dead_at=jnp.full((), -1, jnp.int32),
         )
 
     def update_fn(grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
@@ -345,6 +361,7 @@ def ganno_sgd(
             train_loss=loss,
             val_loss=val,
             initial_val_loss=val,
+            initial_grad_sq=stats.mean_sq_grad_norm,
             agents_view=view,
         )
         ok = jnp.isfinite(val)
@@ -378,7 +395,12 @@ def ganno_sgd(
         finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, as_layers(p))))
         diverged = ~finite | (val > cfg.divergence_loss_ratio * state.initial_val_loss)
         zeros = jax.tree.map(jnp.zeros_like, state.grad_sum)
+        dead = dead_layers(state.sq_sum / k, state.initial_grad_sq).any()
+        dead_count = jnp.where(dead, state.dead_count + 1, 0)
+        flag = (dead_count >= DEAD_INTERVALS) & (state.dead_at < 0)
         passed = state._replace(
+            dead_count=dead_count,
+            dead_at=jnp.where(flag, state.count, state.dead_at),
             train_loss=train_loss,
             val_loss=val,
             prev_mean_grad=mean_grad,
@@ -444,10 +466,24 @@ def _gradient_start(cfg: DeploymentSettings, decisions: jnp.ndarray) -> jnp.ndar
 def diverged(state: Any) -> jnp.ndarray:
     """Whether the training that ``ganno_sgd``'s state watches diverged (its updates are then zero:
     stop the loop). ``state`` is its :class:`GannoState` or an optax chain's tuple holding one."""
+    return _ganno_state(state).diverged
+
+
+def dead_at_step(state: Any) -> int | None:
+    """The update at which the network ``ganno_sgd``'s state watches was flagged dead
+    (:func:`ganno.deployment.dead_layers`: a layer got no gradient for three intervals in a row,
+    as when the policy drives the rates to its ceiling and the ReLUs die; the PyTorch scheduler
+    warns), or None. Read it outside ``jit``; the remedy is a lower ceiling (``ganno_sgd(...,
+    lr_bounds=(1e-6, 1.0))``) or a smaller lr0."""
+    dead_at = int(_ganno_state(state).dead_at)
+    return None if dead_at < 0 else dead_at
+
+
+def _ganno_state(state: Any) -> GannoState:
     for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GannoState)):
         if isinstance(leaf, GannoState):
-            return leaf.diverged
+            return leaf
     raise ValueError("no ganno_sgd state in this optimiser state")
 
 
-__all__ = ["GannoState", "diverged", "ganno_sgd"]
+__all__ = ["GannoState", "dead_at_step", "diverged", "ganno_sgd"]

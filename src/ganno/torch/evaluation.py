@@ -118,6 +118,11 @@ class RunResult:
     wall_time_s: float
     #: each layer's rate at every check (index 0: the start), for schedules and printing
     learning_rates: list[list[float]]
+    #: ``ganno``: the step at which its scheduler flagged the network dead, or None
+    dead_at_step: int | None = None
+    #: ``ganno``: the step at which its scheduler's own divergence check fired (where
+    #: ``on_divergence="raise"`` would have raised), or None
+    scheduler_diverged_at_step: int | None = None
 
 
 def network_spec(config: Mapping[str, Any], network: str) -> dict[str, Any]:
@@ -305,6 +310,8 @@ def train_run(
         bool(diverged),
         time.perf_counter() - start,
         history,
+        None if sched is None else sched.dead_at_step,
+        None if sched is None else sched.diverged_at_step,
     )
 
 

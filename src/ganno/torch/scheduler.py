@@ -72,7 +72,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno.deployment import check_one_dog_lr0, deployment_settings
+from ganno.deployment import (
+    DEAD_INTERVALS,
+    check_one_dog_lr0,
+    dead_layers,
+    dead_network_warning,
+    deployment_settings,
+)
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample
@@ -158,6 +164,11 @@ class GannoScheduler:
     the per-step cost on large layers (:mod:`ganno.torch.sampling`; docs/torch.md measures what
     it changes); smaller tensors, as in every network the agents are meta-trained on, are read
     whole, so their features are exactly the environment's.
+
+    A dead network (:func:`ganno.deployment.dead_layers`: a layer that got no gradient for three
+    intervals in a row, as when the policy drives a network's rates to its ceiling and its ReLUs
+    die) is flagged once: a :class:`ganno.errors.GannoWarning` naming the remedy, and
+    ``dead_at_step``. The scheduler goes on deciding; restarting is the user's call.
     """
 
     def __init__(
@@ -298,6 +309,11 @@ class GannoScheduler:
         self.decisions = 0  # policy decisions taken
         self.diverged = False
         self.diverged_at_step: int | None = None
+        #: the step at which the run was flagged dead (a GannoWarning says so once;
+        #: :func:`ganno.deployment.dead_layers`), None while it is not
+        self.dead_at_step: int | None = None
+        self._dead_count = 0  # intervals in a row in which a layer got no gradient
+        self._initial_grad_sq: torch.Tensor | None = None  # [N], the first minibatch's
         self.initial_val_loss: float | None = None
         self.val_loss: float | None = None
         self.train_loss: float | None = None
@@ -482,6 +498,7 @@ class GannoScheduler:
         )
         self._prev_mean_grad = [[g.clone() for g in layer] for layer in by_layer]
         self._prev_grad_sq = features.squared_norms(by_layer)
+        self._initial_grad_sq = self._prev_grad_sq
         self._prev_params = params
         self._decide(self._with_scale(view))
 
@@ -542,6 +559,8 @@ class GannoScheduler:
                 f"{self.steps}"
             )
             return
+        mean_sq_grad_norm = self._layer_sq_sum() / k
+        self._check_dead(mean_sq_grad_norm)
         torch._foreach_div_(self._grad_sum, float(k))  # the window's mean gradient, in place
         mean_grad = self._by_layer(self._grad_sum)
         prev_flat = [q for layer in self._prev_params for q in layer]
@@ -556,7 +575,7 @@ class GannoScheduler:
         view = features.observe_statistics(
             stats,
             learning_rates=self.learning_rates,
-            mean_sq_grad_norm=self._layer_sq_sum() / k,
+            mean_sq_grad_norm=mean_sq_grad_norm,
             train_loss=train_loss,
             val_loss=val,
             prev_train_loss=self.train_loss,
@@ -582,6 +601,25 @@ class GannoScheduler:
         else:
             self.last_observation = view
             self.history.append(self._record(None, view))
+
+    def _check_dead(self, mean_sq_grad_norm: torch.Tensor) -> None:
+        """Count the intervals in a row in which a layer got no gradient; flag the run (and warn)
+        once :data:`ganno.deployment.DEAD_INTERVALS` did."""
+        if self._initial_grad_sq is None:  # resumed from a state saved before the check
+            return
+        dead = dead_layers(mean_sq_grad_norm, self._initial_grad_sq)
+        if not bool(dead.any()):
+            self._dead_count = 0
+            return
+        self._dead_count += 1
+        if self._dead_count >= DEAD_INTERVALS and self.dead_at_step is None:
+            self.dead_at_step = self.steps
+            peak = max(max(h["learning_rates"]) for h in self.history)
+            layers = torch.nonzero(dead).flatten().tolist()
+            message = dead_network_warning(
+                "GannoScheduler", self.steps, layers, peak, self.lr_bounds[1]
+            )
+            warnings.warn(message, GannoWarning, stacklevel=5)  # the caller of step()
 
     def _decide(self, view: torch.Tensor) -> None:
         actions = self._policy_actions(view)
@@ -674,6 +712,11 @@ class GannoScheduler:
             "decisions": self.decisions,
             "diverged": self.diverged,
             "diverged_at_step": self.diverged_at_step,
+            "dead_at_step": self.dead_at_step,
+            "dead_count": self._dead_count,
+            "initial_grad_sq": None
+            if self._initial_grad_sq is None
+            else self._initial_grad_sq.clone(),
             "initial_val_loss": self.initial_val_loss,
             "val_loss": self.val_loss,
             "train_loss": self.train_loss,
@@ -719,6 +762,11 @@ class GannoScheduler:
         for name in ("steps", "decisions", "diverged", "diverged_at_step", "initial_val_loss"):
             setattr(self, name, state[name])
         self.val_loss, self.train_loss = state["val_loss"], state["train_loss"]
+        # a state saved before the dead-network check: not flagged, and not checked from here
+        self.dead_at_step = state.get("dead_at_step")
+        self._dead_count = state.get("dead_count", 0)
+        initial = state.get("initial_grad_sq")
+        self._initial_grad_sq = None if initial is None else initial.clone()
         self.learning_rates = state["learning_rates"].clone()
         self.lr0, self.lr_scale = state["lr0"].clone(), state["lr_scale"].clone()
         self._prev_rates = state["prev_rates"].clone()
