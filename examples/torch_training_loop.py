@@ -7,6 +7,7 @@ rates and the final test accuracy of each network.
 
     python examples/torch_training_loop.py                       # the packaged pretrained policy
     python examples/torch_training_loop.py --total-steps 8000    # any training length
+    python examples/torch_training_loop.py --ceiling 1           # rates capped at 1, not 10
     python examples/torch_training_loop.py --policy results/meta_train/ippo/seed_0/policy
 
 The dataset is read from ``<data-root>/processed`` (prepared offline, if absent, as by
@@ -58,11 +59,14 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
         val_loss_fn=val_loss,
         total_steps=args.total_steps,
         on_divergence="restore",  # roll back to the last decision and stop deciding
+        # the highest rate a layer may get (default: the policy's own, 10); the shipped policy
+        # kills this 1-D CNN at 10 and trains it at 1 (docs/torch.md, "Dead networks")
+        lr_bounds=None if args.ceiling is None else (1e-6, args.ceiling),
     )
     names = [g["name"] for g in optimizer.param_groups]
     print(
         f"\n{kind}: {len(names)} layers ({', '.join(names)}), {sched.total_steps} steps of "
-        f"{args.batch_size}, lr0 {args.lr0:g}"
+        f"{args.batch_size}, lr0 {args.lr0:g}, rate ceiling {sched.lr_bounds[1]:g}"
     )
     generator = torch.Generator().manual_seed(args.seed)
     seen = 0
@@ -90,11 +94,17 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
         accuracy = (logits.argmax(-1) == y_test).float().mean().item()
         test_loss = F.cross_entropy(logits, y_test).item()
     print(f"  final test accuracy {accuracy:.4f} (test loss {test_loss:.4f})")
+    if sched.dead_at_step is not None:
+        print(
+            f"  the scheduler flagged the network dead at step {sched.dead_at_step}: rerun with "
+            "a lower ceiling (--ceiling 1) or a smaller --lr0"
+        )
     return {
         "network": kind,
         "test_accuracy": accuracy,
         "test_loss": test_loss,
         "diverged": sched.diverged,
+        "dead_at_step": sched.dead_at_step,
         "learning_rates": [r["learning_rates"] for r in sched.history],
     }
 
@@ -111,6 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=64, help="hidden units of the MLP")
     parser.add_argument(
         "--total-steps", type=int, help="training length (default: the policy's episode)"
+    )
+    parser.add_argument(
+        "--ceiling",
+        type=float,
+        help="the highest learning rate a layer may get (lr_bounds[1]; default: the policy's)",
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)

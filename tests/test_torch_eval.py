@@ -232,4 +232,27 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
         nearest = factors[np.abs(ratios[..., None] - factors).argmin(-1)]
         np.testing.assert_allclose(ratios[inside], nearest[inside], rtol=1e-5)
         assert not np.allclose(ratios, 1.0)  # the (decisive) policy does change the rates
-    assert "rates [" in printed
+        assert r["dead_at_step"] is None  # a live network: no flag, no advice printed
+    assert "rates [" in printed and "flagged the network dead" not in printed
+    assert f"rate ceiling {high:g}" in printed  # the policy's own by default
+
+    # --ceiling overrides the policy's highest rate
+    capped = example.main(
+        [
+            "--policy",
+            str(tmp_path / "p"),
+            "--batch-size",
+            "16",
+            "--width",
+            "16",
+            "--lr0",
+            "0.1",
+            "--networks",
+            "mlp",
+            "--ceiling",
+            "0.15",
+        ],
+        dataset=dataset,
+    )
+    assert "rate ceiling 0.15" in capsys.readouterr().out
+    assert np.max(capped[0]["learning_rates"]) == pytest.approx(0.15)
