@@ -82,6 +82,7 @@ def train(
     scheduler_cls=GannoScheduler,
     rates: list[list[float]] | None = None,
     gradient_sample: float | None = SAMPLE_FRACTION,
+    gradient_statistics: str = "read",
 ) -> dict:
     """Wall-clock and CPU seconds of ``steps`` steps; with a policy also the CPU seconds spent in
     the scheduler's calls and, of them, in the validation loss, and the rates each step used
@@ -114,6 +115,7 @@ def train(
             steps_per_decision=interval,
             num_decisions=steps // interval,
             gradient_sample=gradient_sample,
+            gradient_statistics=gradient_statistics,
         )
     used = []  # each step's rates, read after the loop's timing (see below)
     groups = optimizer.param_groups
@@ -180,15 +182,20 @@ def compare(model0, data, steps: int, policy, interval: int, repeats: int, **kw)
     }
 
 
-def sample_name(fraction: float | None) -> str:
-    return "every entry" if fraction is None else f"1/{round(1 / fraction)} of large tensors"
+def sample_name(fraction: float | None, statistics: str = "read") -> str:
+    entries = "every entry" if fraction is None else f"1/{round(1 / fraction)} of large tensors"
+    if statistics == "weight_changes":
+        return f"from the weights' changes ({entries})"
+    return entries
 
 
-def row(name: str, size: int, validate: bool, fraction: float | None, r: dict) -> str:
+def row(
+    name: str, size: int, validate: bool, fraction: float | None, r: dict, statistics: str = "read"
+) -> str:
     (w0, w1), (c0, c1) = r["wall"], r["cpu"]
     return (
         f"| {name} | {size / 1e6:.2f}M | {'yes' if validate else 'no'} | "
-        f"{sample_name(fraction)} | {w0:.2f} ({c0:.2f}) | "
+        f"{sample_name(fraction, statistics)} | {w0:.2f} ({c0:.2f}) | "
         f"{w1:.2f} ({c1:.2f}) | {100 * r['added_wall']:+.1f}% | {100 * r['added_cpu']:+.1f}% | "
         f"{100 * r['calls']:.1f}% | {100 * r['calls_wall']:.1f}% | {100 * r['own_val']:.1f}% |"
     )
@@ -223,7 +230,14 @@ def main() -> None:
         help="comma-separated GannoScheduler(gradient_sample=...) values to measure, 'none' for "
         "every entry (default: both, exact and the scheduler's default)",
     )
+    parser.add_argument(
+        "--gradient-statistics",
+        default="read",
+        help="comma-separated GannoScheduler(gradient_statistics=...) values to measure: read "
+        "(the default, every step's gradients) and/or weight_changes (from the weights' changes)",
+    )
     args = parser.parse_args()
+    modes = [m.strip() for m in args.gradient_statistics.split(",")]
     samples = [
         None if v.strip().lower() == "none" else float(v) for v in args.gradient_sample.split(",")
     ]
@@ -257,7 +271,8 @@ def main() -> None:
     for name in args.models.split(","):
         model0 = {"mlp": mlp, "cnn": cnn}[name]()
         size = sum(p.numel() for p in model0.parameters())
-        for validate, fraction in [(v, f) for v in (False, True) for f in samples]:
+        cells = [(v, f, m) for v in (False, True) for m in modes for f in samples]
+        for validate, fraction, mode in cells:
             try:
                 r = compare(
                     model0,
@@ -269,6 +284,7 @@ def main() -> None:
                     validate=validate,
                     lr0=args.lr0,
                     gradient_sample=fraction,
+                    gradient_statistics=mode,
                 )
             except TrainingDivergedError as error:
                 raise SystemExit(
@@ -276,7 +292,7 @@ def main() -> None:
                     "diverged run stops deciding, so its time is not the scheduler's: pass a "
                     "smaller --lr0"
                 ) from None
-            print(row(name, size, validate, fraction, r), flush=True)
+            print(row(name, size, validate, fraction, r, mode), flush=True)
 
 
 if __name__ == "__main__":

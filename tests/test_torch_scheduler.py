@@ -324,15 +324,19 @@ def test_any_optimizer_gets_its_group_rates_from_the_policy(mlp_task, make_optim
 
 
 @pytest.mark.parametrize(
-    "mode,window,stop,base_step_size",
+    "mode,window,stop,base_step_size,statistics",
     [
-        ("compound", None, 7, "lr0"),
-        ("anchored_compound", 2, 9, "lr0"),
-        ("anchored", 2, 7, "lr0"),
-        ("anchored_compound", None, 9, "dog"),
+        ("compound", None, 7, "lr0", "read"),
+        ("anchored_compound", 2, 9, "lr0", "read"),
+        ("anchored", 2, 7, "lr0", "read"),
+        ("anchored_compound", None, 9, "dog", "read"),
+        ("anchored_compound", 2, 9, "lr0", "weight_changes"),  # inside the window's snapshots
+        ("compound", None, 7, "lr0", "weight_changes"),
     ],
 )
-def test_state_dict_resumes_mid_episode_identically(mlp_task, mode, window, stop, base_step_size):
+def test_state_dict_resumes_mid_episode_identically(
+    mlp_task, mode, window, stop, base_step_size, statistics
+):
     """Checkpointed mid-interval (before or inside the gradient window, with the anchored modes'
     planned per-step rates, or DoG's step size and initial weights), a resumed scheduler takes the
     uninterrupted run's decisions on its observations and sets its rates at every step."""
@@ -356,10 +360,13 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task, mode, window, stop
         0.05,
         K * H,
         sgd,
+        gradient_statistics=statistics,
     )
     # stop after `stop` steps (mid-interval), checkpoint everything, resume in fresh objects
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
-    half = torch_episode(mlp_task, model, policy, data_key, 0.05, stop, sgd)
+    half = torch_episode(
+        mlp_task, model, policy, data_key, 0.05, stop, sgd, gradient_statistics=statistics
+    )
     buffer = io.BytesIO()  # through torch.save, as a real checkpoint would
     torch.save(
         {
@@ -377,7 +384,12 @@ def test_state_dict_resumes_mid_episode_identically(mlp_task, mode, window, stop
     opt2.load_state_dict(saved["opt"])
     x_val = torch.tensor(np.asarray(mlp_task.x_val))
     y_val = torch.tensor(np.asarray(mlp_task.y_val)).long()
-    sched2 = GannoScheduler(opt2, policy, val_loss_fn=lambda: F.cross_entropy(model2(x_val), y_val))
+    sched2 = GannoScheduler(
+        opt2,
+        policy,
+        val_loss_fn=lambda: F.cross_entropy(model2(x_val), y_val),
+        gradient_statistics=statistics,
+    )
     sched2.load_state_dict(saved["sched"])
     assert sched2.get_last_lr() == half.get_last_lr()
     np.testing.assert_array_equal(sched2.learning_rates, half.learning_rates)

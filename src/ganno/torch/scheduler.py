@@ -82,8 +82,12 @@ from ganno.deployment import (
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample
+from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
+#: How the interval's gradient statistics are taken: read from ``p.grad`` every step of the
+#: gradient window, or estimated from the weights' changes (plain SGD; ganno.torch.weight_changes)
+GRADIENT_STATISTICS = ("read", "weight_changes")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -165,6 +169,12 @@ class GannoScheduler:
     it changes); smaller tensors, as in every network the agents are meta-trained on, are read
     whole, so their features are exactly the environment's.
 
+    ``gradient_statistics``: ``"read"`` (default) reads ``p.grad`` at every step of the gradient
+    window, as the environment does; ``"weight_changes"`` (plain ``torch.optim.SGD`` only) reads no
+    gradient after the first step and estimates the interval's mean gradient and gradient noise
+    from a few snapshots of the weights' sample (:mod:`ganno.torch.weight_changes`): a cheaper
+    step, estimated features (docs/torch.md, "Gradient statistics from the weights").
+
     A dead network (:func:`ganno.deployment.dead_layers`: a layer that got no gradient for three
     intervals in a row, as when the policy drives a network's rates to its ceiling and its ReLUs
     die) is flagged once: a :class:`ganno.errors.GannoWarning` naming the remedy, and
@@ -189,9 +199,15 @@ class GannoScheduler:
         on_divergence: str = "raise",
         gradient_sample: float | None = SAMPLE_FRACTION,
         sample_above: int = SAMPLE_ABOVE,
+        gradient_statistics: str = "read",
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence={on_divergence!r}; choose one of {ON_DIVERGENCE}")
+        if gradient_statistics not in GRADIENT_STATISTICS:
+            raise ValueError(
+                f"gradient_statistics={gradient_statistics!r}; choose one of {GRADIENT_STATISTICS}"
+            )
+        self.gradient_statistics = gradient_statistics
         self.optimizer = optimizer
         self.policy = policy
         self.val_loss_fn = val_loss_fn
@@ -234,6 +250,18 @@ class GannoScheduler:
         self.gradient_sample = GradientSample(
             self._flat, fraction=gradient_sample, above=sample_above
         )
+        #: gradient_statistics="weight_changes": the span's statistics from the weights' changes
+        self._weight_stats: WeightChangeStatistics | None = None
+        if gradient_statistics == "weight_changes":
+            check_plain_sgd(optimizer)
+            if self.anchored and settings.base_step_size == "dog":
+                raise UsageError(
+                    "gradient_statistics='weight_changes' with a DoG-base policy: its step size "
+                    "reads every step's gradient norm anyway; use the default 'read'"
+                )
+            self._weight_stats = WeightChangeStatistics(
+                self.gradient_sample, self._group_of, self.num_layers
+            )
         explicit_lr0 = lr0 is not None
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
@@ -352,6 +380,8 @@ class GannoScheduler:
         after step ``_end``; its gradients are read from step ``_grad_start`` on."""
         self._end = self.interval_end(self.decisions)
         self._grad_start = self.settings.gradient_start(self.decisions) if self.decisions else 0
+        if self._weight_stats is not None:
+            self._weight_stats.start(self.steps, self._grad_start, self._end, self._flat)
 
     @property
     def done(self) -> bool:
@@ -465,7 +495,11 @@ class GannoScheduler:
             self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
             self._apply_rates(self.learning_rates)
         if self.decisions > 0 and self.steps < self._end:
-            if self.steps >= self._grad_start:
+            if self.steps >= self._grad_start and self._weight_stats is not None:
+                rates = [group["lr"] for group in self.optimizer.param_groups]
+                self._weight_stats.observe(self.steps, rates, self._flat)
+                self._grad_count += 1
+            elif self.steps >= self._grad_start:
                 # in the gradient window: one sweep adding the gradients to the window's sum, one
                 # reading them for their norms (DoG's, when it read them), and one tiny fused call
                 # accumulating the squares
@@ -499,7 +533,7 @@ class GannoScheduler:
         self._prev_mean_grad = [[g.clone() for g in layer] for layer in by_layer]
         self._prev_grad_sq = features.squared_norms(by_layer)
         self._initial_grad_sq = self._prev_grad_sq
-        self._prev_params = params
+        self._prev_params = params if self._keeps_weights else None
         self._decide(self._with_scale(view))
 
     def step(self, val_loss: float | torch.Tensor | None = None) -> None:
@@ -547,8 +581,14 @@ class GannoScheduler:
         k = self._grad_count
         train_loss = self._loss_sum / self._count
         val = self._val_loss(val_loss)
-        params = self._detached_params()
-        weight_sq = features.squared_norms(params)
+        interval = None
+        if self._weight_stats is not None:  # every norm from the weights' sample
+            interval = self._weight_stats.statistics(self._flat)
+            weight_sq = interval.weight_sq
+        # a copy of the whole weights: for the norms, or for on_divergence="restore" to return to
+        params = self._detached_params() if self._keeps_weights else None
+        if interval is None:
+            weight_sq = features.squared_norms(params)
         # a sum of squares is finite iff every entry is (and not overflowing), as in the env
         finite = math.isfinite(val) and math.isfinite(train_loss)
         finite = finite and bool(weight_sq.isfinite().all())
@@ -559,18 +599,25 @@ class GannoScheduler:
                 f"{self.steps}"
             )
             return
-        mean_sq_grad_norm = self._layer_sq_sum() / k
+        prev_flat = None
+        if self._prev_params is not None:
+            prev_flat = [q for layer in self._prev_params for q in layer]
+        if interval is not None:
+            self._grad_sum, mean_sq_grad_norm = interval.mean_grad, interval.mean_sq_grad_norm
+            update_sq = interval.update_sq
+        else:
+            mean_sq_grad_norm = self._layer_sq_sum() / k
+            torch._foreach_div_(self._grad_sum, float(k))  # the window's mean gradient, in place
+            torch._foreach_sub_(prev_flat, [p for layer in params for p in layer])  # -(change)
+            update_sq = features.squared_norms(self._prev_params)
         self._check_dead(mean_sq_grad_norm)
-        torch._foreach_div_(self._grad_sum, float(k))  # the window's mean gradient, in place
         mean_grad = self._by_layer(self._grad_sum)
-        prev_flat = [q for layer in self._prev_params for q in layer]
-        torch._foreach_sub_(prev_flat, [p for layer in params for p in layer])  # -(the change)
         stats = features.layer_statistics(
             mean_grad=mean_grad,
             prev_mean_grad=self._prev_mean_grad,
             prev_grad_sq=self._prev_grad_sq,
             weight_sq=weight_sq,
-            update_sq=features.squared_norms(self._prev_params),
+            update_sq=update_sq,
         )
         view = features.observe_statistics(
             stats,
@@ -589,7 +636,7 @@ class GannoScheduler:
         # The next interval's sum reuses the last mean gradient's buffers, the next snapshot of the
         # weights the last one's (fresh weights-sized tensors each decision cost page faults).
         recycled = [g for layer in self._prev_mean_grad for g in layer]
-        self._spare_params = prev_flat
+        self._spare_params = prev_flat if params is not None else None
         self._prev_mean_grad, self._prev_grad_sq = mean_grad, stats["grad_sq"]
         self._prev_params = params
         torch._foreach_zero_(recycled)
@@ -601,6 +648,12 @@ class GannoScheduler:
         else:
             self.last_observation = view
             self.history.append(self._record(None, view))
+
+    @property
+    def _keeps_weights(self) -> bool:
+        """Whether each decision copies the whole weights: for their norms (read statistics), or
+        for ``on_divergence="restore"`` to roll back to."""
+        return self._weight_stats is None or self.on_divergence == "restore"
 
     def _check_dead(self, mean_sq_grad_norm: torch.Tensor) -> None:
         """Count the intervals in a row in which a layer got no gradient; flag the run (and warn)
@@ -737,6 +790,9 @@ class GannoScheduler:
             "key": None if self._key is None else np.asarray(self._key).tolist(),
             "policy_carry": _carry_to_numpy(self._policy_carry),
             "dog": None if self.dog is None else self.dog.state_dict(),
+            "weight_changes": None
+            if self._weight_stats is None
+            else self._weight_stats.state_dict(),
             "settings": {
                 "steps_per_decision": self.steps_per_decision,
                 "num_decisions": self.num_decisions,
@@ -748,12 +804,14 @@ class GannoScheduler:
                 "num_layers": self.num_layers,
                 "gradient_sample": self.gradient_sample.fraction,
                 "sample_above": self.gradient_sample.above,
+                "gradient_statistics": self.gradient_statistics,
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the settings and the number of groups must match."""
-        settings = {"base_step_size": "lr0", **state["settings"]}  # a state saved before DoG
+        # a state saved before DoG, or before the weight-change statistics
+        settings = {"base_step_size": "lr0", "gradient_statistics": "read", **state["settings"]}
         mine = self.state_dict()["settings"]
         if settings != mine:
             raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
@@ -797,6 +855,8 @@ class GannoScheduler:
         if self.dog is not None:
             self.dog.load_state_dict(state["dog"])
         self._set_interval()
+        if self._weight_stats is not None:
+            self._weight_stats.load_state_dict(state["weight_changes"])
         if not self.diverged:
             self._plan_rates()
         self._apply_rates(self.learning_rates)

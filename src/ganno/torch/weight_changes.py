@@ -1,0 +1,194 @@
+"""The interval's gradient statistics from the weights' changes, without reading a gradient.
+
+Plain SGD moves every weight by ``-lr_t g_t``, so over steps ``[a, b)`` the weights' change
+divided by the layer's summed rate is the mean gradient, weighted by the rates (exact when the
+rate is constant). Snapshots of the weights at ``segments`` evenly spaced steps of the span (the
+interval, or its gradient window) give each segment's mean gradient; their average, weighted by
+the segments' steps, is the span's (within a segment the rates vary less than over the span,
+whose cosine base falls to zero in the last interval). The noise of a minibatch gradient comes
+from how much consecutive segment means differ: means of ``L`` steps scatter with variance
+``sigma^2 / L``, so ``E |m_j - m_{j+1}|^2 = 2 sigma^2 / L`` and ``sigma^2 = L mean_j |m_j -
+m_{j+1}|^2 / 2`` (summed over a layer's entries; drift between segments biases it up). The
+observation's mean squared minibatch-gradient norm is then ``|mean|^2 + sigma^2 (1 - 1 / k)``
+over ``k`` steps, its expectation when the gradients are the mean plus independent noise.
+
+So a step costs nothing but the rates' bookkeeping, and an interval ``segments`` snapshots of the
+weights' sample (:class:`ganno.torch.sampling.GradientSample`, the same entries the gradient
+statistics read), from which the observation's weight and update norms come too (no copy of the
+whole weights, unless ``on_divergence="restore"`` needs one to roll back to). It holds for
+``torch.optim.SGD`` without momentum or weight decay only
+(:func:`check_plain_sgd`), and the features it gives are estimates: docs/torch.md ("Gradient
+statistics from the weights") measures how far they are from the ones read from the gradients
+and how often the policy's decisions agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from ganno.errors import UsageError
+from ganno.torch.sampling import GradientSample
+
+#: Snapshots of the weights' sample per interval (or gradient window).
+SEGMENTS = 5
+
+
+class IntervalStatistics(NamedTuple):
+    """What an interval's observation needs from the weights, on their sample: per tensor the
+    span's mean gradient; per layer ``[N]`` its mean squared minibatch-gradient norm, the weights'
+    squared norm now and their change's since the interval began."""
+
+    mean_grad: list[torch.Tensor]
+    mean_sq_grad_norm: torch.Tensor
+    weight_sq: torch.Tensor
+    update_sq: torch.Tensor
+
+
+def check_plain_sgd(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse (UsageError) an optimiser whose step is not ``p -= lr * p.grad``."""
+    why = None
+    if not isinstance(optimizer, torch.optim.SGD):
+        why = f"{type(optimizer).__name__} is not torch.optim.SGD"
+    else:
+        for i, group in enumerate(optimizer.param_groups):
+            for key in ("momentum", "weight_decay"):
+                if float(group.get(key, 0.0)) != 0.0:
+                    why = f"parameter group {i} has {key}={group[key]}"
+            for key in ("nesterov", "maximize"):
+                if group.get(key, False):
+                    why = f"parameter group {i} has {key}=True"
+    if why is not None:
+        raise UsageError(
+            f"gradient_statistics='weight_changes' reads the gradients off the weights' changes, "
+            f"which only plain SGD makes (torch.optim.SGD without momentum or weight decay), and "
+            f"{why}: use the default gradient_statistics='read'"
+        )
+
+
+class WeightChangeStatistics:
+    """The gradient statistics of one span of steps (an interval, or its gradient window), from
+    ``segments`` snapshots of the weights' ``sample`` and each step's rates. A snapshot is one
+    flat vector of every tensor's sampled entries, so the statistics are a few operations on a
+    ``[segments + 1, entries]`` matrix, whatever the number of tensors.
+
+    ``group_of[j]``: the layer of tensor ``j``; ``num_layers``: ``N``."""
+
+    def __init__(
+        self,
+        sample: GradientSample,
+        group_of: Sequence[int],
+        num_layers: int,
+        segments: int = SEGMENTS,
+    ) -> None:
+        if int(segments) < 2:
+            raise ValueError(f"segments={segments}: at least 2 (the noise needs two means)")
+        self.sample = sample
+        self.num_layers = int(num_layers)
+        self.segments = int(segments)
+        self.shapes = list(sample.shapes)
+        self.sizes = [int(torch.Size(shape).numel()) for shape in self.shapes]
+        owners = list(group_of)
+        if owners != sorted(owners):
+            raise ValueError("the tensors must come layer by layer (a layer's entries contiguous)")
+        #: every layer's count of entries in a snapshot (its tensors' are contiguous)
+        self.layer_sizes = [
+            sum(n for n, owner in zip(self.sizes, owners, strict=True) if owner == layer)
+            for layer in range(self.num_layers)
+        ]
+        # buffers kept from interval to interval: no page faults from fresh multi-megabyte
+        # tensors at every decision
+        entries = sum(self.sizes)
+        self._points = torch.empty(self.segments + 1, entries)  # the snapshots, then the end
+        self._means = torch.empty(self.segments, entries)  # each segment's mean gradient
+        #: the weights' sample where the interval began (its change is the observation's update)
+        self.origin = torch.empty(entries)
+
+    def start(self, now: int, first: int, end: int, params: Sequence[torch.Tensor]) -> None:
+        """An interval begins after ``now`` steps, at the weights ``params``; its span is steps
+        ``first`` to ``end - 1``, with snapshots at ``first + round(j (end - first) /
+        segments)``, ``j < segments`` (fewer if the span is shorter)."""
+        length = max(int(end) - int(first), 1)
+        count = min(self.segments, length)
+        self.first = int(first)
+        self.cuts = sorted({self.first + round(j * length / count) for j in range(count)})
+        self._read_into(params, self.origin)
+        #: snapshots taken so far (rows of the points buffer)
+        self.taken = 0
+        if first == now:
+            self._points[0].copy_(self.origin)
+            self.taken = 1
+        self.rates: list[list[float]] = []  # each step's per-layer rates
+
+    def observe(self, step: int, rates: list[float], params: Sequence[torch.Tensor]) -> None:
+        """Step ``step`` of the span is about to be taken with ``rates`` from ``params``."""
+        if step in self.cuts and self.cuts.index(step) == self.taken:
+            self._read_into(params, self._points[self.taken])
+            self.taken += 1
+        self.rates.append(rates)
+
+    def _read_into(self, params: Sequence[torch.Tensor], out: torch.Tensor) -> None:
+        """The weights' sample, as one flat float32 vector, into ``out``."""
+        weights = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in params]
+        torch.cat([t.reshape(-1) for t in self.sample.read(weights)], out=out)
+
+    def _per_layer(self, values: torch.Tensor) -> torch.Tensor:
+        """``[..., entries]`` summed per layer: ``[..., N]``."""
+        parts = values.split(self.layer_sizes, dim=-1)
+        return torch.stack([part.sum(-1) for part in parts], dim=-1)
+
+    def _per_layer_sq(self, values: torch.Tensor) -> torch.Tensor:
+        """``[..., entries]``: each layer's sum of squares ``[..., N]`` (no temporary)."""
+        parts = values.split(self.layer_sizes, dim=-1)
+        return torch.stack([(part * part).sum(-1) for part in parts], dim=-1)
+
+    def statistics(self, params: Sequence[torch.Tensor]) -> IntervalStatistics:
+        """The interval's statistics at its end, from the weights ``params`` now."""
+        segments = self.taken
+        points = self._points[: segments + 1]
+        end = points[segments]
+        self._read_into(params, end)
+        rates = torch.tensor(self.rates, dtype=torch.float32)  # [steps, N]
+        steps = rates.shape[0]
+        bounds = [c - self.first for c in self.cuts[:segments]] + [steps]
+        segment_rates = torch.stack(
+            [rates[lo:hi].sum(0) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        )  # [S, N]
+        means = self._means[:segments]  # each segment's mean gradient
+        torch.sub(points[:-1], points[1:], out=means)
+        for i, part in enumerate(means.split(self.layer_sizes, dim=-1)):
+            part.div_(segment_rates[:, i : i + 1])
+        # the span's mean: the segments' means weighted by their steps (each segment's mean is
+        # weighted by its rates, which vary less within a segment than over the span)
+        shares = torch.tensor([hi - lo for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
+        mean = (shares.float() / steps) @ means
+        grad_sq = self._per_layer_sq(mean)
+        weight_sq = self._per_layer_sq(end)
+        update_sq = self._per_layer_sq(self.origin - end)
+        mean_sq = grad_sq
+        if segments >= 2:  # else a one-step span: its one gradient, no noise
+            jumps = means[1:] - means[:-1]
+            sigma_sq = self._per_layer_sq(jumps).mean(0) * (steps / segments) / 2.0
+            mean_sq = grad_sq + sigma_sq * (1.0 - 1.0 / steps)
+        mean_grad = [
+            t.view(shape) for t, shape in zip(mean.split(self.sizes), self.shapes, strict=True)
+        ]
+        return IntervalStatistics(mean_grad, mean_sq, weight_sq, update_sq)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "cuts": list(self.cuts),
+            "origin": self.origin.clone(),
+            "snapshots": self._points[: self.taken].clone(),
+            "rates": [list(r) for r in self.rates],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.first, self.cuts = int(state["first"]), list(state["cuts"])
+        self.origin.copy_(state["origin"])
+        self.taken = int(state["snapshots"].shape[0])
+        self._points[: self.taken].copy_(state["snapshots"])
+        self.rates = [list(r) for r in state["rates"]]
