@@ -62,22 +62,56 @@ def synthetic_dataset(n_train=512, n_val=256, features=40, classes=10, seed=0):
     )
 
 
-def tiny_inner_task(data):
-    """A 2-layer MLP of width 8 on a 3-class synthetic dataset, minibatches of 16."""
+def inner_task(data, network, batch_size: int = 32, num_classes: int = 10):
+    """An InnerTask of ``network`` on ``data``'s train and validation splits."""
     import jax.numpy as jnp
 
     from ganno.inner import InnerTask
-    from ganno.networks import make_network
 
     return InnerTask(
-        network=make_network({"kind": "mlp", "depth": 2, "width": 8}, 3),
+        network=network,
         x_train=jnp.asarray(data.x_train),
         y_train=jnp.asarray(data.y_train),
         x_val=jnp.asarray(data.x_val),
         y_val=jnp.asarray(data.y_val),
-        batch_size=16,
-        num_classes=3,
+        batch_size=batch_size,
+        num_classes=num_classes,
     )
+
+
+def scheduled_torch_step(model, optimizer, sched, x, y) -> None:
+    """One step of the PyTorch loop a GannoScheduler drives: cross-entropy on ``(x, y)``,
+    backward, ``observe_gradients``, the optimiser's step, ``sched.step()``."""
+    import torch.nn.functional as F
+
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    sched.observe_gradients(loss)
+    optimizer.step()
+    sched.step()
+
+
+def optax_train_step(task, opt, data_key):
+    """The jitted ``(params, state, t) -> (params, state)`` of a ganno_sgd loop on ``task``'s
+    minibatch stream (the transformation calls its own ``val_loss_fn``)."""
+    import jax
+    import optax
+
+    @jax.jit
+    def train_step(params, state, t):
+        loss, grads = jax.value_and_grad(task.loss)(params, *task.batch(data_key, t))
+        updates, state = opt.update(grads, state, params, loss=loss)
+        return optax.apply_updates(params, updates), state
+
+    return train_step
+
+
+def tiny_inner_task(data):
+    """A 2-layer MLP of width 8 on a 3-class synthetic dataset, minibatches of 16."""
+    from ganno.networks import make_network
+
+    return inner_task(data, make_network({"kind": "mlp", "depth": 2, "width": 8}, 3), 16, 3)
 
 
 def decisive_policy(

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import decisive_policy
+from conftest import decisive_policy, inner_task, optax_train_step
 
 import ganno
 from ganno.env import GannoEnv
@@ -48,15 +48,7 @@ def make_policy(
 
 @pytest.fixture(scope="module")
 def task(dataset):
-    return InnerTask(
-        network=MLP(depth=3, width=32, num_classes=10),
-        x_train=jnp.asarray(dataset.x_train),
-        y_train=jnp.asarray(dataset.y_train),
-        x_val=jnp.asarray(dataset.x_val),
-        y_val=jnp.asarray(dataset.y_val),
-        batch_size=32,
-        num_classes=10,
-    )
+    return inner_task(dataset, MLP(depth=3, width=32, num_classes=10))
 
 
 def env_episode(env: GannoEnv, policy: Policy, key, lr0):
@@ -87,13 +79,7 @@ def optax_episode(task: InnerTask, policy: Policy, key, lr0, num_steps, **kw):
         **kw,
     )
     state = opt.init(params)
-
-    @jax.jit
-    def train_step(params, state, t):
-        loss, grads = jax.value_and_grad(task.loss)(params, *task.batch(data_key, t))
-        updates, state = opt.update(grads, state, params, loss=loss)
-        return optax.apply_updates(params, updates), state
-
+    train_step = optax_train_step(task, opt, data_key)
     views, rates, actions = [], [], []
     for t in range(num_steps):
         before = state

@@ -19,7 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
-from conftest import decisive_policy  # noqa: E402
+from conftest import decisive_policy, inner_task  # noqa: E402
 
 from ganno.env import FEATURE_NAMES, GannoEnv  # noqa: E402
 from ganno.errors import UsageError  # noqa: E402
@@ -60,15 +60,7 @@ def make_policy(
 
 
 def make_task(dataset, network) -> InnerTask:
-    return InnerTask(
-        network=network,
-        x_train=jnp.asarray(dataset.x_train),
-        y_train=jnp.asarray(dataset.y_train),
-        x_val=jnp.asarray(dataset.x_val),
-        y_val=jnp.asarray(dataset.y_val),
-        batch_size=32,
-        num_classes=10,
-    )
+    return inner_task(dataset, network)
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import decisive_policy
+from conftest import decisive_policy, inner_task, scheduled_torch_step
 
 from ganno.env import GannoEnv
 from ganno.errors import UsageError
 from ganno.feature_names import FEATURE_NAMES
-from ganno.inner import InnerTask, episode_keys
+from ganno.inner import episode_keys
 from ganno.networks import MLP
 from ganno.policy import Policy
 
@@ -35,15 +35,7 @@ NORM, COSINE, NOISE = (
 
 @pytest.fixture(scope="module")
 def task(dataset):
-    return InnerTask(
-        network=MLP(depth=3, width=32, num_classes=10),
-        x_train=jnp.asarray(dataset.x_train),
-        y_train=jnp.asarray(dataset.y_train),
-        x_val=jnp.asarray(dataset.x_val),
-        y_val=jnp.asarray(dataset.y_val),
-        batch_size=32,
-        num_classes=10,
-    )
+    return inner_task(dataset, MLP(depth=3, width=32, num_classes=10))
 
 
 def keeping(env: GannoEnv) -> Policy:
@@ -76,12 +68,7 @@ def episode(task, policy, params0, data_key, statistics, lr0=0.05, **kw):
     )
     for t in range(sched.total_steps):
         idx = torch.from_numpy(np.asarray(task.batch_indices(data_key, t)).astype(np.int64))
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
-        sched.observe_gradients(loss)
-        optimizer.step()
-        sched.step()
+        scheduled_torch_step(model, optimizer, sched, x[idx], y[idx])
     return sched, model
 
 
