@@ -106,7 +106,8 @@ def dead_network_warning(who: str, step: int, layers: Sequence[int], peak: float
     :data:`DEAD_INTERVALS` intervals up to ``step``, at a highest rate ``peak`` so far."""
     cause = (
         f"its rates reached the ceiling lr_bounds[1] = {ceiling:g}: restart with a lower one "
-        "(lr_bounds=(1e-6, 1.0) kept the digits networks alive, docs/torch.md) or a smaller lr0"
+        "(lr_bounds=(1e-6, 1.0) kept 17 of 18 digits networks alive, docs/torch.md) or a "
+        "smaller lr0"
         if peak >= ceiling * (1.0 - 1e-6)
         else f"its highest rate so far was {peak:.3g}: restart from a smaller lr0"
     )
