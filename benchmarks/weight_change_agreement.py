@@ -55,34 +55,41 @@ class Shadowed(GannoScheduler):
     def observe_gradients(self, loss, val_loss=None) -> None:
         super().observe_gradients(loss, val_loss)  # step 0: the first decision sets the rates
         if not self.diverged and self.decisions > 0 and self._grad_start <= self.steps < self._end:
-            rates = [group["lr"] for group in self.optimizer.param_groups]
-            self._shadow.observe(self.steps, rates, self._flat)
+            self._shadow.observe(self.steps, self._flat)
 
     @torch.no_grad()
     def _end_interval(self, val_loss) -> None:
-        interval = self._shadow.statistics(self._flat)
-        owner = torch.as_tensor(self._group_of)
-
-        def per_layer(values):
-            return torch.zeros(self.num_layers).index_add_(0, owner, torch.stack(values).float())
-
-        grad_sq = per_layer([(t * t).sum() for t in interval.mean_grad])
-        previous = self._shadow_prev
-        self._shadow_prev = interval.mean_grad
+        interval = self._shadow.statistics(self._flat, self._span_rates())
+        mean_grad = self._by_layer(interval.mean_grad)
+        previous, self._shadow_prev = self._shadow_prev, mean_grad
         before = len(self.history)
         super()._end_interval(val_loss)
         if len(self.history) == before or self.history[-1]["actions"] is None or previous is None:
             return
         exact = self.history[-1]["observation"]
+        # the estimate's gradient columns, by the features' own definitions (the other columns,
+        # which need no gradient, are the exact observation's)
+        stats = features.layer_statistics(
+            mean_grad=mean_grad,
+            prev_mean_grad=previous,
+            weight_sq=interval.weight_sq,
+            update_sq=interval.update_sq,
+        )
+        estimated = features.observe_statistics(
+            stats,
+            learning_rates=self.learning_rates,
+            mean_sq_grad_norm=interval.mean_sq_grad_norm,
+            train_loss=1.0,
+            val_loss=1.0,
+            prev_train_loss=1.0,
+            prev_val_loss=1.0,
+            step_count=0,
+            num_decisions=1,
+            prev_log2_factor=torch.zeros(self.num_layers),
+        )
         view = exact.clone()
-        view[:, COLUMNS["log_grad_norm"]] = features.log_feature(torch.sqrt(grad_sq))
-        dot = per_layer([(a * b).sum() for a, b in zip(interval.mean_grad, previous, strict=True)])
-        prev_sq = per_layer([(t * t).sum() for t in previous])
-        cosine = dot / torch.sqrt(torch.clamp(grad_sq * prev_sq, min=1e-30))
-        view[:, COLUMNS["grad_cosine"]] = torch.clamp(cosine, -1.0, 1.0)
-        noise = torch.clamp(interval.mean_sq_grad_norm - grad_sq, min=0.0)
-        ratio = noise / torch.clamp(grad_sq, min=1e-30)
-        view[:, COLUMNS["log_grad_noise"]] = features.log_feature(torch.sqrt(ratio))
+        for column in COLUMNS.values():
+            view[:, column] = estimated[:, column]
         actions = self._policy_actions(view).tolist()
         record = {"agree": actions == self.history[-1]["actions"]}
         for name, column in COLUMNS.items():

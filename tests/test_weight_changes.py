@@ -124,10 +124,10 @@ def test_the_noise_estimate_is_unbiased_on_pure_noise():
         squares = 0.0
         for step in range(k):
             g = mean + sigma * torch.randn(4000)
-            stats.observe(step, [lr], weights)
+            stats.observe(step, weights)
             squares += float((g * g).sum())
             weights[0] -= lr * g
-        interval = stats.statistics(weights)
+        interval = stats.statistics(weights, torch.full((k, 1), lr))
         grad_mean, mean_sq = interval.mean_grad, interval.mean_sq_grad_norm
         estimates.append(float(mean_sq[0]))
         truths.append(squares / k)

@@ -496,8 +496,7 @@ class GannoScheduler:
             self._apply_rates(self.learning_rates)
         if self.decisions > 0 and self.steps < self._end:
             if self.steps >= self._grad_start and self._weight_stats is not None:
-                rates = [group["lr"] for group in self.optimizer.param_groups]
-                self._weight_stats.observe(self.steps, rates, self._flat)
+                self._weight_stats.observe(self.steps, self._flat)
                 self._grad_count += 1
             elif self.steps >= self._grad_start:
                 # in the gradient window: one sweep adding the gradients to the window's sum, one
@@ -583,7 +582,7 @@ class GannoScheduler:
         val = self._val_loss(val_loss)
         interval = None
         if self._weight_stats is not None:  # every norm from the weights' sample
-            interval = self._weight_stats.statistics(self._flat)
+            interval = self._weight_stats.statistics(self._flat, self._span_rates())
             weight_sq = interval.weight_sq
         # a copy of the whole weights: for the norms, or for on_divergence="restore" to return to
         params = self._detached_params() if self._keeps_weights else None
@@ -648,6 +647,14 @@ class GannoScheduler:
         else:
             self.last_observation = view
             self.history.append(self._record(None, view))
+
+    def _span_rates(self) -> torch.Tensor:
+        """Each step's per-layer rates over the gradient window that just ended (``[steps, N]``):
+        the anchored modes' planned rows, else the interval's constant rates."""
+        if self._rate_rows:
+            rows = self._rate_rows[self._grad_start - self._rows_from : self._end - self._rows_from]
+            return torch.tensor(rows)
+        return self._learning_rates.expand(self._end - self._grad_start, -1)
 
     @property
     def _keeps_weights(self) -> bool:

@@ -12,7 +12,7 @@ m_{j+1}|^2 / 2`` (summed over a layer's entries; drift between segments biases i
 observation's mean squared minibatch-gradient norm is then ``|mean|^2 + sigma^2 (1 - 1 / k)``
 over ``k`` steps, its expectation when the gradients are the mean plus independent noise.
 
-So a step costs nothing but the rates' bookkeeping, and an interval ``segments`` snapshots of the
+So a step costs nothing, and an interval ``segments`` snapshots of the
 weights' sample (:class:`ganno.torch.sampling.GradientSample`, the same entries the gradient
 statistics read), from which the observation's weight and update norms come too (no copy of the
 whole weights, unless ``on_divergence="restore"`` needs one to roll back to). It holds for
@@ -120,37 +120,32 @@ class WeightChangeStatistics:
         if first == now:
             self._points[0].copy_(self.origin)
             self.taken = 1
-        self.rates: list[list[float]] = []  # each step's per-layer rates
 
-    def observe(self, step: int, rates: list[float], params: Sequence[torch.Tensor]) -> None:
-        """Step ``step`` of the span is about to be taken with ``rates`` from ``params``."""
-        if step in self.cuts and self.cuts.index(step) == self.taken:
+    def observe(self, step: int, params: Sequence[torch.Tensor]) -> None:
+        """Step ``step`` of the span is about to be taken from ``params``: a snapshot if a segment
+        starts there."""
+        if self.taken < len(self.cuts) and step == self.cuts[self.taken]:
             self._read_into(params, self._points[self.taken])
             self.taken += 1
-        self.rates.append(rates)
 
     def _read_into(self, params: Sequence[torch.Tensor], out: torch.Tensor) -> None:
         """The weights' sample, as one flat float32 vector, into ``out``."""
         weights = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in params]
         torch.cat([t.reshape(-1) for t in self.sample.read(weights)], out=out)
 
-    def _per_layer(self, values: torch.Tensor) -> torch.Tensor:
-        """``[..., entries]`` summed per layer: ``[..., N]``."""
-        parts = values.split(self.layer_sizes, dim=-1)
-        return torch.stack([part.sum(-1) for part in parts], dim=-1)
-
     def _per_layer_sq(self, values: torch.Tensor) -> torch.Tensor:
         """``[..., entries]``: each layer's sum of squares ``[..., N]`` (no temporary)."""
         parts = values.split(self.layer_sizes, dim=-1)
         return torch.stack([(part * part).sum(-1) for part in parts], dim=-1)
 
-    def statistics(self, params: Sequence[torch.Tensor]) -> IntervalStatistics:
-        """The interval's statistics at its end, from the weights ``params`` now."""
+    def statistics(self, params: Sequence[torch.Tensor], rates: torch.Tensor) -> IntervalStatistics:
+        """The interval's statistics at its end, from the weights ``params`` now and each step's
+        per-layer ``rates`` over the span (``[steps, N]``; the scheduler planned them)."""
         segments = self.taken
         points = self._points[: segments + 1]
         end = points[segments]
         self._read_into(params, end)
-        rates = torch.tensor(self.rates, dtype=torch.float32)  # [steps, N]
+        rates = rates.to(torch.float32)
         steps = rates.shape[0]
         bounds = [c - self.first for c in self.cuts[:segments]] + [steps]
         segment_rates = torch.stack(
@@ -183,7 +178,6 @@ class WeightChangeStatistics:
             "cuts": list(self.cuts),
             "origin": self.origin.clone(),
             "snapshots": self._points[: self.taken].clone(),
-            "rates": [list(r) for r in self.rates],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -191,4 +185,3 @@ class WeightChangeStatistics:
         self.origin.copy_(state["origin"])
         self.taken = int(state["snapshots"].shape[0])
         self._points[: self.taken].copy_(state["snapshots"])
-        self.rates = [list(r) for r in state["rates"]]
