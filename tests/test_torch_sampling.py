@@ -12,7 +12,7 @@ import torch
 import ganno
 from ganno.feature_names import FEATURE_NAMES
 from ganno.torch import GannoScheduler, layerwise_param_groups
-from ganno.torch.sampling import BLOCK, GradientSample
+from ganno.torch.sampling import BLOCK, GradientSample, WindowSums
 
 GRADIENT_FEATURES = [FEATURE_NAMES.index(n) for n in ("log_grad_norm", "grad_cosine",
                                                       "log_grad_noise")]  # fmt: skip
@@ -143,3 +143,36 @@ def test_dogs_step_size_from_the_sample_stays_close_to_the_exact_one():
     assert etas[-1, 0] > 5 * etas[1, 0]  # the step size grew: a test of something
     np.testing.assert_allclose(etas[:, 1], etas[:, 0], rtol=0.02)
     np.testing.assert_allclose(etas[-50:, 1], etas[-50:, 0], rtol=0.01)
+
+
+def test_window_sums_equal_the_read_gradients_sums_and_resume():
+    """WindowSums (one flat buffer, a few calls a step) gives what adding ``GradientSample.read``
+    per tensor gives: the mean gradient and each tensor's summed squared norms, the sampled
+    tensor's scaled; its views survive the next interval; state/load restores it mid-window."""
+    torch.manual_seed(0)
+    shapes = [(300, 300), (300,), (1000, 784), (10, 1000)]  # 784,000 entries: sampled
+    tensors = [torch.zeros(s) for s in shapes]
+    sample = GradientSample(tensors)
+    window = WindowSums(sample, tensors)
+    steps = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    steps[1][2] = steps[1][2].t().contiguous().t()  # a non-contiguous gradient is read alike
+    for grads in steps:
+        window.add(grads)
+    state = window.state()
+    mean, squares = window.finish(3)
+    reads = [sample.read([g.clone() for g in grads]) for grads in steps]
+    for j in range(len(shapes)):
+        expected = sum(r[j] for r in reads) / 3
+        assert mean[j].shape == sample.shapes[j]
+        torch.testing.assert_close(mean[j], expected, rtol=1e-5, atol=1e-6)
+        norms = sum(float(r[j].square().sum()) for r in reads)
+        assert float(squares[j]) == pytest.approx(norms, rel=1e-5)
+        torch.testing.assert_close(state[0][j], expected * 3, rtol=1e-5, atol=1e-5)
+    kept = [m.clone() for m in mean]
+    window.next_interval()
+    window.add(steps[0])
+    assert all(torch.equal(m, k) for m, k in zip(mean, kept, strict=True))  # the other buffer
+    restored = WindowSums(sample, tensors)
+    restored.load(*window.state())
+    torch.testing.assert_close(restored.finish(1)[0][2], window.finish(1)[0][2])
+    assert float(sum(restored.state()[1])) == pytest.approx(float(sum(window.state()[1])))

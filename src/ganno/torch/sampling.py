@@ -90,3 +90,123 @@ class GradientSample:
             flat = t.reshape(-1)[: (t.numel() // BLOCK) * BLOCK].view(-1, BLOCK)
             out.append(flat.index_select(0, index).mul_(scale))
         return out
+
+
+class WindowSums:
+    """The gradient window's sums, each tensor's gradient (as ``sample`` reads it) and its
+    squared entries, added with a handful of calls a step whatever the number of tensors.
+
+    On a CPU the scheduler's per-step cost is mostly calls, not arithmetic: right after the
+    backward pass every call into torch pays cold caches, tens of microseconds on the workloads
+    of ``benchmarks/torch_scheduler_overhead.py``, and one add, norm and fused square-add per
+    tensor cost more than the loop's optimiser step on a 1.33M-parameter MLP. Here each step's
+    read entries go into one flat staging row (one copy of the tensors read whole, one gather per
+    sampled tensor into its slice), and one ``addcmul_`` over ``[ones; g] x [g; g]`` adds the
+    gradients to the sums' row 0 and their squares to row 1. The sampled tensors' sums are kept
+    unscaled and scaled at :meth:`finish`, once per interval (``sqrt(n / m)`` and ``n / m``).
+
+    The sums are double-buffered: :meth:`finish` returns the interval's mean gradient as views of
+    one buffer, which stay valid (as the scheduler's last mean gradient) while the next interval
+    adds into the other (:meth:`next_interval`). Tensors on several devices get a flat buffer per
+    device.
+    """
+
+    def __init__(self, sample: GradientSample, tensors: Sequence[torch.Tensor]) -> None:
+        self.sample = sample
+        sizes = [math.prod(shape) for shape in sample.shapes]
+        devices = list(dict.fromkeys(t.device for t in tensors))
+        #: per device: the indices of its tensors, in order
+        self._members = [[j for j, t in enumerate(tensors) if t.device == d] for d in devices]
+        self._offsets: list[tuple[int, int]] = [(0, 0)] * len(tensors)  # (device, offset)
+        stages, sums = [], ([], [])
+        for d, (device, members) in enumerate(zip(devices, self._members, strict=True)):
+            total, offset = sum(sizes[j] for j in members), 0
+            for j in members:
+                self._offsets[j] = (d, offset)
+                offset += sizes[j]
+            stage = torch.empty(2, total, dtype=torch.float32, device=device)
+            stage[0] = 1.0
+            stages.append(stage)
+            for buffers in sums:
+                buffers.append(torch.zeros(2, total, dtype=torch.float32, device=device))
+        self._stages = stages
+        self._sums = sums
+        self._current = 0
+        #: per tensor: its slice of the staging row, shaped as ``sample`` reads it
+        self._staged = [self._view(stages, j, 1) for j in range(len(tensors))]
+        self._whole = [j for j, b in enumerate(sample.blocks) if b is None]
+        self._sampled = [j for j, b in enumerate(sample.blocks) if b is not None]
+
+    def _view(self, buffers: Sequence[torch.Tensor], j: int, row: int) -> torch.Tensor:
+        d, offset = self._offsets[j]
+        shape = self.sample.shapes[j]
+        return buffers[d][row, offset : offset + math.prod(shape)].view(shape)
+
+    def add(self, grads: Sequence[torch.Tensor]) -> None:
+        """Stage this step's gradients (float32, one per tensor) and add them to the sums."""
+        if self._whole:
+            torch._foreach_copy_(
+                [self._staged[j] for j in self._whole], [grads[j] for j in self._whole]
+            )
+        for j in self._sampled:
+            g, index = grads[j], self.sample.blocks[j]
+            whole = g.numel() // BLOCK
+            if g.is_contiguous():
+                blocks = g.as_strided((whole, BLOCK), (BLOCK, 1))
+            else:
+                blocks = g.reshape(-1)[: whole * BLOCK].view(whole, BLOCK)
+            torch.index_select(blocks, 0, index, out=self._staged[j])
+        for stage, sums in zip(self._stages, self._sums[self._current], strict=True):
+            sums.addcmul_(stage, stage[1].expand_as(stage))
+
+    def staged_norms(self) -> list[torch.Tensor]:
+        """The staged step's per-tensor gradient norms, as ``sample.read`` would give them."""
+        norms = torch._foreach_norm(self._staged)
+        for j in self._sampled:
+            norms[j] = norms[j] * self.sample.scales[j]
+        return norms
+
+    def finish(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The interval's mean gradient over its ``count`` steps read (per tensor, as ``sample``
+        reads it: views of the current buffer, scaled) and each tensor's sum of squared
+        minibatch-gradient norms (scalars)."""
+        sums = self._sums[self._current]
+        for buffer in sums:
+            buffer[0].div_(float(count))
+        for j in self._sampled:
+            scale = self.sample.scales[j]
+            self._view(sums, j, 0).mul_(scale)
+            self._view(sums, j, 1).mul_(scale * scale)
+        mean_grad = [self._view(sums, j, 0) for j in range(len(self._staged))]
+        return mean_grad, [self._view(sums, j, 1).sum() for j in range(len(self._staged))]
+
+    def next_interval(self) -> None:
+        """Add from now on into the other buffer, zeroed (:meth:`finish`'s views stay valid)."""
+        self._current = 1 - self._current
+        for buffer in self._sums[self._current]:
+            buffer.zero_()
+
+    def reset(self) -> None:
+        """Both buffers zeroed, as before any step."""
+        for buffers in self._sums:
+            for buffer in buffers:
+                buffer.zero_()
+
+    def state(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The sums so far, scaled as ``sample.read`` reads: each tensor's gradient sum (new
+        tensors) and sum of squared norms (scalars)."""
+        sums, grad_sum, squares = self._sums[self._current], [], []
+        for j, scale in enumerate(self.sample.scales):
+            grad_sum.append(self._view(sums, j, 0) * scale)
+            squares.append(self._view(sums, j, 1).sum() * (scale * scale))
+        return grad_sum, squares
+
+    def load(self, grad_sum: Sequence[torch.Tensor], squares: Sequence[float]) -> None:
+        """Restore :meth:`state` into the current buffer (a tensor's sum of squares goes to its
+        first entry: only the sums are read)."""
+        sums = self._sums[self._current]
+        for buffer in sums:
+            buffer.zero_()
+        for j, (g, scale) in enumerate(zip(grad_sum, self.sample.scales, strict=True)):
+            self._view(sums, j, 0).copy_(g).div_(scale)
+            self._view(sums, j, 1).view(-1)[:1].fill_(float(squares[j]) / (scale * scale))

@@ -81,7 +81,7 @@ from ganno.deployment import (
 )
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
-from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample
+from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample, WindowSums
 from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
@@ -250,6 +250,8 @@ class GannoScheduler:
         self.gradient_sample = GradientSample(
             self._flat, fraction=gradient_sample, above=sample_above
         )
+        #: the gradient window's sums (the interval's mean gradient and squared norms)
+        self._window = WindowSums(self.gradient_sample, self._flat)
         #: gradient_statistics="weight_changes": the span's statistics from the weights' changes
         self._weight_stats: WeightChangeStatistics | None = None
         if gradient_statistics == "weight_changes":
@@ -362,15 +364,10 @@ class GannoScheduler:
         self._zero_accumulators()
 
     def _zero_accumulators(self) -> None:
-        self._grad_sum = [
-            torch.zeros(shape, dtype=torch.float32, device=p.device)
-            for shape, p in zip(self.gradient_sample.shapes, self._flat, strict=True)
-        ]
+        self._window.reset()
         #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
         #: spares a fresh allocation (and its page faults) per decision
         self._spare_params: list[torch.Tensor] | None = None
-        #: per tensor (not per layer): the step's squared norms are added with one fused call
-        self._sq_sum = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self._flat]
         self._loss_sum = 0.0
         self._count = 0  # steps of the interval so far (the training loss averages them)
         self._grad_count = 0  # of them, steps whose gradients were read (the gradient window)
@@ -447,10 +444,6 @@ class GannoScheduler:
         entries (:class:`ganno.torch.sampling.GradientSample`)."""
         return self.gradient_sample.read(self._grads())
 
-    def _layer_sq_sum(self) -> torch.Tensor:
-        """The interval's sum of each layer's squared minibatch-gradient norms: ``[N]``."""
-        return features.per_layer(self._sq_sum, self._group_of, self.num_layers)
-
     def _detached_params(self) -> list[list[torch.Tensor]]:
         """A float32 copy of the weights (into the spare buffer when there is one)."""
         if self._spare_params is None:
@@ -486,11 +479,15 @@ class GannoScheduler:
         if self.steps == 0 and self.decisions == 0:
             self._check_dog_lr0()
             self._first_decision(self._read_grads(), loss_value, self._val_loss(val_loss))
-        grads = norms = None
+        staged = False
         if self.dog is not None and not self.diverged and self.steps < self.total_steps:
             # this step's rates from DoG's step size (after total_steps they stay where they are)
-            grads = self._read_grads()
-            norms = torch._foreach_norm(grads)
+            if self.decisions > 0 and self._grad_start <= self.steps < self._end:
+                self._window.add(self._grads())  # the window's sums, and the norms from there
+                staged = True
+                norms = self._window.staged_norms()
+            else:
+                norms = torch._foreach_norm(self._read_grads())
             self.dog.update(self._flat, norms)
             self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
             self._apply_rates(self.learning_rates)
@@ -499,14 +496,10 @@ class GannoScheduler:
                 self._weight_stats.observe(self.steps, self._flat)
                 self._grad_count += 1
             elif self.steps >= self._grad_start:
-                # in the gradient window: one sweep adding the gradients to the window's sum, one
-                # reading them for their norms (DoG's, when it read them), and one tiny fused call
-                # accumulating the squares
-                if grads is None:
-                    grads = self._read_grads()
-                    norms = torch._foreach_norm(grads)
-                torch._foreach_add_(self._grad_sum, grads)
-                torch._foreach_addcmul_(self._sq_sum, norms, norms)
+                # in the gradient window: the gradients and their squares added to the window's
+                # sums in a few calls (ganno.torch.sampling.WindowSums; DoG's step staged them)
+                if not staged:
+                    self._window.add(self._grads())
                 self._grad_count += 1
             self._loss_sum += loss_value
             self._count += 1
@@ -602,15 +595,15 @@ class GannoScheduler:
         if self._prev_params is not None:
             prev_flat = [q for layer in self._prev_params for q in layer]
         if interval is not None:
-            self._grad_sum, mean_sq_grad_norm = interval.mean_grad, interval.mean_sq_grad_norm
+            mean_grad, mean_sq_grad_norm = interval.mean_grad, interval.mean_sq_grad_norm
             update_sq = interval.update_sq
         else:
-            mean_sq_grad_norm = self._layer_sq_sum() / k
-            torch._foreach_div_(self._grad_sum, float(k))  # the window's mean gradient, in place
+            mean_grad, squares = self._window.finish(k)  # the window's mean gradient, in place
+            mean_sq_grad_norm = features.per_layer(squares, self._group_of, self.num_layers) / k
             torch._foreach_sub_(prev_flat, [p for layer in params for p in layer])  # -(change)
             update_sq = features.squared_norms(self._prev_params)
         self._check_dead(mean_sq_grad_norm)
-        mean_grad = self._by_layer(self._grad_sum)
+        mean_grad = self._by_layer(mean_grad)
         stats = features.layer_statistics(
             mean_grad=mean_grad,
             prev_mean_grad=self._prev_mean_grad,
@@ -632,15 +625,13 @@ class GannoScheduler:
         )
         view = self._with_scale(view)
         self.train_loss, self.val_loss = train_loss, val
-        # The next interval's sum reuses the last mean gradient's buffers, the next snapshot of the
-        # weights the last one's (fresh weights-sized tensors each decision cost page faults).
-        recycled = [g for layer in self._prev_mean_grad for g in layer]
+        # The next interval adds into the window's other buffer (the mean gradient just taken
+        # stays as the last one), the next snapshot of the weights reuses the last one's (fresh
+        # weights-sized tensors each decision cost page faults).
         self._spare_params = prev_flat if params is not None else None
         self._prev_mean_grad, self._prev_grad_sq = mean_grad, stats["grad_sq"]
         self._prev_params = params
-        torch._foreach_zero_(recycled)
-        self._grad_sum = recycled
-        torch._foreach_zero_(self._sq_sum)
+        self._window.next_interval()
         self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
         if self.decisions < self.num_decisions:
             self._decide(view)
@@ -767,6 +758,7 @@ class GannoScheduler:
         def clone(layers):
             return None if layers is None else [[t.clone() for t in layer] for layer in layers]
 
+        grad_sum, squares = self._window.state()
         return {
             "steps": self.steps,
             "decisions": self.decisions,
@@ -787,8 +779,8 @@ class GannoScheduler:
             "prev_log2": self._prev_log2.clone(),
             "prev_mean_grad": clone(self._prev_mean_grad),
             "prev_params": clone(self._prev_params),
-            "grad_sum": [g.clone() for g in self._grad_sum],
-            "sq_sum": self._layer_sq_sum(),
+            "grad_sum": grad_sum,
+            "sq_sum": features.per_layer(squares, self._group_of, self.num_layers),
             "loss_sum": self._loss_sum,
             "count": self._count,
             "grad_count": self._grad_count,
@@ -841,12 +833,12 @@ class GannoScheduler:
         if self._prev_mean_grad is not None:
             self._prev_grad_sq = features.squared_norms(self._prev_mean_grad)
         self._prev_params = copy(state["prev_params"])
-        self._grad_sum = [g.clone() for g in state["grad_sum"]]
-        # a layer's sum goes to its first tensor's accumulator (only the layer sums are read)
-        torch._foreach_zero_(self._sq_sum)
-        for j, layer in enumerate(self._group_of):
-            if j == 0 or self._group_of[j - 1] != layer:
-                self._sq_sum[j].fill_(float(state["sq_sum"][layer]))
+        # a layer's sum of squares goes to its first tensor's (only the layer sums are read)
+        squares = [
+            float(state["sq_sum"][layer]) if j == 0 or self._group_of[j - 1] != layer else 0.0
+            for j, layer in enumerate(self._group_of)
+        ]
+        self._window.load(state["grad_sum"], squares)
         self._loss_sum, self._count = state["loss_sum"], state["count"]
         self._grad_count = state.get("grad_count", state["count"])
         self._observed_this_step = state["observed_this_step"]
