@@ -197,10 +197,13 @@ def train_run(
     policy: Any = None,
     greedy: bool = True,
     on_decision: Callable[[int, list[float], float], None] | None = None,
+    gradient_statistics: str = "read",
 ) -> RunResult:
     """Train ``model`` in place with ``method`` from ``lr0`` on the minibatches ``batches``
     (indices ``[num_steps, batch_size]``); ``policy`` for ``ganno``. ``on_decision(step, rates,
-    val_loss)`` is called at the start and at every check (e.g. to print the schedule)."""
+    val_loss)`` is called at the start and at every check (e.g. to print the schedule).
+    ``gradient_statistics``: the scheduler's (``GannoScheduler``); the pipeline reads the
+    gradients, as the environment does."""
     start = time.perf_counter()
     k, num_steps = budget.steps_per_decision, budget.num_steps
     if batches.shape[0] < num_steps:
@@ -220,6 +223,7 @@ def train_run(
             lr_bounds=budget.lr_bounds,
             divergence_loss_ratio=budget.divergence_loss_ratio,
             greedy=greedy,
+            gradient_statistics=gradient_statistics,
             on_divergence="stop",  # the loop below applies the same rule and restores
         )
     elif method in ("sgd_constant", "sgd_cosine"):
