@@ -54,8 +54,13 @@ def run(mode: str, model, lr0, batches, data, policy, k: int, h: int, factor: in
             with torch.no_grad():
                 return F.cross_entropy(model(data.x_val), data.y_val)
 
-        sched = GannoScheduler(
-            optimizer, policy, val_loss_fn=val_loss, on_divergence="restore", **settings[mode]
+        sched = GannoScheduler(  # the gradients read, as in meta-training: this measures the
+            optimizer,  # spreading of the decisions alone
+            policy,
+            val_loss_fn=val_loss,
+            on_divergence="restore",
+            gradient_statistics="read",
+            **settings[mode],
         )
     start = time.perf_counter()
     for step in range(num_steps):

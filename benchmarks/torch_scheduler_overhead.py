@@ -222,7 +222,11 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--policy", help="a policy folder (default: the packaged pretrained one)")
     parser.add_argument(
-        "--lr0", type=float, default=0.01, help="the initial rate (the policy must not diverge)"
+        "--lr0",
+        type=float,
+        default=0.001,
+        help="the initial rate (the policy must not diverge: from 0.01 the shipped policy drives "
+        "the MLP to a NaN near step 520 with the statistics from the weights' changes)",
     )
     parser.add_argument(
         "--gradient-sample",
@@ -232,9 +236,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--gradient-statistics",
-        default="read",
-        help="comma-separated GannoScheduler(gradient_statistics=...) values to measure: read "
-        "(the default, every step's gradients) and/or weight_changes (from the weights' changes)",
+        default="weight_changes,read",
+        help="comma-separated GannoScheduler(gradient_statistics=...) values to measure: "
+        "weight_changes (from the weights' changes: what the default 'auto' takes for these "
+        "loops' plain SGD) and/or read (every step's gradients, as any other optimiser gets)",
     )
     args = parser.parse_args()
     modes = [m.strip() for m in args.gradient_statistics.split(",")]

@@ -66,7 +66,8 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
     names = [g["name"] for g in optimizer.param_groups]
     print(
         f"\n{kind}: {len(names)} layers ({', '.join(names)}), {sched.total_steps} steps of "
-        f"{args.batch_size}, lr0 {args.lr0:g}, rate ceiling {sched.lr_bounds[1]:g}"
+        f"{args.batch_size}, lr0 {args.lr0:g}, rate ceiling {sched.lr_bounds[1]:g}, gradient "
+        f"statistics {sched.gradient_statistics}"  # plain SGD: from the weights' changes
     )
     generator = torch.Generator().manual_seed(args.seed)
     seen = 0

@@ -81,7 +81,9 @@ def torch_run(task, policy, kill: bool):
             return F.cross_entropy(model(x_val), y_val)
 
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=LR0)
-    sched = GannoScheduler(optimizer, policy, val_loss_fn=val_loss, num_decisions=H)
+    sched = GannoScheduler(
+        optimizer, policy, val_loss_fn=val_loss, num_decisions=H, gradient_statistics="read"
+    )  # as the environment reads them: optax's flag is compared
     first = optimizer.param_groups[0]["params"]
     for t in range(K * H):
         if kill and t == KILL:

@@ -235,6 +235,8 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
         assert r["dead_at_step"] is None  # a live network: no flag, no advice printed
     assert "rates [" in printed and "flagged the network dead" not in printed
     assert f"rate ceiling {high:g}" in printed  # the policy's own by default
+    # the default "auto" takes plain SGD's gradient statistics from the weights' changes
+    assert "gradient statistics weight_changes" in printed
 
     # --ceiling overrides the policy's highest rate
     capped = example.main(

@@ -71,10 +71,9 @@ def test_on_a_large_layer_the_gradient_features_stay_close_to_the_exact_ones():
         with torch.no_grad():
             return loss_fn(model(val_x), val_y)
 
-    exact = GannoScheduler(
-        drive, policy, val_loss_fn=val_loss, total_steps=steps, gradient_sample=None
-    )
-    sampled = GannoScheduler(watch, policy, val_loss_fn=val_loss, total_steps=steps)
+    read = {"val_loss_fn": val_loss, "total_steps": steps, "gradient_statistics": "read"}
+    exact = GannoScheduler(drive, policy, gradient_sample=None, **read)
+    sampled = GannoScheduler(watch, policy, **read)
     assert exact.gradient_sample.sampled == 0 and sampled.gradient_sample.sampled == 1
     for x, y in _stream(steps):
         drive.zero_grad()
@@ -104,7 +103,8 @@ def test_on_a_large_layer_the_gradient_features_stay_close_to_the_exact_ones():
         if x["actions"] is not None
     ]
     assert np.mean(same) >= 0.9, np.mean(same)
-    # a checkpoint carries the sample's sums and resumes only under the same sampling
+    # a checkpoint carries the sample's sums and resumes only under the same sampling (the
+    # default "auto" resumes it with the gradients read, as they were taken)
     state = sampled.state_dict()
     GannoScheduler(watch, policy, val_loss_fn=val_loss, total_steps=steps).load_state_dict(state)
     with pytest.raises(ValueError, match="another setting"):

@@ -192,6 +192,7 @@ def torch_episode(
             return F.cross_entropy(model(x_val), y_val)
 
     optimizer = make_optimizer(layerwise_param_groups(model), lr0)
+    sched_kw.setdefault("gradient_statistics", "read")  # the environment's features, compared
     sched = GannoScheduler(optimizer, policy, val_loss_fn=val_loss, **sched_kw)
     for step in range(num_steps):
         if sched.diverged:  # the episode ended (on_divergence="restore"/"stop")
@@ -376,13 +377,11 @@ def test_state_dict_resumes_mid_episode_identically(
     opt2.load_state_dict(saved["opt"])
     x_val = torch.tensor(np.asarray(mlp_task.x_val))
     y_val = torch.tensor(np.asarray(mlp_task.y_val)).long()
-    sched2 = GannoScheduler(
-        opt2,
-        policy,
-        val_loss_fn=lambda: F.cross_entropy(model2(x_val), y_val),
-        gradient_statistics=statistics,
+    sched2 = GannoScheduler(  # the default "auto" resumes the way the state was taken
+        opt2, policy, val_loss_fn=lambda: F.cross_entropy(model2(x_val), y_val)
     )
     sched2.load_state_dict(saved["sched"])
+    assert sched2.gradient_statistics == statistics
     assert sched2.get_last_lr() == half.get_last_lr()
     np.testing.assert_array_equal(sched2.learning_rates, half.learning_rates)
     indices = np.asarray(jax.vmap(lambda s: mlp_task.batch_indices(data_key, s))(jnp.arange(K * H)))

@@ -172,3 +172,26 @@ def test_only_plain_sgd(task):
             keeping(env),
             gradient_statistics="grads",
         )
+
+
+def test_auto_takes_the_weights_changes_only_where_they_record_the_gradients(task):
+    """The default "auto": weight changes for plain SGD on CPU tensors, the gradients read for
+    any other optimiser and for a DoG-base policy (whose step size reads them anyway)."""
+    env = GannoEnv(task, steps_per_decision=K, num_decisions=H)
+    dog = GannoEnv(
+        task, steps_per_decision=K, num_decisions=H, action_mode="anchored_compound",
+        base_step_size="dog",
+    )  # fmt: skip
+    model = TorchMLP(40, 3, 32, 10)
+    groups = lambda: layerwise_param_groups(model)  # noqa: E731
+    for optimizer, policy, expected in [
+        (torch.optim.SGD(groups(), lr=0.01), keeping(env), "weight_changes"),
+        (torch.optim.SGD(groups(), lr=0.01, momentum=0.9), keeping(env), "read"),
+        (torch.optim.SGD(groups(), lr=0.01, weight_decay=1e-4), keeping(env), "read"),
+        (torch.optim.Adam(groups(), lr=0.01), keeping(env), "read"),
+        (torch.optim.SGD(groups(), lr=0.01), keeping(dog), "read"),
+    ]:
+        sched = GannoScheduler(optimizer, policy)
+        assert sched.requested_statistics == "auto"
+        assert sched.gradient_statistics == expected, (optimizer, expected)
+        assert (sched._weight_stats is not None) == (expected == "weight_changes")

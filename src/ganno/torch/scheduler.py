@@ -82,12 +82,12 @@ from ganno.deployment import (
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample, WindowSums
-from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd
+from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd, not_plain_sgd
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
 #: How the interval's gradient statistics are taken: read from ``p.grad`` every step of the
 #: gradient window, or estimated from the weights' changes (plain SGD; ganno.torch.weight_changes)
-GRADIENT_STATISTICS = ("read", "weight_changes")
+GRADIENT_STATISTICS = ("auto", "read", "weight_changes")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -169,11 +169,13 @@ class GannoScheduler:
     it changes); smaller tensors, as in every network the agents are meta-trained on, are read
     whole, so their features are exactly the environment's.
 
-    ``gradient_statistics``: ``"read"`` (default) reads ``p.grad`` at every step of the gradient
-    window, as the environment does; ``"weight_changes"`` (plain ``torch.optim.SGD`` only) reads no
-    gradient after the first step and estimates the interval's mean gradient and gradient noise
-    from a few snapshots of the weights' sample (:mod:`ganno.torch.weight_changes`): a cheaper
-    step, estimated features (docs/torch.md, "Gradient statistics from the weights").
+    ``gradient_statistics``: ``"read"`` reads ``p.grad`` at every step of the gradient window, as
+    the environment does; ``"weight_changes"`` (plain ``torch.optim.SGD`` only) reads no gradient
+    after the first step and estimates the interval's mean gradient and gradient noise from a few
+    snapshots of the weights' sample (:mod:`ganno.torch.weight_changes`): a cheaper step,
+    estimated features, the same test accuracy in paired runs (docs/torch.md, "Gradient
+    statistics from the weights"). ``"auto"`` (default): ``weight_changes`` for plain SGD on CPU
+    tensors (not a DoG-base policy), ``read`` otherwise; ``gradient_statistics`` says which.
 
     A dead network (:func:`ganno.deployment.dead_layers`: a layer that got no gradient for three
     intervals in a row, as when the policy drives a network's rates to its ceiling and its ReLUs
@@ -199,7 +201,7 @@ class GannoScheduler:
         on_divergence: str = "raise",
         gradient_sample: float | None = SAMPLE_FRACTION,
         sample_above: int = SAMPLE_ABOVE,
-        gradient_statistics: str = "read",
+        gradient_statistics: str = "auto",
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence={on_divergence!r}; choose one of {ON_DIVERGENCE}")
@@ -207,7 +209,6 @@ class GannoScheduler:
             raise ValueError(
                 f"gradient_statistics={gradient_statistics!r}; choose one of {GRADIENT_STATISTICS}"
             )
-        self.gradient_statistics = gradient_statistics
         self.optimizer = optimizer
         self.policy = policy
         self.val_loss_fn = val_loss_fn
@@ -252,18 +253,11 @@ class GannoScheduler:
         )
         #: the gradient window's sums (the interval's mean gradient and squared norms)
         self._window = WindowSums(self.gradient_sample, self._flat)
-        #: gradient_statistics="weight_changes": the span's statistics from the weights' changes
-        self._weight_stats: WeightChangeStatistics | None = None
-        if gradient_statistics == "weight_changes":
-            check_plain_sgd(optimizer)
-            if self.anchored and settings.base_step_size == "dog":
-                raise UsageError(
-                    "gradient_statistics='weight_changes' with a DoG-base policy: its step size "
-                    "reads every step's gradient norm anyway; use the default 'read'"
-                )
-            self._weight_stats = WeightChangeStatistics(
-                self.gradient_sample, self._group_of, self.num_layers
-            )
+        #: what was asked for ("auto" resolves to one of the two, and may follow a saved state's)
+        self.requested_statistics = gradient_statistics
+        self._use_statistics(
+            self._auto_statistics() if gradient_statistics == "auto" else gradient_statistics
+        )
         explicit_lr0 = lr0 is not None
         if lr0 is None:
             lr0 = [float(g["lr"]) for g in optimizer.param_groups]
@@ -304,6 +298,31 @@ class GannoScheduler:
         if self._dog_base:
             check_one_dog_lr0(
                 self.lr0.tolist(), "GannoScheduler(..., lr0=...) or the same lr in every group"
+            )
+
+    def _auto_statistics(self) -> str:
+        """``"auto"``: the weights' changes where they record the gradients (plain SGD, CPU
+        tensors, not a DoG-base policy, whose step size reads every gradient anyway), else read."""
+        dog = self.anchored and self.settings.base_step_size == "dog"
+        on_cpu = all(p.device.type == "cpu" for p in self._flat)
+        plain = not_plain_sgd(self.optimizer) is None
+        return "weight_changes" if plain and on_cpu and not dog else "read"
+
+    def _use_statistics(self, mode: str) -> None:
+        """Take the gradient statistics the way ``mode`` says (``read`` or ``weight_changes``)."""
+        #: how the gradient statistics are taken: "read" or "weight_changes"
+        self.gradient_statistics = mode
+        #: gradient_statistics="weight_changes": the span's statistics from the weights' changes
+        self._weight_stats: WeightChangeStatistics | None = None
+        if mode == "weight_changes":
+            check_plain_sgd(self.optimizer)
+            if self.anchored and self.settings.base_step_size == "dog":
+                raise UsageError(
+                    "gradient_statistics='weight_changes' with a DoG-base policy: its step size "
+                    "reads every step's gradient norm anyway; use 'read' (or the default 'auto')"
+                )
+            self._weight_stats = WeightChangeStatistics(
+                self.gradient_sample, self._group_of, self.num_layers
             )
 
     @property
@@ -812,8 +831,13 @@ class GannoScheduler:
         # a state saved before DoG, or before the weight-change statistics
         settings = {"base_step_size": "lr0", "gradient_statistics": "read", **state["settings"]}
         mine = self.state_dict()["settings"]
+        saved = settings["gradient_statistics"]
+        if self.requested_statistics == "auto":
+            mine["gradient_statistics"] = saved  # "auto" resumes the way the state was taken
         if settings != mine:
             raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
+        if saved != self.gradient_statistics:
+            self._use_statistics(saved)
         if [g.shape for g in state["grad_sum"]] != self.gradient_sample.shapes:
             raise ValueError("scheduler state of another model (parameter shapes differ)")
         for name in ("steps", "decisions", "diverged", "diverged_at_step", "initial_val_loss"):

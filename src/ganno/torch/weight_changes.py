@@ -47,24 +47,28 @@ class IntervalStatistics(NamedTuple):
     update_sq: torch.Tensor
 
 
+def not_plain_sgd(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why ``optimizer``'s step is not ``p -= lr * p.grad`` (None when it is)."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return f"{type(optimizer).__name__} is not torch.optim.SGD"
+    for i, group in enumerate(optimizer.param_groups):
+        for key in ("momentum", "weight_decay"):
+            if float(group.get(key, 0.0)) != 0.0:
+                return f"parameter group {i} has {key}={group[key]}"
+        for key in ("nesterov", "maximize"):
+            if group.get(key, False):
+                return f"parameter group {i} has {key}=True"
+    return None
+
+
 def check_plain_sgd(optimizer: torch.optim.Optimizer) -> None:
     """Refuse (UsageError) an optimiser whose step is not ``p -= lr * p.grad``."""
-    why = None
-    if not isinstance(optimizer, torch.optim.SGD):
-        why = f"{type(optimizer).__name__} is not torch.optim.SGD"
-    else:
-        for i, group in enumerate(optimizer.param_groups):
-            for key in ("momentum", "weight_decay"):
-                if float(group.get(key, 0.0)) != 0.0:
-                    why = f"parameter group {i} has {key}={group[key]}"
-            for key in ("nesterov", "maximize"):
-                if group.get(key, False):
-                    why = f"parameter group {i} has {key}=True"
+    why = not_plain_sgd(optimizer)
     if why is not None:
         raise UsageError(
             f"gradient_statistics='weight_changes' reads the gradients off the weights' changes, "
             f"which only plain SGD makes (torch.optim.SGD without momentum or weight decay), and "
-            f"{why}: use the default gradient_statistics='read'"
+            f"{why}: use gradient_statistics='read' (or the default 'auto', which picks it)"
         )
 
 
