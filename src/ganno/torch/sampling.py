@@ -74,10 +74,57 @@ class GradientSample:
             self.scales.append(math.sqrt(n / (count * BLOCK)))
             self.shapes.append(torch.Size((count, BLOCK)))
 
+        #: the tensors read whole, and those read on a sample (indices)
+        self.whole = [j for j, b in enumerate(self.blocks) if b is None]
+        self.sampled_tensors = [j for j, b in enumerate(self.blocks) if b is not None]
+
     @property
     def sampled(self) -> int:
         """How many tensors are read on a sample."""
-        return sum(b is not None for b in self.blocks)
+        return len(self.sampled_tensors)
+
+    @property
+    def entries(self) -> int:
+        """How many entries a read takes, over all tensors."""
+        return sum(math.prod(shape) for shape in self.shapes)
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each tensor's slice of the 1-D ``flat`` (``entries`` long, tensor after tensor),
+        shaped as :meth:`read` returns it: where :meth:`read_into` writes."""
+        out, offset = [], 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            out.append(flat[offset : offset + n].view(shape))
+            offset += n
+        return out
+
+    def entry_scales(self) -> torch.Tensor:
+        """``[entries]``: each read entry's ``sqrt(n / m)`` (1 where a tensor is read whole)."""
+        return torch.cat(
+            [
+                torch.full((math.prod(shape),), scale, dtype=torch.float32)
+                for shape, scale in zip(self.shapes, self.scales, strict=True)
+            ]
+        )
+
+    def read_into(self, tensors: Sequence[torch.Tensor], views: Sequence[torch.Tensor]) -> None:
+        """Each tensor's read entries, unscaled, into ``views`` (:meth:`views`, float32): one copy
+        of the tensors read whole, one gather per sampled tensor into its slice. A handful of
+        calls whatever the number of tensors (each call into torch costs tens of microseconds
+        in a training loop; docs/torch.md, "Overhead")."""
+        if self.whole:
+            torch._foreach_copy_([views[j] for j in self.whole], [tensors[j] for j in self.whole])
+        for j in self.sampled_tensors:
+            t, index, out = tensors[j], self.blocks[j], views[j]
+            whole = t.numel() // BLOCK
+            if t.is_contiguous():
+                blocks = t.as_strided((whole, BLOCK), (BLOCK, 1))
+            else:
+                blocks = t.reshape(-1)[: whole * BLOCK].view(whole, BLOCK)
+            if t.dtype == out.dtype:
+                torch.index_select(blocks, 0, index, out=out)
+            else:
+                out.copy_(blocks.index_select(0, index))
 
     def read(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each tensor whole, or its sampled blocks ``[m / BLOCK, BLOCK]`` scaled by ``sqrt(n/m)``
@@ -108,7 +155,8 @@ class WindowSums:
     The sums are double-buffered: :meth:`finish` returns the interval's mean gradient as views of
     one buffer, which stay valid (as the scheduler's last mean gradient) while the next interval
     adds into the other (:meth:`next_interval`). Tensors on several devices get a flat buffer per
-    device.
+    device. Memory: six float32 copies of the entries read (the staging row and its row of ones,
+    two buffers of sums and squares), 1/16 of a large tensor's by default.
     """
 
     def __init__(self, sample: GradientSample, tensors: Sequence[torch.Tensor]) -> None:
@@ -134,8 +182,7 @@ class WindowSums:
         self._current = 0
         #: per tensor: its slice of the staging row, shaped as ``sample`` reads it
         self._staged = [self._view(stages, j, 1) for j in range(len(tensors))]
-        self._whole = [j for j, b in enumerate(sample.blocks) if b is None]
-        self._sampled = [j for j, b in enumerate(sample.blocks) if b is not None]
+        self._sampled = sample.sampled_tensors
 
     def _view(self, buffers: Sequence[torch.Tensor], j: int, row: int) -> torch.Tensor:
         d, offset = self._offsets[j]
@@ -143,19 +190,8 @@ class WindowSums:
         return buffers[d][row, offset : offset + math.prod(shape)].view(shape)
 
     def add(self, grads: Sequence[torch.Tensor]) -> None:
-        """Stage this step's gradients (float32, one per tensor) and add them to the sums."""
-        if self._whole:
-            torch._foreach_copy_(
-                [self._staged[j] for j in self._whole], [grads[j] for j in self._whole]
-            )
-        for j in self._sampled:
-            g, index = grads[j], self.sample.blocks[j]
-            whole = g.numel() // BLOCK
-            if g.is_contiguous():
-                blocks = g.as_strided((whole, BLOCK), (BLOCK, 1))
-            else:
-                blocks = g.reshape(-1)[: whole * BLOCK].view(whole, BLOCK)
-            torch.index_select(blocks, 0, index, out=self._staged[j])
+        """Stage this step's gradients (one per tensor) and add them to the sums."""
+        self.sample.read_into(grads, self._staged)
         for stage, sums in zip(self._stages, self._sums[self._current], strict=True):
             sums.addcmul_(stage, stage[1].expand_as(stage))
 

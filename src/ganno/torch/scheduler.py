@@ -251,8 +251,6 @@ class GannoScheduler:
         self.gradient_sample = GradientSample(
             self._flat, fraction=gradient_sample, above=sample_above
         )
-        #: the gradient window's sums (the interval's mean gradient and squared norms)
-        self._window = WindowSums(self.gradient_sample, self._flat)
         #: what was asked for ("auto" resolves to one of the two, and may follow a saved state's)
         self.requested_statistics = gradient_statistics
         self._use_statistics(
@@ -312,7 +310,9 @@ class GannoScheduler:
         """Take the gradient statistics the way ``mode`` says (``read`` or ``weight_changes``)."""
         #: how the gradient statistics are taken: "read" or "weight_changes"
         self.gradient_statistics = mode
-        #: gradient_statistics="weight_changes": the span's statistics from the weights' changes
+        #: "read": the gradient window's sums (the interval's mean gradient and squared norms)
+        self._window = WindowSums(self.gradient_sample, self._flat) if mode == "read" else None
+        #: "weight_changes": the span's statistics from the weights' changes
         self._weight_stats: WeightChangeStatistics | None = None
         if mode == "weight_changes":
             check_plain_sgd(self.optimizer)
@@ -383,7 +383,8 @@ class GannoScheduler:
         self._zero_accumulators()
 
     def _zero_accumulators(self) -> None:
-        self._window.reset()
+        if self._window is not None:
+            self._window.reset()
         #: a weights-sized buffer kept for the next snapshot of the weights: reusing buffers
         #: spares a fresh allocation (and its page faults) per decision
         self._spare_params: list[torch.Tensor] | None = None
@@ -650,7 +651,8 @@ class GannoScheduler:
         self._spare_params = prev_flat if params is not None else None
         self._prev_mean_grad, self._prev_grad_sq = mean_grad, stats["grad_sq"]
         self._prev_params = params
-        self._window.next_interval()
+        if self._window is not None:
+            self._window.next_interval()
         self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
         if self.decisions < self.num_decisions:
             self._decide(view)
@@ -777,7 +779,11 @@ class GannoScheduler:
         def clone(layers):
             return None if layers is None else [[t.clone() for t in layer] for layer in layers]
 
-        grad_sum, squares = self._window.state()
+        if self._window is not None:
+            grad_sum, squares = self._window.state()
+        else:  # the weights' changes keep their own state (below)
+            grad_sum = [torch.zeros(shape) for shape in self.gradient_sample.shapes]
+            squares = [torch.zeros(()) for _ in self._flat]
         return {
             "steps": self.steps,
             "decisions": self.decisions,
@@ -836,10 +842,10 @@ class GannoScheduler:
             mine["gradient_statistics"] = saved  # "auto" resumes the way the state was taken
         if settings != mine:
             raise ValueError(f"scheduler state of another setting {settings} (this one: {mine})")
-        if saved != self.gradient_statistics:
-            self._use_statistics(saved)
         if [g.shape for g in state["grad_sum"]] != self.gradient_sample.shapes:
             raise ValueError("scheduler state of another model (parameter shapes differ)")
+        if saved != self.gradient_statistics:
+            self._use_statistics(saved)
         for name in ("steps", "decisions", "diverged", "diverged_at_step", "initial_val_loss"):
             setattr(self, name, state[name])
         self.val_loss, self.train_loss = state["val_loss"], state["train_loss"]
@@ -862,7 +868,8 @@ class GannoScheduler:
             float(state["sq_sum"][layer]) if j == 0 or self._group_of[j - 1] != layer else 0.0
             for j, layer in enumerate(self._group_of)
         ]
-        self._window.load(state["grad_sum"], squares)
+        if self._window is not None:
+            self._window.load(state["grad_sum"], squares)
         self._loss_sum, self._count = state["loss_sum"], state["count"]
         self._grad_count = state.get("grad_count", state["count"])
         self._observed_this_step = state["observed_this_step"]

@@ -109,6 +109,11 @@ class WeightChangeStatistics:
         self._means = torch.empty(self.segments, entries)  # each segment's mean gradient
         #: the weights' sample where the interval began (its change is the observation's update)
         self.origin = torch.empty(entries)
+        # each buffer (a snapshot's row, or the origin) with the slices a read writes, and the
+        # sample's scale of each entry
+        self._buffers = [(row, sample.views(row)) for row in self._points]
+        self._buffers.append((self.origin, sample.views(self.origin)))
+        self._scales = sample.entry_scales()
 
     def start(self, now: int, first: int, end: int, params: Sequence[torch.Tensor]) -> None:
         """An interval begins after ``now`` steps, at the weights ``params``; its span is steps
@@ -118,7 +123,7 @@ class WeightChangeStatistics:
         count = min(self.segments, length)
         self.first = int(first)
         self.cuts = sorted({self.first + round(j * length / count) for j in range(count)})
-        self._read_into(params, self.origin)
+        self._read_into(params, -1)
         #: snapshots taken so far (rows of the points buffer)
         self.taken = 0
         if first == now:
@@ -129,13 +134,15 @@ class WeightChangeStatistics:
         """Step ``step`` of the span is about to be taken from ``params``: a snapshot if a segment
         starts there."""
         if self.taken < len(self.cuts) and step == self.cuts[self.taken]:
-            self._read_into(params, self._points[self.taken])
+            self._read_into(params, self.taken)
             self.taken += 1
 
-    def _read_into(self, params: Sequence[torch.Tensor], out: torch.Tensor) -> None:
-        """The weights' sample, as one flat float32 vector, into ``out``."""
-        weights = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in params]
-        torch.cat([t.reshape(-1) for t in self.sample.read(weights)], out=out)
+    def _read_into(self, params: Sequence[torch.Tensor], row: int) -> None:
+        """The weights' sample, as one flat float32 vector scaled as ``sample.read`` scales it,
+        into the snapshots' ``row`` (``-1``: the origin)."""
+        out, views = self._buffers[row]
+        self.sample.read_into([p.detach() for p in params], views)
+        out.mul_(self._scales)
 
     def _per_layer_sq(self, values: torch.Tensor) -> torch.Tensor:
         """``[..., entries]``: each layer's sum of squares ``[..., N]`` (no temporary)."""
@@ -148,7 +155,7 @@ class WeightChangeStatistics:
         segments = self.taken
         points = self._points[: segments + 1]
         end = points[segments]
-        self._read_into(params, end)
+        self._read_into(params, segments)
         rates = rates.to(torch.float32)
         steps = rates.shape[0]
         bounds = [c - self.first for c in self.cuts[:segments]] + [steps]
