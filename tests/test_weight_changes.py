@@ -195,3 +195,8 @@ def test_auto_takes_the_weights_changes_only_where_they_record_the_gradients(tas
         assert sched.requested_statistics == "auto"
         assert sched.gradient_statistics == expected, (optimizer, expected)
         assert (sched._weight_stats is not None) == (expected == "weight_changes")
+    # tensors off the CPU (here PyTorch's "meta" device, standing in for a GPU): read
+    off_cpu = torch.optim.SGD(layerwise_param_groups(TorchMLP(40, 3, 32, 10).to("meta")), lr=0.01)
+    assert GannoScheduler(off_cpu, keeping(env)).gradient_statistics == "read"
+    with pytest.raises(UsageError, match="CPU tensors only"):
+        GannoScheduler(off_cpu, keeping(env), gradient_statistics="weight_changes")

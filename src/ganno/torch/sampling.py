@@ -83,13 +83,8 @@ class GradientSample:
         """How many tensors are read on a sample."""
         return len(self.sampled_tensors)
 
-    @property
-    def entries(self) -> int:
-        """How many entries a read takes, over all tensors."""
-        return sum(math.prod(shape) for shape in self.shapes)
-
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Each tensor's slice of the 1-D ``flat`` (``entries`` long, tensor after tensor),
+        """Each tensor's slice of the 1-D ``flat`` (every read entry, tensor after tensor),
         shaped as :meth:`read` returns it: where :meth:`read_into` writes."""
         out, offset = [], 0
         for shape in self.shapes:
@@ -116,11 +111,11 @@ class GradientSample:
             torch._foreach_copy_([views[j] for j in self.whole], [tensors[j] for j in self.whole])
         for j in self.sampled_tensors:
             t, index, out = tensors[j], self.blocks[j], views[j]
-            whole = t.numel() // BLOCK
+            count = t.numel() // BLOCK  # the tail of fewer than BLOCK entries is never read
             if t.is_contiguous():
-                blocks = t.as_strided((whole, BLOCK), (BLOCK, 1))
+                blocks = t.as_strided((count, BLOCK), (BLOCK, 1))
             else:
-                blocks = t.reshape(-1)[: whole * BLOCK].view(whole, BLOCK)
+                blocks = t.reshape(-1)[: count * BLOCK].view(count, BLOCK)
             if t.dtype == out.dtype:
                 torch.index_select(blocks, 0, index, out=out)
             else:

@@ -316,6 +316,12 @@ class GannoScheduler:
         self._weight_stats: WeightChangeStatistics | None = None
         if mode == "weight_changes":
             check_plain_sgd(self.optimizer)
+            if any(p.device.type != "cpu" for p in self._flat):
+                raise UsageError(
+                    "gradient_statistics='weight_changes' keeps its snapshots of the weights on "
+                    "the CPU and takes CPU tensors only: use 'read' (or the default 'auto') on a "
+                    "GPU"
+                )
             if self.anchored and self.settings.base_step_size == "dog":
                 raise UsageError(
                     "gradient_statistics='weight_changes' with a DoG-base policy: its step size "
