@@ -20,77 +20,45 @@ median step of the flag, and the runs the flag missed or raised wrongly (``--run
 
 from __future__ import annotations
 
-import argparse
 import time
-import warnings
 
 import pandas as pd
-import torch
-
-from ganno.config import load_config
-from ganno.data import load
-from ganno.errors import GannoWarning
-from ganno.torch.evaluation import Budget, TorchData, episode_inputs, network_spec, train_run
-from ganno.torch.networks import from_jax_params, make_torch_network
-
-TASKS = (("mnist1d", "mlp"), ("mnist1d", "cnn"), ("digits", "mlp"))
+import shipped_policy_runs as shared
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="config/config.yaml")
+    parser = shared.parser(__doc__.split("\n\n")[0], "100,101,102", "1e-5,1e-4,1e-3,1e-2,1e-1,1")
     parser.add_argument("--policy", help="a policy folder (default: the packaged pretrained one)")
-    parser.add_argument("--seeds", default="100,101,102")
-    parser.add_argument("--lr0", default="1e-5,1e-4,1e-3,1e-2,1e-1,1")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", action="store_true", help="also list every run")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from ganno.policy import Policy
-
+    policy = None
     if args.policy:
-        policy = Policy.load(args.policy)
-    else:
-        from ganno.pretrained import load as load_pretrained
+        from ganno.policy import Policy
 
-        policy = load_pretrained()
-    config = load_config(args.config)
-    budget = Budget.from_config(config)
-    low, cap = budget.lr_bounds
-    capped = Budget(**{**vars(budget), "lr_bounds": (low, 1.0)})
-    ceilings = {f"{cap:g} (the policy's)": budget, "1": capped}
-    seeds = [int(s) for s in args.seeds.split(",")]
-    lr0s = [float(v) for v in args.lr0.split(",")]
+        policy = Policy.load(args.policy)
+    s = shared.setup(args, policy)
+    budget = s.budget
+    ceilings = {f"{budget.lr_bounds[1]:g} (the policy's)": budget, "1": s.capped(1.0)}
+    seeds, lr0s = s.seeds, s.lr0s
     rows, start = [], time.perf_counter()
-    for dataset, network in TASKS:
-        data = TorchData.from_dataset(load(dataset, root=config["data"]["root"]))
-        spec = network_spec(config, network)
-        chance = 1.0 / data.num_classes
-        for seed in seeds:
-            params0, batches = episode_inputs(spec, seed, data, budget)
-            for lr0 in lr0s:
-                for ceiling, b in ceilings.items():
-                    model = from_jax_params(
-                        make_torch_network(spec, data.x_train.shape[1:], data.num_classes), params0
-                    )
-                    with warnings.catch_warnings():  # counted below, not printed per run
-                        warnings.simplefilter("ignore", GannoWarning)
-                        r = train_run(model, "ganno", lr0, batches, data, b, policy)
-                    rows.append(
-                        {
-                            "task": f"{network} on {dataset}",
-                            "ceiling": ceiling,
-                            "lr0": lr0,
-                            "seed": seed,
-                            "test_accuracy": r.test_accuracy,
-                            "at_chance": r.test_accuracy <= chance + 0.05 * (1 - chance),
-                            "flagged": r.dead_at_step is not None,
-                            "flag_step": r.dead_at_step,
-                            "scheduler_diverged": r.scheduler_diverged_at_step is not None,
-                            "diverged": r.diverged,
-                            "peak_rate": max(max(h) for h in r.learning_rates),
-                        }
-                    )
+    for at in shared.starts(s):
+        for ceiling, b in ceilings.items():
+            r = shared.run(at, s, b)
+            rows.append(
+                {
+                    "task": at.task,
+                    "ceiling": ceiling,
+                    "lr0": at.lr0,
+                    "seed": at.seed,
+                    "test_accuracy": r.test_accuracy,
+                    "at_chance": at.at_chance(r.test_accuracy),
+                    "flagged": r.dead_at_step is not None,
+                    "flag_step": r.dead_at_step,
+                    "scheduler_diverged": r.scheduler_diverged_at_step is not None,
+                    "diverged": r.diverged,
+                    "peak_rate": max(max(h) for h in r.learning_rates),
+                }
+            )
     runs = pd.DataFrame(rows)
     print(
         f"{len(runs)} runs of {budget.num_steps} steps (batch {budget.batch_size}), lr0 {lr0s}, "

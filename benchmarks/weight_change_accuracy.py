@@ -17,69 +17,34 @@ than 0.01.
 
 from __future__ import annotations
 
-import argparse
 import time
-import warnings
 
 import pandas as pd
-import torch
+import shipped_policy_runs as shared
 
-from ganno.config import load_config
-from ganno.data import load
-from ganno.errors import GannoWarning
 from ganno.stats import mean_ci
-from ganno.torch.evaluation import Budget, TorchData, episode_inputs, network_spec, train_run
-from ganno.torch.networks import from_jax_params, make_torch_network
 
-TASKS = (("mnist1d", "mlp"), ("mnist1d", "cnn"), ("digits", "mlp"))
 WAYS = ("read", "weight_changes")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--seeds", default="100,101,102,103,104")
-    parser.add_argument("--lr0", default="1e-4,1e-3,1e-2,1e-1,1")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from ganno.pretrained import load as load_pretrained
-
-    policy = load_pretrained()
-    config = load_config(args.config)
-    budget = Budget.from_config(config)
-    ceilings = {f"{budget.lr_bounds[1]:g}": budget}
-    ceilings["1"] = Budget(**{**vars(budget), "lr_bounds": (budget.lr_bounds[0], 1.0)})
-    seeds = [int(s) for s in args.seeds.split(",")]
-    lr0s = [float(v) for v in args.lr0.split(",")]
+    parser = shared.parser(__doc__.split("\n\n")[0], "100,101,102,103,104", "1e-4,1e-3,1e-2,1e-1,1")
+    s = shared.setup(parser.parse_args())
+    budget = s.budget
+    ceilings = {f"{budget.lr_bounds[1]:g}": budget, "1": s.capped(1.0)}
     rows, start = [], time.perf_counter()
-    for dataset, network in TASKS:
-        data = TorchData.from_dataset(load(dataset, root=config["data"]["root"]))
-        spec = network_spec(config, network)
-        chance = 1.0 / data.num_classes
-        for seed in seeds:
-            params0, batches = episode_inputs(spec, seed, data, budget)
-            for lr0 in lr0s:
-                for ceiling, b in ceilings.items():
-                    row = {"task": f"{network} on {dataset}", "ceiling": ceiling, "lr0": lr0}
-                    for way in WAYS:
-                        model = from_jax_params(
-                            make_torch_network(spec, data.x_train.shape[1:], data.num_classes),
-                            params0,
-                        )
-                        with warnings.catch_warnings():  # dead networks are counted, not printed
-                            warnings.simplefilter("ignore", GannoWarning)
-                            r = train_run(
-                                model, "ganno", lr0, batches, data, b, policy,
-                                gradient_statistics=way,
-                            )  # fmt: skip
-                        row[way] = r.test_accuracy
-                        row[f"{way} at chance"] = r.test_accuracy <= chance + 0.05 * (1 - chance)
-                    rows.append({**row, "seed": seed})
+    for at in shared.starts(s):
+        for ceiling, b in ceilings.items():
+            row = {"task": at.task, "ceiling": ceiling, "lr0": at.lr0}
+            for way in WAYS:
+                r = shared.run(at, s, b, gradient_statistics=way)
+                row[way] = r.test_accuracy
+                row[f"{way} at chance"] = at.at_chance(r.test_accuracy)
+            rows.append({**row, "seed": at.seed})
     runs = pd.DataFrame(rows)
     runs["difference"] = runs["weight_changes"] - runs["read"]
     print(
-        f"{len(runs)} pairs of {budget.num_steps} steps, lr0 {lr0s}, seeds {seeds}, "
+        f"{len(runs)} pairs of {budget.num_steps} steps, lr0 {s.lr0s}, seeds {s.seeds}, "
         f"{time.perf_counter() - start:.0f} s"
     )
 

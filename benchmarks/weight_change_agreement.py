@@ -16,23 +16,18 @@ policy contributes its decisions after the network died too.
 
 from __future__ import annotations
 
-import argparse
 import time
-import warnings
 
 import pandas as pd
+import shipped_policy_runs as shared
 import torch
 
 import ganno.torch.evaluation as evaluation
-from ganno.config import load_config
-from ganno.data import load
-from ganno.errors import GannoWarning
 from ganno.feature_names import FEATURE_NAMES
 from ganno.torch import features
 from ganno.torch.scheduler import GannoScheduler
 from ganno.torch.weight_changes import WeightChangeStatistics
 
-TASKS = (("mnist1d", "mlp"), ("mnist1d", "cnn"), ("digits", "mlp"))
 COLUMNS = {n: FEATURE_NAMES.index(n) for n in ("log_grad_norm", "grad_cosine", "log_grad_noise")}
 
 
@@ -98,18 +93,8 @@ class Shadowed(GannoScheduler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--seeds", default="100,101,102")
-    parser.add_argument("--lr0", default="1e-5,1e-4,1e-3,1e-2,1e-1,1")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from ganno.pretrained import load as load_pretrained
-
-    policy = load_pretrained()
-    config = load_config(args.config)
-    budget = evaluation.Budget.from_config(config)
+    parser = shared.parser(__doc__.split("\n\n")[0], "100,101,102", "1e-5,1e-4,1e-3,1e-2,1e-1,1")
+    s = shared.setup(parser.parse_args())
     made: list[Shadowed] = []
 
     class Recorded(Shadowed):
@@ -119,21 +104,10 @@ def main() -> None:
 
     evaluation.GannoScheduler = Recorded  # train_run builds its scheduler from this name
     rows, start = [], time.perf_counter()
-    for dataset, network in TASKS:
-        data = evaluation.TorchData.from_dataset(load(dataset, root=config["data"]["root"]))
-        spec = evaluation.network_spec(config, network)
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            params0, batches = evaluation.episode_inputs(spec, seed, data, budget)
-            for lr0 in [float(v) for v in args.lr0.split(",")]:
-                model = evaluation.from_jax_params(
-                    evaluation.make_torch_network(spec, data.x_train.shape[1:], data.num_classes),
-                    params0,
-                )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", GannoWarning)
-                    evaluation.train_run(model, "ganno", lr0, batches, data, budget, policy)
-                for record in made[-1].records:
-                    rows.append({"task": f"{network} on {dataset}", "lr0": lr0, **record})
+    for at in shared.starts(s):
+        shared.run(at, s)  # the gradients read, as by default in torch-eval
+        for record in made[-1].records:
+            rows.append({"task": at.task, "lr0": at.lr0, **record})
     runs = pd.DataFrame(rows)
     print(f"{len(runs)} decisions compared, {time.perf_counter() - start:.0f} s")
 
