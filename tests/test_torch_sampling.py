@@ -176,3 +176,19 @@ def test_window_sums_equal_the_read_gradients_sums_and_resume():
     restored.load(*window.state())
     torch.testing.assert_close(restored.finish(1)[0][2], window.finish(1)[0][2])
     assert float(sum(restored.state()[1])) == pytest.approx(float(sum(window.state()[1])))
+
+
+def test_read_into_a_flat_buffer_is_read_unscaled_whatever_the_dtype():
+    """GradientSample.read_into writes what read returns (of the tensors in float32), before
+    read's scaling, into the slices views() cuts from one flat float32 buffer, whatever the
+    tensors' dtype."""
+    torch.manual_seed(0)
+    tensors = [torch.randn(300, 300), torch.randn(1000, 784), torch.randn(7)]
+    sample = GradientSample(tensors)
+    scales = sample.entry_scales()
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        cast = [t.to(dtype) for t in tensors]
+        flat = torch.full((len(scales),), float("nan"))
+        sample.read_into(cast, sample.views(flat))
+        expected = torch.cat([r.reshape(-1) for r in sample.read([t.float() for t in cast])])
+        assert torch.equal(flat * scales, expected), dtype  # read's float32 scaling, bitwise
