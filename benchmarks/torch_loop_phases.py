@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch_scheduler_overhead import cnn, mlp
+from torch_scheduler_overhead import cnn, mlp, random_teacher_data
 
 from ganno.torch.networks import layerwise_param_groups
 from ganno.torch.scheduler import GannoScheduler
@@ -104,15 +104,7 @@ def main() -> None:
 
     policy = load()
     model0 = {"mlp": mlp, "cnn": cnn}[args.model]()
-    x, x_val = torch.randn(8192, 1, 28, 28), torch.randn(512, 1, 28, 28)
-    teacher = torch.randn(784, 10)
-    data = (
-        x,
-        (x.flatten(1) @ teacher).argmax(1),
-        torch.randint(0, 8192, (args.steps, 128)),
-        x_val,
-        (x_val.flatten(1) @ teacher).argmax(1),
-    )
+    data = random_teacher_data(args.steps, 128, 512)
     rates = run(model0, data, policy, args)["rates"]  # warm-up (JAX jit); the rates replayed
     plain, scheduled = [], []
     for _ in range(args.repeats):

@@ -71,6 +71,21 @@ def cnn() -> torch.nn.Module:
     )
 
 
+def random_teacher_data(steps: int, batch_size: int, val_size: int):
+    """8192 random 28x28 inputs labelled by a fixed random linear map (learnable, so the training
+    does not diverge), each step's minibatch indices, and ``val_size`` validation examples:
+    ``(x, y, batches, x_val, y_val)``."""
+    x, x_val = torch.randn(8192, 1, 28, 28), torch.randn(val_size, 1, 28, 28)
+    teacher = torch.randn(784, 10)
+    return (
+        x,
+        (x.flatten(1) @ teacher).argmax(1),
+        torch.randint(0, 8192, (steps, batch_size)),
+        x_val,
+        (x_val.flatten(1) @ teacher).argmax(1),
+    )
+
+
 def train(
     model,
     data,
@@ -257,17 +272,7 @@ def main() -> None:
         from ganno.pretrained import load
 
         policy = load()
-    # a learnable task (labels of a fixed random linear map), so no run diverges and each takes
-    # every decision
-    x, x_val = torch.randn(8192, 1, 28, 28), torch.randn(args.val_size, 1, 28, 28)
-    teacher = torch.randn(784, 10)
-    data = (
-        x,
-        (x.flatten(1) @ teacher).argmax(1),
-        torch.randint(0, 8192, (args.steps, args.batch_size)),
-        x_val,
-        (x_val.flatten(1) @ teacher).argmax(1),
-    )
+    data = random_teacher_data(args.steps, args.batch_size, args.val_size)
     print(
         f"{args.steps} steps, batch {args.batch_size}, {args.threads} threads, validation "
         f"{args.val_size} every {args.interval} steps, best of {args.repeats} interleaved runs"

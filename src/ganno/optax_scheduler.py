@@ -395,7 +395,7 @@ def ganno_sgd(
         finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, as_layers(p))))
         diverged = ~finite | (val > cfg.divergence_loss_ratio * state.initial_val_loss)
         zeros = jax.tree.map(jnp.zeros_like, state.grad_sum)
-        dead = dead_layers(state.sq_sum / k, state.initial_grad_sq).any()
+        dead = dead_layers(stats.mean_sq_grad_norm, state.initial_grad_sq).any()
         dead_count = jnp.where(dead, state.dead_count + 1, 0)
         flag = (dead_count >= DEAD_INTERVALS) & (state.dead_at < 0)
         passed = state._replace(

@@ -158,11 +158,10 @@ class WindowSums:
         self.sample = sample
         sizes = [math.prod(shape) for shape in sample.shapes]
         devices = list(dict.fromkeys(t.device for t in tensors))
-        #: per device: the indices of its tensors, in order
-        self._members = [[j for j, t in enumerate(tensors) if t.device == d] for d in devices]
         self._offsets: list[tuple[int, int]] = [(0, 0)] * len(tensors)  # (device, offset)
         stages, sums = [], ([], [])
-        for d, (device, members) in enumerate(zip(devices, self._members, strict=True)):
+        for d, device in enumerate(devices):
+            members = [j for j, t in enumerate(tensors) if t.device == device]
             total, offset = sum(sizes[j] for j in members), 0
             for j in members:
                 self._offsets[j] = (d, offset)

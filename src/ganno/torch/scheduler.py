@@ -253,6 +253,7 @@ class GannoScheduler:
         )
         #: what was asked for ("auto" resolves to one of the two, and may follow a saved state's)
         self.requested_statistics = gradient_statistics
+        self._dog_base = self.anchored and settings.base_step_size == "dog"
         self._use_statistics(
             self._auto_statistics() if gradient_statistics == "auto" else gradient_statistics
         )
@@ -274,7 +275,6 @@ class GannoScheduler:
             )
         #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
         self.lr0 = rates
-        self._dog_base = self.anchored and settings.base_step_size == "dog"
         if explicit_lr0:  # else checked when an episode starts (load_state_dict restores lr0)
             self._check_dog_lr0()
         #: DoG's step size the base schedule scales (a DoG-base policy; None otherwise)
@@ -301,10 +301,9 @@ class GannoScheduler:
     def _auto_statistics(self) -> str:
         """``"auto"``: the weights' changes where they record the gradients (plain SGD, CPU
         tensors, not a DoG-base policy, whose step size reads every gradient anyway), else read."""
-        dog = self.anchored and self.settings.base_step_size == "dog"
         on_cpu = all(p.device.type == "cpu" for p in self._flat)
         plain = not_plain_sgd(self.optimizer) is None
-        return "weight_changes" if plain and on_cpu and not dog else "read"
+        return "weight_changes" if plain and on_cpu and not self._dog_base else "read"
 
     def _use_statistics(self, mode: str) -> None:
         """Take the gradient statistics the way ``mode`` says (``read`` or ``weight_changes``)."""
@@ -322,7 +321,7 @@ class GannoScheduler:
                     "the CPU and takes CPU tensors only: use 'read' (or the default 'auto') on a "
                     "GPU"
                 )
-            if self.anchored and self.settings.base_step_size == "dog":
+            if self._dog_base:
                 raise UsageError(
                     "gradient_statistics='weight_changes' with a DoG-base policy: its step size "
                     "reads every step's gradient norm anyway; use 'read' (or the default 'auto')"
