@@ -273,13 +273,14 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
     csv, md, *_ = write_across_tasks(cfg, results, results / "tables")
     table = pd.read_csv(csv).set_index("method")
     better = table.loc["ganno_better"]
-    assert better["held_out_accuracy"] == pytest.approx(0.7, abs=0.01)  # IQM of 0.8s and 0.6s
+    # normalised per task by sgd_cosine's 0.7: (0.8 - 0.1) / 0.6 on deep, (0.6 - 0.1) / 0.6 on wide
+    assert better["held_out_accuracy"] == pytest.approx(1.0, abs=0.01)
     assert better["held_out_tasks"] == 2 and better["tasks_won"] == 1  # deep yes, wide no
     assert better["vs_accuracy"] == "sgd_cosine" and better["p_accuracy"] == pytest.approx(0.5)
     assert better["train_tuned_accuracy"] == pytest.approx(0.701, abs=2e-3)
     # C2 on the held-out tasks: flat curves over the 3-decade grid, pooled all-lr0 accuracy
     assert better["held_out_robust_decades"] == pytest.approx(3.0)
-    assert better["held_out_all_accuracy"] == pytest.approx(0.7, abs=0.01)
+    assert better["held_out_all_accuracy"] == pytest.approx(1.0, abs=0.01)  # normalised too
     assert np.isnan(table.loc["ganno_plain", "held_out_robust_decades"])  # one task of two
     meets = [c for c in table.columns if c.startswith("meets_")]
     assert (
@@ -289,6 +290,8 @@ def test_across_tasks_pools_the_held_out_tasks_against_the_best_baseline(study):
         .all()
     )
     assert better["meets_train_accuracy"] == 1 and better["meets_all_lr0"] == 1  # vs sgd_step, dog
+    assert better["standing_held_out_accuracy"] in ("above", "level", "below")
+    assert better["standing_robust_range"] in ("wider", "as wide", "narrower")
     assert table.loc["ganno_plain", ["meets_train_accuracy", "meets_all_lr0"]].sum() == 0
     assert table.loc["ganno_plain", "meets_held_out_accuracy"] == 0  # no pooled runs: not met
     assert table.loc["sgd_cosine", meets + ["targets_met"]].isna().all()

@@ -22,7 +22,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ganno import agents as registry
-from ganno import plots, tables
+from ganno import plots, stats, tables
 from ganno.config import agent_config
 from ganno.layout import TORCH, TRAIN_TASK, agent_tasks, torch_enabled
 
@@ -50,11 +50,15 @@ def question_summary(
     tolerance: float,
     labels: Mapping[str, str],
     tune_by: str = "val_accuracy",
+    norms: pd.DataFrame | None = None,
     **ci_kwargs: Any,
 ) -> pd.DataFrame:
     """One row per method of a question: robustness on ``train`` (range, all-lr0 IQM, tuned IQM,
-    divergences), tuned IQM pooled over the held-out ``tasks`` (stratified; NaN when none ran),
-    and the meta-training episode-end validation loss over the last 10% of updates."""
+    divergences), tuned IQM on the held-out ``tasks`` (NaN when none ran): with several, pooled
+    after normalising each task by ``norms`` (:func:`ganno.tables.normalisers` of the claims'
+    baselines; :data:`ganno.tables.POOLING`), with one, that task's own (``held_out_scope``
+    names it, ``held_out_normalised`` says which), and the meta-training episode-end validation
+    loss over the last 10% of updates."""
     train = results[(results["task"] == TRAIN_TASK) & results["method"].isin(methods)]
     rob = tables.robustness_summary(
         train, tolerance=tolerance, tune_by=tune_by, **ci_kwargs
@@ -62,9 +66,12 @@ def question_summary(
     held_out = [t for t in tasks if t != TRAIN_TASK]
     present = results[results["method"].isin(methods) & results["task"].isin(held_out)]
     gen = pd.DataFrame()
-    if held_out and not present.empty:
-        gen = tables.generalisation_summary(present, held_out, tune_by=tune_by, **ci_kwargs)
-        gen = gen[gen["task"] == tables.ALL_TASKS].set_index("method")
+    ran = [t for t in held_out if t in set(present["task"])]
+    scope = ran[0] if len(ran) == 1 else tables.HELD_OUT
+    if ran:
+        gen = tables.generalisation_summary(present, ran, tune_by=tune_by, norms=norms, **ci_kwargs)
+        gen = gen[gen["task"] == (ran[0] if len(ran) == 1 else tables.ALL_TASKS)]
+        gen = gen.set_index("method")
     rows = []
     for method in methods:
         if method not in rob.index:
@@ -85,6 +92,8 @@ def question_summary(
             "held_out_low": np.nan,
             "held_out_high": np.nan,
             "held_out_tasks": 0,
+            "held_out_scope": scope,
+            "held_out_normalised": False,
             "meta_train_val_loss": np.nan,
             **{f"{p}_loss_{s}": r[f"{p}_loss_{s}"] for p in ("all", "tuned") for s in STATS},
             **{f"held_out_loss_{s}": np.nan for s in STATS},
@@ -96,6 +105,7 @@ def question_summary(
                 held_out_low=g["low"],
                 held_out_high=g["high"],
                 held_out_tasks=int(g["tasks"]),
+                held_out_normalised=bool(g["normalised"]),
                 held_out_loss_iqm=g["loss_iqm"],
                 held_out_loss_low=g["loss_low"],
                 held_out_loss_high=g["loss_high"],
@@ -125,7 +135,10 @@ def question_display(table: pd.DataFrame) -> pd.DataFrame:
             "robust range (decades)": table["robust_decades"].map(tables.fmt_decades),
             "all lr0, IQM [CI]": [ci("all", r) for _, r in table.iterrows()],
             "tuned, IQM [CI]": [ci("tuned", r) for _, r in table.iterrows()],
-            "held-out tuned, IQM [CI]": [ci("held_out", r) for _, r in table.iterrows()],
+            "held-out tuned, IQM [CI]": [
+                ci("held_out", r) + (" (normalised)" if r["held_out_normalised"] else "")
+                for _, r in table.iterrows()
+            ],
             "tuned test loss, IQM [CI]": [ci("tuned_loss", r) for _, r in table.iterrows()],
             "held-out tuned test loss": [ci("held_out_loss", r) for _, r in table.iterrows()],
             "diverged": table["diverged_fraction"].map(lambda x: f"{100 * x:.0f}%"),
@@ -205,24 +218,25 @@ def _ci_text(r: pd.Series, prefix: str) -> str:
     return tables.fmt_ci(r[f"{prefix}_iqm"], r[f"{prefix}_low"], r[f"{prefix}_high"])
 
 
-def _overlap(a: pd.Series, b: pd.Series, prefix: str) -> bool:
-    return not (
-        a[f"{prefix}_low"] > b[f"{prefix}_high"] or b[f"{prefix}_low"] > a[f"{prefix}_high"]
-    )
-
-
 def _compare(name: str, r: pd.Series, ref: pd.Series, ref_name: str, prefix: str, what: str) -> str:
-    diff = r[f"{prefix}_iqm"] - ref[f"{prefix}_iqm"]
-    verdict = "higher than" if diff > 0 else "lower than" if diff < 0 else "equal to"
-    hedge = (
-        " (the intervals overlap)"
-        if _overlap(r, ref, prefix)
-        else " (the intervals do not overlap)"
-    )
+    """``name``'s ``what`` against the reference's: above, level or below from the two intervals
+    (:func:`ganno.stats.compare`), both quoted."""
+    higher = "loss" not in prefix
+    ours, theirs = tables.estimate(r, f"{prefix}_"), tables.estimate(ref, f"{prefix}_")
     return (
-        f"`{name}` {what} {_ci_text(r, prefix)}, {verdict} `{ref_name}`'s "
-        f"{_ci_text(ref, prefix)}{hedge}"
+        f"`{name}`'s {what}: **{stats.compare(ours, theirs, higher)}** `{ref_name}`'s, "
+        f"{_ci_text(r, prefix)} vs {_ci_text(ref, prefix)}"
     )
+
+
+def held_out_label(table: pd.DataFrame) -> str:
+    """How the README names a question table's held-out numbers: one task's, labelled
+    single-task, or pooled over several (normalised per task or not)."""
+    scope = str(table["held_out_scope"].iloc[0])
+    if scope != tables.HELD_OUT:
+        return f"on `{scope}` (single task)"
+    how = "normalised per task" if table["held_out_normalised"].all() else "raw"
+    return f"pooled over the {int(table['held_out_tasks'].max())} held-out tasks ({how})"
 
 
 def question_lines(question: str, table: pd.DataFrame, reference: str) -> list[str]:
@@ -231,31 +245,32 @@ def question_lines(question: str, table: pd.DataFrame, reference: str) -> list[s
         return [f"No results for {question} (see Skipped)."]
     t = table.set_index("method")
     ref = t.loc[reference]
+    held = held_out_label(table)
     lines = []
     for method, r in t.iterrows():
         if method == reference:
             continue
+        span = stats.compare_ranges(r["robust_decades"], ref["robust_decades"])
         parts = [
-            _compare(
-                method, r, ref, reference, "tuned", "reaches a tuned test accuracy on `train` of"
-            ),
-            f"robust range {tables.fmt_decades(r['robust_decades'])} decades against "
+            _compare(method, r, ref, reference, "tuned", "tuned test accuracy on `train`"),
+            f"robust range **{span}** (a count of decades on the lr0 grid, no interval), "
+            f"{tables.fmt_decades(r['robust_decades'])} decades vs "
             f"{tables.fmt_decades(ref['robust_decades'])}",
         ]
         if np.isfinite(r["held_out_iqm"]) and np.isfinite(ref["held_out_iqm"]):
             parts.append(
-                _compare(method, r, ref, reference, "held_out", "pooled over the held-out tasks:")
+                _compare(method, r, ref, reference, "held_out", f"tuned test accuracy {held}")
             )
         lines.append(f"- {r['setting']}: " + "; ".join(parts) + ".")
     score = "held_out_iqm" if t["held_out_iqm"].notna().all() else "tuned_iqm"
     best = t[score].idxmax()
-    where = "pooled over the held-out tasks" if score == "held_out_iqm" else "on `train`"
+    where = held if score == "held_out_iqm" else "on `train`"
     lines += [
         "",
-        f"Best by tuned test accuracy {where}: `{best}` ({t.loc[best, 'setting']}, "
-        f"IQM {tables.fmt(t.loc[best, score])}); best robust range: "
-        f"`{t['robust_decades'].idxmax()}` ({tables.fmt_decades(t['robust_decades'].max())} "
-        "decades).",
+        f"Best by tuned test accuracy {where} (point estimate; the standings above say how "
+        f"sure): `{best}` ({t.loc[best, 'setting']}, IQM {tables.fmt(t.loc[best, score])}); "
+        f"widest robust range: `{t['robust_decades'].idxmax()}` "
+        f"({tables.fmt_decades(t['robust_decades'].max())} decades).",
     ]
     return lines
 
@@ -359,6 +374,7 @@ def question_section(
     results: pd.DataFrame,
     curves: pd.DataFrame,
     tasks: Sequence[str],
+    norms: pd.DataFrame | None = None,
 ) -> _Section:
     """The table, figures and README section of one question: its agents against the reference,
     on ``tasks`` (``results`` and ``curves`` hold the reference's and the question agents')."""
@@ -378,7 +394,7 @@ def question_section(
     methods = [reference] + [a.method for a in members]
     labels = {reference: ref_label} | {a.method: a.setting() for a in members}
     table = question_summary(
-        results, curves, methods, tasks, tolerance=tol, labels=labels, tune_by=by, **ci
+        results, curves, methods, tasks, tolerance=tol, labels=labels, tune_by=by, norms=norms, **ci
     )
     q = question.lower()
     written = {
@@ -472,11 +488,13 @@ def build_extensions(
         ignore_index=True,
     )
     present = set(data.results["task"])
+    # the claims' baselines normalise every question's pooled numbers, as the claims'
+    norms = tables.normalisers(data.results, sorted(present), tables.tune_by(config))
     sections = []
     for question in registry.questions(config):
         ran = {t for a in registry.agents(config, question) for t in agent_tasks(config, a)}
         tasks = [t for t in agent_tasks(config, ref_agent) if t in ran and t in present]
-        sections.append(question_section(question, out, config, results, curves, tasks))
+        sections.append(question_section(question, out, config, results, curves, tasks, norms))
     if torch_enabled(config):
         sections.append(torch_section(out, config, data.torch))
     merged = Extensions({}, {}, {}, [], {})

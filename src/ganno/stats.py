@@ -29,6 +29,25 @@ class Estimate(NamedTuple):
     high: float
 
 
+#: Where one method stands against another: CIs apart and better, CIs overlapping, apart and worse.
+STANDINGS = ("above", "level", "below")
+
+
+def compare(ours: Estimate, theirs: Estimate, higher_is_better: bool = True) -> str:
+    """``"above"`` when the two confidence intervals are apart and ours is the better side,
+    ``"below"`` when they are apart and ours is the worse, ``"level"`` when they overlap (touching
+    counts as overlapping): a verdict only as sure as its intervals, never from point estimates
+    alone. ``higher_is_better=False`` for losses."""
+    values = (ours.low, ours.high, theirs.low, theirs.high)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"an interval is not finite: {ours} against {theirs}")
+    if ours.low > theirs.high:
+        return "above" if higher_is_better else "below"
+    if ours.high < theirs.low:
+        return "below" if higher_is_better else "above"
+    return "level"
+
+
 def iqm(x: Any, axis: int | None = None) -> np.ndarray:
     """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean(x, 0.25)``, which
     cuts ``floor(n / 4)`` values from each end)."""
@@ -245,6 +264,27 @@ def robustness_range(lr0s: Any, scores: Any, tolerance: float = 0.02) -> RobustR
     width, lo, hi = widest
     best_in = lo + int(np.argmax(scores[lo : hi + 1]))
     return RobustRange(width, float(lr0s[lo]), float(lr0s[hi]), float(lr0s[best_in]), float(best))
+
+
+#: How one robust range stands against another: a count of decades on the lr0 grid, no interval.
+RANGE_STANDINGS = ("wider", "as wide", "narrower")
+
+
+def compare_ranges(ours: float, theirs: float) -> str:
+    """``"wider"``, ``"as wide"`` or ``"narrower"``: robust ranges (decades) measured on the same
+    lr0 grid, so equal to the grid's step or not at all (compared to 1e-9 decades)."""
+    if ours > theirs + 1e-9:
+        return "wider"
+    if ours < theirs - 1e-9:
+        return "narrower"
+    return "as wide"
+
+
+def at_grid_edge(low: float, high: float, lr0s: Any) -> bool:
+    """Whether a robust range ``[low, high]`` reaches the smallest or the largest lr0 of the grid
+    ``lr0s``: the range may go on past the grid, so its width is a lower bound."""
+    grid = np.asarray(lr0s, float)
+    return bool(low <= grid.min() * (1 + 1e-9) or high >= grid.max() * (1 - 1e-9))
 
 
 def robustness_score(lr0s: Any, scores: Any, tolerance: float = 0.02) -> float:

@@ -101,8 +101,10 @@ def robustness_summary(
     **ci_kwargs: Any,
 ) -> pd.DataFrame:
     """Per method on one task (C2): the robustness range of the seed-mean ``metric`` curve
-    (:func:`ganno.stats.robustness_range`), the IQM of ``metric`` over all lr0 x runs and at the
-    tuned lr0 with their CIs, and the fraction of diverged runs; sorted by range, then tuned IQM.
+    (:func:`ganno.stats.robustness_range`; ``robust_at_edge`` when it reaches the smallest or
+    largest lr0 of the method's grid, so the true range may be wider), the IQM of ``metric`` over
+    all lr0 x runs and at the tuned lr0 with their CIs, the fraction of diverged runs and the
+    share of runs at chance (:func:`at_chance_shares`); sorted by range, then tuned IQM.
     The test loss beside it: ``all_loss_*`` and ``tuned_loss_*`` (IQM, CI).
     """
     if results["task"].nunique() != 1:
@@ -123,6 +125,7 @@ def robustness_summary(
                 "robust_decades": r["decades"],
                 "robust_low": r["low"],
                 "robust_high": r["high"],
+                "robust_at_edge": stats.at_grid_edge(r["low"], r["high"], runs["lr0"]),
                 "best_lr0": r["best_lr0"],
                 "best_mean": r["best_score"],
                 "all_iqm": every.value,
@@ -133,6 +136,7 @@ def robustness_summary(
                 "tuned_low": best.low,
                 "tuned_high": best.high,
                 "diverged_fraction": float(runs["diverged"].mean()),
+                "at_chance": float(at_chance(runs["test_accuracy"]).mean()),
                 "runs": len(runs),
                 "lr0_points": runs["lr0"].nunique(),
                 "tolerance": tolerance,
@@ -175,9 +179,96 @@ def at_chance_shares(results: pd.DataFrame) -> pd.Series:
     perfect (0.145 with 10 classes), the level ``env.collapse_check`` calls dead. A baseline's
     share counts the rates too small to learn; an agent's above it counts networks its rates
     killed or never let learn."""
-    dead = share_of_the_way(NUM_CLASSES, COLLAPSE_DEAD)
-    at_chance = results["test_accuracy"].to_numpy(float) <= dead
-    return results.assign(at_chance=at_chance).groupby(["method", "task"])["at_chance"].mean()
+    dead = at_chance(results["test_accuracy"])
+    return results.assign(at_chance=dead).groupby(["method", "task"])["at_chance"].mean()
+
+
+def at_chance(test_accuracy: Any) -> np.ndarray:
+    """Per run, whether its test accuracy ends at chance (:func:`at_chance_shares`)."""
+    return np.asarray(test_accuracy, float) <= share_of_the_way(NUM_CLASSES, COLLAPSE_DEAD)
+
+
+#: The design rule on dead networks (config.yaml, the agents' design): per task, at most this
+#: share of an agent's runs at chance pooled over its meta-training seeds ...
+DEAD_SHARE_MAX = 0.01
+#: ... and at most this many runs at chance for any one meta-training seed.
+DEAD_RUNS_PER_SEED_MAX = 1
+
+
+def dead_network_check(results: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Per task of ``method``'s runs: the share at chance pooled over meta-training seeds
+    (``share``), the most runs at chance of any one meta-training seed (``worst_seed_runs``, that
+    seed in ``worst_seed``) and whether both stay within the design rule (``passes``:
+    :data:`DEAD_SHARE_MAX`, :data:`DEAD_RUNS_PER_SEED_MAX`). The rule pools seeds because one
+    seed's policy can kill networks the others train, and a practitioner ships one policy."""
+    runs = results[results["method"] == method]
+    rows = []
+    for task, part in runs.groupby("task", sort=False):
+        dead = part.assign(dead=at_chance(part["test_accuracy"]))
+        per_seed = dead.groupby("meta_seed")["dead"].sum()
+        share = float(dead["dead"].mean())
+        worst = int(per_seed.max())
+        rows.append(
+            {
+                "task": task,
+                "share": share,
+                "runs": len(part),
+                "worst_seed_runs": worst,
+                "worst_seed": int(per_seed.idxmax()),
+                "passes": share <= DEAD_SHARE_MAX and worst <= DEAD_RUNS_PER_SEED_MAX,
+            }
+        )
+    columns = ["task", "share", "runs", "worst_seed_runs", "worst_seed", "passes"]
+    return pd.DataFrame(rows, columns=columns).set_index("task")
+
+
+#: Chance accuracy, the zero of each task's normalised accuracy.
+CHANCE = 1.0 / NUM_CLASSES
+#: How pooled scores are made, for the README.
+POOLING = (
+    "pooled over tasks after normalising each task's scores: (score - chance) / (best tuned "
+    f"baseline's IQM on that task - chance), chance = 1/{NUM_CLASSES}, so 0 is chance and 1 the "
+    "best tuned baseline there, the same normaliser for every method (test loss: divided by the "
+    "lowest tuned baseline's IQM on that task, so 1 is that baseline and lower is better); a raw "
+    "IQM over pooled runs would trim away a task whose scores all sit far above the others'"
+)
+
+
+def normalisers(
+    results: pd.DataFrame, tasks: Sequence[str], tune_by: str = "val_accuracy"
+) -> pd.DataFrame:
+    """Per task of ``tasks`` with baseline (non-GANNO) runs, indexed by task: the best tuned
+    baseline by test-accuracy IQM (``method``, its IQM ``accuracy``) and the lowest by test-loss
+    IQM (``loss_method``, ``loss``), the normalisers of :func:`normalise`. A task whose best
+    baseline is at chance has none (nothing to scale by)."""
+    base = results[~results["method"].map(plots.is_ganno) & results["task"].isin(tasks)]
+    columns = ["task", "method", "accuracy", "loss_method", "loss"]
+    if base.empty:
+        return pd.DataFrame(columns=columns).set_index("task")
+    tuned = tuned_results(base, tune_by)
+    rows = []
+    for task in tasks:
+        here = tuned[tuned["task"] == task]
+        if here.empty:
+            continue
+        acc = here.groupby("method")["test_accuracy"].apply(lambda x: float(stats.iqm(x)))
+        loss = here.groupby("method")["test_loss"].apply(lambda x: float(stats.iqm(x)))
+        if acc.max() <= CHANCE or loss.min() <= 0:
+            continue
+        rows.append([task, acc.idxmax(), acc.max(), loss.idxmin(), loss.min()])
+    return pd.DataFrame(rows, columns=columns).set_index("task")
+
+
+def normalise(scores: Any, task: str, norms: pd.DataFrame, metric: str) -> np.ndarray:
+    """``scores`` of ``metric`` on ``task``, normalised by the task's row of ``norms``
+    (:func:`normalisers`): test accuracy to (score - chance) / (best baseline - chance), test
+    loss to score / lowest baseline."""
+    x = np.asarray(scores, float)
+    if metric == "test_accuracy":
+        return (x - CHANCE) / (norms.loc[task, "accuracy"] - CHANCE)
+    if metric == "test_loss":
+        return x / norms.loc[task, "loss"]
+    raise ValueError(f"no normaliser for {metric!r}")
 
 
 def generalisation_summary(
@@ -185,84 +276,135 @@ def generalisation_summary(
     tasks: Sequence[str],
     metric: str = "test_accuracy",
     tune_by: str = "val_accuracy",
+    norms: pd.DataFrame | None = None,
     **ci_kwargs: Any,
 ) -> pd.DataFrame:
     """Tuned ``metric`` IQM [CI] per method and task (C3), plus two pooled rows per method
     (stratified over tasks): ``all tasks`` and ``held-out tasks`` (all but ``train``; only when
     there are some, and only for methods run on every such task). Sorted by method, then task.
-    The tuned test loss beside it: ``loss_iqm``, ``loss_low``, ``loss_high``.
+    Beside it: the tuned test loss (``loss_iqm``, ``loss_low``, ``loss_high``), the IQM over every
+    lr0 and run (``all_iqm``, ``all_low``, ``all_high``) and the share of runs at chance
+    (``at_chance``; pooled rows: the mean over their tasks).
+
+    Per-task rows are raw. Pooled rows are normalised per task first (``normalised``;
+    :data:`POOLING`, :func:`normalise`) by ``norms`` (:func:`normalisers` of ``results`` unless
+    given, e.g. the claims' baselines for agents compared without them); a scope with a task
+    without a normaliser is pooled raw (``normalised`` False). Each task's normalisers are its
+    rows' ``normaliser`` and ``loss_normaliser`` (the baselines: ``*_method``).
     """
     tuned = tuned_results(results, tune_by)
+    if norms is None:
+        norms = normalisers(results, tasks, tune_by)
+    shares = at_chance_shares(results)
     held_out = [t for t in tasks if t != TRAIN_TASK]
     scopes = [(ALL_TASKS, list(tasks))] + ([(HELD_OUT, held_out)] if held_out else [])
     rows = []
     for method, runs in tuned.groupby("method", sort=True):
         by_task = {t: g for t, g in runs.groupby("task", sort=False)}
+        every = results[results["method"] == method]
+        all_lr0 = {t: g for t, g in every.groupby("task", sort=False)}
         for task in tasks:
             if task not in by_task:
                 continue
-            est = iqm_ci({task: by_task[task][metric]}, **ci_kwargs)
+            here = task in norms.index
             rows.append(
                 {
                     "method": method,
                     "task": task,
-                    "iqm": est.value,
-                    "low": est.low,
-                    "high": est.high,
+                    **_estimate_columns("", iqm_ci({task: by_task[task][metric]}, **ci_kwargs)),
                     "lr0": float(by_task[task]["lr0"].iloc[0]),
                     "runs": len(by_task[task]),
                     "tasks": 1,
                     **_estimate_columns(
                         "loss", iqm_ci({task: by_task[task]["test_loss"]}, **ci_kwargs)
                     ),
+                    **_estimate_columns("all", iqm_ci({task: all_lr0[task][metric]}, **ci_kwargs)),
+                    "at_chance": float(shares[(method, task)]),
+                    "normalised": False,
+                    "normaliser": norms.loc[task, "accuracy"] if here else np.nan,
+                    "normaliser_method": norms.loc[task, "method"] if here else "-",
+                    "loss_normaliser": norms.loc[task, "loss"] if here else np.nan,
+                    "loss_normaliser_method": norms.loc[task, "loss_method"] if here else "-",
                 }
             )
         for scope, members in scopes:
             if not set(members) <= set(by_task):
                 continue
-            est = iqm_ci({t: by_task[t][metric] for t in members}, **ci_kwargs)
+            normed = set(members) <= set(norms.index)
+            scale = norms if normed else None
             rows.append(
                 {
                     "method": method,
                     "task": scope,
-                    "iqm": est.value,
-                    "low": est.low,
-                    "high": est.high,
+                    **_estimate_columns(
+                        "", _pooled_iqm(by_task, members, metric, scale, **ci_kwargs)
+                    ),
                     "lr0": np.nan,
                     "runs": int(sum(len(by_task[t]) for t in members)),
                     "tasks": len(members),
                     **_estimate_columns(
-                        "loss", iqm_ci({t: by_task[t]["test_loss"] for t in members}, **ci_kwargs)
+                        "loss", _pooled_iqm(by_task, members, "test_loss", scale, **ci_kwargs)
                     ),
+                    **_estimate_columns(
+                        "all", _pooled_iqm(all_lr0, members, metric, scale, **ci_kwargs)
+                    ),
+                    "at_chance": float(np.mean([shares[(method, t)] for t in members])),
+                    "normalised": normed,
+                    "normaliser": np.nan,
+                    "normaliser_method": "-",
+                    "loss_normaliser": np.nan,
+                    "loss_normaliser_method": "-",
                 }
             )
-    out = pd.DataFrame(rows)
-    # lr0 is per task; the pooled rows have none (kept as the sentinel 0 so the CSV has no NaN).
-    out["lr0"] = out["lr0"].fillna(0.0)
+    out = pd.DataFrame(rows).rename(columns={"_iqm": "iqm", "_low": "low", "_high": "high"})
+    # lr0 and the normalisers are per task; the pooled rows have none (kept as the sentinels 0 and
+    # "-" so the CSV has no NaN).
+    columns = ["lr0", "normaliser", "loss_normaliser"]
+    out[columns] = out[columns].fillna(0.0)
     return out
 
 
-def task_wins(
+def _pooled_iqm(
+    frames: Mapping[str, pd.DataFrame],
+    members: Sequence[str],
+    column: str,
+    norms: pd.DataFrame | None,
+    **ci_kwargs: Any,
+) -> stats.Estimate:
+    """IQM [CI] of ``column`` over the runs of ``members`` (stratified by task), each task's runs
+    normalised by ``norms`` first (raw when None)."""
+    scores = {
+        t: frames[t][column] if norms is None else normalise(frames[t][column], t, norms, column)
+        for t in members
+    }
+    return iqm_ci(scores, **ci_kwargs)
+
+
+def task_standings(
     summary: pd.DataFrame, method: str, tasks: Sequence[str]
-) -> tuple[list[str], list[str]]:
+) -> dict[str, list[str]]:
     """Of ``tasks`` (rows of :func:`generalisation_summary`), those where ``method``'s tuned IQM
-    is above every baseline's, and those where it is below the best but with overlapping CIs;
-    tasks without runs of the method or of a baseline are neither."""
+    stands ``above``, ``level`` with or ``below`` the best baseline's there (the baseline with the
+    highest tuned IQM; :func:`ganno.stats.compare` of their CIs); tasks without runs of the method
+    or of a baseline are in none."""
     mine = summary[summary["method"] == method].set_index("task")
     base = summary[~summary["method"].map(plots.is_ganno)]
-    wins, overlaps = [], []
+    out: dict[str, list[str]] = {s: [] for s in stats.STANDINGS}
     for task in tasks:
-        if task not in mine.index:
+        others = base[base["task"] == task]
+        if task not in mine.index or others.empty:
             continue
-        others = base[base["task"] == task].sort_values("iqm", ascending=False)
-        if others.empty:
-            continue
-        best = others.iloc[0]
-        if mine.loc[task, "iqm"] > best["iqm"]:
-            wins.append(task)
-        elif mine.loc[task, "high"] >= best["low"]:
-            overlaps.append(task)
-    return wins, overlaps
+        best = others.loc[others["iqm"].idxmax()]
+        out[stats.compare(estimate(mine.loc[task]), estimate(best))].append(task)
+    return out
+
+
+def estimate(row: pd.Series, prefix: str = "") -> stats.Estimate:
+    """The :class:`~ganno.stats.Estimate` of a table row's ``<prefix>iqm``, ``<prefix>low`` and
+    ``<prefix>high`` (``prefix`` e.g. ``"tuned_"``, ``"loss_"``)."""
+    return stats.Estimate(
+        float(row[f"{prefix}iqm"]), float(row[f"{prefix}low"]), float(row[f"{prefix}high"])
+    )
 
 
 def improvement_summary(
@@ -371,11 +513,28 @@ def fmt_share(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{100 * x:.0f}%"
 
 
+def fmt_chance(x: float) -> str:
+    """A share of runs at chance in percent, to a tenth (the design rule's limit is 1%)."""
+    return "-" if not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def fmt_range(decades: float, at_edge: bool) -> str:
+    """A robust range in decades, marked where it reaches the grid's edge (may be wider)."""
+    return f"{fmt_decades(decades)}{'+' if at_edge else ''}"
+
+
+#: The display's note on :func:`fmt_range`'s mark.
+EDGE_NOTE = "+: the range reaches the edge of the lr0 grid, so it may be wider"
+
+
 def robustness_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "method": table["method"],
-            "robust range (decades)": table["robust_decades"].map(fmt_decades),
+            "robust range (decades)": [
+                fmt_range(d, e)
+                for d, e in zip(table["robust_decades"], table["robust_at_edge"], strict=True)
+            ],
             "range of lr0": [
                 f"{fmt_lr(a)} – {fmt_lr(b)}"
                 for a, b in zip(table["robust_low"], table["robust_high"], strict=True)
@@ -392,6 +551,7 @@ def robustness_display(table: pd.DataFrame) -> pd.DataFrame:
             "test loss, all lr0 (IQM [CI])": _ci_cells(table, "all_loss"),
             "tuned test loss (IQM [CI])": _ci_cells(table, "tuned_loss"),
             "diverged": table["diverged_fraction"].map(fmt),
+            "runs at chance": table["at_chance"].map(fmt_chance),
         }
     )
 
@@ -403,27 +563,34 @@ def _ci_cells(table: pd.DataFrame, prefix: str) -> list[str]:
 
 
 def generalisation_display(table: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
-    """Per method, a column per task: tuned test accuracy IQM [CI] / tuned test loss IQM."""
+    """Per method, a column per task: tuned test accuracy IQM [CI] / tuned test loss IQM / share
+    of runs at chance; the pooled columns say whether they are normalised (:data:`POOLING`)."""
+    columns = ["iqm", "low", "high", "loss_iqm", "at_chance"]
     cells = table.assign(
         cell=[
-            f"{fmt_ci(i, lo, hi)} / {fmt(loss)}"
-            for i, lo, hi, loss in table[["iqm", "low", "high", "loss_iqm"]].itertuples(index=False)
+            f"{fmt_ci(i, lo, hi)} / {fmt(loss)} / {fmt_chance(dead)}"
+            for i, lo, hi, loss, dead in table[columns].itertuples(index=False)
         ]
     )
     wide = cells.pivot(index="method", columns="task", values="cell")
-    columns = [c for c in [*tasks, HELD_OUT, ALL_TASKS] if c in wide.columns]
+    shown = [c for c in [*tasks, HELD_OUT, ALL_TASKS] if c in wide.columns]
     rank = table[table["task"] == ALL_TASKS].set_index("method")["iqm"]
     order = sorted(wide.index, key=lambda m: (-rank.get(m, -np.inf), m))
-    return wide.loc[order, columns].fillna("–").reset_index().rename_axis(columns=None)
+    normed = set(table.loc[table["normalised"].astype(bool), "task"])
+    names = {c: f"{c} (normalised)" for c in (HELD_OUT, ALL_TASKS) if c in normed}
+    out = wide.loc[order, shown].fillna("–").reset_index().rename_axis(columns=None)
+    return out.rename(columns=names)
 
 
 def robustness_by_task_display(table: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
-    """Per method, a column per task: robust range (decades) / all-lr0 test accuracy IQM; methods
-    by their narrowest range over the tasks they ran on (widest first)."""
+    """Per method, a column per task: robust range (decades, :func:`fmt_range`) / all-lr0 test
+    accuracy IQM / share of runs at chance; methods by their narrowest range over the tasks they
+    ran on (widest first)."""
+    columns = ["robust_decades", "robust_at_edge", "all_iqm", "at_chance"]
     cells = table.assign(
         cell=[
-            f"{fmt_decades(d)} / {fmt(a)}"
-            for d, a in zip(table["robust_decades"], table["all_iqm"], strict=True)
+            f"{fmt_range(d, e)} / {fmt(a)} / {fmt_chance(c)}"
+            for d, e, a, c in table[columns].itertuples(index=False)
         ]
     )
     wide = cells.pivot(index="method", columns="task", values="cell")
