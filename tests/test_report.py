@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ganno import baselines, layout, report, stats
+from ganno import baselines, layout, report, stats, tables
 from ganno.config import validate
 from ganno.experiments import COLUMNS, lr0_grid
 
@@ -276,6 +276,16 @@ def test_readme_quotes_the_tables(built):
     # the agent's robust range on each held-out task against the widest baseline's there
     assert "on each held-out task, in decades" in text and "`wide` 1.5 (dog 2.0)" in text
     assert "lr0_per_decade: 2" in text  # the config
+    # dead networks: the shares at chance beside the baselines', and the design rule per agent
+    assert (
+        "Runs at chance (every lr0 and seed): 0.0% on `train`; held out at most 0.0% (`wide`)"
+        in text
+    )
+    assert "No dead networks by the rule (at most 1.0% of runs at chance per task" in text
+    assert "**yes** (per task: `train` 0.0%, `wide` 0.0%; worst seed: no run at chance)" in text
+    assert "runs at chance" in rep.tables["robustness"].md.read_text()
+    assert "held-out tasks (normalised)" in rep.tables["generalisation"].md.read_text()
+    assert rep.numbers.robustness.set_index("method").loc["dog", "robust_at_edge"]
 
 
 def test_unit_schedules_are_what_the_baselines_train_with():
@@ -507,3 +517,158 @@ def test_the_shipped_policy_s_seed_is_a_row_of_its_own(tmp_path, config):
     ) in text
     assert f"seed 0 {record['scores']['0']['value']:.3f}" in text
     assert "| ganno_ippo_selected |" in text  # in the verdict and robustness tables
+
+
+def _flat(method: str, task: str, accs, *, meta_seed: int = -1, lr0s=(0.1,)) -> pd.DataFrame:
+    """Runs of ``method`` on ``task``: one per accuracy in ``accs`` (evaluation seeds 0, 1, ...)
+    at every lr0 of ``lr0s``, flat in lr0 (so tuned = every lr0's runs), test loss 2 - accuracy."""
+    rows = [
+        {"method": method, "task": task, "lr0": lr0, "seed": seed, "meta_seed": meta_seed,
+         "val_loss": 1.0, "val_accuracy": 0.5, "test_loss": 2.0 - acc, "test_accuracy": acc,
+         "diverged": False, "wall_time_s": 0.1}
+        for lr0 in lr0s
+        for seed, acc in enumerate(accs)
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+HELD = ("depth5", "depth8", "wide", "cnn1d", "digits")
+
+
+def _six_tasks(agent_digits: float) -> pd.DataFrame:
+    """A baseline at 0.65 on five MNIST-1D tasks and 0.97 on digits; the agent at 0.62, 0.64, ...,
+    0.70 on the MNIST-1D tasks and ``agent_digits`` on digits; two runs per task (+-0.005)."""
+    parts = []
+    mnist1d = iter((0.62, 0.64, 0.66, 0.68, 0.70))
+    for task in ("train", *HELD):
+        base, mine = (0.97, agent_digits) if task == "digits" else (0.65, next(mnist1d))
+        parts.append(_flat("sgd_constant", task, [base - 0.005, base + 0.005]))
+        parts.append(_flat("ganno_x", task, [mine - 0.005, mine + 0.005], meta_seed=0))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_pooling_normalises_each_task_so_no_task_is_trimmed_away():
+    """Raw, the 25% trim of 12 pooled runs (6 tasks x 2) removes the 3 highest: digits' two runs
+    always, so the raw IQM does not move when the agent's digits score rises from 0.97 (the
+    baseline's) to 0.99. Normalised per task by the best tuned baseline's IQM (chance 0.1),
+    digits sits among the MNIST-1D tasks (about 1.0 and 1.02 against 0.94 to 1.1), is kept, and
+    the pooled number moves with it."""
+    tasks = ["train", *HELD]
+    pooled, raw = {}, {}
+    for digits in (0.97, 0.99):
+        results = _six_tasks(digits)
+        agent = results[results["method"] == "ganno_x"]
+        raw[digits] = stats.iqm(agent["test_accuracy"])
+        gen = report.generalisation_summary(results, tasks, n_resamples=200)
+        rows = gen.set_index(["method", "task"])
+        assert rows.loc[("ganno_x", report.ALL_TASKS), "normalised"]
+        assert rows.loc[("sgd_constant", report.ALL_TASKS), "iqm"] == pytest.approx(1.0)
+        assert rows.loc[("ganno_x", "digits"), "iqm"] == pytest.approx(digits)  # per task: raw
+        assert rows.loc[("ganno_x", "digits"), "normaliser"] == pytest.approx(0.97)
+        pooled[digits] = rows.loc[("ganno_x", report.ALL_TASKS), "iqm"]
+        norms = tables.normalisers(results, tasks)
+        expected = np.concatenate(
+            [
+                tables.normalise(g["test_accuracy"], t, norms, "test_accuracy")
+                for t, g in agent.groupby("task")
+            ]
+        )
+        assert pooled[digits] == pytest.approx(stats.iqm(expected))
+    assert raw[0.97] == raw[0.99]  # digits' runs trimmed away whatever they score
+    # normalised, both digits runs are among the middle half: +0.023 each over 6 runs kept
+    assert pooled[0.99] - pooled[0.97] == pytest.approx(2 * 0.02 / 0.87 / 6)
+
+
+def test_task_standings_are_three_way_from_the_intervals():
+    """Above on a task where the CIs are apart on the better side, level where they overlap,
+    below where apart on the worse side, each against the best baseline on that task."""
+    parts = [
+        _flat("ganno_x", "a", [0.80, 0.81, 0.82]),
+        _flat("ganno_x", "b", [0.60, 0.70, 0.80]),
+        _flat("ganno_x", "c", [0.40, 0.41, 0.42]),
+        *[_flat(m, t, [0.69, 0.70, 0.71]) for t in "abc" for m in ("sgd_constant",)],
+        *[_flat("dog", t, [0.50, 0.51, 0.52]) for t in "abc"],
+    ]
+    gen = report.generalisation_summary(pd.concat(parts), ["a", "b", "c"], n_resamples=200)
+    standings = report.task_standings(gen, "ganno_x", ["a", "b", "c", "absent"])
+    assert standings == {"above": ["a"], "level": ["b"], "below": ["c"]}
+
+
+def test_dead_network_check_pools_seeds_and_finds_the_worst_seed():
+    """The rule: at most 1% of runs at chance per task pooled over meta-training seeds, and at
+    most one run at chance for any seed and task."""
+    live = [0.6] * 100
+    results = pd.concat(
+        [
+            _flat("ganno_x", "train", live, meta_seed=0),
+            _flat("ganno_x", "train", live, meta_seed=1),
+            _flat("ganno_x", "digits", [0.1] + live[1:], meta_seed=0),  # 1 of 200: passes
+            _flat("ganno_x", "digits", live, meta_seed=1),
+            _flat("ganno_x", "wide", [0.12, 0.14] + live[2:], meta_seed=1),  # 2 of one seed's
+            _flat("ganno_x", "wide", live, meta_seed=0),
+            _flat("sgd_constant", "train", [0.1] * 100),
+        ]
+    )
+    check = report.dead_network_check(results, "ganno_x")
+    assert list(check.index) == ["train", "digits", "wide"]
+    assert check.loc["train", "share"] == 0 and check.loc["train", "passes"]
+    assert check.loc["digits", "share"] == pytest.approx(0.005)
+    assert check.loc["digits", "worst_seed_runs"] == 1 and check.loc["digits", "worst_seed"] == 0
+    assert check.loc["digits", "passes"]
+    assert check.loc["wide", "share"] == pytest.approx(0.01)  # within the share ...
+    assert check.loc["wide", "worst_seed_runs"] == 2 and check.loc["wide", "worst_seed"] == 1
+    assert not check.loc["wide", "passes"]  # ... but two dead runs of one seed
+
+
+def _rob(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """A robustness table indexed by method: per method its tuned/all-lr0 accuracy and loss
+    (value, half-width of the CI) and robust range."""
+    out = {}
+    for method, r in rows.items():
+        row = {"robust_decades": r["decades"], "robust_at_edge": r.get("edge", False)}
+        for prefix in ("tuned_", "all_", "tuned_loss_", "all_loss_"):
+            value, half = r[prefix.rstrip("_")]
+            row |= {f"{prefix}iqm": value, f"{prefix}low": value - half,
+                    f"{prefix}high": value + half}  # fmt: skip
+        out[method] = row
+    return pd.DataFrame(out).T
+
+
+@pytest.mark.parametrize(
+    "ours,acc,loss",
+    [
+        ((0.80, 0.01, 1.00, 0.01), "above", "above"),  # higher accuracy, lower loss, apart
+        ((0.71, 0.05, 1.21, 0.05), "level", "level"),  # overlapping
+        ((0.50, 0.01, 1.60, 0.01), "below", "below"),
+    ],
+)
+def test_claim_verdicts_stand_above_level_or_below_with_both_intervals(ours, acc, loss):
+    """C1 and C2 against constructed baselines (sgd_step best tuned at 0.70 [0.69, 0.71], loss
+    1.20 [1.19, 1.21]); lower loss is better. The robust range is a grid count: dog's 3.0
+    decades reach the grid's edge."""
+    a, ah, lo, lh = ours
+    mine = {"tuned": (a, ah), "all": (a, ah), "tuned_loss": (lo, lh), "all_loss": (lo, lh),
+            "decades": 1.5}  # fmt: skip
+    rob = _rob(
+        {
+            "ganno_x": mine,
+            "sgd_step": {"tuned": (0.70, 0.01), "all": (0.60, 0.01), "tuned_loss": (1.20, 0.01),
+                         "all_loss": (1.50, 0.01), "decades": 1.0},
+            "dog": {"tuned": (0.65, 0.01), "all": (0.70, 0.01), "tuned_loss": (1.30, 0.01),
+                    "all_loss": (1.20, 0.01), "decades": 3.0, "edge": True},
+        }
+    )  # fmt: skip
+    c1 = report.c1_verdicts(rob, "ganno_x")
+    assert [(v.metric, v.standing, v.other) for v in c1] == [
+        ("test accuracy", acc, "sgd_step"),
+        ("test loss", loss, "sgd_step"),
+    ]
+    span, all_acc, all_loss = report.c2_verdicts(rob, "ganno_x")
+    assert (span.metric, span.standing, span.other) == ("robust range", "narrower", "dog")
+    assert span.theirs == "3.0 decades, at the grid's edge" and span.ours == "1.5 decades"
+    assert (all_acc.standing, all_acc.other) == (acc, "dog")  # the best all-lr0 baseline
+    assert (all_loss.standing, all_loss.other) == (loss, "dog")
+    cell = report.stated(c1[0])
+    assert cell == (
+        f"**{acc}**: {report.fmt_ci(a, a - ah, a + ah)} vs 0.700 [0.690, 0.710] (sgd_step)"
+    )

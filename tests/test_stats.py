@@ -126,3 +126,36 @@ def test_tables():
     rob = S.robustness_table(df, tolerance=0.02)
     assert len(rob) == 4 and (rob["decades"] == 0.0).all() and (rob["best_lr0"] == 1e-2).all()
     assert (S.robustness_table(df, tolerance=0.1)["decades"] == 2.0).all()
+
+
+@pytest.mark.parametrize(
+    "ours,theirs,higher,standing",
+    [
+        ((0.70, 0.69, 0.71), (0.60, 0.59, 0.61), True, "above"),  # apart, ours higher
+        ((0.70, 0.69, 0.71), (0.60, 0.59, 0.61), False, "below"),  # a loss: higher is worse
+        ((0.60, 0.59, 0.61), (0.70, 0.69, 0.71), True, "below"),
+        ((1.20, 1.10, 1.30), (1.60, 1.50, 1.70), False, "above"),  # the lower loss, apart
+        ((0.70, 0.60, 0.80), (0.65, 0.64, 0.66), True, "level"),  # overlapping
+        ((0.70, 0.60, 0.80), (0.65, 0.64, 0.66), False, "level"),
+        ((0.70, 0.65, 0.75), (0.60, 0.55, 0.65), True, "level"),  # touching counts as overlap
+    ],
+)
+def test_compare_says_above_only_when_the_intervals_are_apart(ours, theirs, higher, standing):
+    assert S.compare(S.Estimate(*ours), S.Estimate(*theirs), higher) == standing
+
+
+def test_compare_refuses_a_missing_interval():
+    with pytest.raises(ValueError, match="not finite"):
+        S.compare(S.Estimate(0.7, np.nan, np.nan), S.Estimate(0.6, 0.5, 0.7))
+
+
+def test_robust_ranges_compare_as_grid_counts_and_know_the_grid_s_edge():
+    assert S.compare_ranges(2.0, 1.5) == "wider"
+    assert S.compare_ranges(1.5, 1.5 + 1e-12) == "as wide"  # the same count of grid steps
+    assert S.compare_ranges(0.5, 1.0) == "narrower"
+    grid = np.logspace(-3, 1, 9)  # 1e-3 ... 10, two points a decade
+    assert S.at_grid_edge(1e-3, 0.1, grid)  # reaches the smallest lr0: may go on below it
+    assert S.at_grid_edge(0.1, 10.0, grid)  # reaches the largest
+    assert not S.at_grid_edge(10**-2.5, 1.0, grid)  # inside: its width is measured
+    r = S.robustness_range(grid, np.where(grid >= 1.0, 0.9, 0.5))
+    assert r.decades == pytest.approx(1.0) and S.at_grid_edge(r.low, r.high, grid)
