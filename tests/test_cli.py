@@ -57,7 +57,8 @@ def test_meta_train_writes_a_complete_run(trained_run, tiny_config):
     rows = [json.loads(line) for line in (trained_run / "learning_curve.jsonl").open()]
     cfg = load_config(tiny_config)
     mt = cfg["meta_train"]
-    per_update = mt["num_envs"] * mt["rollout_length"]
+    members = 1 + len(mt.get("task_family", []))  # every member rolls out num_envs episodes
+    per_update = mt["num_envs"] * mt["rollout_length"] * members
     assert [r["env_steps"] for r in rows] == [per_update * (i + 1) for i in range(len(rows))]
     assert len(rows) == mt["total_timesteps"] // per_update
     for key in ("episode_return", "val_loss", "val_accuracy", "steps_per_second"):
