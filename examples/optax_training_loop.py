@@ -3,7 +3,8 @@
 Trains a flax MLP (``Dense_0``, ``Dense_1``, ``Dense_2``: three layers, three agents) on MNIST-1D
 with :func:`ganno.optax_scheduler.ganno_sgd`, the policy as an optax transformation: the whole train
 step, the policy's decisions included, is one jitted function. Prints every decision's learning
-rates and the final test accuracy.
+rates and the final test accuracy, beside the baseline it is compared with: optax SGD with a
+cosine schedule from the same lr0, initial weights and minibatches (``--no-baseline`` skips it).
 
     python examples/optax_training_loop.py                        # the packaged pretrained policy
     python examples/optax_training_loop.py --total-steps 8000     # any training length
@@ -69,12 +70,22 @@ def main(argv: list[str] | None = None, dataset: Any = None) -> dict:
     total = opt.settings.total_steps
     opt_state = opt.init(params)
 
-    @jax.jit
-    def train_step(params, opt_state, key):
-        idx = jax.random.randint(key, (args.batch_size,), 0, x_train.shape[0])
-        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
-        updates, opt_state = opt.update(grads, opt_state, params, loss=loss)
-        return optax.apply_updates(params, updates), opt_state
+    def make_step(optimizer):
+        @jax.jit
+        def train_step(params, opt_state, key):
+            idx = jax.random.randint(key, (args.batch_size,), 0, x_train.shape[0])
+            loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+            updates, opt_state = optimizer.update(grads, opt_state, params, loss=loss)
+            return optax.apply_updates(params, updates), opt_state
+
+        return train_step
+
+    def test_accuracy(params) -> float:
+        logits = model.apply({"params": params}, jnp.asarray(dataset.x_test))
+        return float((logits.argmax(-1) == jnp.asarray(dataset.y_test)).mean())
+
+    initial_params = params
+    train_step = make_step(opt)
 
     print(f"{len(params)} layers ({', '.join(params)}), {total} steps of {args.batch_size}")
     key = jax.random.PRNGKey(args.seed + 1)
@@ -93,11 +104,24 @@ def main(argv: list[str] | None = None, dataset: Any = None) -> dict:
         if bool(diverged(opt_state)):
             print("  diverged: the weights went back to the last decision's; stopping")
             break
-    logits = model.apply({"params": params}, jnp.asarray(dataset.x_test))
-    accuracy = float((logits.argmax(-1) == jnp.asarray(dataset.y_test)).mean())
+    accuracy = test_accuracy(params)
     print(f"  final test accuracy {accuracy:.4f}")
+    baseline = None
+    if args.baseline:  # the same weights and minibatch keys, all `total` steps
+        cosine = optax.sgd(optax.cosine_decay_schedule(args.lr0, total))
+        step, params, state = make_step(cosine), initial_params, cosine.init(initial_params)
+        key = jax.random.PRNGKey(args.seed + 1)
+        for _ in range(total):
+            key, sub = jax.random.split(key)
+            params, state = step(params, state, sub)
+        baseline = test_accuracy(params)
+        print(
+            f"  baseline, cosine SGD from the same lr0 {args.lr0:g}, weights and minibatches: "
+            f"test accuracy {baseline:.4f}"
+        )
     return {
         "test_accuracy": accuracy,
+        "baseline_test_accuracy": baseline,
         "learning_rates": schedule,
         "steps": total,
         "diverged": bool(diverged(opt_state)),
@@ -117,6 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--total-steps", type=int, help="training length (default: the policy's episode)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the comparison run (cosine SGD from the same lr0, weights and minibatches)",
+    )
     return parser.parse_args(argv)
 
 

@@ -3,7 +3,9 @@
 Trains a PyTorch MLP and a small 1-D CNN on MNIST-1D with ``torch.optim.SGD`` (one parameter group
 per layer) while :class:`ganno.torch.GannoScheduler` asks the policy, ``num_decisions`` times
 spread over the training, by how much to scale each layer's rate. Prints every decision's learning
-rates and the final test accuracy of each network.
+rates and the final test accuracy of each network, beside the baseline it is compared with: SGD
+with a cosine schedule from the same lr0, initial weights and minibatches (``--no-baseline`` skips
+it).
 
     python examples/torch_training_loop.py                       # the packaged pretrained policy
     python examples/torch_training_loop.py --total-steps 8000    # any training length
@@ -38,14 +40,46 @@ def build_model(kind: str, input_length: int, num_classes: int, width: int) -> t
     raise ValueError(f"unknown network {kind!r}; choose mlp or cnn")
 
 
+def tensors(dataset: Any) -> dict[str, torch.Tensor]:
+    """The dataset's splits as float32 inputs and int64 labels."""
+    return {
+        name: torch.tensor(np.asarray(getattr(dataset, name), dtype))
+        for split in ("train", "val", "test")
+        for name, dtype in ((f"x_{split}", np.float32), (f"y_{split}", np.int64))
+    }
+
+
+def test_metrics(model: torch.nn.Module, data: dict[str, torch.Tensor]) -> tuple[float, float]:
+    with torch.no_grad():
+        logits = model(data["x_test"])
+        accuracy = (logits.argmax(-1) == data["y_test"]).float().mean().item()
+        return accuracy, F.cross_entropy(logits, data["y_test"]).item()
+
+
+def train_baseline(kind: str, dataset: Any, args: argparse.Namespace, total_steps: int) -> float:
+    """The comparison: cosine SGD from the same lr0, initial weights and minibatches; returns
+    its final test accuracy."""
+    torch.manual_seed(args.seed)
+    data = tensors(dataset)
+    model = build_model(kind, data["x_train"].shape[1], int(dataset.num_classes), args.width)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr0)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    generator = torch.Generator().manual_seed(args.seed)
+    for _ in range(total_steps):
+        idx = torch.randint(0, data["x_train"].shape[0], (args.batch_size,), generator=generator)
+        optimizer.zero_grad()
+        F.cross_entropy(model(data["x_train"][idx]), data["y_train"][idx]).backward()
+        optimizer.step()
+        cosine.step()
+    accuracy, _ = test_metrics(model, data)
+    return accuracy
+
+
 def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
-    x_train = torch.tensor(np.asarray(dataset.x_train, np.float32))
-    y_train = torch.tensor(np.asarray(dataset.y_train, np.int64))
-    x_val = torch.tensor(np.asarray(dataset.x_val, np.float32))
-    y_val = torch.tensor(np.asarray(dataset.y_val, np.int64))
-    x_test = torch.tensor(np.asarray(dataset.x_test, np.float32))
-    y_test = torch.tensor(np.asarray(dataset.y_test, np.int64))
+    data = tensors(dataset)
+    x_train, y_train = data["x_train"], data["y_train"]
+    x_val, y_val = data["x_val"], data["y_val"]
     model = build_model(kind, x_train.shape[1], int(dataset.num_classes), args.width)
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=args.lr0)
 
@@ -90,11 +124,15 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
         if sched.diverged:
             print(f"  diverged at step {sched.diverged_at_step}; weights rolled back")
             break
-    with torch.no_grad():
-        logits = model(x_test)
-        accuracy = (logits.argmax(-1) == y_test).float().mean().item()
-        test_loss = F.cross_entropy(logits, y_test).item()
+    accuracy, test_loss = test_metrics(model, data)
     print(f"  final test accuracy {accuracy:.4f} (test loss {test_loss:.4f})")
+    baseline = None
+    if args.baseline:
+        baseline = train_baseline(kind, dataset, args, sched.total_steps)
+        print(
+            f"  baseline, cosine SGD from the same lr0 {args.lr0:g}, weights and minibatches: "
+            f"test accuracy {baseline:.4f}"
+        )
     if sched.dead_at_step is not None:
         print(
             f"  the scheduler flagged the network dead at step {sched.dead_at_step}: rerun with "
@@ -104,6 +142,7 @@ def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace)
         "network": kind,
         "test_accuracy": accuracy,
         "test_loss": test_loss,
+        "baseline_test_accuracy": baseline,
         "diverged": sched.diverged,
         "dead_at_step": sched.dead_at_step,
         "learning_rates": [r["learning_rates"] for r in sched.history],
@@ -129,6 +168,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the highest learning rate a layer may get (lr_bounds[1]; default: the policy's)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the comparison run (cosine SGD from the same lr0, weights and minibatches)",
+    )
     return parser.parse_args(argv)
 
 

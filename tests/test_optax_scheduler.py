@@ -277,6 +277,10 @@ def test_the_example_runs(dataset, capsys, monkeypatch):
     decisions = ganno.pretrained_policy().config["env"]["num_decisions"]
     printed = capsys.readouterr().out
     assert "final test accuracy" in printed and "rates [" in printed
+    # the baseline it is compared with, from the same lr0, weights and minibatches
+    assert 0.0 <= result["baseline_test_accuracy"] <= 1.0
+    assert "cosine SGD from the same lr0 0.05, weights and minibatches: test accuracy " in printed
+    assert f"{result['baseline_test_accuracy']:.4f}" in printed
     # every decision of the pretrained policy, or as many as came before a divergence
     if result["diverged"]:
         assert "diverged" in printed and 1 <= len(result["learning_rates"]) < decisions

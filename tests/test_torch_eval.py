@@ -234,6 +234,10 @@ def test_the_example_runs_on_tiny_settings(tmp_path, dataset, capsys):
         assert not np.allclose(ratios, 1.0)  # the (decisive) policy does change the rates
         assert r["dead_at_step"] is None  # a live network: no flag, no advice printed
     assert "rates [" in printed and "flagged the network dead" not in printed
+    for r in results:  # the comparison each network is printed beside
+        assert 0.0 <= r["baseline_test_accuracy"] <= 1.0
+        assert "cosine SGD from the same lr0 0.1" in printed
+        assert f"test accuracy {r['baseline_test_accuracy']:.4f}" in printed
     assert f"rate ceiling {high:g}" in printed  # the policy's own by default
     # the default "auto" takes plain SGD's gradient statistics from the weights' changes
     assert "gradient statistics weight_changes" in printed
