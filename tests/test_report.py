@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ganno import baselines, layout, report, stats, tables
+from ganno import baselines, layout, report, stats, tables, tuning_budget
 from ganno.config import validate
 from ganno.experiments import COLUMNS, lr0_grid
 
@@ -672,3 +672,19 @@ def test_claim_verdicts_stand_above_level_or_below_with_both_intervals(ours, acc
     assert cell == (
         f"**{acc}**: {report.fmt_ci(a, a - ah, a + ah)} vs 0.700 [0.690, 0.710] (sgd_step)"
     )
+
+
+def test_c2_says_what_tuning_one_agent_run_saves(built):
+    """The C2 line for a user quotes the tuning-budget table the report wrote: for the best
+    tuned baseline pooled over the held-out tasks, the runs it needs to match one agent run."""
+    rep, out = built
+    saved = pd.read_csv(rep.tables["tuning_budget"].csv)
+    pooled = saved[
+        (saved["ganno_method"] == "ganno_ippo") & (saved["task"] == tuning_budget.POOLED)
+    ]
+    assert not pooled.empty and set(pooled["method"]) == {"dog", "sgd_constant"}
+    best = pooled.loc[pooled["tuned"].idxmax()]
+    readme = " ".join((out / "README.md").read_text().split())
+    line = tuning_budget.c2_sentence(pooled, tuning_budget.POOLED)
+    assert f"tuned {best['method']}" in line and line in readme
+    assert "figures/tuning_budget.png" in readme

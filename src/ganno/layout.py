@@ -45,10 +45,18 @@ CLAIM_FIGURES = (
     "schedules",
     "robustness",
     "generalisation",
+    "tuning_budget",
     "comparison",
     "comparison_loss",
 )
-CLAIM_TABLES = ("robustness", "generalisation", "improvement", "schedules", "robustness_by_task")
+CLAIM_TABLES = (
+    "robustness",
+    "generalisation",
+    "improvement",
+    "schedules",
+    "robustness_by_task",
+    "tuning_budget",
+)
 QUESTION_FIGURES = ("robustness", "curves")  # <question>_robustness, <question>_curves
 TORCH = "torch_deployment"
 TABLE_FORMATS = ("csv", "md", "tex")

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from ganno import agents as registry
-from ganno import extensions_report, plots, seed_selection, stats
+from ganno import extensions_report, plots, seed_selection, stats, tuning_budget
 from ganno.errors import ResultsError
 from ganno.experiments import read_results
 from ganno.io import atomic_write
@@ -186,6 +186,8 @@ class Tables(NamedTuple):
     robustness_by_task: pd.DataFrame
     #: Per agent and task, :func:`ganno.tables.dead_network_check` (README only, no CSV).
     dead_networks: pd.DataFrame = pd.DataFrame(columns=["method", "task", "passes"])
+    #: :func:`ganno.tuning_budget.runs_saved` of every agent (the C2 line for a user).
+    runs_saved: pd.DataFrame = pd.DataFrame(columns=["ganno_method", "method", "task"])
 
 
 class Verdict(NamedTuple):
@@ -486,8 +488,26 @@ def _c2_lines(tables: Tables, tolerance: float) -> list[str]:
             f"loss over every initial rate and run (against the lowest): {stated(loss)}."
         )
         lines.extend(_held_out_all_lr0_line(gen, method))
+        lines.extend(_runs_saved_line(tables.runs_saved, method))
         lines.append(_chance_line(tables, method, held))
     return lines
+
+
+def _runs_saved_line(saved: pd.DataFrame, method: str) -> list[str]:
+    """C2 for a user: what one run of the agent at a random lr0 is worth in tuning runs of the
+    best tuned baseline (expected best accuracy after k runs, `tables/tuning_budget`), pooled
+    over the held-out tasks when there are some, else on the training task."""
+    mine = saved[saved["ganno_method"] == method]
+    if mine.empty:
+        return []
+    task = tuning_budget.POOLED if (mine["task"] == tuning_budget.POOLED).any() else TRAIN_TASK
+    if not (mine["task"] == task).any():
+        return []
+    return [
+        f"  Tuning saved (`tables/tuning_budget`; expected best test accuracy after k runs at "
+        f"lr0 drawn from the grid, the best by validation kept): "
+        f"{tuning_budget.c2_sentence(mine, task)}"
+    ]
 
 
 def _held_out_all_lr0_line(gen: pd.DataFrame, method: str) -> list[str]:
@@ -758,6 +778,13 @@ def claims_lines(
             f"Final test accuracy against the initial learning rate on `{TRAIN_TASK}` (mean over "
             f"runs, {ci} CI); divergences marked below each panel; grey: meta-training lr0 range.",
         ),
+        *figure(
+            "tuning_budget",
+            "Expected best test accuracy after k runs at lr0 drawn at random from the grid, the "
+            f"run with the best validation accuracy kept (mean over seeds, {ci} bootstrap band); "
+            "the dotted line is a GANNO agent's one run: where a baseline's curve crosses it is "
+            "the tuning that agent saves (`tables/tuning_budget`).",
+        ),
         "## C3 Generalisation to other networks and data",
         "",
         f"Tasks with results: {', '.join(f'`{t}`' for t in tasks)}.",
@@ -914,6 +941,15 @@ def _dead_networks(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _runs_saved(curves: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """:func:`ganno.tuning_budget.runs_saved` of every agent with curves, in one table."""
+    agents = [m for m in plots.method_order(curves["method"].unique()) if plots.is_ganno(m)]
+    frames = [tuning_budget.runs_saved(curves, m, confidence) for m in agents]
+    if not frames:
+        return Tables._field_defaults["runs_saved"]
+    return pd.concat(frames, ignore_index=True)
+
+
 def claims_section(
     out_dir: Path, config: Mapping[str, Any], data: ReportData
 ) -> tuple[Tables, dict[str, TablePaths], dict[str, plots.FigurePaths]]:
@@ -934,6 +970,9 @@ def claims_section(
         schedules=schedule_summary(data.schedules),
         robustness_by_task=by_task,
         dead_networks=_dead_networks(results),
+        runs_saved=_runs_saved(
+            curves := tuning_budget.expected_best_curve(results, **ci), ci["confidence"]
+        ),
     )
     table_dir = out / "tables"
     table_paths = {
@@ -970,12 +1009,21 @@ def claims_section(
             table_dir / "schedules",
             "Learning rates set by the agents on the meta-training task (C1).",
         ),
+        "tuning_budget": write_table(
+            tables.runs_saved,
+            tuning_budget.runs_saved_display(tables.runs_saved),
+            table_dir / "tuning_budget",
+            "Runs of each baseline (lr0 drawn at random from the grid, the best by validation "
+            "accuracy kept) needed for its expected best test accuracy to reach one run of the "
+            "GANNO agent (C2), per task and pooled over the held-out tasks (normalised).",
+        ),
     }
 
     fig_dir = out / "figures"
     env = config["env"]
     tuned_lr0 = tables.robustness.set_index("method")["tuned_lr0"].to_dict()
     figures = {"meta_training": plots.meta_training_curves(data.curves, fig_dir / "meta_training")}
+    figures["tuning_budget"] = tuning_budget.curves_figure(curves, fig_dir / "tuning_budget")
     figures["schedules"] = plots.schedule_figure(
         data.schedules,
         tuned_lr0,
