@@ -1,12 +1,12 @@
 """Choosing a policy among an agent's meta-training seeds by meta-validation.
 
 Meta-training the same design from different seeds gives policies that differ more than their
-evaluation runs do (README, "DoG as the base, meta-trained on the task family": the networks one
-seed's policy leaves at chance, another's trains). A practitioner ships one policy, so which
-seed to ship is part of the method. Here it is chosen on the config's meta-validation tasks
+evaluation runs do (docs/design_study.md, "DoG as the base, meta-trained on the task family": the
+networks one seed's policy leaves at chance, another's trains). A practitioner ships one policy, so
+which seed to ship is part of the method. Here it is chosen on the config's meta-validation tasks
 (``evaluation.validation_tasks``, which the config check keeps apart from the held-out tasks and
-from the task family): each seed's *validation score* is its tuned validation-split accuracy
-pooled over them (IQM stratified by task; lr0 tuned per task on that seed's runs by
+from the task family): each seed's *validation score* is its tuned validation-split accuracy pooled
+over them (IQM stratified by task; lr0 tuned per task on that seed's runs by
 ``evaluation.tune_by``), and the seed with the highest is the agent's *selected* policy.
 
 :func:`seeds_table` puts each seed's score beside what it did on the tasks the selection never

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A control of the design study's lr0 grid (README, "Choosing the seed by meta-validation"): an
+# A control of the design study's lr0 grid (docs/design_study.md, "Choosing the seed by meta-validation"): an
 # agent's selected policy (the seed paper/tables/design_study_seeds.csv selects) and the baselines
 # that set the targets, evaluated again on a grid of PER_DECADE initial rates a decade instead of
 # the study's 2, on the training task and every held-out task, with the same evaluation seeds;
