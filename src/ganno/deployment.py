@@ -22,6 +22,24 @@ A dead network (:func:`dead_layers`): the shipped policy raises the rates of net
 not meta-trained on to its ceiling ``lr_bounds[1]`` and can kill them there: their ReLUs die, a
 layer's gradient vanishes, and the outputs stay at chance (README, "What to expect from the shipped
 policy"). Both deployments flag such a run from the gradient norms they read anyway.
+
+The guard (``env.guard``; :func:`guard_trips`, :func:`run_diverged`): a structural answer to dead
+networks, in the style of SOLAR's rollback and LHOPT's restart. At the end of every interval,
+where the observation is taken and before the agents decide, it trips when (a) the run diverged
+(:func:`run_diverged`, the environment's rule), (b) the validation loss is back above its initial
+value, or (c) a layer got no gradient in this interval (:func:`dead_layers`; one interval, not
+:data:`DEAD_INTERVALS`: a dead ReLU layer never recovers, so waiting costs the run). On a trip the
+weights, DoG's state and the optimiser state go back to those of the last decision (the start of
+the interval that went wrong), every layer's multiplier becomes 1 (:data:`GUARD_MULTIPLIER`) and
+the agents are no longer followed: the run trains on with the base schedule to the end of its
+budget instead of ending. The update at which the trip is seen (the first of the next interval)
+only restores: its minibatch is not trained on, nor read by the statistics or DoG (an optax
+transformation sees the trip only once that update's gradient, at the weights that went wrong,
+is taken; the environment and the PyTorch scheduler skip that step too, so all three train the
+same steps). It trips at most once; a divergence after it ends the run as without the guard. It
+needs a base schedule (the anchored action modes; :func:`ganno.env_settings.check_guard`
+refuses the compound mode), and applies in evaluation (:func:`ganno.env.make_env` with
+``evaluation=True``) and deployment (``ganno_sgd``, ``GannoScheduler``), never in meta-training.
 """
 
 from __future__ import annotations
@@ -31,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ganno.env_settings import check_base_step_size, check_gradient_window
+from ganno.env_settings import check_base_step_size, check_gradient_window, check_guard
 from ganno.errors import UsageError
 from ganno.feature_names import FEATURE_NAMES
 
@@ -59,6 +77,8 @@ class DeploymentSettings:
     gradient_window: int | None = None  # the interval's last steps the gradient features read
     #: what the anchored base schedule scales: lr0, or DoG's step size (ganno.optim.DogStepSize)
     base_step_size: str = "lr0"
+    #: the guard (module doc): roll back and follow the base schedule when the run heads for death
+    guard: bool = False
 
     def gradient_start(self, decisions: int) -> int:
         """The first step whose gradient the observation at ``interval_end(decisions)`` reads
@@ -101,6 +121,53 @@ def dead_layers(mean_sq_grad_norm: Any, initial_grad_sq: Any):
     return (mean_sq_grad_norm <= DEAD_GRADIENT_FRACTION * initial_grad_sq) & (initial_grad_sq > 0)
 
 
+#: Every layer's multiplier on the base schedule once the guard tripped: the base schedule itself.
+GUARD_MULTIPLIER = 1.0
+
+
+def _not_finite(x: Any):
+    # NaN or +-inf, by comparisons that Python floats, NumPy, JAX (traced) and PyTorch all have
+    return (x != x) | (abs(x) == math.inf)
+
+
+def run_diverged(
+    val_loss: Any,
+    train_loss: Any,
+    weight_sq: Any,
+    initial_val_loss: Any,
+    divergence_loss_ratio: float,
+):
+    """The divergence rule of the environment and both deployments, at the end of an interval:
+    a non-finite validation loss, mean minibatch loss of the interval, or weight (``weight_sq``,
+    ``[N]`` or per tensor: the weights' squared norms, non-finite iff a weight is or overflows),
+    or a validation loss above ``divergence_loss_ratio x initial_val_loss``. Python floats,
+    NumPy, JAX (traceable) or PyTorch values in; a boolean of their kind out (``bool()`` it
+    outside ``jit``)."""
+    return (
+        _not_finite(val_loss)
+        | _not_finite(train_loss)
+        | _not_finite(weight_sq).any()
+        | (val_loss > divergence_loss_ratio * initial_val_loss)
+    )
+
+
+def guard_trips(
+    diverged: Any,
+    val_loss: Any,
+    initial_val_loss: Any,
+    mean_sq_grad_norm: Any,
+    initial_grad_sq: Any,
+):
+    """Whether the guard trips at the end of an interval (the module doc): (a) ``diverged``
+    (:func:`run_diverged`), (b) ``val_loss > initial_val_loss`` (back above where the run started;
+    a NaN is caught by (a)), or (c) any layer dead in this interval (:func:`dead_layers` of the
+    interval's ``mean_sq_grad_norm`` ``[N]`` against the first minibatch's ``initial_grad_sq``).
+    The caller asks only while the guard has not tripped. Array-agnostic like
+    :func:`dead_layers`: a boolean of the inputs' kind."""
+    dead = dead_layers(mean_sq_grad_norm, initial_grad_sq).any()
+    return diverged | (val_loss > initial_val_loss) | dead
+
+
 def dead_network_warning(who: str, step: int, layers: Sequence[int], peak: float, ceiling: float):
     """The message both deployments give a run whose ``layers`` got no gradient for
     :data:`DEAD_INTERVALS` intervals up to ``step``, at a highest rate ``peak`` so far."""
@@ -137,12 +204,15 @@ def deployment_settings(
     actions: Sequence[float] | None = None,
     lr_bounds: Sequence[float] | None = None,
     divergence_loss_ratio: float | None = None,
+    guard: bool | None = None,
     who: str = "this scheduler",
 ) -> DeploymentSettings:
     """The settings of ``policy`` (its saved ``env`` entry), each overridden by an explicit
     argument except ``actions``, which must equal the policy's own (they define what its outputs
     mean). ``total_steps`` defaults to the meta-training episode, ``steps_per_decision x
-    num_decisions``. ``who`` names the caller in the errors."""
+    num_decisions``. ``guard`` defaults to the policy's recorded ``env.guard`` (what it was
+    evaluated with; off for a policy that records none). ``who`` names the caller in the
+    errors."""
     saved = dict(policy.config.get("env") or {})
     explicit = {
         "steps_per_decision": steps_per_decision,
@@ -180,6 +250,11 @@ def deployment_settings(
     except ValueError as exc:
         raise ValueError(f"the policy records an invalid base step size: {exc}") from None
     chosen = _check_actions(policy, saved, actions, mode, who)
+    guard = bool(saved.get("guard", False)) if guard is None else bool(guard)
+    try:
+        check_guard(guard, mode)
+    except ValueError as exc:
+        raise UsageError(f"{who}: {exc}") from None
     multipliers = chosen
     if mode == "anchored":
         multipliers = tuple(math.exp(saved["level_scale"] * lvl) for lvl in saved["levels"])
@@ -196,6 +271,7 @@ def deployment_settings(
         scale_bounds=tuple(float(b) for b in saved["scale_bounds"]) if mode != "compound" else None,
         gradient_window=check_gradient_window(saved.get("gradient_window")),
         base_step_size=base_step_size,
+        guard=guard,
     )
 
 
@@ -262,8 +338,11 @@ __all__ = [
     "SCALE_FEATURE",
     "DEAD_GRADIENT_FRACTION",
     "DEAD_INTERVALS",
+    "GUARD_MULTIPLIER",
     "DeploymentSettings",
     "deployment_settings",
     "dead_layers",
     "dead_network_warning",
+    "guard_trips",
+    "run_diverged",
 ]

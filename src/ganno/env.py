@@ -26,6 +26,7 @@ from jumanji import specs
 from jumanji.env import Environment
 from jumanji.types import StepType, TimeStep
 
+from ganno.deployment import GUARD_MULTIPLIER, guard_trips, run_diverged
 from ganno.env_settings import (
     ACTION_MODES,
     COLLAPSE_DEAD,
@@ -61,6 +62,7 @@ __all__ = [
     "EnvSettings",
     "EnvState",
     "GannoEnv",
+    "GuardState",
     "log_feature",
     "EVALUATION_REWARD",
     "make_env",
@@ -96,6 +98,14 @@ class ReferenceRun(NamedTuple):
     dog: DogStepSize | tuple  # its own DoG step size (base_step_size dog), else ()
 
 
+class GuardState(NamedTuple):
+    """The guard's part of an episode (``env.guard``, see :mod:`ganno.deployment`)."""
+
+    initial_grad_sq: jnp.ndarray  # [N] the first minibatch's squared gradient norms (dead layers)
+    tripped: jnp.ndarray  # [] bool, the guard tripped: the agents are no longer followed
+    step: jnp.ndarray  # [] int32, the inner step at which it tripped (-1: never); not trained on
+
+
 class EnvState(NamedTuple):
     """Everything an episode carries from one decision to the next (all arrays, so it vmaps)."""
 
@@ -116,6 +126,7 @@ class EnvState(NamedTuple):
     grad_scale: jnp.ndarray  # [] factor on every gradient of the episode (gradient_scale_range)
     dog: DogStepSize | tuple  # DoG's step size of the agents' run (base_step_size dog), else ()
     reference: ReferenceRun | tuple  # () unless the reward compares with a reference run
+    guard: GuardState | tuple = ()  # () unless the guard applies (evaluation with env.guard)
 
 
 class GannoEnv(Environment):
@@ -123,10 +134,24 @@ class GannoEnv(Environment):
 
     Built from an inner task and :class:`~ganno.env_settings.EnvSettings` (``settings=``), or from
     keyword arguments naming its fields (``GannoEnv(task, num_decisions=5)``).
+
+    The guard (``settings.guard``; the rule in :mod:`ganno.deployment`) applies unless
+    ``apply_guard=False``, which :func:`make_env` passes for meta-training: such an environment
+    records the setting (a saved policy carries it) and plays as without it. On a trip
+    (checked at the end of :meth:`step`, before the agents' next choice) the episode goes back to
+    the weights, optimiser state and DoG state of the last decision, the multipliers become 1, and
+    from then on the agents' actions are ignored (the base schedule; momentum and weight decay at
+    the task's values); the next interval's first step is the rollback, trained on by nothing.
+    A divergence after the trip ends the episode as without the guard.
     """
 
     def __init__(
-        self, task: InnerTask, settings: EnvSettings | None = None, **overrides: Any
+        self,
+        task: InnerTask,
+        settings: EnvSettings | None = None,
+        *,
+        apply_guard: bool = True,
+        **overrides: Any,
     ) -> None:
         settings = settings_from(settings, **overrides)
         if settings.reward not in REWARDS:
@@ -186,6 +211,8 @@ class GannoEnv(Environment):
             self._unit_schedule = unit_schedule(settings.base_schedule, settings.total_steps)
         #: the anchored base schedule scales DoG's step size (env.base_step_size dog), not lr0
         self._dog = self.anchored and settings.base_step_size == "dog"
+        #: whether the guard applies in this environment (env.guard, not built for meta-training)
+        self.guarded = bool(settings.guard and apply_guard)
         super().__init__()
 
     # ------------------------------------------------------------------ settings
@@ -351,6 +378,7 @@ class GannoEnv(Environment):
         rate_fn: RateFn | None = None,
         grad_scale: jnp.ndarray | float = 1.0,
         dog: DogStepSize | tuple = (),
+        skip_step: jnp.ndarray | None = None,
     ):
         """``steps_per_decision`` SGD steps, accumulating what the observation needs: the mean
         minibatch loss of every step, the mean gradient and mean squared gradient norm of the last
@@ -358,8 +386,14 @@ class GannoEnv(Environment):
         in ``opt_state`` throughout, or ``rate_fn(step)`` at every step if given (with a DoG state
         ``dog``, ``rate_fn(step, eta_t)``, DoG updated first from the step's weights and
         gradient); every gradient multiplied by ``grad_scale`` (the episode's,
-        ``gradient_scale_range``). Returns the weights, optimiser state, mean gradient, mean
-        squared gradient norms, mean loss and the DoG state after it."""
+        ``gradient_scale_range``). ``skip_step`` (the guard's rollback step): that step changes
+        nothing (weights, optimiser and DoG state) and the means leave it out. Returns the weights,
+        optimiser state, mean gradient, mean squared gradient norms, mean loss and the DoG state
+        after it."""
+        if skip_step is not None:
+            return self._train_interval_skipping(
+                params, opt_state, data_key, start_step, rate_fn, grad_scale, dog, skip_step
+            )
         grad_fn = self._scaled_value_and_grad(grad_scale)
         k, window = self.steps_per_decision, self.settings.gradient_steps
 
@@ -387,6 +421,60 @@ class GannoEnv(Environment):
         mean_grad = jax.tree.map(lambda g: g / window, grad_sum)
         return params, opt_state, mean_grad, sq_norm_sum / window, loss_sum / k, dog
 
+    def _train_interval_skipping(
+        self, params, opt_state, data_key, start_step, rate_fn, grad_scale, dog, skip_step
+    ):
+        """:meth:`_train_interval` in which step ``skip_step`` (if in the interval) is the guard's
+        rollback: it changes nothing and is left out of the means (a separate function, so that
+        an environment without the guard runs exactly the operations it always did)."""
+        grad_fn = self._scaled_value_and_grad(grad_scale)
+        k, window = self.steps_per_decision, self.settings.gradient_steps
+
+        def one_step(carry, step):
+            params, opt_state, grad_sum, sq_norm_sum, loss_sum, dog, counted, grad_counted = carry
+            live = step != skip_step
+            x, y = self.task.batch(data_key, step)
+            loss, grads = grad_fn(params, x, y)
+            new_opt, new_dog = opt_state, dog
+            if rate_fn is not None:
+                new_opt, new_dog = self._set_rates(opt_state, rate_fn, step, dog, params, grads)
+            updates, new_opt = self.optimizer.update(grads, new_opt, params)
+            new_params = jax.tree.map(jnp.add, params, updates)
+            keep = lambda new, old: jnp.where(live, new, old)  # noqa: E731
+            params = jax.tree.map(keep, new_params, params)
+            opt_state = jax.tree.map(keep, new_opt, opt_state)
+            dog = jax.tree.map(keep, new_dog, dog)
+            weight = live.astype(jnp.float32)
+            if window < k:  # the gradient features read the interval's last `window` steps
+                weight = weight * (step - start_step >= k - window).astype(jnp.float32)
+            grads = jax.tree.map(lambda g: g * weight, grads)
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            sq_norm_sum = sq_norm_sum + per_layer(jnp.square, grads)
+            loss_sum = loss_sum + jnp.where(live, loss, 0.0)
+            carry = (
+                params,
+                opt_state,
+                grad_sum,
+                sq_norm_sum,
+                loss_sum,
+                dog,
+                counted + live.astype(jnp.float32),
+                grad_counted + weight,
+            )
+            return carry, None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        scalar = jnp.zeros(())
+        init = (params, opt_state, zeros, jnp.zeros(self._num_agents), scalar, dog, scalar, scalar)
+        steps = start_step + jnp.arange(k)
+        (params, opt_state, grad_sum, sq_norm_sum, loss_sum, dog, counted, grad_counted), _ = (
+            jax.lax.scan(one_step, init, steps)
+        )
+        grad_counted = jnp.maximum(grad_counted, 1.0)  # an interval of one step: all skipped
+        mean_grad = jax.tree.map(lambda g: g / grad_counted, grad_sum)
+        mean_loss = loss_sum / jnp.maximum(counted, 1.0)
+        return params, opt_state, mean_grad, sq_norm_sum / grad_counted, mean_loss, dog
+
     def _agents_interval(self, state: EnvState, opt_state, rate_fn: RateFn | None):
         """:meth:`_train_interval` of the agents' run from ``state`` (its weights, minibatches,
         gradient factor and DoG state) with ``opt_state`` and ``rate_fn``."""
@@ -398,6 +486,7 @@ class GannoEnv(Environment):
             rate_fn,
             state.grad_scale,
             state.dog,
+            state.guard.step if self.guarded else None,
         )
 
     @staticmethod
@@ -583,6 +672,13 @@ class GannoEnv(Environment):
             grad_scale=grad_scale,
             dog=dog_step_size_init(params, lr0) if self._dog else (),
             reference=self._reset_reference(params, lr0, val_loss, val_accuracy),
+            guard=GuardState(
+                initial_grad_sq=stats.mean_sq_grad_norm,
+                tripped=jnp.zeros((), bool),
+                step=jnp.full((), -1, jnp.int32),
+            )
+            if self.guarded
+            else (),
         )
         timestep = self._timestep(
             state,
@@ -593,13 +689,20 @@ class GannoEnv(Environment):
         return state, timestep
 
     def step(self, state: EnvState, action: jnp.ndarray) -> tuple[EnvState, TimeStep]:
-        """Apply each agent's choice to its layer's rate, train one interval, observe, reward."""
+        """Apply each agent's choice to its layer's rate, train one interval, observe, reward
+        (and, with the guard, roll back and follow the base schedule when the run heads for
+        death; see the class doc)."""
         n = self._num_agents
         lr_scale, rates = self._choose(state, self._factors[action])
+        if self.guarded:  # once the guard tripped the agents are no longer followed
+            lr_scale = jnp.where(state.guard.tripped, GUARD_MULTIPLIER, lr_scale)
+            rates = self._anchored_rates(state.lr0, lr_scale)
         rate_fn = rates if callable(rates) else None
         opt_state = self._apply_hyperparameters(
             state.opt_state, action, state.opt_state.learning_rates if rate_fn else rates
         )
+        if self.guarded:
+            opt_state = self._task_hyperparameters(opt_state, state.guard.tripped)
         params, opt_state, mean_grad, mean_sq, train_loss, dog = self._agents_interval(
             state, opt_state, rate_fn
         )
@@ -620,21 +723,49 @@ class GannoEnv(Environment):
             prev_log2_choice=self._log2_factors[action],
         )
         view = self._observe(stats, opt_state, lr_scale)
-        finite = jnp.isfinite(val_loss) & jnp.isfinite(train_loss)
-        finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, params)))
-        diverged = ~finite | (val_loss > self.divergence_loss_ratio * state.initial_val_loss)
+        diverged_now = run_diverged(
+            val_loss,
+            train_loss,
+            per_layer(jnp.square, params),
+            state.initial_val_loss,
+            self.divergence_loss_ratio,
+        )
         if self.settings.collapse_check:
-            diverged |= self._collapsed(val_accuracy, state.best_val_accuracy)
+            diverged_now |= self._collapsed(val_accuracy, state.best_val_accuracy)
+        # A diverged step keeps the last finite weights and observation: nothing non-finite
+        # leaves; the guard's trip rolls back the same way, and the episode goes on.
+        rollback, diverged, guard = diverged_now, diverged_now, state.guard
+        if self.guarded:
+            trips = ~state.guard.tripped & guard_trips(
+                diverged_now,
+                val_loss,
+                state.initial_val_loss,
+                mean_sq,
+                state.guard.initial_grad_sq,
+            )
+            rollback = diverged_now | trips
+            diverged = diverged_now & state.guard.tripped  # before the trip the guard answers
+            guard = state.guard._replace(
+                tripped=state.guard.tripped | trips,
+                step=jnp.where(trips, step_count * self.steps_per_decision, state.guard.step),
+            )
         done = diverged | (step_count >= self.num_decisions)
 
         reference = self._step_reference(state)
-        reward = self._team_reward(state, action, val_loss, val_accuracy, reference, diverged)
+        reward = self._team_reward(state, action, val_loss, val_accuracy, reference, diverged_now)
 
-        # A diverged step keeps the last finite weights and observation: nothing non-finite leaves.
-        keep_old = lambda old, new: jnp.where(diverged, old, new)  # noqa: E731
+        keep_old = lambda old, new: jnp.where(rollback, old, new)  # noqa: E731
+        new_opt_state = jax.tree.map(keep_old, state.opt_state, opt_state)
+        new_lr_scale = keep_old(state.lr_scale, lr_scale)
+        if self.guarded:
+            restored = self._guard_restored_opt_state(state, step_count)
+            new_opt_state = jax.tree.map(
+                lambda a, b: jnp.where(trips, a, b), restored, new_opt_state
+            )
+            new_lr_scale = jnp.where(trips, GUARD_MULTIPLIER, new_lr_scale)
         new_state = EnvState(
             params=jax.tree.map(keep_old, state.params, params),
-            opt_state=jax.tree.map(keep_old, state.opt_state, opt_state),
+            opt_state=new_opt_state,
             data_key=state.data_key,
             step_count=step_count,
             prev_mean_grad=jax.tree.map(keep_old, state.prev_mean_grad, mean_grad),
@@ -646,14 +777,36 @@ class GannoEnv(Environment):
             agents_view=keep_old(state.agents_view, view),
             diverged=diverged,
             best_val_accuracy=jnp.maximum(state.best_val_accuracy, keep_old(0.0, val_accuracy)),
-            lr_scale=keep_old(state.lr_scale, lr_scale),
+            lr_scale=new_lr_scale,
             grad_scale=state.grad_scale,
             dog=jax.tree.map(keep_old, state.dog, dog),
             reference=reference,
+            guard=guard,
         )
         step_type = jnp.where(done, StepType.LAST, StepType.MID).astype(jnp.int8)
         discount = jnp.where(done, 0.0, 1.0) * jnp.ones((n,), jnp.float32)
         return new_state, self._timestep(new_state, reward, step_type, discount)
+
+    def _task_hyperparameters(self, opt_state: LayerwiseSGDState, when) -> LayerwiseSGDState:
+        """``opt_state`` with the momentum and weight decay the agents set (Q1 agents) back at
+        the task's values ``when`` (the guard's base for them); unchanged for other agents."""
+        changes = {
+            name: jnp.where(when, getattr(self.settings, name), getattr(opt_state, name))
+            for name in self._controlled
+        }
+        return opt_state._replace(**changes) if changes else opt_state
+
+    def _guard_restored_opt_state(self, state: EnvState, step_count) -> LayerwiseSGDState:
+        """The optimiser state a trip at the end of this step returns to: the last decision's,
+        with the base schedule's rate at the rollback step (multiplier 1, from the restored DoG
+        step size; the schedule's last value past its horizon, as the deployments clamp it) and
+        the task's momentum and weight decay."""
+        step = jnp.minimum(step_count * self.steps_per_decision, self.settings.total_steps - 1)
+        ones = jnp.full((self._num_agents,), GUARD_MULTIPLIER)
+        eta = state.dog.eta if self._dog else state.lr0
+        rates = self._anchored_rates(state.lr0, ones)(step, eta)
+        restored = state.opt_state._replace(learning_rates=rates)
+        return self._task_hyperparameters(restored, True)
 
     def _collapsed(self, val_accuracy: jnp.ndarray, best: jnp.ndarray) -> jnp.ndarray:
         """``collapse_check``: back at chance accuracy after the episode had learned (see
@@ -771,7 +924,8 @@ def make_env(
     run, the counterfactual rewards' N trainings per decision) is replaced by
     :data:`EVALUATION_REWARD`: the same trajectories at a fraction of the cost; and the
     meta-training ``collapse_check`` is off, so a network that dies plays on and is measured
-    dead."""
+    dead. ``env.guard`` applies in evaluation only (an environment for meta-training records it
+    and plays as without it)."""
     task = task if task is not None else make_task(config, dataset)
     settings = EnvSettings.from_config(config)
     reward = REWARDS.get(settings.reward)  # an unknown name is GannoEnv's error to raise
@@ -779,7 +933,8 @@ def make_env(
         settings = settings.replace(reward=EVALUATION_REWARD)
     if evaluation:  # a dead network is measured as dead, not ended at its last live state
         settings = settings.replace(collapse_check=False)
-    return GannoEnv(task, settings)
+    # the guard (env.guard) in evaluation only: meta-training's environment records it unapplied
+    return GannoEnv(task, settings, apply_guard=evaluation)
 
 
 def make_envs(config: Mapping[str, Any]) -> GannoEnv | list[GannoEnv]:

@@ -58,6 +58,16 @@ of the interval (its mean gradient, mean squared gradient norm); ``w``, only its
 interval. A window keeps the per-step cost of a deployed scheduler to ``w`` steps per interval
 (docs/torch.md, "Overhead") and makes the gradient statistics the same size of sample whatever the
 interval's length (a user's longer training spreads the decisions over longer intervals).
+
+The guard (``guard``, default off): when a run heads for death (it diverged, its validation loss
+is back above where it started, or a layer got no gradient in an interval), the weights, DoG's
+state and the optimiser state go back to those of the last decision, every multiplier becomes 1
+and the run trains on with the base schedule to the end of its budget (the rule:
+:mod:`ganno.deployment`, ``guard_trips``). It needs a base schedule, so it refuses the compound
+mode (:func:`check_guard`). Evaluation and deployment only: an environment built for meta-training
+(``make_env`` without ``evaluation=True``, ``make_envs``) carries the setting, so a saved policy
+records it and the deployed schedulers default to it, but does not apply it; meta-training is
+unchanged.
 """
 
 from __future__ import annotations
@@ -122,6 +132,7 @@ class EnvSettings:
     scale_bounds: tuple[float, float] = (1e-3, 1e3)
     gradient_window: int | None = None
     gradient_scale_range: tuple[float, float] | None = None
+    guard: bool = False
 
     def __post_init__(self) -> None:
         def floats(value):
@@ -144,6 +155,8 @@ class EnvSettings:
             raise ValueError("the anchored action mode needs at least one level (env.levels)")
         check_gradient_window(self.gradient_window)
         check_gradient_scale_range(self.gradient_scale_range)
+        object.__setattr__(self, "guard", bool(self.guard))
+        check_guard(self.guard, self.action_mode)
         if self.action_mode != "anchored" and not self.actions:
             raise ValueError("the action set is empty; give at least one learning-rate factor")
 
@@ -234,6 +247,18 @@ def check_base_step_size(base_step_size: Any, action_mode: Any) -> None:
         )
 
 
+def check_guard(guard: Any, action_mode: Any) -> None:
+    """A ValueError that says what to change if the guard is on in the compound action mode: the
+    guard returns every layer to its base schedule (multiplier 1), and the compound mode has
+    none (a rate there is the product of all the choices so far)."""
+    if guard and action_mode == "compound":
+        raise ValueError(
+            "guard=true returns every layer to the base schedule (multiplier 1), and "
+            "action_mode compound has no base schedule; use anchored or anchored_compound, or "
+            "set guard to false"
+        )
+
+
 def settings_from(values: Mapping[str, Any] | EnvSettings | None, **overrides: Any) -> EnvSettings:
     """An :class:`EnvSettings` from another, from a mapping of its fields, or the defaults."""
     if isinstance(values, EnvSettings):
@@ -249,5 +274,6 @@ __all__ = [
     "check_base_step_size",
     "check_gradient_scale_range",
     "check_gradient_window",
+    "check_guard",
     "settings_from",
 ]

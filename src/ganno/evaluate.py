@@ -38,6 +38,8 @@ class Trajectory(NamedTuple):
     diverged: jnp.ndarray  # [] bool
     test_loss: jnp.ndarray  # []
     test_accuracy: jnp.ndarray  # []
+    lr_scale: jnp.ndarray  # [H + 1, N] each layer's multiplier on the base schedule (1: compound)
+    guard_step: jnp.ndarray  # [] int32, the inner step at which the guard tripped (-1: never)
 
 
 def keep_rate(env: GannoEnv) -> ActFn:
@@ -60,7 +62,9 @@ def play_episode(
     """Play one episode from ``lr0`` with ``act`` choosing the actions (pure; jit/vmap it).
 
     With ``carry`` (e.g. ``policy.initial_carry(env.num_agents)``), ``act`` is a :data:`StepFn`
-    whose carry starts there and goes from each decision to the next."""
+    whose carry starts there and goes from each decision to the next. With the guard
+    (``env.guarded``, ``env.guard`` in an environment built for evaluation) the episode runs on
+    after a trip with the agents' actions ignored; ``guard_step`` says where it tripped."""
     if carry is None:
         stateless = act
         act, carry = (lambda c, observation, k: (c, stateless(observation, k))), ()
@@ -83,16 +87,18 @@ def play_episode(
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, next_state)
         timestep = jax.tree.map(lambda a, b: jnp.where(done, a, b), timestep, next_timestep)
         episode = (state, timestep, done | timestep.last(), memory)
-        return episode, (record(timestep), action, ~done)
+        return episode, (record(timestep), state.lr_scale, action, ~done)
 
     step_keys = jax.random.split(act_key, env.time_limit)
     done0 = jnp.zeros((), bool)
-    (state, _, _, _), (recs, actions, active) = jax.lax.scan(
+    first, first_scale = record(timestep), state.lr_scale
+    (state, _, _, _), (recs, scales, actions, active) = jax.lax.scan(
         one_decision, (state, timestep, done0, carry), step_keys
     )
-    first = record(timestep)
     lrs, train, val, acc = (jnp.concatenate([f[None], r]) for f, r in zip(first, recs, strict=True))
     test_loss, test_accuracy = env.task.loss_and_accuracy(state.params, x_test, y_test)
+    guard = getattr(state, "guard", ())
+    guard_step = guard.step if guard else jnp.full((), -1, jnp.int32)
     return Trajectory(
         lrs,
         train,
@@ -103,6 +109,8 @@ def play_episode(
         state.diverged,
         test_loss,
         test_accuracy,
+        jnp.concatenate([first_scale[None], scales]),
+        guard_step,
     )
 
 
@@ -230,7 +238,8 @@ def grid_table(
     task: str,
     wall_time_s: float,
 ) -> pd.DataFrame:
-    """The tidy results table (one row per lr0 x seed) of a :func:`play_grid` result."""
+    """The tidy results table (one row per lr0 x seed) of a :func:`play_grid` result;
+    ``guard_step``: the inner step at which the guard tripped (-1: never, or no guard)."""
     t = jax.tree.map(np.asarray, trajectories)
     rows = []
     per_run = wall_time_s / max(len(lr0s) * len(seeds), 1)
@@ -249,6 +258,7 @@ def grid_table(
                     "test_accuracy": float(t.test_accuracy[i, j]),
                     "diverged": bool(t.diverged[i, j]),
                     "wall_time_s": per_run,
+                    "guard_step": int(t.guard_step[i, j]),
                 }
             )
     return pd.DataFrame(rows)

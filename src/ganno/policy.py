@@ -246,7 +246,8 @@ ANCHORED_SETTINGS: tuple[str, ...] = (
 
 def env_settings(env: Any) -> dict[str, Any] | None:
     """The settings of a GANNO environment that a deployed policy needs, or None for an
-    environment without them (e.g. the coordination game of the tests)."""
+    environment without them (e.g. the coordination game of the tests). ``guard: true`` is
+    recorded only when on (``env.guard``; a policy without it deploys unguarded, as before)."""
     if not all(hasattr(env, name) for name in ENV_SETTINGS):
         return None
     names = ENV_SETTINGS
@@ -261,6 +262,8 @@ def env_settings(env: Any) -> dict[str, Any] | None:
     settings["divergence_loss_ratio"] = float(settings["divergence_loss_ratio"])
     if hasattr(env, "feature_names"):
         settings["feature_names"] = list(env.feature_names)
+    if getattr(env, "guard", False):  # env.guard, what evaluation and the deployments follow
+        settings["guard"] = True
     extra = getattr(env, "hyperparameter_actions", None)
     if extra:
         settings["hyperparameter_actions"] = {k: [float(v) for v in vs] for k, vs in extra.items()}
