@@ -19,6 +19,7 @@ from conftest import decisive_policy, inner_task, optax_train_step
 
 import ganno
 from ganno.env import GannoEnv
+from ganno.errors import UsageError
 from ganno.inner import InnerTask, episode_keys
 from ganno.networks import MLP, layer_keys
 from ganno.optax_scheduler import GannoState, diverged, ganno_sgd
@@ -286,3 +287,27 @@ def test_the_example_runs(dataset, capsys, monkeypatch):
         assert "diverged" in printed and 1 <= len(result["learning_rates"]) < decisions
     else:
         assert len(result["learning_rates"]) == decisions
+
+
+def test_a_dog_base_policy_takes_a_traced_lr0(task):
+    """lr0 as an argument of a jitted training run (one compilation for every lr0, as the
+    tutorial does): a DoG-base policy's one step size starts from the traced scalar; several
+    traced lr0 are refused with the fix."""
+    env = GannoEnv(
+        task,
+        steps_per_decision=K,
+        num_decisions=H,
+        action_mode="anchored_compound",
+        base_step_size="dog",
+    )
+    policy = make_policy(env, seed=3)
+    params = task.init_params(jax.random.PRNGKey(0))
+
+    @jax.jit
+    def first_rates(lr0):
+        return ganno_sgd(policy, lr0=lr0).init(params).learning_rates
+
+    concrete = ganno_sgd(policy, lr0=0.05).init(params).learning_rates
+    np.testing.assert_allclose(first_rates(jnp.float32(0.05)), concrete, rtol=1e-6)
+    with pytest.raises(UsageError, match="a scalar"):
+        jax.jit(lambda lr0: ganno_sgd(policy, lr0=lr0).init(params))(jnp.full(3, 0.05))

@@ -72,6 +72,7 @@ from ganno.deployment import (
     dead_layers,
     deployment_settings,
 )
+from ganno.errors import UsageError
 from ganno.feature_names import FEATURE_NAMES
 from ganno.observation import (
     IntervalStats,
@@ -193,7 +194,7 @@ def ganno_sgd(
         first = jnp.broadcast_to(jnp.asarray(lr0, jnp.float32), (n,))
         dog = ()
         if dog_base:
-            check_one_dog_lr0(np.ravel(np.asarray(lr0, np.float32)), "ganno_sgd(..., lr0=...)")
+            _check_one_dog_lr0(lr0)
             dog = dog_step_size_init(params, first[0])
         rates = rates_at(0, first, jnp.ones(n)) if cfg.anchored else jnp.clip(first, *cfg.lr_bounds)
         zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
@@ -441,6 +442,23 @@ def ganno_sgd(
     transformation = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     transformation.settings = cfg  # type: ignore[attr-defined]
     return transformation
+
+
+def _check_one_dog_lr0(lr0: Any) -> None:
+    """:func:`ganno.deployment.check_one_dog_lr0` on a concrete lr0; a traced one (lr0 an
+    argument of a jitted function) must be a scalar, the one value a DoG base can start from."""
+    if not isinstance(lr0, jax.core.Tracer):
+        check_one_dog_lr0(np.ravel(np.asarray(lr0, np.float32)), "ganno_sgd(..., lr0=...)")
+    elif jnp.ndim(lr0) != 0:
+        raise UsageError(
+            f"lr0 of shape {jnp.shape(lr0)} under jit: this policy's base schedule scales DoG's "
+            "step size, one for all the layers, which starts at lr0; pass one lr0, a scalar"
+        )
+
+
+def _select(when: jnp.ndarray, a: Any, b: Any) -> Any:
+    """The tree ``a`` where ``when``, else ``b`` (alike trees)."""
+    return jax.tree.map(lambda x, y: jnp.where(when, x, y), a, b)
 
 
 def _relabel(tree: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
