@@ -390,6 +390,18 @@ def test_the_stated_tuning_criterion_is_the_one_used(config, criterion, chosen):
     assert word in statement and f"evaluation.tune_by: {criterion}" in statement
 
 
+@pytest.mark.parametrize("per_decade", [1, 2, 10])
+def test_the_stated_grid_is_the_one_swept(config, per_decade):
+    """The README's grid sentence names the lr0 grid the sweeps run (experiments.lr0_grid)."""
+    cfg = validate({**config, "evaluation": {**config["evaluation"], "lr0_per_decade": per_decade}})
+    grid = lr0_grid(cfg)
+    statement = report.grid_statement(cfg)
+    assert f"same {len(grid)} initial rates" in statement
+    assert f"{tables.fmt_lr(grid[0])} to {tables.fmt_lr(grid[-1])}, {per_decade} a decade" in (
+        statement
+    )
+
+
 def test_the_stated_meta_training_tasks_are_those_meta_trained_on(config):
     """The README names what each main agent was meta-trained on: the members make_envs builds
     (config.family_configs), the training task alone without a family."""

@@ -27,7 +27,7 @@ import yaml
 from ganno import agents as registry
 from ganno import extensions_report, plots, seed_selection, stats, tuning_budget
 from ganno.errors import ResultsError
-from ganno.experiments import read_results
+from ganno.experiments import lr0_grid, read_results
 from ganno.io import atomic_write
 from ganno.layout import TRAIN_TASK, result_paths, task_names
 from ganno.meta_train import read_curve
@@ -610,6 +610,19 @@ TUNING = {
 }
 
 
+def grid_statement(config: Mapping[str, Any]) -> str:
+    """The README's sentence on the lr0 grid every number comes from (the one
+    :func:`ganno.experiments.lr0_grid` builds for every method and task)."""
+    grid = lr0_grid(config)
+    per = int(config["evaluation"]["lr0_per_decade"])
+    return (
+        f"Every method runs on every task from the same {len(grid)} initial rates, "
+        f"{fmt_lr(grid[0])} to {fmt_lr(grid[-1])}, {per} a decade (`evaluation.lr0_per_decade`; "
+        "`tables/grid_study`, made by `snakemake --cores all grid_study`, reruns some methods "
+        "on a finer grid)."
+    )
+
+
 def tuning_statement(config: Mapping[str, Any]) -> str:
     """The README's sentence on how lr0 is tuned, from the value the code uses
     (``evaluation.tune_by``, passed to :func:`ganno.baselines.tune`)."""
@@ -860,7 +873,7 @@ def write_paper_readme(
         f"aggregates are interquartile means (IQM) with {ci} stratified-bootstrap confidence "
         f"intervals ({cfg['bootstrap_resamples']} resamples, runs resampled within each task). "
         f"Each (method, task, lr0) cell has {len(seeds)} evaluation seeds; "
-        f"{meta_seeds_statement(config)} {tuning_statement(config)} "
+        f"{meta_seeds_statement(config)} {grid_statement(config)} {tuning_statement(config)} "
         f"{meta_training_statement(config)} {agent_design_statement(config)} "
         f"Pooled numbers are {POOLING} (per task: `tables/generalisation.csv`, its `normaliser` "
         "columns). A verdict is **above** or **below** only where the two confidence intervals "
