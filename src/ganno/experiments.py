@@ -39,6 +39,11 @@ COLUMNS = (
 )
 
 
+#: Columns a results table carries after :data:`COLUMNS` where they apply: ``guard_step``, the
+#: inner step at which a policy's guard tripped (-1: never; ``env.guard``, ganno.deployment).
+OPTIONAL_COLUMNS = ("guard_step",)
+
+
 def lr0_grid(config: Mapping[str, Any]) -> list[float]:
     """The initial rates of the sweep: ``10**low .. 10**high``, ``lr0_per_decade`` per decade."""
     low, high = config["evaluation"]["lr0_exponents"]
@@ -50,7 +55,7 @@ def lr0_grid(config: Mapping[str, Any]) -> list[float]:
 def _tidy(df: pd.DataFrame, meta_seed: int = -1) -> pd.DataFrame:
     df = df.copy()
     df["meta_seed"] = meta_seed
-    return df[list(COLUMNS)]
+    return df[list(COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in df.columns]]
 
 
 def run_baselines(

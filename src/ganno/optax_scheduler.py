@@ -49,6 +49,15 @@ weights of the last decision (``updates = last_good - params``) and every later 
 when the policy drives a network's rates to its ceiling) flags the run; :func:`dead_at_step` reads
 the flag (the rule: :func:`ganno.deployment.dead_layers`).
 
+**The guard** (``guard=True``, or a policy that records ``env.guard``; anchored modes only; the
+rule: :func:`ganno.deployment.guard_trips`): when, at the end of an interval, the run diverged,
+its validation loss is back above the initial one or a layer got no gradient in the interval,
+that update returns the weights of the last decision (``updates = last_good - params``; it trains
+on nothing, as the environment's rollback step), DoG's state and the ``direction`` state go back
+to that decision's, every multiplier becomes 1 and the policy is no longer asked: the rates follow
+the base schedule to ``total_steps`` (training goes on). A divergence after that ends training as
+without the guard. :func:`guarded_at` reads the update at which it tripped.
+
 **Other optimisers.** ``direction=`` an optax transformation run on the raw gradients before the
 per-layer rates scale it: ``optax.trace(0.9)`` is SGD with momentum (PyTorch's), ``optax.adam(1.0)``
 Adam whose learning rate per layer the policy sets. The observation always reads the raw
@@ -67,10 +76,13 @@ import optax
 
 from ganno.deployment import (
     DEAD_INTERVALS,
+    GUARD_MULTIPLIER,
     DeploymentSettings,
     check_one_dog_lr0,
     dead_layers,
     deployment_settings,
+    guard_trips,
+    run_diverged,
 )
 from ganno.errors import UsageError
 from ganno.feature_names import FEATURE_NAMES
@@ -85,6 +97,17 @@ from ganno.observation import (
 from ganno.optim import DogStepSize, dog_step_size_init, dog_step_size_update
 
 _COSINE, _NOISE = FEATURE_NAMES.index("grad_cosine"), FEATURE_NAMES.index("log_grad_noise")
+
+
+class GuardState(NamedTuple):
+    """The guard's part of the state (``guard=True``): whether and when it tripped, and what a
+    trip returns to (DoG's and the ``direction`` transformation's state at the last decision; the
+    weights are ``GannoState.prev_params``)."""
+
+    tripped: jnp.ndarray  # [] bool
+    at: jnp.ndarray  # [] int32, the update at which it tripped (-1: never)
+    dog: DogStepSize | tuple  # DoG's state at the last decision (a DoG-base policy), else ()
+    direction_state: Any  # the direction transformation's state at the last decision
 
 
 class GannoState(NamedTuple):
@@ -118,6 +141,7 @@ class GannoState(NamedTuple):
     initial_grad_sq: jnp.ndarray | tuple = ()  # [N] the first minibatch's squared grad norms
     dead_count: jnp.ndarray | tuple = ()  # [] int32, intervals in a row a layer got no gradient
     dead_at: jnp.ndarray | tuple = ()  # [] int32, the update at which the run was flagged dead
+    guard: GuardState | tuple = ()  # the guard's state (guard=True), else ()
 
 
 def _layer_order(params: Mapping[str, Any], layer_names: Sequence[str] | None) -> list[str]:
@@ -146,6 +170,7 @@ def ganno_sgd(
     layer_names: Sequence[str] | None = None,
     greedy: bool = True,
     seed: int = 0,
+    guard: bool | None = None,
     **settings: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Per-layer learning rates chosen by ``policy`` (see the module doc).
@@ -162,6 +187,8 @@ def ganno_sgd(
         the gradients themselves, i.e. plain SGD as in meta-training).
       layer_names: the params' top-level entries in depth order (default: see the module doc).
       greedy: the most likely action (default) or a sample drawn with ``seed``.
+      guard: roll back and follow the base schedule when the run heads for death (the module
+        doc); default: what the policy records (``env.guard``, off if it records none).
       settings: overrides of the policy's saved settings (``num_decisions``, ``lr_bounds``,
         ``divergence_loss_ratio``, ``steps_per_decision``; see
         :func:`ganno.deployment.deployment_settings`).
@@ -170,7 +197,9 @@ def ganno_sgd(
       A ``GradientTransformationExtraArgs`` whose ``update(grads, state, params, *, loss,
       val_loss=None)`` needs the params and this step's minibatch ``loss``.
     """
-    cfg = deployment_settings(policy, total_steps=total_steps, who="ganno_sgd", **settings)
+    cfg = deployment_settings(
+        policy, total_steps=total_steps, guard=guard, who="ganno_sgd", **settings
+    )
     direction = direction if direction is not None else optax.identity()
     factors = jnp.asarray(cfg.lr_multipliers, jnp.float32)
     log2_factors = jnp.log2(factors)
@@ -226,6 +255,14 @@ def ganno_sgd(
             initial_grad_sq=jnp.zeros(n),
             dead_count=jnp.zeros((), jnp.int32),
             dead_at=jnp.full((), -1, jnp.int32),
+            guard=GuardState(
+                tripped=jnp.zeros((), bool),
+                at=jnp.full((), -1, jnp.int32),
+                dog=dog,
+                direction_state=direction.init(params),
+            )
+            if cfg.guard
+            else (),
         )
 
     def update_fn(grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
@@ -263,14 +300,17 @@ def ganno_sgd(
             state,
         )
         newly_diverged = new.diverged & ~state.diverged
+        rollback = jnp.zeros((), bool)
+        if cfg.guard:  # a trip returns DoG and the direction to the last decision's states
+            new, rollback = _guard_states(state, new)
 
         # THIS STEP'S RATES
         if cfg.anchored:
             step_size = new.lr0
             if dog_base:  # from this update's weights and gradient, before the update; after
-                # total_steps the rates stay where they are
+                # total_steps the rates stay where they are (and a rollback trains on nothing)
                 dog = jax.lax.cond(
-                    new.diverged | (new.count >= cfg.total_steps),
+                    new.diverged | (new.count >= cfg.total_steps) | rollback,
                     lambda d: d,
                     lambda d: dog_step_size_update(d, params, grads),
                     new.dog,
@@ -280,23 +320,42 @@ def ganno_sgd(
 
         # ACCUMULATE (while the episode runs)
         active = (new.decisions > 0) & (new.count < _interval_end(cfg, new.decisions))
-        active &= ~new.diverged
+        active &= ~new.diverged & ~rollback
         new = jax.lax.cond(active, lambda s: _accumulate(s, grads, loss), lambda s: s, new)
 
         # UPDATE
         direction_updates, direction_state = direction.update(grads, new.direction_state, params)
+        if cfg.guard:  # the rollback's gradient (at the weights that went wrong) moves nothing
+            direction_state = _select(rollback, new.direction_state, direction_state)
         scaled = {
             k: jax.tree.map(lambda u, r=new.learning_rates[i]: -r * u, direction_updates[k])
             for i, k in enumerate(names)
         }
         restore = jax.tree.map(lambda q, p: (q - p).astype(p.dtype), new.prev_params, params)
         updates = jax.tree.map(
-            lambda u, r: jnp.where(newly_diverged, r, jnp.where(new.diverged, 0.0, u)),
+            lambda u, r: jnp.where(newly_diverged | rollback, r, jnp.where(new.diverged, 0.0, u)),
             type(params)(scaled) if not isinstance(params, dict) else scaled,
             restore,
         )
         new = new._replace(count=new.count + 1, direction_state=direction_state)
         return updates, new
+
+    def _guard_states(state: GannoState, new: GannoState) -> tuple[GannoState, jnp.ndarray]:
+        """After this update's observation: on a trip, DoG's and the direction's state back to
+        the last decision's; at a decision the guard followed, those states kept to return to.
+        Returns the state and whether this update is the rollback."""
+        rollback = new.guard.tripped & ~state.guard.tripped
+        decided = (new.decisions > state.decisions) & ~new.guard.tripped
+        kept = new.guard._replace(
+            dog=_select(decided, new.dog, new.guard.dog),
+            direction_state=_select(decided, new.direction_state, new.guard.direction_state),
+        )
+        new = new._replace(
+            dog=_select(rollback, new.guard.dog, new.dog),
+            direction_state=_select(rollback, new.guard.direction_state, new.direction_state),
+            guard=kept,
+        )
+        return new, rollback
 
     def _observe(stats: IntervalStats, lr_scale) -> jnp.ndarray:
         n = stats.learning_rates.shape[0]
@@ -392,9 +451,13 @@ def ganno_sgd(
             prev_log2_choice=state.prev_log2,
         )
         view = _observe(stats, state.lr_scale)
-        finite = jnp.isfinite(val) & jnp.isfinite(train_loss)
-        finite &= jnp.all(jnp.isfinite(per_layer(jnp.square, as_layers(p))))
-        diverged = ~finite | (val > cfg.divergence_loss_ratio * state.initial_val_loss)
+        diverged = run_diverged(
+            val,
+            train_loss,
+            per_layer(jnp.square, as_layers(p)),
+            state.initial_val_loss,
+            cfg.divergence_loss_ratio,
+        )
         zeros = jax.tree.map(jnp.zeros_like, state.grad_sum)
         dead = dead_layers(stats.mean_sq_grad_norm, state.initial_grad_sq).any()
         dead_count = jnp.where(dead, state.dead_count + 1, 0)
@@ -414,10 +477,39 @@ def ganno_sgd(
             agents_view=view,
         )
         more = state.decisions < cfg.num_decisions
-        return jax.lax.cond(
-            diverged,
-            lambda s: state._replace(diverged=jnp.ones((), bool)),
-            lambda s: jax.lax.cond(more, lambda t: _decide(t, view), lambda t: t, s),
+        if not cfg.guard:
+            return jax.lax.cond(
+                diverged,
+                lambda s: state._replace(diverged=jnp.ones((), bool)),
+                lambda s: jax.lax.cond(more, lambda t: _decide(t, view), lambda t: t, s),
+                passed,
+            )
+        # THE GUARD: asked until it trips; a trip rolls back (weights: prev_params, kept) and
+        # takes this interval's decision for the agents (multiplier 1, the policy not asked)
+        tripped = state.guard.tripped
+        trips = ~tripped & guard_trips(
+            diverged, val, state.initial_val_loss, stats.mean_sq_grad_norm, state.initial_grad_sq
+        )
+        next_decision = state.decisions + more.astype(jnp.int32)
+        rolled = passed._replace(
+            train_loss=state.train_loss,
+            val_loss=state.val_loss,
+            prev_mean_grad=state.prev_mean_grad,
+            prev_params=state.prev_params,
+            agents_view=state.agents_view,
+            lr_scale=jnp.full_like(state.lr_scale, GUARD_MULTIPLIER),
+            decisions=next_decision,
+            guard=state.guard._replace(tripped=jnp.ones((), bool), at=state.count),
+        )
+        branch = jnp.where(diverged & tripped, 0, jnp.where(trips, 1, jnp.where(tripped, 2, 3)))
+        return jax.lax.switch(
+            branch,
+            [
+                lambda s: state._replace(diverged=jnp.ones((), bool)),  # ends, as unguarded
+                lambda s: rolled,
+                lambda s: s._replace(decisions=next_decision),  # the base schedule goes on
+                lambda s: jax.lax.cond(more, lambda t: _decide(t, view), lambda t: t, s),
+            ],
             passed,
         )
 
@@ -497,6 +589,17 @@ def dead_at_step(state: Any) -> int | None:
     return None if dead_at < 0 else dead_at
 
 
+def guarded_at(state: Any) -> int | None:
+    """The update at which the guard of ``ganno_sgd``'s state tripped (that update returned the
+    weights of the last decision; from there the rates follow the base schedule), or None: it did
+    not, or the transformation has no guard. Read it outside ``jit``."""
+    guard = _ganno_state(state).guard
+    if not isinstance(guard, GuardState):
+        return None
+    at = int(guard.at)
+    return None if at < 0 else at
+
+
 def _ganno_state(state: Any) -> GannoState:
     for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GannoState)):
         if isinstance(leaf, GannoState):
@@ -504,4 +607,4 @@ def _ganno_state(state: Any) -> GannoState:
     raise ValueError("no ganno_sgd state in this optimiser state")
 
 
-__all__ = ["GannoState", "dead_at_step", "diverged", "ganno_sgd"]
+__all__ = ["GannoState", "GuardState", "dead_at_step", "diverged", "ganno_sgd", "guarded_at"]

@@ -59,6 +59,18 @@ or weight, or a validation loss above ``divergence_loss_ratio`` x the initial on
 Divergence is detected at interval ends, like the environment, except that a non-finite minibatch
 loss is caught at once (the interval's mean training loss would be non-finite anyway).
 
+The guard (``guard=True``, or a policy that records ``env.guard``; anchored modes only; the rule:
+:func:`ganno.deployment.guard_trips`): when, at the end of an interval, the run diverged, its
+validation loss is back above the initial one, or a layer got no gradient in the interval, the
+weights, the optimiser's state (momentum, Adam moments) and DoG's state go back to those of the
+last decision, every multiplier becomes 1 and the policy is no longer asked: the rates follow
+the base schedule to ``total_steps`` and training goes on (``guarded_at_step`` says where). The
+next step is the rollback (as in the environment and ``ganno_sgd``, where the update that sees
+the trip can only restore): its ``optimizer.step()`` is undone, and its gradient is read by
+nothing. Before the trip a non-finite minibatch loss is left to the guard at the interval's end
+(the environment's rule); after it, a divergence is handled by ``on_divergence`` as without the
+guard. Each decision then keeps a copy of the weights and of the optimiser's state.
+
 The policy is a JAX network: arrays cross between PyTorch and NumPy/JAX at decisions only.
 """
 
@@ -74,10 +86,13 @@ import torch
 
 from ganno.deployment import (
     DEAD_INTERVALS,
+    GUARD_MULTIPLIER,
     check_one_dog_lr0,
     dead_layers,
     dead_network_warning,
     deployment_settings,
+    guard_trips,
+    run_diverged,
 )
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
@@ -181,6 +196,10 @@ class GannoScheduler:
     intervals in a row, as when the policy drives a network's rates to its ceiling and its ReLUs
     die) is flagged once: a :class:`ganno.errors.GannoWarning` naming the remedy, and
     ``dead_at_step``. The scheduler goes on deciding; restarting is the user's call.
+
+    ``guard``: roll back and follow the base schedule when the run heads for death (the module
+    doc; default: what the policy records, ``env.guard``, off if it records none);
+    ``guarded_at_step`` is the step at which it tripped (None while it has not).
     """
 
     def __init__(
@@ -202,6 +221,7 @@ class GannoScheduler:
         gradient_sample: float | None = SAMPLE_FRACTION,
         sample_above: int = SAMPLE_ABOVE,
         gradient_statistics: str = "auto",
+        guard: bool | None = None,
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence={on_divergence!r}; choose one of {ON_DIVERGENCE}")
@@ -222,6 +242,7 @@ class GannoScheduler:
             actions=actions,
             lr_bounds=lr_bounds,
             divergence_loss_ratio=divergence_loss_ratio,
+            guard=guard,
             who="GannoScheduler",
         )
         #: the policy's settings as deployed (:class:`ganno.deployment.DeploymentSettings`)
@@ -232,6 +253,8 @@ class GannoScheduler:
         self.total_steps = settings.total_steps
         self.lr_bounds = settings.lr_bounds
         self.divergence_loss_ratio = settings.divergence_loss_ratio
+        #: whether the guard watches the run (the module doc)
+        self.guard = settings.guard
         self.action_mode = settings.action_mode
         self.actions = settings.actions
         self._factors = torch.tensor(settings.lr_multipliers, dtype=torch.float32)
@@ -367,6 +390,13 @@ class GannoScheduler:
         #: :func:`ganno.deployment.dead_layers`), None while it is not
         self.dead_at_step: int | None = None
         self._dead_count = 0  # intervals in a row in which a layer got no gradient
+        #: the step at which the guard tripped (weights back to the last decision's, the base
+        #: schedule from there), None while it has not
+        self.guarded_at_step: int | None = None
+        self._rollback_at: int | None = None  # the step the trip undoes (trained on by nothing)
+        #: what a trip returns to besides the weights: the optimiser's and DoG's states at the
+        #: last decision
+        self._guard_snapshot: dict[str, Any] | None = None
         self._initial_grad_sq: torch.Tensor | None = None  # [N], the first minibatch's
         self.initial_val_loss: float | None = None
         self.val_loss: float | None = None
@@ -404,6 +434,12 @@ class GannoScheduler:
         self._grad_start = self.settings.gradient_start(self.decisions) if self.decisions else 0
         if self._weight_stats is not None:
             self._weight_stats.start(self.steps, self._grad_start, self._end, self._flat)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the guard tripped (the rates follow the base schedule; the policy is not
+        asked any more)."""
+        return self.guarded_at_step is not None
 
     @property
     def done(self) -> bool:
@@ -497,8 +533,12 @@ class GannoScheduler:
                 "observe_gradients was called twice without step() in between (one call per "
                 "optimizer step; accumulate gradients before calling it)"
             )
+        if self._rollback_at == self.steps:  # the guard's rollback step: read by nothing
+            self._observed_this_step = True
+            return
         loss_value = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
-        if not math.isfinite(loss_value):
+        # before the guard trips it judges a non-finite loss at the interval's end
+        if not math.isfinite(loss_value) and not (self.guard and not self.guarded):
             self._diverge(f"non-finite minibatch loss {loss_value} at step {self.steps}")
             return
         if self.steps == 0 and self.decisions == 0:
@@ -507,7 +547,8 @@ class GannoScheduler:
         staged = False
         if self.dog is not None and not self.diverged and self.steps < self.total_steps:
             # this step's rates from DoG's step size (after total_steps they stay where they are)
-            if self.decisions > 0 and self._grad_start <= self.steps < self._end:
+            in_window = self.decisions > 0 and self._grad_start <= self.steps < self._end
+            if in_window and not self.guarded:
                 self._window.add(self._grads())  # the window's sums, and the norms from there
                 staged = True
                 norms = self._window.staged_norms()
@@ -517,7 +558,9 @@ class GannoScheduler:
             self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
             self._apply_rates(self.learning_rates)
         if self.decisions > 0 and self.steps < self._end:
-            if self.steps >= self._grad_start and self._weight_stats is not None:
+            if self.guarded:  # no observation after the trip: the loss for the divergence check
+                pass
+            elif self.steps >= self._grad_start and self._weight_stats is not None:
                 self._weight_stats.observe(self.steps, self._flat)
                 self._grad_count += 1
             elif self.steps >= self._grad_start:
@@ -564,6 +607,9 @@ class GannoScheduler:
                 "sched.observe_gradients(loss) after loss.backward() and before optimizer.step()"
             )
         self._observed_this_step = False
+        if self._rollback_at == self.steps:  # undo whatever the optimiser did on this step
+            self._restore_last_decision()
+            self._rollback_at = None
         self.steps += 1
         if self.decisions == 0 or self.steps != self._end:
             if self._rate_rows and self.steps < self._end:  # anchored: the next step's rates
@@ -571,7 +617,10 @@ class GannoScheduler:
                 for group, lr in zip(self.optimizer.param_groups, row, strict=True):
                     group["lr"] = lr
             return
-        self._end_interval(val_loss)
+        if self.guarded:
+            self._end_guarded_interval(val_loss)
+        else:
+            self._end_interval(val_loss)
 
     @property
     def learning_rates(self) -> torch.Tensor:
@@ -607,24 +656,33 @@ class GannoScheduler:
         if interval is None:
             weight_sq = features.squared_norms(params)
         # a sum of squares is finite iff every entry is (and not overflowing), as in the env
-        finite = math.isfinite(val) and math.isfinite(train_loss)
-        finite = finite and bool(weight_sq.isfinite().all())
-        if not finite or val > self.divergence_loss_ratio * self.initial_val_loss:
-            self._diverge(
-                f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
-                f"{self.divergence_loss_ratio:g}x) / training loss {train_loss:.4g} after step "
-                f"{self.steps}"
+        diverged = bool(
+            run_diverged(
+                val, train_loss, weight_sq, self.initial_val_loss, self.divergence_loss_ratio
             )
+        )
+        if diverged and not self.guard:
+            self._diverge(self._divergence_message(val, train_loss))
             return
         prev_flat = None
         if self._prev_params is not None:
             prev_flat = [q for layer in self._prev_params for q in layer]
         if interval is not None:
             mean_grad, mean_sq_grad_norm = interval.mean_grad, interval.mean_sq_grad_norm
-            update_sq = interval.update_sq
         else:
             mean_grad, squares = self._window.finish(k)  # the window's mean gradient, in place
             mean_sq_grad_norm = features.per_layer(squares, self._group_of, self.num_layers) / k
+        # the guard, before the last decision's weights become their change below
+        if self.guard and bool(
+            guard_trips(
+                diverged, val, self.initial_val_loss, mean_sq_grad_norm, self._initial_grad_sq
+            )
+        ):
+            self._trip(params)
+            return
+        if interval is not None:
+            update_sq = interval.update_sq
+        else:
             torch._foreach_sub_(prev_flat, [p for layer in params for p in layer])  # -(change)
             update_sq = features.squared_norms(self._prev_params)
         self._check_dead(mean_sq_grad_norm)
@@ -665,6 +723,91 @@ class GannoScheduler:
             self.last_observation = view
             self.history.append(self._record(None, view))
 
+    def _divergence_message(self, val: float, train_loss: float) -> str:
+        return (
+            f"validation loss {val:.4g} (initial {self.initial_val_loss:.4g}, limit "
+            f"{self.divergence_loss_ratio:g}x) / training loss {train_loss:.4g} after step "
+            f"{self.steps}"
+        )
+
+    # ------------------------------------------------------------------ the guard
+    def _snapshot(self) -> dict[str, Any]:
+        """The optimiser's and DoG's states now (what a trip returns to besides the weights)."""
+        index = {id(p): i for i, p in enumerate(self._flat)}
+        optimizer = {
+            index[id(p)]: {
+                k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()
+            }
+            for p, state in self.optimizer.state.items()
+            if id(p) in index
+        }
+        dog = None if self.dog is None else self.dog.state_dict()
+        return {"optimizer": optimizer, "dog": dog}
+
+    @torch.no_grad()
+    def _restore_last_decision(self) -> None:
+        """The weights, the optimiser's state and DoG's state of the last decision."""
+        for group, saved in zip(self._params, self._prev_params, strict=True):
+            for p, q in zip(group, saved, strict=True):
+                p.copy_(q.to(p.dtype))
+        snapshot = self._guard_snapshot
+        self.optimizer.state.clear()
+        for i, state in snapshot["optimizer"].items():
+            self.optimizer.state[self._flat[i]] = {
+                k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()
+            }
+        if self.dog is not None:
+            self.dog.load_state_dict(snapshot["dog"])
+
+    def _trip(self, params) -> None:
+        """The guard trips at this interval's end: back to the last decision, multiplier 1, the
+        base schedule from here (the policy is not asked again); the next step is the rollback.
+        ``params`` (the weights now) is recycled."""
+        self.guarded_at_step = self.steps
+        self._restore_last_decision()
+        self._rollback_at = self.steps
+        if params is not None:  # a spare buffer for the next copy of the weights
+            self._spare_params = [q for layer in params for q in layer]
+        if self._window is not None:
+            self._window.reset()
+        self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
+        self.lr_scale = torch.full((self.num_layers,), GUARD_MULTIPLIER)
+        self._advance_unguided()
+
+    def _advance_unguided(self) -> None:
+        """The decision the agents would take now, taken for them (multiplier 1): the next
+        interval's bounds and the base schedule's rates."""
+        self.history.append(self._record(None, self.last_observation))
+        if self.decisions < self.num_decisions:
+            self.decisions += 1
+            self._set_interval()
+        # with DoG each step's rate is set again once its gradient is read (observe_gradients)
+        self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
+        self._apply_rates(self.learning_rates)
+        self._plan_rates()
+
+    @torch.no_grad()
+    def _end_guarded_interval(self, val_loss) -> None:
+        """An interval's end after the guard tripped: the divergence check only (no observation;
+        the policy is not asked), then the next interval of the base schedule."""
+        train_loss = self._loss_sum / max(self._count, 1)  # an interval of one step: its rollback
+        val = self._val_loss(val_loss)
+        params = self._detached_params()
+        weight_sq = features.squared_norms(params)
+        if bool(
+            run_diverged(
+                val, train_loss, weight_sq, self.initial_val_loss, self.divergence_loss_ratio
+            )
+        ):
+            self._diverge(self._divergence_message(val, train_loss))
+            return
+        self.train_loss, self.val_loss = train_loss, val
+        if self._prev_params is not None:
+            self._spare_params = [q for layer in self._prev_params for q in layer]
+        self._prev_params = params
+        self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
+        self._advance_unguided()
+
     def _span_rates(self) -> torch.Tensor:
         """Each step's per-layer rates over the gradient window that just ended (``[steps, N]``):
         the anchored modes' planned rows, else the interval's constant rates."""
@@ -677,7 +820,7 @@ class GannoScheduler:
     def _keeps_weights(self) -> bool:
         """Whether each decision copies the whole weights: for their norms (read statistics), or
         for ``on_divergence="restore"`` to roll back to."""
-        return self._weight_stats is None or self.on_divergence == "restore"
+        return self._weight_stats is None or self.on_divergence == "restore" or self.guard
 
     def _check_dead(self, mean_sq_grad_norm: torch.Tensor) -> None:
         """Count the intervals in a row in which a layer got no gradient; flag the run (and warn)
@@ -699,6 +842,8 @@ class GannoScheduler:
             warnings.warn(message, GannoWarning, stacklevel=5)  # the caller of step()
 
     def _decide(self, view: torch.Tensor) -> None:
+        if self.guard:  # what a trip at the end of this interval returns to (and the weights)
+            self._guard_snapshot = self._snapshot()
         actions = self._policy_actions(view)
         self._prev_rates = self.learning_rates.clone()
         idx = torch.as_tensor(actions, dtype=torch.long)
@@ -796,6 +941,17 @@ class GannoScheduler:
             "diverged_at_step": self.diverged_at_step,
             "dead_at_step": self.dead_at_step,
             "dead_count": self._dead_count,
+            "guarded_at_step": self.guarded_at_step,
+            "rollback_at": self._rollback_at,
+            "guard_snapshot": None
+            if self._guard_snapshot is None
+            else {
+                "optimizer": {
+                    i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+                    for i, st in self._guard_snapshot["optimizer"].items()
+                },
+                "dog": self._guard_snapshot["dog"],
+            },
             "initial_grad_sq": None
             if self._initial_grad_sq is None
             else self._initial_grad_sq.clone(),
@@ -834,13 +990,19 @@ class GannoScheduler:
                 "gradient_sample": self.gradient_sample.fraction,
                 "sample_above": self.gradient_sample.above,
                 "gradient_statistics": self.gradient_statistics,
+                "guard": self.guard,
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the settings and the number of groups must match."""
         # a state saved before DoG, or before the weight-change statistics
-        settings = {"base_step_size": "lr0", "gradient_statistics": "read", **state["settings"]}
+        settings = {
+            "base_step_size": "lr0",
+            "gradient_statistics": "read",
+            "guard": False,  # a state saved before the guard
+            **state["settings"],
+        }
         mine = self.state_dict()["settings"]
         saved = settings["gradient_statistics"]
         if self.requested_statistics == "auto":
@@ -857,6 +1019,9 @@ class GannoScheduler:
         # a state saved before the dead-network check: not flagged, and not checked from here
         self.dead_at_step = state.get("dead_at_step")
         self._dead_count = state.get("dead_count", 0)
+        self.guarded_at_step = state.get("guarded_at_step")
+        self._rollback_at = state.get("rollback_at")
+        self._guard_snapshot = state.get("guard_snapshot")
         initial = state.get("initial_grad_sq")
         self._initial_grad_sq = None if initial is None else initial.clone()
         self.learning_rates = state["learning_rates"].clone()
