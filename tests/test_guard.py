@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from conftest import decisive_policy, inner_task
 
+from ganno.config import validate
 from ganno.deployment import (
     DEAD_GRADIENT_FRACTION,
     deployment_settings,
     guard_trips,
     run_diverged,
 )
-from ganno.config import validate
 from ganno.env import GannoEnv, make_env
 from ganno.env_settings import EnvSettings, share_of_the_way
 from ganno.errors import UsageError
@@ -331,18 +331,51 @@ def test_ganno_sgd_rolls_back_the_direction_state(task):
         if bool(state.guard.tripped) and not bool(before.guard.tripped):
             assert guarded_at(state) == t and t > K
             kept = before.guard  # what the last decision kept
-            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before.prev_params)):
+            leaves = lambda *trees: zip(*map(jax.tree.leaves, trees), strict=True)  # noqa: E731
+            for a, b in leaves(params, before.prev_params):
                 np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-            for a, b in zip(
-                jax.tree.leaves(state.direction_state), jax.tree.leaves(kept.direction_state)
-            ):
+            for a, b in leaves(state.direction_state, kept.direction_state):
                 np.testing.assert_array_equal(a, b)
-            assert not any(
-                np.array_equal(a, b)
-                for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before_params))
-            )
+            assert not any(np.array_equal(a, b) for a, b in leaves(params, before_params))
             np.testing.assert_array_equal(state.lr_scale, np.ones(3))
             checked = True
     assert checked and not bool(state.diverged)
     unit = 0.5 * (1 + np.cos(np.pi * (K * H - 1) / (K * H)))  # sgd_cosine's last step
     np.testing.assert_allclose(state.learning_rates, np.full(3, 0.05 * unit), rtol=1e-4)
+
+
+def test_torch_eval_leaves_divergence_to_the_guard(task, dataset):
+    """``ganno torch-eval``'s loop (``train_run``) with a guarded policy: the guard, not the loop's
+    own divergence check, answers until it trips, and the doubling policy's run learns; the same
+    policy unguarded ends at chance or diverged."""
+    torch = pytest.importorskip("torch")
+    from ganno.torch.evaluation import Budget, TorchData, train_run
+    from ganno.torch.networks import TorchMLP, from_jax_params
+
+    def tensor(x, long=False):
+        t = torch.tensor(np.asarray(x))
+        return t.long() if long else t
+
+    data = TorchData(
+        tensor(dataset.x_train),
+        tensor(dataset.y_train, True),
+        tensor(dataset.x_val),
+        tensor(dataset.y_val, True),
+        tensor(dataset.x_test),
+        tensor(dataset.y_test, True),
+        10,
+    )
+    budget = Budget(steps_per_decision=K, num_decisions=H, batch_size=32)
+    init_key, data_key, _ = episode_keys(jax.random.PRNGKey(3))
+    params = task.init_params(init_key)
+    batches = torch.from_numpy(
+        np.asarray(jax.vmap(lambda s: task.batch_indices(data_key, s))(jnp.arange(K * H)))
+    ).long()
+    results = {}
+    for guard in (False, True):
+        policy = always(guarded_env(task, guard=guard), 2.0)
+        model = from_jax_params(TorchMLP(40, 3, 32, 10), params)
+        results[guard] = train_run(model, "ganno", 1.0, batches, data, budget, policy)
+    off, on = results[False], results[True]
+    assert off.diverged or off.test_accuracy <= CHANCE
+    assert not on.diverged and on.test_accuracy > 0.5

@@ -19,6 +19,8 @@ initial weights (the JAX network's initialisation, copied) and the same minibatc
 every ``steps_per_decision`` steps: a non-finite loss or weight, or a validation loss above
 ``divergence_loss_ratio`` x the initial one ends the run, which then reports the last state that
 passed the check (its validation metrics, and test metrics of its weights), with ``diverged``.
+A policy whose scheduler guards the run (``env.guard``, :class:`ganno.torch.GannoScheduler`)
+leaves the check to its guard until the guard trips (it rolls back instead of ending the run).
 """
 
 from __future__ import annotations
@@ -267,8 +269,10 @@ def train_run(
         loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
         loss.backward()
         loss_value = loss.item()
-        if not math.isfinite(loss_value):  # the interval's mean loss is non-finite: diverged
-            diverged = True
+        # a policy's guard (env.guard) judges divergence itself until it trips
+        leave_to_guard = sched is not None and sched.guard and not sched.guarded
+        if not math.isfinite(loss_value) and not leave_to_guard:  # the interval's mean loss is
+            diverged = True  # non-finite: diverged
             break
         if sched is not None:
             sched.observe_gradients(loss_value, val_loss=initial_val_loss if step == 0 else None)
@@ -290,14 +294,18 @@ def train_run(
         new_val_loss, new_val_accuracy = _evaluate(model, data.x_val, data.y_val)
         train_loss, loss_sum = loss_sum / k, 0.0
         ok = math.isfinite(new_val_loss) and math.isfinite(train_loss) and _params_finite(model)
-        if not ok or new_val_loss > budget.divergence_loss_ratio * initial_val_loss:
+        if (not ok or new_val_loss > budget.divergence_loss_ratio * initial_val_loss) and not (
+            leave_to_guard
+        ):
             diverged = True
             break
+        if sched is not None:
+            sched.step(val_loss=new_val_loss)
+            if sched.guarded_at_step == step + 1:  # the guard tripped: back at the last decision
+                new_val_loss, new_val_accuracy = _evaluate(model, data.x_val, data.y_val)
         val_loss, val_accuracy, good = new_val_loss, new_val_accuracy, snapshot()
         if schedule_free:
             optimizer.train()
-        if sched is not None:
-            sched.step(val_loss=new_val_loss)
         history.append(rates())
         if on_decision is not None:
             on_decision(step + 1, history[-1], new_val_loss)
