@@ -379,3 +379,53 @@ def test_torch_eval_leaves_divergence_to_the_guard(task, dataset):
     off, on = results[False], results[True]
     assert off.diverged or off.test_accuracy <= CHANCE
     assert not on.diverged and on.test_accuracy > 0.5
+
+
+def test_a_guarded_scheduler_resumes_across_its_trip(task):
+    """A state saved between the trip and the rollback step (and one saved after it) resumes to
+    the weights of the uninterrupted run, momentum buffers and DoG step size included."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from ganno.torch.networks import TorchMLP, from_jax_params, layerwise_param_groups
+    from ganno.torch.scheduler import GannoScheduler
+
+    env = guarded_env(task)
+    policy = always(env, 2.0)
+    params = task.init_params(jax.random.PRNGKey(0))
+    x, y = torch.tensor(np.asarray(task.x_train)), torch.tensor(np.asarray(task.y_train)).long()
+    xv, yv = torch.tensor(np.asarray(task.x_val)), torch.tensor(np.asarray(task.y_val)).long()
+
+    def fresh():
+        model = from_jax_params(TorchMLP(40, 3, 32, 10), params)
+        optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=0.05, momentum=0.5)
+        val = lambda: F.cross_entropy(model(xv), yv).item()  # noqa: E731
+        return model, optimizer, GannoScheduler(optimizer, policy, val_loss_fn=val)
+
+    def train(model, optimizer, sched, steps):
+        for t in steps:
+            idx = torch.arange(t * 32, (t + 1) * 32) % len(x)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            sched.observe_gradients(loss)
+            optimizer.step()
+            sched.step()
+
+    model, optimizer, sched = fresh()
+    train(model, optimizer, sched, range(K * H))
+    trip = sched.guarded_at_step
+    assert trip is not None and 0 < trip < K * H - 1 and not sched.diverged
+    for stop in (trip, trip + 1):
+        first, first_opt, first_sched = fresh()
+        train(first, first_opt, first_sched, range(stop))
+        saved = (first.state_dict(), first_opt.state_dict(), first_sched.state_dict())
+        resumed, resumed_opt, resumed_sched = fresh()
+        resumed.load_state_dict(saved[0])
+        resumed_opt.load_state_dict(saved[1])
+        resumed_sched.load_state_dict(saved[2])
+        train(resumed, resumed_opt, resumed_sched, range(stop, K * H))
+        assert resumed_sched.guarded_at_step == trip
+        for p, q in zip(resumed.parameters(), model.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+        assert resumed_sched.dog.eta == sched.dog.eta

@@ -777,7 +777,10 @@ class GannoScheduler:
     def _advance_unguided(self) -> None:
         """The decision the agents would take now, taken for them (multiplier 1): the next
         interval's bounds and the base schedule's rates."""
-        self.history.append(self._record(None, self.last_observation))
+        view = self.last_observation  # (not in a saved state: the history's is the same)
+        self.history.append(
+            self._record(None, self.history[-1]["observation"] if view is None else view)
+        )
         if self.decisions < self.num_decisions:
             self.decisions += 1
             self._set_interval()
