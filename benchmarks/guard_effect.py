@@ -8,12 +8,14 @@ data is absent are skipped. Per task and guard: the runs, the share at chance (t
 most ``ganno.tables.at_chance``'s level, 5% of the way from chance to perfect), the mean test
 accuracy over every lr0 (all-lr0), the tuned test accuracy (lr0 chosen on validation accuracy,
 ``ganno.tables.tuned_results``: one lr0 per task for the policies pooled, as the report tunes a
-method) and the runs in which the guard tripped. Written: ``<out>/guard_effect_runs.csv`` (every
+method), the runs in which the guard tripped and, paired with the same runs unguarded, the runs
+it took off chance, the runs it put at chance and the mean change in test accuracy of the runs
+in which it tripped. Written: ``<out>/guard_effect_runs.csv`` (every
 run), ``<out>/guard_effect.csv`` and ``<out>/guard_effect.md`` (the table).
 
     python benchmarks/guard_effect.py --results /work/fresh/results \\
         [--config RESULTS/config.yaml] [--agent ippo] [--policy DIR ...] [--tasks train,digits] \\
-        [--data-root DIR] [--out RESULTS/benchmarks/guard_effect] [--quick]
+        [--data-root DIR] [--out RESULTS/benchmarks/guard_effect] [--quick] [--off-from-sweeps]
 
 Default policies: ``<results>/meta_train/<agent>/seed_*/policy``. Default data root: the config's
 ``data.root``, relative to the results folder's parent (the pipeline's working directory) when
@@ -42,6 +44,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke test: lr0 1e-3 .. 1 a decade, one seed"
     )
+    parser.add_argument(
+        "--off-from-sweeps",
+        action="store_true",
+        help="read the guard-off runs from the pipeline's own sweeps (<results>/sweep/<task>/"
+        "<agent>_seed_<s>.csv, the same function and config with the guard off) where every "
+        "policy's exists, instead of running them again: half the time",
+    )
     return parser.parse_args()
 
 
@@ -61,6 +70,20 @@ def policy_runs(args: argparse.Namespace, method: str) -> list:
     return runs
 
 
+def swept(args: argparse.Namespace, task: str, runs: list) -> pd.DataFrame | None:
+    """The pipeline's guard-off runs of ``runs`` on ``task`` (None unless every one exists)."""
+    from ganno.experiments import read_results
+    from ganno.layout import AGENT_CSV
+
+    paths = [
+        args.results / AGENT_CSV.format(task=task, agent=args.agent, seed=run.meta_seed)
+        for run in runs
+    ]
+    if not all(p.exists() for p in paths):
+        return None
+    return read_results(paths).assign(guard_step=-1)
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task and guard: runs, share at chance, all-lr0 and tuned test accuracy, trips."""
     from ganno.tables import at_chance, tuned_results
@@ -78,9 +101,33 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 "tuned_lr0": float(tuned["lr0"].iloc[0]),
                 "tuned_test_accuracy": float(tuned["test_accuracy"].mean()),
                 "guard_trips": int((part["guard_step"] >= 0).sum()),
+                **paired(runs, task, guard),
             }
         )
     return pd.DataFrame(rows)
+
+
+def paired(runs: pd.DataFrame, task: str, guard: str) -> dict[str, float]:
+    """The guard's rows against the same runs without it (same policy, lr0 and seed): runs
+    taken off chance (``rescued``), runs put at chance (``killed``), and the mean change in
+    test accuracy of the runs in which it tripped."""
+    if guard != "on":
+        return {"rescued": float("nan"), "killed": float("nan"), "tripped_change": float("nan")}
+    from ganno.tables import at_chance
+
+    keys = ["lr0", "seed", "meta_seed"]
+    part = runs[runs["task"] == task]
+    both = part[part["guard"] == "off"].merge(
+        part[part["guard"] == "on"], on=keys, suffixes=("_off", "_on")
+    )
+    off, on = at_chance(both["test_accuracy_off"]), at_chance(both["test_accuracy_on"])
+    tripped = both["guard_step_on"] >= 0
+    change = both["test_accuracy_on"] - both["test_accuracy_off"]
+    return {
+        "rescued": int((off & ~on).sum()),
+        "killed": int((on & ~off).sum()),
+        "tripped_change": float(change[tripped].mean()) if tripped.any() else 0.0,
+    }
 
 
 def markdown(summary: pd.DataFrame, header: str) -> str:
@@ -88,14 +135,16 @@ def markdown(summary: pd.DataFrame, header: str) -> str:
         header,
         "",
         "| task | guard | runs | at chance | all-lr0 test acc. | tuned test acc. (lr0) | "
-        "guard tripped |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "guard tripped | off chance / to chance | change where tripped |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in summary.itertuples():
+        pairs = "" if r.guard != "on" else f"{int(r.rescued)} / {int(r.killed)}"
+        change = "" if r.guard != "on" else f"{r.tripped_change:+.3f}"
         lines.append(
             f"| {r.task} | {r.guard} | {r.runs} | {r.at_chance_share:.1%} | "
             f"{r.all_lr0_test_accuracy:.3f} | {r.tuned_test_accuracy:.3f} ({r.tuned_lr0:.3g}) | "
-            f"{r.guard_trips} |"
+            f"{r.guard_trips} | {pairs} | {change} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -135,6 +184,12 @@ def main() -> None:
             skipped.append(f"{task} ({reason})")
             continue
         for guard in (False, True):
+            if not guard and args.off_from_sweeps:
+                kept = swept(args, task, runs)
+                if kept is not None:
+                    frames.append(kept.assign(guard="off"))
+                    print(f"{task}, guard off: read from the pipeline's sweeps", flush=True)
+                    continue
             guarded = copy.deepcopy(cfg)
             guarded["env"]["guard"] = guard
             tick = time.perf_counter()
