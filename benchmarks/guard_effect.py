@@ -8,7 +8,8 @@ data is absent are skipped. Per task and guard: the runs, the share at chance (t
 most ``ganno.tables.at_chance``'s level, 5% of the way from chance to perfect), the mean test
 accuracy over every lr0 (all-lr0), the tuned test accuracy (lr0 chosen on validation accuracy,
 ``ganno.tables.tuned_results``: one lr0 per task for the policies pooled, as the report tunes a
-method), the runs in which the guard tripped and, paired with the same runs unguarded, the runs
+method), the runs in which the guard tripped (and of them, those still at chance: it tripped too
+late), and, paired with the same runs unguarded, the runs
 it took off chance, the runs it put at chance and the mean change in test accuracy of the runs
 in which it tripped. Written: ``<out>/guard_effect_runs.csv`` (every
 run), ``<out>/guard_effect.csv`` and ``<out>/guard_effect.md`` (the table).
@@ -101,6 +102,10 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 "tuned_lr0": float(tuned["lr0"].iloc[0]),
                 "tuned_test_accuracy": float(tuned["test_accuracy"].mean()),
                 "guard_trips": int((part["guard_step"] >= 0).sum()),
+                # tripped too late: the last decision's weights were already at chance
+                "tripped_at_chance": int(
+                    ((part["guard_step"] >= 0) & at_chance(part["test_accuracy"])).sum()
+                ),
                 **paired(runs, task, guard),
             }
         )
@@ -135,7 +140,7 @@ def markdown(summary: pd.DataFrame, header: str) -> str:
         header,
         "",
         "| task | guard | runs | at chance | all-lr0 test acc. | tuned test acc. (lr0) | "
-        "guard tripped | off chance / to chance | change where tripped |",
+        "guard tripped (still at chance) | off chance / to chance | change where tripped |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in summary.itertuples():
@@ -144,7 +149,7 @@ def markdown(summary: pd.DataFrame, header: str) -> str:
         lines.append(
             f"| {r.task} | {r.guard} | {r.runs} | {r.at_chance_share:.1%} | "
             f"{r.all_lr0_test_accuracy:.3f} | {r.tuned_test_accuracy:.3f} ({r.tuned_lr0:.3g}) | "
-            f"{r.guard_trips} | {pairs} | {change} |"
+            f"{r.guard_trips} ({r.tripped_at_chance}) | {pairs} | {change} |"
         )
     return "\n".join(lines) + "\n"
 
