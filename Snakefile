@@ -23,6 +23,7 @@ include: "workflow/rules/meta_train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/torch.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/grid_study.smk"
 
 
 rule all:

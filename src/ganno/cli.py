@@ -291,6 +291,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grid_study(args: argparse.Namespace) -> int:
+    from ganno.grid_study import write_grid_study
+
+    check_writable_folder(args.out.parent)
+    paths = write_grid_study(load_config(args.config), args.coarse, args.fine, args.out)
+    print(f"the lr0 grid study's table -> {', '.join(map(str, paths))}")
+    return 0
+
+
 def _cmd_notebook(args: argparse.Namespace) -> int:
     from ganno.notebooks import execute_notebook
 
@@ -529,6 +538,29 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", type=Path, default=Path("results"))
     rep.add_argument("--out", type=Path, default=Path("paper"))
     rep.set_defaults(func=_cmd_report)
+
+    gs = sub.add_parser(
+        "grid-study",
+        help="the lr0 grid study's table: the evaluation grid's sweeps beside the fine grid's "
+        "(snakemake --cores all grid_study)",
+    )
+    gs.add_argument("--config", type=Path, required=True, help="the default run's config")
+    gs.add_argument(
+        "--coarse", type=Path, default=Path("results/sweep"), help="the default run's sweeps"
+    )
+    gs.add_argument(
+        "--fine",
+        type=Path,
+        default=Path("results/grid_study/sweep"),
+        help="the grid study's sweeps (grid_study.lr0_per_decade)",
+    )
+    gs.add_argument(
+        "--out",
+        type=Path,
+        default=Path("paper/tables/grid_study"),
+        help="the table's path without extension (.csv, .md and .tex are written)",
+    )
+    gs.set_defaults(func=_cmd_grid_study)
 
     nb = sub.add_parser("notebook", help="execute an analysis notebook, keeping its outputs")
     nb.add_argument("notebook", type=Path)

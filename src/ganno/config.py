@@ -248,6 +248,7 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
         )
     overrides = {k: tasks[task][k] for k in ("task", "env") if k in tasks[task]}
     overrides |= {"evaluation": _no_tasks(config), "agents": _bare_agents(config)}
+    overrides |= _no_grid_study_tasks(config)
     if config["meta_train"].get("task_family"):  # evaluated on, not meta-trained on
         overrides["meta_train"] = {"task_family": []}
     return derive(config, overrides)
@@ -270,6 +271,7 @@ def family_configs(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]
             "agents": _bare_agents(config),
             "meta_train": {"task_family": []},
         }
+        overrides |= _no_grid_study_tasks(config)
         members.append((spec["name"], derive(config, overrides)))
     return members
 
@@ -280,6 +282,41 @@ def _no_tasks(config: Mapping[str, Any]) -> dict[str, list]:
     return {key: [] for key in TASK_LISTS if key in config.get("evaluation", {})} | {
         "generalisation_tasks": []
     }
+
+
+def _no_grid_study_tasks(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid_study override of a task's own config, which has no evaluation tasks: its study
+    on ``train`` only (none when the config has no grid_study block, so its fingerprint stays)."""
+    return {"grid_study": {"tasks": [TRAIN_TASK]}} if "grid_study" in config else {}
+
+
+def check_grid_study(config: Mapping[str, Any], block: Mapping[str, Any]) -> list[str]:
+    """The problems of a ``grid_study`` block (:mod:`ganno.grid_study`, defaults filled) in
+    ``config``: its tasks are the config's (``train`` or evaluation.generalisation_tasks), its
+    methods among ``baselines.methods`` (what ``ganno baselines`` can run) and its agent one of
+    ``agents``; each problem names the key and the allowed values."""
+
+    def unknown(key: str, value: str, allowed: list[str], what: str) -> str:
+        close = difflib.get_close_matches(value, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"'grid_study.{key}' = {value!r} is not {what}{hint}; choose from {allowed}"
+
+    problems = []
+    tasks = task_names(config)
+    for i, task in enumerate(block["tasks"]):
+        if task not in tasks:
+            problems.append(unknown(f"tasks.{i}", task, tasks, "a task of the config"))
+    methods = list(config["baselines"]["methods"])
+    for i, method in enumerate(block["methods"]):
+        if method not in methods:  # a known baseline (the schema says so) the config does not run
+            problems.append(
+                f"'grid_study.methods.{i}' = {method!r} is not among the config's baselines; add "
+                f"it to baselines.methods or choose from {methods}"
+            )
+    agents = registry.agent_names(config)
+    if block["agent"] not in agents:
+        problems.append(unknown("agent", block["agent"], agents, "an agent of the config"))
+    return problems
 
 
 def _task_identity(cfg: Mapping[str, Any]) -> str:
@@ -426,6 +463,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e, schema) for e in errors]
+    if not problems and "grid_study" in filled:  # first: every derived task config carries it
+        problems = check_grid_study(filled, filled["grid_study"])
     if not problems:
         # A task inherits the base config: its problems would repeat the base config's.
         problems = _check_semantics(filled) or _check_generalisation_tasks(filled)
