@@ -293,3 +293,24 @@ def test_parsing_the_workflow_imports_no_jax(tmp_path):
     assert "ganno.layout" in imported and "snakemake" in imported
     heavy = {m for m in imported if m.split(".")[0] in ("jax", "flax", "jumanji", "torch")}
     assert not heavy, sorted(heavy)[:10]
+
+
+def test_the_grid_study_target_tables_the_fine_grid_beside_the_run(pipeline_run):
+    # `snakemake grid_study` on the finished run: its four fine-grid sweeps and the table only
+    result = _snakemake(
+        pipeline_run, "--cores", "2", "grid_study", "--configfile", "config/test.yaml"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    fine = pipeline_run / "results" / "grid_study" / "sweep"
+    # 2 methods x 7 initial rates (1e-3 .. 1, half decades) x 2 evaluation seeds
+    assert len(pd.read_csv(fine / "train" / "baselines.csv")) == 2 * 7 * 2
+    table = pd.read_csv(pipeline_run / REPORT / "tables" / "grid_study.csv")
+    assert list(table["task"].unique()) == ["train", "mlp_depth5"]
+    assert list(table["method"][:3]) == ["sgd_constant", "dog", "ganno_ippo"]
+    assert (table["coarse_lr0s"] == 4).all() and (table["fine_lr0s"] == 7).all()
+    assert table[["coarse_iqm", "fine_iqm"]].notna().all().all()
+    agent = table[table["method"] == "ganno_ippo"]
+    assert agent["fine_standing"].isin(["above", "level", "below"]).all()
+    markdown = (pipeline_run / REPORT / "tables" / "grid_study.md").read_text()
+    assert markdown.startswith("Made by `snakemake --cores all grid_study`")
+    assert "rule sweep_baselines" not in result.stdout + result.stderr  # the run's own, reused
