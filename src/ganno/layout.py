@@ -12,6 +12,11 @@ results folder (``results/``)::
     sweep/<task>/<agent>_seed_<s>.schedules.csv        its per-layer learning rates
     torch/deployment.csv                               the PyTorch deployment (ganno torch-eval)
     selection/<agent>.json                             its seed chosen on the validation tasks
+    benchmarks/meta_train/<agent>_seed_<s>.tsv         Snakemake's benchmark of that job (the
+    benchmarks/sweep/<task>_<agent>.tsv                rules' ``benchmark:`` files: wall and CPU
+    benchmarks/sweep/<task>_baselines.tsv              time, memory, mean load), read by
+    benchmarks/torch/deployment.tsv                    :mod:`ganno.cost` for Q3
+    benchmarks/meta_train_profile.csv                  benchmarks/meta_train_profile.py's output
 
 A task that cannot run here leaves an empty CSV and ``<csv>.skipped`` holding the reason.
 """
@@ -38,6 +43,15 @@ LEARNING_CURVE = META_TRAIN_DIR + "/learning_curve.jsonl"
 TORCH_CSV = "torch/deployment.csv"
 SELECTION_JSON = "selection/{agent}.json"  # the agent's seed chosen on the validation tasks
 SKIPPED_SUFFIX = ".skipped"  # beside an empty CSV: why the task could not run
+# Snakemake's benchmark files (the rules' ``benchmark:`` lines spell them under results/).
+META_TRAIN_BENCHMARK = "benchmarks/meta_train/{agent}_seed_{seed}.tsv"
+AGENT_SWEEP_BENCHMARK = "benchmarks/sweep/{task}_{agent}.tsv"
+BASELINES_SWEEP_BENCHMARK = "benchmarks/sweep/{task}_baselines.tsv"
+TORCH_BENCHMARK = "benchmarks/torch/deployment.tsv"
+#: The cost breakdown of one meta-training configuration (benchmarks/meta_train_profile.py): in a
+#: results folder, and, measured by hand, in the repository.
+META_TRAIN_PROFILE = "benchmarks/meta_train_profile.csv"
+MEASURED_META_TRAIN_PROFILE = "benchmarks/measured/meta_train_profile.csv"
 
 #: The report of the paper's claims; questions and the PyTorch deployment add theirs.
 CLAIM_FIGURES = (
@@ -56,6 +70,9 @@ CLAIM_TABLES = (
     "schedules",
     "robustness_by_task",
     "tuning_budget",
+    # Q3, what GANNO costs (ganno.cost): written for every config, from whatever the run measured
+    "q3_cost",
+    "q3_break_even",
 )
 QUESTION_FIGURES = ("robustness", "curves")  # <question>_robustness, <question>_curves
 TORCH = "torch_deployment"

@@ -1,11 +1,13 @@
 """The report: the paper's claims (C1-C3) and the questions beyond it (Q1, Q2, a design study,
-the PyTorch deployment) as peer sections of one README, built from everything the pipeline wrote.
+the PyTorch deployment, Q3 what GANNO costs) as peer sections of one README, built from everything
+the pipeline wrote.
 
 :func:`build_report` reads the results laid out as :mod:`ganno.layout` says, once, for every
 agent; the claims' section is built here, the questions' and the PyTorch deployment's by
-:mod:`ganno.extensions_report`; both compute their numbers with :mod:`ganno.tables`. It writes
-``figures/`` (PNG, PDF and the CSV drawn), ``tables/`` (CSV with full-precision numbers, Markdown
-and LaTeX), ``config.yaml`` and ``README.md`` into the output folder.
+:mod:`ganno.extensions_report`; both compute their numbers with :mod:`ganno.tables`. Q3's
+section, from the run's benchmark files, is :mod:`ganno.cost`'s. It writes ``figures/`` (PNG, PDF
+and the CSV drawn), ``tables/`` (CSV with full-precision numbers, Markdown and LaTeX),
+``config.yaml`` and ``README.md`` into the output folder.
 
 Tuned numbers come from :func:`ganno.baselines.tune` per (method, task) with the config's
 ``evaluation.tune_by``, for GANNO's agents as for every baseline. Aggregates are interquartile
@@ -25,7 +27,7 @@ import pandas as pd
 import yaml
 
 from ganno import agents as registry
-from ganno import extensions_report, plots, seed_selection, stats, tuning_budget
+from ganno import cost, extensions_report, plots, seed_selection, stats, tuning_budget
 from ganno.errors import ResultsError
 from ganno.experiments import lr0_grid, read_results
 from ganno.io import atomic_write
@@ -838,6 +840,9 @@ def _table_captions(config: Mapping[str, Any]) -> dict[str, str]:
         "and on test loss (C3)",
         "schedules": "final and peak learning rates the agents set (C1)",
         "torch_deployment": "the policy in a PyTorch training loop against PyTorch baselines",
+        "q3_cost": "Q3, what GANNO costs: meta-training, evaluation runs, deployment",
+        "q3_break_even": "Q3, the training problems after which GANNO costs less than tuning "
+        "each baseline",
     }
     for question in registry.questions(config):
         title = registry.question_title(config, question)
@@ -1095,10 +1100,12 @@ def build_report(
     )
     figures |= extensions.figures
     table_paths |= extensions.tables
+    q3 = cost.q3_section(out, config, results_dir, tables.runs_saved)
+    table_paths |= q3.tables
     atomic_write(out / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
     readme = write_paper_readme(
         out,
-        [claims_lines(out, tables, figures, config), extensions.lines],
+        [claims_lines(out, tables, figures, config), extensions.lines, q3.lines],
         table_paths,
         config,
         skipped_tasks(data, config),
