@@ -93,6 +93,7 @@ def tiny(tmp_path_factory):
                 "total_timesteps": 4 * 8 * UPDATES,
                 "checkpoint_every": 1,
                 "updates_per_chunk": 1,
+                "task_family": [],  # the training task alone: UPDATES updates of 4 x 8 decisions
             },
         },
     )

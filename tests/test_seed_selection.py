@@ -197,7 +197,9 @@ def test_the_study_s_tables_give_each_seed_and_the_selected_policy_and_keep_abse
     across = pd.read_csv(across_csv).set_index("method")
     chosen = across.loc["ganno_a_selected"]
     assert chosen["kind"] == "design agent" and "seed [1] selected" in chosen["setting"]
-    assert chosen["held_out_accuracy"] == pytest.approx(0.801, abs=1e-9)
+    # pooled normalised per task (tables.POOLING): seed 1 at 0.801 on both held-out tasks, the
+    # best tuned baseline (sgd_cosine) at 0.701, chance 0.1
+    assert chosen["held_out_accuracy"] == pytest.approx((0.801 - 0.1) / (0.701 - 0.1), abs=1e-9)
     assert across.loc["ganno_a", "held_out_accuracy"] < chosen["held_out_accuracy"]
     assert "`<agent>_selected`" in across_md.read_text()
     table = pd.read_csv(csv)
