@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import decisive_policy, inner_task
+from conftest import decisive_policy, inner_task, scheduled_torch_step
 
 from ganno.config import validate
 from ganno.deployment import (
@@ -282,12 +282,7 @@ def test_the_scheduler_rolls_back_the_optimiser_state(task):
     snapshots = {}
     for t in range(K * H):
         idx = torch.arange(t * 32, (t + 1) * 32) % len(x)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
-        sched.observe_gradients(loss)
-        optimizer.step()
-        sched.step()
+        scheduled_torch_step(model, optimizer, sched, x[idx], y[idx])
         if sched.guarded and "trip" not in snapshots:
             snapshots["trip"] = sched.steps
             snapshots["weights"] = [p.detach().clone() for p in model.parameters()]
@@ -405,12 +400,7 @@ def test_a_guarded_scheduler_resumes_across_its_trip(task):
     def train(model, optimizer, sched, steps):
         for t in steps:
             idx = torch.arange(t * 32, (t + 1) * 32) % len(x)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            sched.observe_gradients(loss)
-            optimizer.step()
-            sched.step()
+            scheduled_torch_step(model, optimizer, sched, x[idx], y[idx])
 
     model, optimizer, sched = fresh()
     train(model, optimizer, sched, range(K * H))

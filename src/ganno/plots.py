@@ -437,6 +437,40 @@ def robustness_curves(
     return pd.DataFrame(rows)
 
 
+def band_and_line(
+    ax: Any,
+    x: Any,
+    y: Any,
+    low: Any,
+    high: Any,
+    method: str,
+    index: int,
+    color: Any,
+    *,
+    band_alpha: float,
+    lw: float,
+    ms: float,
+    label: str | None = None,
+) -> None:
+    """One method's confidence band and line: a GANNO method thick, unmarked and on top, a
+    baseline thin with the ``index``-th marker (the figures' shared convention)."""
+    big = is_ganno(method)
+    z = 5 if big else 2
+    ax.fill_between(
+        x, low, high, color=color, alpha=0.18 if big else band_alpha, lw=0, zorder=z - 1
+    )
+    ax.plot(
+        x,
+        y,
+        color=color,
+        lw=lw + (1.5 if big else 0.0),
+        zorder=z,
+        marker=None if big else MARKERS[index % len(MARKERS)],
+        ms=ms,
+        label=label,
+    )
+
+
 def robustness_figure(
     df: pd.DataFrame,
     stem: str | Path,
@@ -480,28 +514,9 @@ def robustness_figure(
                     ax_.axvspan(*train_range, color="0.85", alpha=0.6, lw=0, zorder=0)
             for i, method in enumerate(members):
                 line = data[data["method"] == method].sort_values("lr0")
-                big = is_ganno(method)
                 color = palette[method]
-                z = 5 if big else 2
-                ax.fill_between(
-                    line["lr0"],
-                    line["low"],
-                    line["high"],
-                    color=color,
-                    alpha=0.18 if big else 0.08,
-                    lw=0,
-                    zorder=z - 1,
-                )
-                ax.plot(
-                    line["lr0"],
-                    line["mean"],
-                    color=color,
-                    lw=2.8 if big else 1.3,
-                    zorder=z,
-                    marker=None if big else MARKERS[i % len(MARKERS)],
-                    ms=3.5,
-                    label=method,
-                )
+                band_and_line(ax, line["lr0"], line["mean"], line["low"], line["high"], method, i,
+                              color, band_alpha=0.08, lw=1.3, ms=3.5, label=method)  # fmt: skip
                 bad = line[line["diverged_fraction"] > 0]
                 dmap.scatter(
                     bad["lr0"],

@@ -443,24 +443,8 @@ def curves_figure(
                 big = is_ganno(method)
                 color = palette[method]
                 z = 5 if big else 2
-                ax.fill_between(
-                    line["k"],
-                    line["low"],
-                    line["high"],
-                    color=color,
-                    alpha=0.18 if big else 0.06,
-                    lw=0,
-                    zorder=z - 1,
-                )
-                ax.plot(
-                    line["k"],
-                    line["expected"],
-                    color=color,
-                    lw=2.6 if big else 1.1,
-                    zorder=z,
-                    marker=None if big else plots.MARKERS[i % len(plots.MARKERS)],
-                    ms=3,
-                )
+                plots.band_and_line(ax, line["k"], line["expected"], line["low"], line["high"],
+                                    method, i, color, band_alpha=0.06, lw=1.1, ms=3)  # fmt: skip
                 if big:
                     ax.axhline(line["expected"].iloc[0], color=color, lw=1, ls=":", zorder=z)
             ax.set_xscale("log")
