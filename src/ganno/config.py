@@ -10,6 +10,7 @@ import copy
 import difflib
 import functools
 import json
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -546,3 +547,42 @@ def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
     from ganno.io import atomic_write
 
     atomic_write(path, yaml.safe_dump(dict(config), sort_keys=False))
+
+
+#: Names a config file for notebooks and scripts run outside the pipeline (see
+#: :func:`load_project_config`).
+CONFIG_ENV = "GANNO_CONFIG"
+
+
+def find_project(start: str | Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: the working directory) that holds
+    ``config/config.yaml``: the root of a clone of this repository, or None outside one."""
+    here = Path.cwd() if start is None else Path(start)
+    for folder in (here.resolve(), *here.resolve().parents):
+        if (folder / "config" / "config.yaml").is_file():
+            return folder
+    return None
+
+
+def load_project_config(start: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+    """The config a notebook or script uses wherever it is started, and the folder its relative
+    paths (``data.root``) are resolved against, which it returns with ``data.root`` made absolute.
+
+    In order: the file ``$GANNO_CONFIG`` names; inside a clone (:func:`find_project`), the
+    pipeline's ``results/config.yaml`` when a run wrote it, else ``config/config.yaml`` (paths
+    relative to the clone's root, from any of its folders); outside a clone, the schema's
+    defaults, relative to the working directory."""
+    named = os.environ.get(CONFIG_ENV)
+    root = find_project(start)
+    if named:
+        path: Path | None = Path(named)
+        base = root if root is not None else Path.cwd()
+    elif root is not None:
+        resolved = root / "results" / "config.yaml"
+        path, base = (resolved if resolved.is_file() else root / "config" / "config.yaml"), root
+    else:
+        path, base = None, Path.cwd()
+    config = load_config(path)
+    data = config.setdefault("data", {})
+    data["root"] = str((base / data.get("root", "data")).resolve())
+    return config, base

@@ -1,0 +1,51 @@
+"""The installs pyproject.toml declares: a light library, framework extras in ranges, the pipeline
+pinned exactly to the lock file the committed results were made with."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+EXTRAS = PROJECT["optional-dependencies"]
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "pipeline-lock.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _requirements(names: list[str]) -> list[Requirement]:
+    return [Requirement(r) for r in names if not r.startswith("ganno[")]
+
+
+def test_the_library_needs_no_framework_and_no_pipeline():
+    core = {canonicalize_name(r.name) for r in _requirements(PROJECT["dependencies"])}
+    assert core == {"numpy", "pyyaml", "jsonschema", "msgpack"}
+    assert {canonicalize_name(r.name) for r in _requirements(EXTRAS["torch"])} == {"torch"}
+    optax = {canonicalize_name(r.name) for r in _requirements(EXTRAS["optax"])}
+    assert "torch" not in optax and "jax" in optax
+
+
+def test_the_pipeline_extra_is_pinned_to_the_lock():
+    lock = _lock()
+    for req in _requirements(EXTRAS["pipeline"]):
+        (spec,) = req.specifier
+        assert spec.operator == "==", req
+        # "==2.13.0" admits the lock's "2.13.0+cpu" (a local build label), no other release
+        assert spec.contains(lock[canonicalize_name(req.name)]), (req, "lock differs")
+
+
+def test_the_library_ranges_admit_the_locked_versions():
+    lock = _lock()
+    for req in _requirements(PROJECT["dependencies"] + EXTRAS["torch"] + EXTRAS["optax"]):
+        assert req.specifier.contains(lock[canonicalize_name(req.name)]), req
