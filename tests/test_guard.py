@@ -86,8 +86,8 @@ def test_the_rule_trips_on_each_trigger_alone_and_not_otherwise(kind):
     def diverged(val, train=1.0, w=weights):
         return bool(run_diverged(val, train, w, 2.3, 10.0))
 
-    def trips(div, val, sq):
-        return bool(guard_trips(div, val, 2.3, sq, initial_sq))
+    def trips(div, val, sq, best=2.3):
+        return bool(guard_trips(div, val, 2.3, best, sq, initial_sq))
 
     # the divergence rule: each cause alone
     assert not diverged(2.0)
@@ -100,11 +100,15 @@ def test_the_rule_trips_on_each_trigger_alone_and_not_otherwise(kind):
     assert not trips(False, 2.0, live_sq)
     assert trips(True, 2.0, live_sq)
     assert trips(False, 2.31, live_sq) and not trips(False, 2.3, live_sq)
+    # (b) once the run made progress: half-way back from its best (1.0) to where it started
+    assert trips(False, 1.66, live_sq, best=1.0) and not trips(False, 1.64, live_sq, best=1.0)
+    # a network collapsed to one class sits near ln(10) = 2.303, under a 2.4 start: caught
+    assert bool(guard_trips(False, float(np.log(10.0)), 2.4, 0.9, live_sq, initial_sq))
     assert trips(False, 2.0, dead_sq)
     assert not trips(False, float("nan"), live_sq)  # a NaN is divergence's, (a)
     # the rule traces under jit
     if kind == "jax":
-        jitted = jax.jit(lambda v, sq: guard_trips(jnp.bool_(False), v, 2.3, sq, initial_sq))
+        jitted = jax.jit(lambda v, sq: guard_trips(jnp.bool_(False), v, 2.3, 2.3, sq, initial_sq))
         assert bool(jitted(jnp.float32(2.0), dead_sq)) and not bool(jitted(2.0, live_sq))
 
 

@@ -26,9 +26,11 @@ policy"). Both deployments flag such a run from the gradient norms they read any
 The guard (``env.guard``; :func:`guard_trips`, :func:`run_diverged`): a structural answer to dead
 networks, in the style of SOLAR's rollback and LHOPT's restart. At the end of every interval,
 where the observation is taken and before the agents decide, it trips when (a) the run diverged
-(:func:`run_diverged`, the environment's rule), (b) the validation loss is back above its initial
-value, or (c) a layer got no gradient in this interval (:func:`dead_layers`; one interval, not
-:data:`DEAD_INTERVALS`: a dead ReLU layer never recovers, so waiting costs the run). On a trip the
+(:func:`run_diverged`, the environment's rule), (b) the validation loss gave back more than half
+the progress the run made (:data:`GUARD_RISE`, from its initial value to its best at a decision so
+far; back above the initial value while it made none), or (c) a layer got no gradient in this
+interval (:func:`dead_layers`; one interval, not :data:`DEAD_INTERVALS`: a dead ReLU layer never
+recovers, so waiting costs the run). On a trip the
 weights, DoG's state and the optimiser state go back to those of the last decision (the start of
 the interval that went wrong), every layer's multiplier becomes 1 (:data:`GUARD_MULTIPLIER`) and
 the agents are no longer followed: the run trains on with the base schedule to the end of its
@@ -151,21 +153,32 @@ def run_diverged(
     )
 
 
+#: The guard's rise rule: it trips once the validation loss has given back more than this share
+#: of the progress the run made, from where it started to its best decision so far.
+GUARD_RISE = 0.5
+
+
 def guard_trips(
     diverged: Any,
     val_loss: Any,
     initial_val_loss: Any,
+    best_val_loss: Any,
     mean_sq_grad_norm: Any,
     initial_grad_sq: Any,
 ):
     """Whether the guard trips at the end of an interval (the module doc): (a) ``diverged``
-    (:func:`run_diverged`), (b) ``val_loss > initial_val_loss`` (back above where the run started;
-    a NaN is caught by (a)), or (c) any layer dead in this interval (:func:`dead_layers` of the
-    interval's ``mean_sq_grad_norm`` ``[N]`` against the first minibatch's ``initial_grad_sq``).
-    The caller asks only while the guard has not tripped. Array-agnostic like
-    :func:`dead_layers`: a boolean of the inputs' kind."""
+    (:func:`run_diverged`), (b) the validation loss rose back more than :data:`GUARD_RISE` of the
+    way from its best so far (``best_val_loss``, the lowest at any decision, the initial one
+    included) to ``initial_val_loss``, i.e. ``val_loss > best + GUARD_RISE x (initial - best)``:
+    above where it started while the run has made no progress, half-way back once it has (a
+    network collapsing to one class sits near ``ln(classes)``, which can be under its initial
+    loss; a NaN is caught by (a)), or (c) any layer dead in this interval (:func:`dead_layers` of
+    the interval's ``mean_sq_grad_norm`` ``[N]`` against the first minibatch's
+    ``initial_grad_sq``). The caller asks only while the guard has not tripped. Array-agnostic
+    like :func:`dead_layers`: a boolean of the inputs' kind."""
     dead = dead_layers(mean_sq_grad_norm, initial_grad_sq).any()
-    return diverged | (val_loss > initial_val_loss) | dead
+    limit = best_val_loss + GUARD_RISE * (initial_val_loss - best_val_loss)
+    return diverged | (val_loss > limit) | dead
 
 
 def dead_network_warning(who: str, step: int, layers: Sequence[int], peak: float, ceiling: float):
@@ -343,6 +356,7 @@ __all__ = [
     "deployment_settings",
     "dead_layers",
     "dead_network_warning",
+    "GUARD_RISE",
     "guard_trips",
     "run_diverged",
 ]

@@ -104,6 +104,7 @@ class GuardState(NamedTuple):
     initial_grad_sq: jnp.ndarray  # [N] the first minibatch's squared gradient norms (dead layers)
     tripped: jnp.ndarray  # [] bool, the guard tripped: the agents are no longer followed
     step: jnp.ndarray  # [] int32, the inner step at which it tripped (-1: never); not trained on
+    best_val_loss: jnp.ndarray  # [] the lowest validation loss at a decision so far (rise rule)
 
 
 class EnvState(NamedTuple):
@@ -676,6 +677,7 @@ class GannoEnv(Environment):
                 initial_grad_sq=stats.mean_sq_grad_norm,
                 tripped=jnp.zeros((), bool),
                 step=jnp.full((), -1, jnp.int32),
+                best_val_loss=val_loss,
             )
             if self.guarded
             else (),
@@ -740,6 +742,7 @@ class GannoEnv(Environment):
                 diverged_now,
                 val_loss,
                 state.initial_val_loss,
+                state.guard.best_val_loss,
                 mean_sq,
                 state.guard.initial_grad_sq,
             )
@@ -748,6 +751,11 @@ class GannoEnv(Environment):
             guard = state.guard._replace(
                 tripped=state.guard.tripped | trips,
                 step=jnp.where(trips, step_count * self.steps_per_decision, state.guard.step),
+                best_val_loss=jnp.where(
+                    rollback,
+                    state.guard.best_val_loss,
+                    jnp.minimum(state.guard.best_val_loss, val_loss),
+                ),
             )
         done = diverged | (step_count >= self.num_decisions)
 

@@ -106,6 +106,7 @@ class GuardState(NamedTuple):
 
     tripped: jnp.ndarray  # [] bool
     at: jnp.ndarray  # [] int32, the update at which it tripped (-1: never)
+    best_val_loss: jnp.ndarray  # [] the lowest validation loss at a decision so far (rise rule)
     dog: DogStepSize | tuple  # DoG's state at the last decision (a DoG-base policy), else ()
     direction_state: Any  # the direction transformation's state at the last decision
 
@@ -258,6 +259,7 @@ def ganno_sgd(
             guard=GuardState(
                 tripped=jnp.zeros((), bool),
                 at=jnp.full((), -1, jnp.int32),
+                best_val_loss=jnp.full((), jnp.inf),  # the first observation's until a decision
                 dog=dog,
                 direction_state=direction.init(params),
             )
@@ -424,6 +426,8 @@ def ganno_sgd(
             initial_grad_sq=stats.mean_sq_grad_norm,
             agents_view=view,
         )
+        if cfg.guard:
+            ready = ready._replace(guard=ready.guard._replace(best_val_loss=val))
         ok = jnp.isfinite(val)
         return jax.lax.cond(
             ok, lambda s: _decide(s, view), lambda s: s._replace(diverged=jnp.ones((), bool)), ready
@@ -477,7 +481,10 @@ def ganno_sgd(
             agents_view=view,
         )
         more = state.decisions < cfg.num_decisions
-        if not cfg.guard:
+        if cfg.guard:  # the lowest validation loss at a decision (a trip keeps the old one)
+            best = jnp.minimum(state.guard.best_val_loss, val)
+            passed = passed._replace(guard=passed.guard._replace(best_val_loss=best))
+        else:
             return jax.lax.cond(
                 diverged,
                 lambda s: state._replace(diverged=jnp.ones((), bool)),
@@ -488,7 +495,12 @@ def ganno_sgd(
         # takes this interval's decision for the agents (multiplier 1, the policy not asked)
         tripped = state.guard.tripped
         trips = ~tripped & guard_trips(
-            diverged, val, state.initial_val_loss, stats.mean_sq_grad_norm, state.initial_grad_sq
+            diverged,
+            val,
+            state.initial_val_loss,
+            state.guard.best_val_loss,
+            stats.mean_sq_grad_norm,
+            state.initial_grad_sq,
         )
         next_decision = state.decisions + more.astype(jnp.int32)
         rolled = passed._replace(

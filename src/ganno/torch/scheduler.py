@@ -71,7 +71,10 @@ nothing. Before the trip a non-finite minibatch loss is left to the guard at the
 (the environment's rule); after it, a divergence is handled by ``on_divergence`` as without the
 guard. Each decision then keeps a copy of the weights and of the optimiser's state.
 
-The policy is a JAX network: arrays cross between PyTorch and NumPy/JAX at decisions only.
+The policy's actor runs in PyTorch (:class:`ganno.torch.actor.TorchPolicy`, loaded from the
+policy's files or copied from a :class:`ganno.Policy`), so the scheduler needs no JAX;
+``actor="jax"`` decides with the JAX :class:`ganno.Policy` instead (arrays then cross between
+PyTorch and NumPy/JAX at decisions only).
 """
 
 from __future__ import annotations
@@ -94,12 +97,17 @@ from ganno.deployment import (
     guard_trips,
     run_diverged,
 )
+from ganno.env_settings import DOG_EPS
 from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
+from ganno.torch.actor import TorchPolicy
+from ganno.torch.base_schedule import unit_schedule
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample, WindowSums
 from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd, not_plain_sgd
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
+#: Where the policy's actor runs: PyTorch (:class:`ganno.torch.actor.TorchPolicy`) or JAX.
+ACTORS = ("torch", "jax")
 #: How the interval's gradient statistics are taken: read from ``p.grad`` every step of the
 #: gradient window, or estimated from the weights' changes (plain SGD; ganno.torch.weight_changes)
 GRADIENT_STATISTICS = ("auto", "read", "weight_changes")
@@ -119,8 +127,6 @@ class DogStepSize:
     them, and only the sample of the initial weights kept)."""
 
     def __init__(self, lr0: float, sample: GradientSample) -> None:
-        from ganno.optim import DOG_EPS  # the environment's (a DoG policy has JAX loaded)
-
         self._eps = DOG_EPS
         self.lr0 = float(lr0)
         self.sample = sample
@@ -200,6 +206,13 @@ class GannoScheduler:
     ``guard``: roll back and follow the base schedule when the run heads for death (the module
     doc; default: what the policy records, ``env.guard``, off if it records none);
     ``guarded_at_step`` is the step at which it tripped (None while it has not).
+
+    ``policy``: a :class:`ganno.torch.actor.TorchPolicy` (``ganno.torch.pretrained_policy()``,
+    ``TorchPolicy.load(dir)``: no JAX needed) or a :class:`ganno.Policy`. ``actor``: where its
+    actor decides: ``"torch"`` (default; a ``ganno.Policy``'s parameters are copied into a
+    ``TorchPolicy``, the same decisions up to float32 rounding) or ``"jax"`` (a
+    ``ganno.Policy`` only: its jitted ``step``). A sampling scheduler (``greedy=False``) draws
+    with a ``torch.Generator`` seeded with ``seed`` in PyTorch, a JAX key in JAX.
     """
 
     def __init__(
@@ -222,6 +235,7 @@ class GannoScheduler:
         sample_above: int = SAMPLE_ABOVE,
         gradient_statistics: str = "auto",
         guard: bool | None = None,
+        actor: str = "torch",
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence={on_divergence!r}; choose one of {ON_DIVERGENCE}")
@@ -231,6 +245,9 @@ class GannoScheduler:
             )
         self.optimizer = optimizer
         self.policy = policy
+        #: where the policy's actor decides: "torch" or "jax"
+        self.actor = actor
+        self._decider = _decider(policy, actor)
         self.val_loss_fn = val_loss_fn
         self.greedy = bool(greedy)
         self.on_divergence = on_divergence
@@ -260,7 +277,7 @@ class GannoScheduler:
         self._factors = torch.tensor(settings.lr_multipliers, dtype=torch.float32)
         self._log2_factors = torch.log2(self._factors)
         if self.anchored:
-            self._unit = _unit_schedule(settings.base_schedule, self.total_steps).astype(np.float32)
+            self._unit = unit_schedule(settings.base_schedule, self.total_steps)
             self._lr_max = np.float32(settings.lr_bounds[1])
             self.scale_bounds = settings.scale_bounds
 
@@ -310,8 +327,12 @@ class GannoScheduler:
             self.learning_rates = clipped
         self._apply_rates(self.learning_rates)
 
-        self._act = _make_act(policy, self.greedy)
-        self._key = None if self.greedy else _jax_key(seed)
+        self._key = self._generator = None
+        if self.actor == "jax":
+            self._act = _make_act(policy, self.greedy)
+            self._key = None if self.greedy else _jax_key(seed)
+        elif not self.greedy:
+            self._generator = torch.Generator().manual_seed(int(seed))
         self._reset_episode()
 
     # ------------------------------------------------------------------ settings
@@ -400,6 +421,7 @@ class GannoScheduler:
         self._initial_grad_sq: torch.Tensor | None = None  # [N], the first minibatch's
         self.initial_val_loss: float | None = None
         self.val_loss: float | None = None
+        self._best_val_loss = math.inf  # the lowest at a decision so far (the guard's rise rule)
         self.train_loss: float | None = None
         self.last_observation: torch.Tensor | None = None
         self.last_actions: np.ndarray | None = None
@@ -414,7 +436,7 @@ class GannoScheduler:
         self._prev_rates = self.learning_rates.clone()
         self._observed_this_step = False
         #: a recurrent policy's hidden state, carried from decision to decision (() otherwise)
-        self._policy_carry = self.policy.initial_carry(self.num_layers)
+        self._policy_carry = self._decider.initial_carry(self.num_layers)
         self._zero_accumulators()
 
     def _zero_accumulators(self) -> None:
@@ -577,7 +599,7 @@ class GannoScheduler:
     def _first_decision(self, grads, train_loss: float, val_loss: float) -> None:
         by_layer = self._by_layer(grads)
         params = self._detached_params()
-        self.initial_val_loss = self.val_loss = val_loss
+        self.initial_val_loss = self.val_loss = self._best_val_loss = val_loss
         self.train_loss = train_loss
         if not math.isfinite(val_loss):
             self._diverge(f"non-finite initial validation loss {val_loss}")
@@ -675,7 +697,12 @@ class GannoScheduler:
         # the guard, before the last decision's weights become their change below
         if self.guard and bool(
             guard_trips(
-                diverged, val, self.initial_val_loss, mean_sq_grad_norm, self._initial_grad_sq
+                diverged,
+                val,
+                self.initial_val_loss,
+                self._best_val_loss,
+                mean_sq_grad_norm,
+                self._initial_grad_sq,
             )
         ):
             self._trip(params)
@@ -708,6 +735,7 @@ class GannoScheduler:
         )
         view = self._with_scale(view)
         self.train_loss, self.val_loss = train_loss, val
+        self._best_val_loss = min(self._best_val_loss, val)
         # The next interval adds into the window's other buffer (the mean gradient just taken
         # stays as the last one), the next snapshot of the weights reuses the last one's (fresh
         # weights-sized tensors each decision cost page faults).
@@ -888,6 +916,11 @@ class GannoScheduler:
         }
 
     def _policy_actions(self, view: torch.Tensor) -> np.ndarray:
+        if self.actor == "torch":
+            self._policy_carry, out = self._decider.step(
+                self._policy_carry, view, greedy=self.greedy, generator=self._generator
+            )
+            return out.numpy()
         import jax
 
         from ganno.types import Observation
@@ -945,6 +978,7 @@ class GannoScheduler:
             "dead_at_step": self.dead_at_step,
             "dead_count": self._dead_count,
             "guarded_at_step": self.guarded_at_step,
+            "best_val_loss": self._best_val_loss,
             "rollback_at": self._rollback_at,
             "guard_snapshot": None
             if self._guard_snapshot is None
@@ -976,6 +1010,7 @@ class GannoScheduler:
             "observed_this_step": self._observed_this_step,
             "history": [dict(h) for h in self.history],
             "key": None if self._key is None else np.asarray(self._key).tolist(),
+            "generator": None if self._generator is None else self._generator.get_state(),
             "policy_carry": _carry_to_numpy(self._policy_carry),
             "dog": None if self.dog is None else self.dog.state_dict(),
             "weight_changes": None
@@ -1023,6 +1058,9 @@ class GannoScheduler:
         self.dead_at_step = state.get("dead_at_step")
         self._dead_count = state.get("dead_count", 0)
         self.guarded_at_step = state.get("guarded_at_step")
+        # a state saved before the rise rule: its best is unknown, the initial loss is an upper
+        # bound (the rule then trips no later than the older one did)
+        self._best_val_loss = state.get("best_val_loss", self.initial_val_loss or math.inf)
         self._rollback_at = state.get("rollback_at")
         self._guard_snapshot = state.get("guard_snapshot")
         initial = state.get("initial_grad_sq")
@@ -1047,14 +1085,20 @@ class GannoScheduler:
         self._grad_count = state.get("grad_count", state["count"])
         self._observed_this_step = state["observed_this_step"]
         self.history = [dict(h) for h in state["history"]]
-        if state["key"] is not None:
+        if state["key"] is not None and self.actor == "jax":
             import jax.numpy as jnp
 
             self._key = jnp.asarray(state["key"], jnp.uint32)
+        if state.get("generator") is not None and self._generator is not None:
+            self._generator.set_state(state["generator"])
         if state.get("policy_carry") is not None:
-            import jax.numpy as jnp
+            carry = np.asarray(state["policy_carry"], np.float32)
+            if self.actor == "jax":
+                import jax.numpy as jnp
 
-            self._policy_carry = jnp.asarray(state["policy_carry"], jnp.float32)
+                self._policy_carry = jnp.asarray(carry)
+            else:
+                self._policy_carry = torch.from_numpy(carry.copy())
         if self.dog is not None:
             self.dog.load_state_dict(state["dog"])
         self._set_interval()
@@ -1067,7 +1111,28 @@ class GannoScheduler:
 
 def _carry_to_numpy(carry: Any) -> np.ndarray | None:
     """A recurrent policy's hidden state as a NumPy copy (None for a feed-forward policy)."""
-    return None if isinstance(carry, tuple) and not carry else np.array(carry)
+    if carry is None or isinstance(carry, tuple) and not carry:
+        return None
+    return carry.numpy().copy() if isinstance(carry, torch.Tensor) else np.array(carry)
+
+
+def _decider(policy: Any, actor: str) -> Any:
+    """What takes the decisions: ``policy`` as a :class:`TorchPolicy` (``actor="torch"``) or the
+    JAX :class:`ganno.Policy` itself (``"jax"``)."""
+    if actor not in ACTORS:
+        raise ValueError(f"actor={actor!r}; choose one of {ACTORS}")
+    if isinstance(policy, TorchPolicy):
+        if actor == "jax":
+            raise UsageError(
+                "actor='jax' decides with a JAX policy: pass ganno.Policy.load(dir) (or "
+                "ganno.pretrained_policy()), not a TorchPolicy"
+            )
+        return policy
+    if not (hasattr(policy, "params") and hasattr(policy, "config")):
+        raise TypeError(
+            f"policy: a ganno.torch.TorchPolicy or a ganno.Policy, not {type(policy).__name__}"
+        )
+    return TorchPolicy.from_policy(policy) if actor == "torch" else policy
 
 
 _ACT_CACHE: dict[bool, Any] = {}
@@ -1084,16 +1149,6 @@ def _make_act(policy: Any, greedy: bool):
         else:
             _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs, key: p.step(c, obs, key, greedy=False))
     return _ACT_CACHE[greedy]
-
-
-def _unit_schedule(name: str, total_steps: int) -> np.ndarray:
-    """The base schedule's peak-1 shape at every step of the budget (:mod:`ganno.baselines`)."""
-    import jax
-    import jax.numpy as jnp
-
-    from ganno.baselines import unit_schedule
-
-    return np.array(jax.vmap(unit_schedule(name, total_steps))(jnp.arange(total_steps)))
 
 
 def _jax_key(seed: int):
