@@ -1,16 +1,14 @@
-"""The tutorial notebook runs from its own folder, as a user opens it in Jupyter, and finds the
-clone's config and data through the package (ganno.config.load_project_config)."""
+"""The notebooks run from their own folder, as a user opens them in Jupyter, and find the clone's
+config, results and data through the package (ganno.config.load_project_config)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from ganno.config import CONFIG_ENV, find_project, load_project_config
-from ganno.notebooks import execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = "03_ganno_in_your_training_loop.ipynb"
@@ -54,17 +52,5 @@ def test_outside_a_clone_the_defaults_apply_relative_to_the_working_folder(tmp_p
     assert config["data"]["root"] == str(tmp_path.resolve() / "data")
 
 
-@pytest.mark.slow
-def test_the_tutorial_runs_from_its_own_folder(tmp_path, monkeypatch):
-    clone = _clone(tmp_path)
-    monkeypatch.delenv(CONFIG_ENV, raising=False)
-    out = execute_notebook(
-        clone / "notebooks" / TUTORIAL, tmp_path / "executed.ipynb", cwd=clone / "notebooks"
-    )
-    notebook = nbformat.read(out, 4)
-    code = [c for c in notebook.cells if c.cell_type == "code"]
-    assert all(c.get("execution_count") for c in code)
-    assert (clone / "data" / "processed").is_dir()  # the digits split, prepared in the clone
-    assert not (clone / "notebooks" / "data").exists()
-    printed = "".join(o.get("text", "") for o in code[0].outputs)
-    assert "initial rates (1e-05, 0.001, 0.1, 1.0)" in printed
+# The pipeline executes every notebook from notebooks/ (workflow/rules/report.smk, rule notebook;
+# tests/test_pipeline.py::test_summary_and_notebooks): the tutorial from its own folder.

@@ -49,7 +49,9 @@ rule report:
 
 
 rule notebook:
-    """An analysis notebook executed on the results, outputs kept; a failing cell fails."""
+    """An analysis notebook executed on the results, outputs kept; a failing cell fails. Run
+    from notebooks/, as a user opens it in Jupyter (ganno.config.load_project_config finds the
+    run's config and results from there)."""
     input:
         notebook="notebooks/{name}.ipynb",
         results=REPORT_INPUTS,
@@ -66,7 +68,7 @@ rule notebook:
         mem_mb=4000,
         runtime=30,
     shell:
-        "ganno notebook {input.notebook} --out {output} --cwd . > {log} 2>&1"
+        "ganno notebook {input.notebook} --out {output} --cwd notebooks > {log} 2>&1"
 
 
 if PRETRAINED_VALIDATION:
