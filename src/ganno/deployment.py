@@ -18,10 +18,10 @@ The gradient features of the observation taken at ``interval_end(d)`` read the s
 ``gradient_start(d)`` on: the interval's last ``gradient_window`` steps, as in meta-training
 (:mod:`ganno.env_settings`; every step of the interval for a policy trained without a window).
 
-A dead network (:func:`dead_layers`): the shipped policy raises the rates of networks it was
-not meta-trained on to its ceiling ``lr_bounds[1]`` and can kill them there: their ReLUs die, a
-layer's gradient vanishes, and the outputs stay at chance (README, "What to expect from the shipped
-policy"). Both deployments flag such a run from the gradient norms they read anyway.
+A dead network (:func:`dead_layers`): a policy can raise the rates of a network it was not
+meta-trained on until it dies: its ReLUs die, a layer's gradient vanishes, and the outputs stay at
+chance (README, "What to expect from the shipped policy"). Both deployments flag such a run from
+the gradient norms they read anyway.
 
 The guard (``env.guard``; :func:`guard_trips`, :func:`run_diverged`): a structural answer to dead
 networks, in the style of SOLAR's rollback and LHOPT's restart. At the end of every interval,
@@ -186,10 +186,10 @@ def dead_network_warning(who: str, step: int, layers: Sequence[int], peak: float
     :data:`DEAD_INTERVALS` intervals up to ``step``, at a highest rate ``peak`` so far."""
     cause = (
         f"its rates reached the ceiling lr_bounds[1] = {ceiling:g}: restart with a lower one "
-        "(lr_bounds=(1e-6, 1.0) kept 17 of 18 digits networks alive, docs/torch.md) or a "
+        "(e.g. lr_bounds=(1e-6, 1.0)), with guard=True (docs/torch.md, 'The guard') or from a "
         "smaller lr0"
         if peak >= ceiling * (1.0 - 1e-6)
-        else f"its highest rate so far was {peak:.3g}: restart from a smaller lr0"
+        else f"its highest rate so far was {peak:.3g}: restart with guard=True or a smaller lr0"
     )
     return (
         f"{who}: the network looks dead: layer(s) {list(layers)} got no gradient for "
