@@ -163,3 +163,27 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
     assert main(["config", "check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "env.actions" in err and "Traceback" not in err
+
+
+def test_loading_a_config_validates_each_derived_config_once(monkeypatch):
+    """Validating a config validates every agent's and task's config derived from it; each
+    distinct one is validated once (config.derive caches them), not once per path to it."""
+    import json
+
+    from ganno import config as config_module
+
+    seen = []
+    original = config_module.validate
+
+    def counting(cfg):
+        seen.append(json.dumps(cfg, sort_keys=True, default=str))
+        return original(cfg)
+
+    monkeypatch.setattr(config_module, "validate", counting)
+    config_module._validated.cache_clear()
+    loaded = config_module.load_config(ROOT / "config" / "config.yaml")
+    assert len(seen) == len(set(seen)) > 1
+    # a derived config is handed out as a copy: changing one does not change the next
+    first = config_module.agent_config(loaded, "lr_only")
+    first["env"]["num_decisions"] = -1
+    assert config_module.agent_config(loaded, "lr_only")["env"]["num_decisions"] > 0

@@ -227,8 +227,23 @@ def _check_generalisation_tasks(config: Mapping[str, Any]) -> list[str]:
 
 def derive(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A config derived from ``config``: ``overrides`` merged in (:func:`merge`: lists replace),
-    then validated like any config. Generalisation tasks and agents are both derived this way."""
-    return validate(merge(config, overrides))
+    then validated like any config. Generalisation tasks and agents are both derived this way.
+
+    Validating a config validates the configs derived from it (each agent's, each task's), and
+    theirs, so the same derived config comes up many times: each is validated once per process
+    (:func:`_validated`, keyed by its content) and handed out as a fresh copy."""
+    merged = merge(config, overrides)
+    try:
+        key = json.dumps(merged, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError):  # not plain data: validated as it is, uncached
+        return validate(merged)
+    return copy.deepcopy(_validated(key))
+
+
+@functools.lru_cache(maxsize=512)
+def _validated(key: str) -> dict[str, Any]:
+    """:func:`validate` of the config whose JSON is ``key`` (a ConfigError is not cached)."""
+    return validate(json.loads(key))
 
 
 def _bare_agents(config: Mapping[str, Any]) -> list[dict[str, Any]]:
