@@ -19,8 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ganno import layout
-from ganno.io import atomic_write
-from ganno.meta_train import read_curve
+from ganno.io import atomic_write, read_curve
 
 
 def vmapped_runs(source: Path, scratch: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import pytest
 from conftest import synthetic_dataset, tiny_inner_task
 
 from ganno import baselines as B
+from ganno import tables
 from ganno.config import load_schema, validate
 from ganno.env import GannoEnv
 from ganno.evaluate import keep_rate, play_grid
@@ -236,7 +237,7 @@ def _fake_grid():
 
 def test_tune_chooses_on_validation_and_never_reads_test():
     df = _fake_grid()
-    tuned = B.tune(df, metric="val_loss")
+    tuned = tables.tune(df, metric="val_loss")
     picks = tuned.groupby("method")["lr0"].unique().map(list).to_dict()
     assert picks == {"a": [0.1], "b": [1.0]}
     assert len(tuned) == 8 and set(tuned["seed"]) == {0, 1, 2, 3}
@@ -248,10 +249,12 @@ def test_tune_chooses_on_validation_and_never_reads_test():
             test_loss=rng.permutation(df["test_loss"].to_numpy()),
             test_accuracy=rng.normal(size=len(df)),
         )
-        retuned = B.tune(scrambled, metric="val_loss")
+        retuned = tables.tune(scrambled, metric="val_loss")
         assert retuned[["method", "lr0", "seed"]].equals(tuned[["method", "lr0", "seed"]])
     no_test = df.drop(columns=["test_loss", "test_accuracy"])
-    assert B.tune(no_test, metric="val_loss")[["method", "lr0"]].equals(tuned[["method", "lr0"]])
+    assert tables.tune(no_test, metric="val_loss")[["method", "lr0"]].equals(
+        tuned[["method", "lr0"]]
+    )
 
 
 def test_tune_breaks_ties_on_validation_accuracy_and_ignores_nan():
@@ -260,7 +263,7 @@ def test_tune_breaks_ties_on_validation_accuracy_and_ignores_nan():
     df.loc[a & (df.lr0 == 0.01), "val_loss"] = df.loc[a & (df.lr0 == 0.1), "val_loss"].to_numpy()
     df.loc[a & (df.lr0 == 0.01), "val_accuracy"] = 5.0
     df.loc[(df.method == "b") & (df.lr0 == 1.0) & (df.seed == 0), "val_loss"] = np.nan
-    picks = B.tune(df, metric="val_loss").groupby("method")["lr0"].first().to_dict()
+    picks = tables.tune(df, metric="val_loss").groupby("method")["lr0"].first().to_dict()
     assert picks == {"a": 0.01, "b": 0.1}
 
 
@@ -283,8 +286,8 @@ def test_tune_on_accuracy_ignores_a_loss_that_overfitting_inflates():
                 }
             )
     df = pd.DataFrame(rows)
-    assert B.tune(df)["lr0"].unique().tolist() == [0.1]
-    assert B.tune(df)["selection_val_accuracy"].iloc[0] == pytest.approx(0.6)
-    assert B.tune(df, metric="val_loss")["lr0"].unique().tolist() == [10.0]
+    assert tables.tune(df)["lr0"].unique().tolist() == [0.1]
+    assert tables.tune(df)["selection_val_accuracy"].iloc[0] == pytest.approx(0.6)
+    assert tables.tune(df, metric="val_loss")["lr0"].unique().tolist() == [10.0]
     with pytest.raises(ValueError, match="tune metric"):
-        B.tune(df, metric="test_accuracy")
+        tables.tune(df, metric="test_accuracy")

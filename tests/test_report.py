@@ -383,7 +383,7 @@ def test_the_stated_tuning_criterion_is_the_one_used(config, criterion, chosen):
     cfg = validate({**config, "evaluation": {**config["evaluation"], "tune_by": criterion}})
     rob = report.robustness_summary(df, tune_by=report.tune_by(cfg), n_resamples=100)
     assert rob.loc[0, "tuned_lr0"] == pytest.approx(lr0s[chosen])
-    assert rob.loc[0, "tuned_lr0"] == baselines.tune(df, metric=criterion)["lr0"].iloc[0]
+    assert rob.loc[0, "tuned_lr0"] == tables.tune(df, metric=criterion)["lr0"].iloc[0]
     statement = report.tuning_statement(cfg)
     word = {"val_accuracy": "highest seed-mean final validation accuracy",
             "val_loss": "lowest seed-mean final validation loss"}[criterion]  # fmt: skip

@@ -98,7 +98,7 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 
 
 def _last_curve_row(path: Path) -> dict[str, Any] | None:
-    from ganno.meta_train import read_curve
+    from ganno.io import read_curve
 
     rows = read_curve(path)
     return rows[-1] if rows else None

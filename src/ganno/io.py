@@ -349,3 +349,17 @@ def _data_shape(leaf: Any) -> tuple[int, ...]:
     if _is_key(leaf):
         return tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
     return tuple(leaf.shape)
+
+
+def read_curve(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``learning_curve.jsonl`` (a torn last line from a kill is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows

@@ -54,6 +54,7 @@ from ganno.io import (  # noqa: F401 -- save/load re-exported for callers of thi
     atomic_write,
     load_checkpoint,
     output_error,
+    read_curve,
     save_checkpoint,
     write_json,
 )
@@ -110,20 +111,6 @@ def _curve_rows(
             for name in _LOSSES:
                 row[name] = _finite_or_none(float(metrics[name][s, k]))
             rows.append(row)
-    return rows
-
-
-def read_curve(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``learning_curve.jsonl`` (a torn last line from a kill is ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
     return rows
 
 

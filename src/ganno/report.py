@@ -9,7 +9,7 @@ section, from the run's benchmark files, is :mod:`ganno.cost`'s. It writes ``fig
 and the CSV drawn), ``tables/`` (CSV with full-precision numbers, Markdown and LaTeX),
 ``config.yaml`` and ``README.md`` into the output folder.
 
-Tuned numbers come from :func:`ganno.baselines.tune` per (method, task) with the config's
+Tuned numbers come from :func:`ganno.tables.tune` per (method, task) with the config's
 ``evaluation.tune_by``, for GANNO's agents as for every baseline. Aggregates are interquartile
 means with stratified-bootstrap confidence intervals (:mod:`ganno.stats`), with the config's
 ``baselines.confidence``, ``baselines.bootstrap_resamples`` and ``seed``.
@@ -30,9 +30,8 @@ from ganno import agents as registry
 from ganno import cost, extensions_report, plots, seed_selection, stats, tuning_budget
 from ganno.errors import ResultsError
 from ganno.experiments import lr0_grid, read_results
-from ganno.io import atomic_write
+from ganno.io import atomic_write, read_curve
 from ganno.layout import TRAIN_TASK, result_paths, task_names
-from ganno.meta_train import read_curve
 from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them from here)
     ALL_TASKS,
     DEAD_RUNS_PER_SEED_MAX,
@@ -627,10 +626,10 @@ def grid_statement(config: Mapping[str, Any]) -> str:
 
 def tuning_statement(config: Mapping[str, Any]) -> str:
     """The README's sentence on how lr0 is tuned, from the value the code uses
-    (``evaluation.tune_by``, passed to :func:`ganno.baselines.tune`)."""
+    (``evaluation.tune_by``, passed to :func:`ganno.tables.tune`)."""
     return (
         f"*Tuned* means the lr0 with {TUNING[tune_by(config)]}, then the smaller lr0 "
-        f"(`ganno.baselines.tune`, `evaluation.tune_by: {tune_by(config)}`), for GANNO as for "
+        f"(`ganno.tables.tune`, `evaluation.tune_by: {tune_by(config)}`), for GANNO as for "
         "every baseline; the test split is never used to choose."
     )
 

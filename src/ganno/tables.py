@@ -4,7 +4,7 @@ as CSV, Markdown and LaTeX. Every section of the report (the paper's claims in
 :mod:`ganno.report`, the questions and the PyTorch deployment in :mod:`ganno.extensions_report`)
 computes its tables with these functions.
 
-Tuned numbers come from :func:`ganno.baselines.tune` per (method, task), with the config's
+Tuned numbers come from :func:`tune` per (method, task), with the config's
 ``evaluation.tune_by`` (validation accuracy or validation loss), for GANNO's agents as for every
 baseline (runs of all policies of an agent are pooled, so a method gets one lr0 per task). Both
 final test metrics are reported: test accuracy and, beside it, test loss (lower is better).
@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ganno import baselines, plots, stats
+from ganno import plots, stats
 from ganno.data import NUM_CLASSES
 from ganno.env_settings import COLLAPSE_DEAD, share_of_the_way
 from ganno.errors import ResultsMissingError
@@ -30,6 +30,46 @@ ALL_TASKS = "all tasks"
 HELD_OUT = "held-out tasks"
 #: The two final test metrics of every table: (column, higher is better).
 METRICS = {"test_accuracy": True, "test_loss": False}
+
+
+def tune(
+    df: pd.DataFrame, by: Sequence[str] = ("method", "task"), metric: str = "val_accuracy"
+) -> pd.DataFrame:
+    """The rows (all seeds) of each method's tuned initial rate, chosen on validation only.
+
+    Per group of ``by`` (columns absent from ``df`` are skipped), the chosen ``lr0`` has the best
+    seed-mean final validation ``metric``: by default the highest *validation accuracy*, ties to
+    the lower validation loss (the reported metric is test accuracy, and a loss criterion picks
+    chance-level rates for methods that overfit: their loss explodes while accuracy stays high);
+    with ``metric="val_loss"`` the lowest loss, ties to the higher accuracy. Remaining ties go to
+    the smaller lr0. A non-finite value counts as the worst. Test columns are carried along for
+    reporting and never read. The result adds ``selection_<metric>`` (the winning mean); the
+    full lr0 curve stays in ``df``.
+    """
+    if metric not in ("val_accuracy", "val_loss"):
+        raise ValueError(f"tune metric {metric!r}: choose 'val_accuracy' or 'val_loss'")
+    group = [c for c in by if c in df.columns]
+    val_loss = df["val_loss"].where(np.isfinite(df["val_loss"]), np.inf)
+    val_acc = df["val_accuracy"].where(np.isfinite(df["val_accuracy"]), -np.inf)
+    scored = df.assign(_vl=val_loss, _va=val_acc)
+    means = (
+        scored.groupby([*group, "lr0"], sort=True)
+        .agg(_mvl=("_vl", "mean"), _mva=("_va", "mean"))
+        .reset_index()
+    )
+    means["_mvl"] = means["_mvl"].fillna(np.inf)
+    means["_mva"] = means["_mva"].fillna(-np.inf)
+    if metric == "val_accuracy":  # highest accuracy, then lowest loss, then smallest lr0
+        order, ascending = [*group, "_mva", "_mvl", "lr0"], [False, True, True]
+    else:  # lowest loss, then highest accuracy, then smallest lr0
+        order, ascending = [*group, "_mvl", "_mva", "lr0"], [True, False, True]
+    means = means.sort_values(order, ascending=[True] * len(group) + ascending)
+    best = means.groupby(group, sort=True).head(1) if group else means.head(1)
+    chosen = "_mva" if metric == "val_accuracy" else "_mvl"
+    best = best.rename(columns={chosen: f"selection_{metric}"})
+    best = best.drop(columns=[c for c in ("_mva", "_mvl") if c in best.columns])
+    tuned = df.merge(best, on=[*group, "lr0"], how="inner")
+    return tuned.sort_values([*group, "seed"] if "seed" in df else group).reset_index(drop=True)
 
 
 def tune_by(config: Mapping[str, Any]) -> str:
@@ -83,9 +123,9 @@ def iqm_ci(scores: Mapping[str, Any], **ci_kwargs: Any) -> stats.Estimate:
 
 
 def tuned_results(results: pd.DataFrame, tune_by: str = "val_accuracy") -> pd.DataFrame:
-    """The runs at each (method, task)'s tuned lr0 (:func:`ganno.baselines.tune` with
+    """The runs at each (method, task)'s tuned lr0 (:func:`tune` with
     ``metric=tune_by``), the same rule for every method."""
-    return baselines.tune(results, by=("method", "task"), metric=tune_by)
+    return tune(results, by=("method", "task"), metric=tune_by)
 
 
 def _estimate_columns(prefix: str, est: stats.Estimate) -> dict[str, float]:

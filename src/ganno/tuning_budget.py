@@ -28,7 +28,7 @@ within each task, the normalisers held at their point values).
 **Runs saved** (:func:`runs_saved`): the smallest ``k`` at which a baseline's curve reaches a GANNO
 method's value at ``k = 1`` (one run at a random lr0, no tuning at all).
 
-Validation accuracy chooses, as in :func:`ganno.baselines.tune`; a non-finite validation accuracy
+Validation accuracy chooses, as in :func:`ganno.tables.tune`; a non-finite validation accuracy
 counts as the worst. Unlike ``tune`` (which breaks ties by validation loss, then the smaller lr0)
 tied validation accuracies are broken uniformly at random: the expectation is then exact without a
 second criterion, and a practitioner reading accuracies alone has no better rule.
