@@ -265,3 +265,147 @@ def test_generalise_needs_one_out_per_policy(trained_run, tiny_config, tmp_path,
     assert main([*args, "--out", str(tmp_path / "a.csv")]) == 2
     assert "2 --policy but 1 --out" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()
+
+
+def test_generalise_runs_a_policy_with_the_settings_it_ships_with(
+    trained_run, tmp_path, monkeypatch
+):
+    import pandas as pd
+
+    from ganno import pretrained
+    from ganno.experiments import lr0_grid
+
+    monkeypatch.chdir(tmp_path)  # no config here: the dataset is built in ./data
+    shipped = pretrained.refresh(
+        trained_run / "policy", dest=tmp_path / "shipped", name="tiny", selection={"agent": "ippo"}
+    )
+    out = tmp_path / "g.csv"
+    args = ["generalise", "--policy", str(shipped), "--task", "mlp_depth5", "--out", str(out)]
+    assert main(args) == 0
+    table = pd.read_csv(out)
+    cfg = load_config(trained_run / "config.yaml")  # what the settings were made from
+    assert set(table["method"]) == {"ganno_ippo"} and set(table["task"]) == {"mlp_depth5"}
+    assert len(table) == len(lr0_grid(cfg)) * len(cfg["evaluation"]["seeds"])
+    assert (tmp_path / "data").is_dir()
+
+
+# ----------------------------------------------------------------------- the command line itself
+
+
+def _every_parser(parser, path=("ganno",)):
+    """``(command path, parser)`` for the parser and every subcommand's below it."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helped = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert helped.get(name), f"{' '.join(path)} {name}: a subcommand without help"
+                yield from _every_parser(sub, (*path, name))
+
+
+#: Options of src/ganno/torch/cli.py (another change's file) that still lack a help text: the
+#: test fails once one of them has one, so that it is taken off this list.
+_HELP_TO_COME = {("ganno", "torch-eval", "--config")}
+
+
+def test_every_option_and_subcommand_has_help():
+    import argparse
+
+    from ganno.cli import build_parser
+
+    missing = set()
+    for path, parser in _every_parser(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
+                continue  # subcommands are checked by _every_parser; hidden: deprecated
+            if not (action.help or "").strip():
+                missing.add((*path, action.option_strings[-1] if action.option_strings
+                             else action.dest))  # fmt: skip
+    assert missing == _HELP_TO_COME, f"options without help: {sorted(missing - _HELP_TO_COME)}"
+
+
+def test_version_prints_the_package_version(capsys):
+    from ganno.pretrained import package_version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"ganno {package_version()}\n"
+    assert package_version() == ganno.__version__
+
+
+def test_the_shipped_policy_runs_from_an_empty_folder(tmp_path):
+    """As after ``pip install ganno``: no clone, no config file, nothing in the working folder.
+    ``run-policy`` plays the shipped policy with the settings it ships with (its dataset built in
+    ./data), and ``pretrained show`` reads its record without importing JAX."""
+    import subprocess
+    import sys
+
+    from ganno import pretrained
+
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir(), home.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = str(Path(ganno.__file__).parents[1])
+
+    def ganno_cli(*args, code="from ganno.cli import main; sys.exit(main())"):
+        return subprocess.run(
+            [sys.executable, "-c", f"import sys; {code}", *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    run = ganno_cli("run-policy", "--lr0", "0.01", "--out", "t.json")
+    assert run.returncode == 0, run.stderr
+    assert "test accuracy" in run.stdout and "trajectory written to t.json" in run.stdout
+    record = json.loads((work / "t.json").read_text())
+    shipped = pretrained.settings()["config"]
+    assert record["dataset"] == shipped["task"]["dataset"] == "mnist1d"
+    assert len(record["decisions"]) == shipped["env"]["num_decisions"] + 1
+    assert record["test_accuracy"] > 0.3  # it learns (chance is 0.1)
+    assert sorted(p.name for p in work.iterdir()) == ["data", "t.json"]
+
+    no_jax = "from ganno.cli import main; r = main(); assert 'jax' not in sys.modules; sys.exit(r)"
+    show = ganno_cli("pretrained", "show", code=no_jax)
+    assert show.returncode == 0, show.stderr
+    provenance = pretrained.provenance()
+    for text in (
+        "Provenance",
+        f"source        {provenance['source']}",
+        f"commit        {provenance['commit']}",
+        "Design",
+        "agent         ippo (algorithm ippo)",
+        "Headline (paper/tables/robustness.csv)",
+        "ganno_ippo_selected",
+    ):
+        assert text in show.stdout, text
+    seed = provenance["selection"]["seed"]
+    assert f"seed {seed}  " in show.stdout and "selected" in show.stdout
+    as_json = ganno_cli("pretrained", "show", "ippo", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    machine = json.loads(as_json.stdout)
+    assert machine["provenance"] == provenance and machine["settings"] == pretrained.settings()
+    missing = ganno_cli("pretrained", "show", "nope")
+    assert missing.returncode == 2 and "no shipped policy 'nope'" in missing.stderr
+
+
+def test_a_config_that_changes_the_shipped_policy_s_actions_is_refused(tmp_path, capsys):
+    from ganno import pretrained
+
+    shipped = pretrained.settings()["config"]
+    other = [a for a in ("anchored", "anchored_compound") if a != shipped["env"]["action_mode"]]
+    config = tmp_path / "other.yaml"
+    config.write_text(
+        yaml.safe_dump({**shipped, "env": {**shipped["env"], "action_mode": other[0]}})
+    )
+    out = tmp_path / "t.json"
+    args = ["run-policy", "--policy", "ippo", "--config", str(config), "--lr0", "0.01"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--config sets env.action_mode = {other[0]}" in err
+    assert "leave out --config to use the settings it ships with" in err and not out.exists()

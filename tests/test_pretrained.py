@@ -1,6 +1,7 @@
 """The policy shipped inside the package: it loads with one call, acts, drives a training loop,
-records where it came from, is refreshed from a run folder by ``ganno pretrained refresh``, and is
-in the built wheel (so ``pip install ganno`` users have it)."""
+carries the settings its commands need, records where it came from (in paths that mean the same
+on every machine), is refreshed from a run folder by ``ganno pretrained refresh``, and is in the
+built wheel (so ``pip install ganno`` users have it)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import pytest
 import ganno
 from ganno import pretrained
 from ganno.cli import main as cli_main
+from ganno.config import load_config, merge
+from ganno.errors import PolicyMismatchError
 from ganno.policy import Policy, PolicyLoadError
 from ganno.types import Observation
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("policy.json", "actor_params.msgpack", "PROVENANCE.json")
+SHIPPED = ("policy.json", "actor_params.msgpack", "settings.json", "PROVENANCE.json")
 
 
 def test_the_packaged_policy_loads_and_acts():
@@ -68,7 +71,8 @@ def test_the_packaged_policy_drives_a_pytorch_loop():
     assert sched.decisions == sched.num_decisions and sched.done
 
 
-def test_refresh_copies_a_run_with_its_provenance(tmp_path):
+def test_refresh_copies_a_run_with_its_settings_and_provenance(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the pipeline runs: the paths recorded are relative to it
     run = tmp_path / "run"
     ganno.pretrained_policy().save(run / "policy")
     (run / "config.yaml").write_text("env: {num_decisions: 40}\n")
@@ -100,6 +104,15 @@ def test_refresh_copies_a_run_with_its_provenance(tmp_path):
     assert record["headline"] == {"test_accuracy": 0.9} and record["note"] == "a test"
     assert record["config"] == {"env": {"num_decisions": 40}}
     assert record["meta_training_last_update"] == {"update": 2, "return": 0.5}
+    assert record["source"] == "run/policy" and record["headline_source"] == "summary.json"
+    # the settings: the run's config with defaults filled, the data's root left to the user
+    settings = json.loads((dest / "mine" / "settings.json").read_text())
+    defaults = load_config()
+    assert settings["agent"] is None and settings["algorithm"] == "ippo"
+    assert settings["config"]["env"] == {**defaults["env"], "num_decisions": 40}
+    assert settings["config"]["task"] == defaults["task"]
+    assert settings["config"]["data"] == {"val_fraction": 0.2, "split_seed": 0}
+    assert pretrained.settings_config(dest / "mine")["env"]["num_decisions"] == 40
     copied = Policy.load(dest / "mine")
     for a, b in zip(
         jax.tree.leaves(copied.params),
@@ -113,6 +126,85 @@ def test_refresh_copies_a_run_with_its_provenance(tmp_path):
     with pytest.raises(PolicyLoadError):
         pretrained.refresh(run / "policy", dest=dest, name="broken")
     assert not (dest / "broken").exists()  # nothing copied from a broken run
+
+
+def test_the_shipped_settings_are_what_the_refresh_makes_of_its_provenance(tmp_path):
+    """settings.json and PROVENANCE.json's paths come from the refresh's own code: restamping a
+    copy of the shipped folder whose record holds a developer's absolute path gives the shipped
+    files byte for byte (``ganno pretrained refresh --in-place`` made them so)."""
+    copy = tmp_path / "ippo"
+    shutil.copytree(pretrained.directory(), copy)
+    record = json.loads((copy / "PROVENANCE.json").read_text())
+    assert not Path(record["source"]).is_absolute()
+    record["source"] = "/home/someone/clone/" + record["source"]
+    (copy / "PROVENANCE.json").write_text(json.dumps(record, indent=1) + "\n")
+    (copy / "settings.json").unlink()
+    args = ["pretrained", "refresh", "--in-place", "--dest", str(tmp_path)]
+    assert cli_main(args) == 0
+    for file in SHIPPED:
+        assert (copy / file).read_bytes() == (pretrained.directory() / file).read_bytes(), file
+    assert cli_main([*args, "--note", "new"]) == 2  # keeps the recorded note and numbers
+
+
+def test_the_shipped_settings_agree_with_the_policy_and_guard_a_user_config(tmp_path):
+    settings = pretrained.settings()
+    record = pretrained.provenance()
+    assert settings["agent"] == record["selection"]["agent"] == pretrained.DEFAULT
+    shipped = pretrained.settings_config(pretrained.directory())
+    # what the policy recorded of its environment is what the settings build
+    policy_env = ganno.pretrained_policy().config["env"]
+    for name, value in policy_env.items():
+        if name in shipped["env"]:
+            assert shipped["env"][name] == pytest.approx(value), name
+    pretrained.check_config(shipped, pretrained.directory())  # its own settings pass
+    longer = merge(shipped, {"env": {"num_decisions": 80}, "task": {"batch_size": 32}})
+    pretrained.check_config(longer, pretrained.directory())  # another task and budget: fine
+    for name, value in (("actions", [0.5, 1.0, 2.0]), ("gradient_window", 5)):
+        other = merge(shipped, {"env": {name: value}})
+        with pytest.raises(PolicyMismatchError, match=f"--config sets env.{name} = "):
+            pretrained.check_config(other, pretrained.directory())
+    # a policy without settings (a run folder) is not checked here: its config.yaml decides
+    ganno.pretrained_policy().save(tmp_path / "policy")
+    pretrained.check_config(merge(shipped, {"env": {"actions": [1.0]}}), tmp_path / "policy")
+
+
+def test_paths_are_recorded_as_they_mean_the_same_on_every_machine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert pretrained.portable_path(tmp_path / "results" / "x") == "results/x"
+    assert pretrained.portable_path("results/x") == "results/x"  # relative: as given
+    # elsewhere: from the results folder on (a clone that no longer exists, another machine)
+    elsewhere = "/work/clone/results/meta_train/ippo/seed_2/policy"
+    assert pretrained.portable_path(elsewhere) == "results/meta_train/ippo/seed_2/policy"
+    assert pretrained.portable_path("/opt/runs/policy") == "/opt/runs/policy"
+    # inside another git repository: relative to its top
+    repo = tmp_path.parent / f"{tmp_path.name}_repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "runs").mkdir()
+    assert pretrained.portable_path(repo / "runs") == "runs"
+    assert pretrained._agent_of(elsewhere, None) == "ippo"
+    assert pretrained._agent_of("/opt/runs/policy", {"agent": "mappo"}) == "mappo"
+    assert pretrained._agent_of("/opt/runs/policy", None) is None
+
+
+def test_show_describes_a_shipped_policy_readably():
+    text = pretrained.describe()
+    record = pretrained.provenance()
+    assert text.startswith(f"ippo: a policy shipped with ganno {pretrained.package_version()}")
+    assert all(len(line) <= 100 for line in text.splitlines())
+    for section in ("Provenance", "Design", "Headline (paper/tables/robustness.csv)"):
+        assert f"\n{section}" in text
+    for seed, score in record["selection"]["scores"].items():
+        assert f"seed {seed}  {score['value']:.4f}" in text
+    env = pretrained.settings()["config"]["env"]
+    assert f"{env['num_decisions']} decisions x {env['steps_per_decision']} steps" in text
+    assert f'action_mode "{env["action_mode"]}"' in " ".join(text.split())  # across a wrap
+    rows = {row["method"]: row for row in record["headline"]}
+    ganno_row = rows["ganno_ippo_selected"]
+    line = next(line for line in text.splitlines() if "ganno_ippo_selected" in line)
+    assert f"{float(ganno_row['tuned_iqm']):.4f}" in line
+    # a headline that is not the robustness table: its own columns
+    assert pretrained._headline([{"a": 1, "b": "x"}], 100) == ["  a  b", "  1  x"]
+    assert pretrained._headline({"acc": 0.9}, 100) == ["  acc: 0.9"]
 
 
 def test_the_commit_is_dirty_only_with_uncommitted_code_not_the_pipeline_s_outputs(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import warnings
@@ -118,15 +119,54 @@ def _cmd_design_study(args: argparse.Namespace) -> int:
     return _cmd_design_table(args)
 
 
+def _policy_folder(text: str) -> Path:
+    """An argparse type: a policy folder, or the name of a policy shipped with the package (when
+    no such folder exists here)."""
+    from ganno import pretrained
+
+    path = Path(text)
+    if not path.exists() and text in pretrained.available():
+        return pretrained.directory(text)
+    return path
+
+
 def _run_config_of(policy_dir: Path) -> Path:
     """The resolved config that a meta-training run wrote beside its policy."""
     for candidate in (policy_dir.parent / "config.yaml", policy_dir.parent.parent / "config.yaml"):
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"no config.yaml beside the policy {policy_dir} (looked in its parent folders); "
-        "pass --config with the config the policy was trained with"
+        f"no settings.json in the policy {policy_dir} and no config.yaml beside it (looked in its "
+        "parent folders); pass --config with the config the policy was trained with"
     )
+
+
+def _policy_config(config: Path | None, policies: list[Path], agent: str | None = None) -> dict:
+    """The config to run ``policies`` with: ``--config`` (with ``agent``'s overrides, if given),
+    refused where it gives a policy other actions or features than the settings it ships with;
+    without it, the settings the policies ship with (``settings.json``), else the config.yaml
+    their runs wrote, the same for every policy."""
+    from ganno import pretrained
+
+    if config is not None:
+        cfg = load_config(config)
+        if agent is not None:
+            from ganno.config import agent_config
+
+            cfg = agent_config(cfg, agent)
+        for policy in policies:
+            pretrained.check_config(cfg, policy)
+        return cfg
+    configs = []
+    for policy in policies:
+        shipped = pretrained.settings_config(policy)
+        configs.append(shipped if shipped is not None else load_config(_run_config_of(policy)))
+    if any(cfg != configs[0] for cfg in configs[1:]):
+        raise UsageError(
+            "the policies were meta-trained with different settings; give --config (the one "
+            "they should all run with) or run them one at a time"
+        )
+    return configs[0]
 
 
 def _clipped_lr0(lr0: float, bounds: tuple[float, float]) -> float:
@@ -155,7 +195,7 @@ def _cmd_run_policy(args: argparse.Namespace) -> int:
     out = check_writable(args.out)
     policy_dir = Path(args.policy)
     policy = Policy.load(policy_dir)
-    cfg = load_config(args.config or _run_config_of(policy_dir))
+    cfg = _policy_config(args.config, [policy_dir])
     if args.task != "train":
         cfg = task_config(cfg, args.task)
     dataset = load_from_config(cfg)
@@ -243,12 +283,15 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ganno import agents
+    from ganno import agents, pretrained
     from ganno.experiments import COLUMNS, PolicyRun, run_policies
 
     count = len(args.policy)
     meta_seeds = args.meta_seed or [-1] * count
-    agent = _agent_name(args, required=args.name is None)
+    shipped_agents = {pretrained.shipped_agent(p) for p in args.policy}
+    shipped_agent = shipped_agents.pop() if len(shipped_agents) == 1 else None
+    given = _agent_name(args, required=args.name is None and shipped_agent is None)
+    agent = given or shipped_agent
     names = args.name or [agents.method_name(agent)] * count
     for flag, values in (("--name", names), ("--out", args.out), ("--meta-seed", meta_seeds)):
         if len(values) != count:
@@ -262,11 +305,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
     for path in [*args.out, *(args.schedules or [])]:
         check_writable(path)  # before the policies run
-    cfg = load_config(args.config)
-    if agent is not None:
-        from ganno.config import agent_config
-
-        cfg = agent_config(cfg, agent)
+    cfg = _policy_config(args.config, args.policy, given)
     skipped = [_skip_if_unavailable(cfg, args.task, out, COLUMNS) for out in args.out]
     if any(skipped):
         for path in args.schedules or []:
@@ -309,8 +348,18 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrained_refresh(args: argparse.Namespace) -> int:
-    from ganno.pretrained import refresh
+    from ganno.pretrained import refresh, restamp
 
+    if args.in_place:
+        if args.summary is not None or args.note is not None:
+            raise UsageError(
+                "--in-place keeps the recorded headline and note; leave out --summary and --note"
+            )
+        try:
+            print(restamp(args.name, dest=args.dest))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"--in-place: {exc}") from None
+        return 0
     source, selection = args.source, None
     if args.selection is not None:
         from ganno.seed_selection import read_selection
@@ -330,6 +379,20 @@ def _cmd_pretrained_refresh(args: argparse.Namespace) -> int:
             selection=selection,
         )
     )
+    return 0
+
+
+def _cmd_pretrained_show(args: argparse.Namespace) -> int:
+    from ganno import pretrained
+
+    if args.name not in pretrained.available():
+        raise UsageError(
+            f"no shipped policy {args.name!r}; this installation ships {pretrained.available()}"
+        )
+    if args.json:
+        print(json.dumps(pretrained.info(args.name), indent=1))
+    else:
+        print(pretrained.describe(args.name), end="")
     return 0
 
 
@@ -368,24 +431,42 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+#: The help of ``--config`` where a command needs one (the pipeline passes results/config.yaml).
+CONFIG_HELP = "the config (YAML; config/README.md), e.g. config/config.yaml"
+#: The help of ``--policy`` (a folder or a shipped policy's name: :func:`_policy_folder`).
+POLICY_HELP = "a policy folder (run/policy) or a shipped policy's name (ganno pretrained show)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ganno import pretrained
+
     parser = argparse.ArgumentParser(prog="ganno", description=__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ganno {pretrained.package_version()}",
+        help="print ganno's version and exit",
+    )
     parser.add_argument(
         "--debug",
         action="store_true",
         help="show the traceback of every error (ganno's own errors are one line without it)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data_p = sub.add_parser("data", help="datasets").add_subparsers(
-        dest="data_command", required=True
+        dest="data_command", required=True, metavar="COMMAND"
     )
     prep = data_p.add_parser("prepare", help="build a dataset's fixed splits as .npz + manifest")
     prep.add_argument("name", help="mnist1d, digits, mnist or fashion_mnist")
     prep.add_argument("--config", type=Path, help="take root/val_fraction/split_seed from here")
     prep.add_argument("--root", help="data folder (default: data)")
-    prep.add_argument("--val-fraction", type=float)
-    prep.add_argument("--split-seed", type=int)
+    prep.add_argument(
+        "--val-fraction", type=float, help="share of the training set held out (default 0.2)"
+    )
+    prep.add_argument(
+        "--split-seed", type=int, help="seed of the train/validation split (default 0)"
+    )
     prep.add_argument(
         "--download",
         action="store_true",
@@ -400,13 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=_cmd_data_prepare)
 
     mt = sub.add_parser("meta-train", help="meta-train an agent of the config on its task")
-    mt.add_argument("--config", type=Path, required=True)
+    mt.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     mt.add_argument(
         "--agent", help="an entry of the config's agents (its algorithm and overrides), e.g. ippo"
     )
     mt.add_argument("--algo", help=argparse.SUPPRESS)  # deprecated: --agent
     mt.add_argument("--variant", help=argparse.SUPPRESS)  # deprecated: --agent
-    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--seed", type=int, default=0, help="meta-training seed (default 0)")
     mt.add_argument(
         "--seeds", help="comma-separated seeds trained side by side (vmapped); replaces --seed"
     )
@@ -415,9 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     mt.set_defaults(func=_cmd_meta_train)
 
     rp = sub.add_parser("run-policy", help="train an inner network with a policy in control")
-    rp.add_argument("--policy", type=Path, required=True, help="a policy folder (run/policy)")
     rp.add_argument(
-        "--config", type=Path, help="config (default: the config.yaml the policy's run wrote)"
+        "--policy",
+        type=_policy_folder,
+        default=pretrained.DEFAULT,
+        help=f"{POLICY_HELP}; default: the shipped {pretrained.DEFAULT!r}",
+    )
+    rp.add_argument(
+        "--config",
+        type=Path,
+        help="the config to run it with (default: the settings the policy ships with, else the "
+        "config.yaml its run wrote); refused if it gives the policy other actions or features "
+        "than it was meta-trained with",
     )
     rp.add_argument(
         "--task",
@@ -430,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="initial learning rate of all layers (clipped to env.lr_bounds, with a warning)",
     )
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument(
+        "--seed", type=int, default=0, help="seed of the network's initial weights and batches"
+    )
     rp.add_argument(
         "--controller",
         choices=["policy", "constant"],
@@ -442,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_run_policy)
 
     bl = sub.add_parser("baselines", help="every baseline on a task over the lr0 grid")
-    bl.add_argument("--config", type=Path, required=True)
+    bl.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     bl.add_argument(
         "--task",
         default="train",
@@ -457,13 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
         ("generalise", "a trained policy, unchanged, on another task (C3)", None),
     ):
         sw = sub.add_parser(name, help=helptext)
-        sw.add_argument("--config", type=Path, required=True)
+        sw.add_argument(
+            "--config",
+            type=Path,
+            help="the config: its evaluation grid and tasks (default: the settings the policies "
+            "ship with, else the config.yaml their runs wrote)",
+        )
         sw.add_argument(
             "--policy",
-            type=Path,
+            type=_policy_folder,
             required=True,
             action="append",
-            help="a policy folder; repeat it (with one --name, --out, ... each) to evaluate "
+            help=f"{POLICY_HELP}; repeat it (with one --name, --out, ... each) to evaluate "
             "several policies in one process and one compilation",
         )
         sw.add_argument(
@@ -474,7 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument(
             "--meta-seed", type=int, action="append", help="the policy's training seed (default -1)"
         )
-        sw.add_argument("--task", default=default_task, required=default_task is None)
+        sw.add_argument(
+            "--task",
+            default=default_task,
+            required=default_task is None,
+            help="'train' (the meta-training task) or a generalisation or validation task's name"
+            + (" (default train)" if default_task else ""),
+        )
         sw.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
         sw.add_argument(
             "--out", type=Path, required=True, action="append", help="results CSV, one per --policy"
@@ -506,9 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         ds = sub.add_parser(name, help=helptext)
-        ds.add_argument("--config", type=Path, required=True)
-        ds.add_argument("--results", type=Path, default=Path("results/study"))
-        ds.add_argument("--out", type=Path, default=Path("paper/tables"))
+        ds.add_argument(
+            "--config", type=Path, required=True, help="the study's config (config/study.yaml)"
+        )
+        ds.add_argument(
+            "--results",
+            type=Path,
+            default=Path("results/study"),
+            help="the study's results folder (default results/study)",
+        )
+        ds.add_argument(
+            "--out",
+            type=Path,
+            default=Path("paper/tables"),
+            help="folder of the tables (default paper/tables)",
+        )
         ds.add_argument(
             "--question",
             default="design",
@@ -534,9 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
         ds.set_defaults(func=func)
 
     rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")
-    rep.add_argument("--config", type=Path, required=True)
-    rep.add_argument("--results", type=Path, default=Path("results"))
-    rep.add_argument("--out", type=Path, default=Path("paper"))
+    rep.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
+    rep.add_argument(
+        "--results", type=Path, default=Path("results"), help="results folder (default results)"
+    )
+    rep.add_argument(
+        "--out", type=Path, default=Path("paper"), help="the report's folder (default paper)"
+    )
     rep.set_defaults(func=_cmd_report)
 
     gs = sub.add_parser(
@@ -563,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     gs.set_defaults(func=_cmd_grid_study)
 
     nb = sub.add_parser("notebook", help="execute an analysis notebook, keeping its outputs")
-    nb.add_argument("notebook", type=Path)
+    nb.add_argument("notebook", type=Path, help="the notebook (.ipynb) to run")
     nb.add_argument("--out", type=Path, required=True, help="the executed notebook")
     nb.add_argument("--cwd", type=Path, default=Path("."), help="folder it runs in")
     nb.add_argument("--timeout", type=int, default=600, help="seconds per cell")
@@ -571,7 +690,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre_p = sub.add_parser(
         "pretrained", help="the policies shipped with the package"
-    ).add_subparsers(dest="pretrained_command", required=True)
+    ).add_subparsers(dest="pretrained_command", required=True, metavar="COMMAND")
+    show = pre_p.add_parser(
+        "show",
+        help="where a shipped policy came from, its design and its headline numbers",
+    )
+    show.add_argument(
+        "name",
+        nargs="?",
+        default=pretrained.DEFAULT,
+        help=f"the shipped policy (default {pretrained.DEFAULT}; the package ships "
+        f"{', '.join(pretrained.available()) or 'none'})",
+    )
+    show.add_argument(
+        "--json", action="store_true", help="print everything recorded as JSON instead"
+    )
+    show.set_defaults(func=_cmd_pretrained_show)
     refresh = pre_p.add_parser(
         "refresh", help="copy a pipeline's policy into the package, with its provenance"
     )
@@ -581,6 +715,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--selection",
         type=Path,
         help="the record of ganno pretrained select: ship the seed it chose, with the record",
+    )
+    source.add_argument(
+        "--in-place",
+        action="store_true",
+        help="rewrite the shipped policy's settings.json and its provenance's paths from what "
+        "its PROVENANCE.json recorded (no run folder needed), keeping the policy and numbers",
     )
     refresh.add_argument("--summary", type=Path, help="the headline numbers (JSON, CSV or text)")
     refresh.add_argument("--name", default="ippo", help="the shipped policy's name")
@@ -594,17 +734,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose an agent's meta-training seed on the validation tasks "
         "(evaluation.validation_tasks), from its runs there",
     )
-    select.add_argument("--config", type=Path, required=True)
+    select.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     select.add_argument("--agent", default="ippo", help="an entry of the config's agents")
-    select.add_argument("--results", type=Path, default=Path("results"))
+    select.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="results folder with the seeds' runs on the validation tasks (default results)",
+    )
     select.add_argument("--out", type=Path, required=True, help="the selection record (JSON)")
     select.set_defaults(func=_cmd_pretrained_select)
 
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
-        dest="config_command", required=True
+        dest="config_command", required=True, metavar="COMMAND"
     )
     check = cfg_p.add_parser("check", help="validate a config and print it with defaults filled")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, help="the config (YAML) to check")
     check.add_argument("--out", type=Path, help="write the resolved config here instead")
     check.set_defaults(func=_cmd_config_check)
     from ganno.torch.cli import add_torch_commands  # torch-eval (PyTorch deployment)
@@ -652,6 +797,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"ganno: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if args.debug or (exc.name or "ganno").split(".")[0] == "ganno":
+            raise
+        print(
+            f"ganno: error: `ganno {args.command}` needs {exc.name}, which is not installed here "
+            "(the light install ships the policy and its schedulers only): pip install "
+            "'ganno[pipeline]'",
+            file=sys.stderr,
+        )
         return 2
     finally:
         warnings.showwarning = python_showwarning
