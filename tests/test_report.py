@@ -700,3 +700,30 @@ def test_c2_says_what_tuning_one_agent_run_saves(built):
     line = tuning_budget.c2_sentence(pooled, tuning_budget.POOLED)
     assert f"tuned {best['method']}" in line and line in readme
     assert "figures/tuning_budget.png" in readme
+
+
+def test_the_front_door_quotes_the_reports_verdict_table(tmp_path):
+    """`ganno report` into paper/ copies its verdict table into README.md between the markers;
+    the committed README quotes the committed paper/README.md's table."""
+    report_readme = tmp_path / "report.md"
+    report_readme.write_text(
+        "# GANNO: results\n\nintro\n\n## What reproduces\n\nprose\n\n| agent | C1 |\n| --- | --- |\n"
+        "| ganno_ippo | **level**: 0.64 [0.63, 0.65] vs 0.64 [0.63, 0.64] |\n\n## C1\n\n| x |\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# ganno\n\n{report.FRONT_DOOR_BEGIN}\nold\n{report.FRONT_DOOR_END}\nrest\n")
+    assert report.update_front_door(readme, report_readme)
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(f"{report.FRONT_DOOR_END}\nrest\n")
+    assert "| ganno_ippo | **level**: 0.64 [0.63, 0.65] vs 0.64 [0.63, 0.64] |" in text
+    assert "| x |" not in text  # the first table under "What reproduces" only
+    plain = tmp_path / "plain.md"
+    plain.write_text("# no markers\n")
+    assert not report.update_front_door(plain, report_readme)
+    assert plain.read_text() == "# no markers\n"
+    # the committed pair
+    root = Path(__file__).resolve().parents[1]
+    committed = (root / "README.md").read_text()
+    block = committed.split(report.FRONT_DOOR_BEGIN)[1].split(report.FRONT_DOOR_END)[0]
+    table = report.verdict_table_of((root / "paper" / "README.md").read_text())
+    assert table and block.strip().splitlines() == table

@@ -31,7 +31,7 @@ from ganno import cost, extensions_report, plots, seed_selection, stats, tuning_
 from ganno.errors import ResultsError
 from ganno.experiments import lr0_grid, read_results
 from ganno.io import atomic_write, read_curve
-from ganno.layout import TRAIN_TASK, result_paths, task_names
+from ganno.layout import DEFAULT_REPORT_DIR, TRAIN_TASK, result_paths, task_names
 from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them from here)
     ALL_TASKS,
     DEAD_RUNS_PER_SEED_MAX,
@@ -1112,4 +1112,49 @@ def build_report(
         results_dir,
         data.selection,
     )
+    if out.resolve() == Path(DEFAULT_REPORT_DIR).resolve():  # the default run's, paper/
+        update_front_door(Path(FRONT_DOOR), readme)
     return Report(readme, figures, table_paths, tables)
+
+
+#: The repository's README (the front door), relative to the pipeline's working directory: it
+#: quotes the verdict table of the default report between these two lines.
+FRONT_DOOR = "README.md"
+FRONT_DOOR_BEGIN = (
+    "<!-- the verdict table of paper/README.md, copied there by `ganno report`: do not edit -->"
+)
+FRONT_DOOR_END = "<!-- end of the copied verdict table -->"
+
+
+def verdict_table_of(report_readme: str) -> list[str]:
+    """The verdict table ("What reproduces") of a report's README text: its table lines."""
+    lines = report_readme.splitlines()
+    if "## What reproduces" not in lines:
+        return []
+    rest = lines[lines.index("## What reproduces") + 1 :]
+    table = []
+    for line in rest:
+        if line.startswith("## "):
+            break
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    return table
+
+
+def update_front_door(readme: Path, report_readme: Path) -> bool:
+    """Copy the report's verdict table into ``readme`` between :data:`FRONT_DOOR_BEGIN` and
+    :data:`FRONT_DOOR_END`; False (nothing written) where ``readme`` lacks them."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if FRONT_DOOR_BEGIN not in text or FRONT_DOOR_END not in text:
+        return False
+    head, rest = text.split(FRONT_DOOR_BEGIN, 1)
+    _, tail = rest.split(FRONT_DOOR_END, 1)
+    table = verdict_table_of(report_readme.read_text(encoding="utf-8"))
+    new = head + FRONT_DOOR_BEGIN + "\n" + "\n".join(table) + "\n" + FRONT_DOOR_END + tail
+    if new != text:
+        atomic_write(readme, new)
+    return True
