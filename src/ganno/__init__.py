@@ -13,7 +13,8 @@ __all__ = ["Policy", "__version__", "pretrained_policy"]
 def _import_jumanji_keeping_the_matplotlib_backend() -> None:
     """Importing jumanji inside a notebook runs ``%matplotlib ipympl`` (jumanji/environments/
     __init__.py), which fails without ipympl and would turn figures into widgets that an executed
-    notebook cannot keep. Import it once here with that magic call skipped."""
+    notebook cannot keep. Import it once with that magic call skipped: the modules that import
+    jumanji (ganno.types, ganno.env) call this first, so ``import ganno`` loads no JAX."""
     import builtins
 
     if not getattr(builtins, "__IPYTHON__", False) or "jumanji" in __import__("sys").modules:
@@ -35,9 +36,6 @@ def _import_jumanji_keeping_the_matplotlib_backend() -> None:
         import jumanji  # noqa: F401
     finally:
         shell.run_line_magic = original
-
-
-_import_jumanji_keeping_the_matplotlib_backend()
 
 
 def pretrained_policy(name: str = "ippo"):

@@ -22,6 +22,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from ganno import _import_jumanji_keeping_the_matplotlib_backend
+
+_import_jumanji_keeping_the_matplotlib_backend()
+# ruff: noqa: E402 -- jumanji is imported once the call above quieted it
 from jumanji import specs
 from jumanji.env import Environment
 from jumanji.types import StepType, TimeStep

@@ -103,6 +103,8 @@ BASE_SCHEDULES: tuple[str, ...] = (
 )
 #: What the anchored modes' base schedule scales: lr0 (constant) or DoG's step size.
 BASE_STEP_SIZES: tuple[str, ...] = ("lr0", "dog")
+#: ``optax.contrib.scale_by_dog``'s default epsilon under the square root of DoG's step size.
+DOG_EPS = 1e-8
 
 
 @dataclass(frozen=True)

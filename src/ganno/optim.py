@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ganno.env_settings import DOG_EPS
 from ganno.networks import layer_keys
 
 
@@ -74,10 +75,6 @@ class DogStepSize(NamedTuple):
     first: jnp.ndarray  # [] bool: the next update is the run's first
     lr0: jnp.ndarray  # [] the first step size
     eta: jnp.ndarray  # [] the step size of the last update (lr0 before any)
-
-
-#: ``optax.contrib.scale_by_dog``'s default epsilon under the square root.
-DOG_EPS = 1e-8
 
 
 def dog_step_size_init(params: Any, lr0: jnp.ndarray) -> DogStepSize:

@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import chex
-from jumanji.types import StepType, TimeStep
+
+from ganno import _import_jumanji_keeping_the_matplotlib_backend
+
+_import_jumanji_keeping_the_matplotlib_backend()
+from jumanji.types import StepType, TimeStep  # noqa: E402 -- once the call above quieted it
 
 __all__ = ["MarlEnv", "Observation", "ObservationGlobalState", "StepType", "TimeStep"]
 

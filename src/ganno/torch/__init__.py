@@ -1,8 +1,9 @@
 """Deploying trained GANNO policies in PyTorch training loops.
 
 * :class:`GannoScheduler` drives the per-layer learning rates of any ``torch.optim`` optimiser
-  from a trained :class:`ganno.Policy` (one parameter group per layer:
-  :func:`layerwise_param_groups`).
+  from a trained policy (one parameter group per weight layer: :func:`layerwise_param_groups`).
+* :class:`TorchPolicy` (:func:`pretrained_policy`, ``TorchPolicy.load(dir)``) runs a trained
+  policy's actor in PyTorch from its saved files, so none of this needs JAX.
 * :mod:`ganno.torch.features` computes the environment's observation from PyTorch tensors.
 * :mod:`ganno.torch.evaluation` (``ganno torch-eval``) compares the scheduler with PyTorch SGD
   baselines on the config's task.
@@ -20,6 +21,9 @@ _EXPORTS = {
     "GannoScheduler": "ganno.torch.scheduler",
     "TrainingDivergedError": "ganno.torch.scheduler",
     "DogStepSize": "ganno.torch.scheduler",
+    "TorchPolicy": "ganno.torch.actor",
+    "TorchActor": "ganno.torch.actor",
+    "pretrained_policy": "ganno.torch.actor",
     "layerwise_param_groups": "ganno.torch.networks",
     "TorchMLP": "ganno.torch.networks",
     "TorchCNN1D": "ganno.torch.networks",

@@ -6,7 +6,7 @@ Each parameter group of the optimiser is one layer, i.e. one agent (build the gr
 (:class:`ganno.env.GannoEnv`) on a real training loop::
 
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
-    sched = GannoScheduler(optimizer, Policy.load(policy_dir), val_loss_fn=val_loss,
+    sched = GannoScheduler(optimizer, TorchPolicy.load(policy_dir), val_loss_fn=val_loss,
                            total_steps=num_steps)
     for x, y in batches:                     # num_steps steps
         optimizer.zero_grad()

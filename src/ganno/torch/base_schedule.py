@@ -1,0 +1,83 @@
+"""The anchored modes' base schedules in NumPy, so the PyTorch scheduler needs no JAX.
+
+:func:`unit_schedule` gives the peak-1 shape of a handcrafted SGD schedule at every step of a
+budget, as ``ganno.baselines.unit_schedule`` (optax's schedules) computes it: the same float32
+operations in the same order, with the cosines and powers taken in float64 and rounded, so a
+value is within a few float32 ulps of 1 of optax's (XLA's float32 ``cos`` is not correctly
+rounded; ``tests/test_torch_actor.py`` checks every schedule against optax's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ganno.baselines' constants (checked equal by the tests)
+WARMUP_FRACTION = 0.05
+STEP_BOUNDARIES = (0.5, 0.75)
+STEP_FACTOR = 0.1
+EXPONENTIAL_FINAL_FRACTION = 1e-2
+_F = np.float32
+
+
+def _cos(x: np.ndarray) -> np.ndarray:
+    return np.cos(x.astype(np.float64)).astype(_F)
+
+
+def _cosine_decay(count: np.ndarray, decay_steps: int) -> np.ndarray:
+    """``optax.cosine_decay_schedule(1.0, decay_steps)``."""
+    count = np.minimum(count.astype(_F), _F(decay_steps))
+    return _F(0.5) * (_F(1.0) + _cos(_F(np.pi) * count / _F(decay_steps)))
+
+
+def _step(t: np.ndarray, n: int) -> np.ndarray:
+    value = np.ones(t.shape, _F)
+    for boundary in sorted({int(f * n) for f in STEP_BOUNDARIES}):  # a dict in optax
+        value = np.where(t < boundary, value, _F(STEP_FACTOR) * value)
+    return value
+
+
+def _exponential(t: np.ndarray, n: int) -> np.ndarray:
+    power = t.astype(_F) / _F(n)
+    rate = np.float64(_F(EXPONENTIAL_FINAL_FRACTION))
+    return np.where(t <= 0, _F(1.0), np.power(rate, power.astype(np.float64)).astype(_F))
+
+
+def _warmup_cosine(t: np.ndarray, n: int) -> np.ndarray:
+    warmup = max(1, int(round(WARMUP_FRACTION * n)))
+    frac = _F(1.0) - np.clip(t, 0, warmup).astype(_F) / _F(warmup)
+    rising = _F(-1.0) * frac + _F(1.0)
+    return np.where(t < warmup, rising, _cosine_decay(t - warmup, n - warmup))
+
+
+def _onecycle(t: np.ndarray, n: int) -> np.ndarray:
+    """``optax.cosine_onecycle_schedule(n, 1.0)``: from 1/25 up to 1 over the first 30% of the
+    steps, then down to 1/(25 x 1e4), cosine-interpolated."""
+    bounds = np.array([0, int(0.3 * n), n])
+    values = np.cumprod(np.array([1.0 / 25.0, 25.0, 1.0 / (25.0 * 1e4)], _F), dtype=_F)
+    out = np.zeros(t.shape, _F)
+    for i in range(2):
+        inside = (bounds[i] <= t) & (t < bounds[i + 1])
+        pct = (t - bounds[i]).astype(_F) / _F(max(bounds[i + 1] - bounds[i], 1))
+        start, end = values[i], values[i + 1]
+        interp = end + (start - end) / _F(2.0) * (_cos(_F(np.pi) * pct) + _F(1.0))
+        out = np.where(inside, interp, out)
+    return np.where(bounds[-1] <= t, values[-1], out).astype(_F)
+
+
+_SCHEDULES = {
+    "sgd_constant": lambda t, n: np.ones(t.shape, _F),
+    "sgd_step": _step,
+    "sgd_exponential": _exponential,
+    "sgd_cosine": lambda t, n: _cosine_decay(t, n),
+    "sgd_warmup_cosine": _warmup_cosine,
+    "sgd_onecycle": _onecycle,
+}
+#: The schedules an anchored mode can use as its base (``ganno.env_settings.BASE_SCHEDULES``).
+BASE_SCHEDULES = tuple(_SCHEDULES)
+
+
+def unit_schedule(name: str, total_steps: int) -> np.ndarray:
+    """The base schedule ``name``'s peak-1 value at steps ``0 .. total_steps - 1`` (float32)."""
+    if name not in _SCHEDULES:
+        raise ValueError(f"unknown base schedule {name!r}; choose one of {BASE_SCHEDULES}")
+    return _SCHEDULES[name](np.arange(int(total_steps)), int(total_steps)).astype(_F)
