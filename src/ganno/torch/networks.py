@@ -161,18 +161,151 @@ def to_jax_params(model: torch.nn.Module) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def layerwise_param_groups(model: torch.nn.Module, **group_options: Any) -> list[dict[str, Any]]:
-    """One optimiser parameter group per parametrised layer of ``model``, in depth (registration)
-    order: every module that owns trainable parameters directly (a Linear's or Conv's weight and
-    bias together) gives one group ``{"params": [...], "name": <module path>, **group_options}``.
+#: Modules whose weights make one layer, one agent: the layers a network's depth counts (a
+#: MultiheadAttention's own parameters are its input projection, the fused QKV weight or the
+#: separate query, key and value weights; its ``out_proj`` is a Linear of its own; an RNN module
+#: is one layer with all its stacked layers).
+WEIGHT_LAYERS: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Linear,
+    torch.nn.Bilinear,
+    torch.nn.modules.conv._ConvNd,  # Conv1d/2d/3d, ConvTranspose1d/2d/3d (and their Lazy forms)
+    torch.nn.Embedding,
+    torch.nn.EmbeddingBag,
+    torch.nn.MultiheadAttention,
+    torch.nn.RNNBase,  # RNN, LSTM, GRU
+    torch.nn.RNNCellBase,
+)
+#: Normalisation layers: they join the group of the weight layer before them.
+NORM_LAYERS: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    *((torch.nn.RMSNorm,) if hasattr(torch.nn, "RMSNorm") else ()),
+)
+#: How :func:`layerwise_param_groups` makes the groups.
+GROUPINGS = ("weight_layer", "module")
+
+
+def _is_weight_layer(module: torch.nn.Module, params: Sequence[torch.Tensor]) -> bool:
+    """A known weight layer, or a module that is not a normalisation layer and owns a matrix
+    (a custom layer); norms and modules owning only vectors (scales, biases) are not."""
+    if isinstance(module, WEIGHT_LAYERS):
+        return True
+    return not isinstance(module, NORM_LAYERS) and any(p.ndim >= 2 for p in params)
+
+
+@torch.no_grad()
+def _forward_order(model: torch.nn.Module, example_input: Any) -> dict[int, int]:
+    """The position at which a forward pass on ``example_input`` first uses each parameter
+    (``{id(parameter): position}``): every torch function's tensor arguments are read as the
+    forward calls them (``torch.overrides.TorchFunctionMode``), so weights used outside their
+    module's ``forward`` (MultiheadAttention's ``out_proj``) count where they are used. Run in
+    eval mode (no BatchNorm statistics change), the modules' modes restored after."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_flatten
+
+    ids = {id(p) for p in model.parameters()}
+    order: dict[int, int] = {}
+
+    class FirstUse(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            for arg in tree_flatten((args, kwargs or {}))[0]:
+                if isinstance(arg, torch.Tensor) and id(arg) in ids and id(arg) not in order:
+                    order[id(arg)] = len(order)
+            return func(*args, **(kwargs or {}))
+
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with FirstUse():
+            inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+            model(*inputs)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return order
+
+
+def layerwise_param_groups(
+    model: torch.nn.Module,
+    *,
+    by: str = "weight_layer",
+    example_input: Any = None,
+    **group_options: Any,
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups for :class:`ganno.torch.GannoScheduler`, one per layer of
+    ``model``, in depth order: each agent of the policy sets one group's rate.
+
+    ``by="weight_layer"`` (default): one group per weight layer (:data:`WEIGHT_LAYERS`: Linear,
+    convolutions, embeddings, attention projections, RNNs; a module of another kind that owns a
+    matrix), with its bias; every other trainable parameter (normalisation layers, a module's
+    loose vectors) joins the group of the weight layer before it, or the first group if no
+    weight layer comes before it. A conv-BN-ReLU-conv-BN-linear network gives three groups.
+    ``by="module"``: one group per module that owns trainable parameters (a BatchNorm its own).
+
+    The order is the modules' registration order (``model.named_modules()``), which is the
+    forward order of most models; given ``example_input`` (a batch, or a tuple of arguments),
+    it is the order in which a forward pass on it first uses each parameter, which also places
+    a normalisation layer registered out of order (``torch.nn.TransformerEncoderLayer``
+    registers ``norm1`` after ``linear2``) after the layer it follows in the computation.
+
+    Each group is ``{"params": [...], "param_names": [...], "name": <its weight layer's path>,
+    **group_options}``; a parameter shared by two modules is in the first group only.
 
     >>> optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=0.1)
     """
-    groups = []
+    if by not in GROUPINGS:
+        raise ValueError(f"by={by!r}; choose one of {GROUPINGS}")
+    owned, seen = [], set()
     for name, module in model.named_modules():
-        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        params = [
+            (f"{name}.{n}" if name else n, p)
+            for n, p in module.named_parameters(recurse=False)
+            if p.requires_grad and id(p) not in seen
+        ]
+        seen.update(id(p) for _, p in params)
         if params:
-            groups.append({"params": params, "name": name or "<root>", **group_options})
-    if not groups:
+            layer = by == "module" or _is_weight_layer(module, [p for _, p in params])
+            owned.append((name or "<root>", layer, params))
+    if not owned:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    if example_input is not None:
+        first_use = _forward_order(model, example_input)
+        unused = len(first_use)  # never used: after the rest, in registration order
+        owned.sort(key=lambda o: min(first_use.get(id(p), unused) for _, p in o[2]))
+    groups: list[dict[str, Any]] = []
+    before_first: list[tuple[str, torch.Tensor]] = []  # joins the first group
+    for name, layer, params in owned:
+        if layer:
+            groups.append({"params": [], "param_names": [], "name": name, **group_options})
+            params = before_first + params if len(groups) == 1 else params
+        target = groups[-1] if groups else None
+        if target is None:
+            before_first.extend(params)
+            continue
+        target["params"].extend(p for _, p in params)
+        target["param_names"].extend(n for n, _ in params)
+    if not groups:  # no weight layer at all: one group
+        names = [n for n, _ in before_first]
+        groups = [{"params": [p for _, p in before_first], "param_names": names,
+                   "name": owned[0][0], **group_options}]  # fmt: skip
     return groups
+
+
+def describe_param_groups(
+    param_groups: Sequence[Mapping[str, Any]], rates: Sequence[float] | None = None
+) -> str:
+    """One line per group (per agent): its index, name and parameters (names and shapes where
+    the group records ``param_names``, shapes otherwise), and its rate if ``rates`` are given."""
+    lines = []
+    for i, group in enumerate(param_groups):
+        params = list(group["params"])
+        names = group.get("param_names") or [None] * len(params)
+        tensors = ", ".join(
+            (f"{n} " if n else "") + str(list(p.shape)) for n, p in zip(names, params, strict=True)
+        )
+        size = sum(p.numel() for p in params)
+        head = f"agent {i}: {group.get('name', f'group {i}')}"
+        rate = "" if rates is None else f", lr {rates[i]:.4g}"
+        lines.append(f"{head} ({size:,} weights{rate}): {tensors}")
+    return "\n".join(lines)

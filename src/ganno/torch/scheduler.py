@@ -1,9 +1,11 @@
 """``GannoScheduler``: a trained GANNO policy setting the per-layer learning rates of any
 ``torch.optim`` optimiser while a PyTorch network trains.
 
-Each parameter group of the optimiser is one layer, i.e. one agent (build the groups with
-:func:`ganno.torch.layerwise_param_groups`). The scheduler replays the environment's protocol
-(:class:`ganno.env.GannoEnv`) on a real training loop::
+Each parameter group of the optimiser is one layer, i.e. one agent, taken as given: build the
+groups with :func:`ganno.torch.layerwise_param_groups` (one per weight layer, normalisation
+layers in the group of the layer before them) or give your own;
+:meth:`GannoScheduler.describe_groups` prints which parameters each agent controls. The scheduler
+replays the environment's protocol (:class:`ganno.env.GannoEnv`) on a real training loop::
 
     optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
     sched = GannoScheduler(optimizer, TorchPolicy.load(policy_dir), val_loss_fn=val_loss,
@@ -102,6 +104,7 @@ from ganno.errors import GannoWarning, UsageError
 from ganno.torch import features
 from ganno.torch.actor import TorchPolicy
 from ganno.torch.base_schedule import unit_schedule
+from ganno.torch.networks import describe_param_groups
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample, WindowSums
 from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd, not_plain_sgd
 
@@ -489,6 +492,13 @@ class GannoScheduler:
     def get_last_lr(self) -> list[float]:
         """Each group's current learning rate (like ``torch.optim.lr_scheduler``)."""
         return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def describe_groups(self) -> str:
+        """Which parameters each agent controls: one line per parameter group of the optimiser
+        (one agent each, in the order the position features count them), with its name, its
+        parameters' names and shapes (where the group records ``param_names``, as
+        :func:`ganno.torch.layerwise_param_groups` makes them) and its current rate."""
+        return describe_param_groups(self.optimizer.param_groups, self.get_last_lr())
 
     def _apply_rates(self, rates: torch.Tensor) -> None:
         for group, lr in zip(self.optimizer.param_groups, rates.tolist(), strict=True):
