@@ -27,9 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import ganno
-from ganno.policy import Policy
-from ganno.torch import GannoScheduler, TorchCNN1D, TorchMLP, layerwise_param_groups
+from ganno.torch import (
+    GannoScheduler,
+    TorchCNN1D,
+    TorchMLP,
+    TorchPolicy,
+    layerwise_param_groups,
+    pretrained_policy,
+)
 
 
 def build_model(kind: str, input_length: int, num_classes: int, width: int) -> torch.nn.Module:
@@ -75,7 +80,7 @@ def train_baseline(kind: str, dataset: Any, args: argparse.Namespace, total_step
     return accuracy
 
 
-def train_one(kind: str, policy: Policy, dataset: Any, args: argparse.Namespace) -> dict:
+def train_one(kind: str, policy: TorchPolicy, dataset: Any, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     data = tensors(dataset)
     x_train, y_train = data["x_train"], data["y_train"]
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None, dataset: Any = None) -> list[dict]:
     replaces MNIST-1D (the tests pass a small synthetic one)."""
     args = parse_args(argv)
     torch.set_num_threads(1)
-    policy = Policy.load(args.policy) if args.policy else ganno.pretrained_policy()
+    policy = TorchPolicy.load(args.policy) if args.policy else pretrained_policy()  # no JAX
     if dataset is None:
         from ganno.data import load
 

@@ -272,7 +272,8 @@ def test_a_sampling_scheduler_resumes_its_draws():
 _NO_JAX = textwrap.dedent(
     """
     import json, sys
-    BLOCKED = ("jax", "jaxlib", "flax", "optax", "distrax", "chex", "jumanji", "orbax")
+    BLOCKED = ("jax", "jaxlib", "flax", "optax", "distrax", "chex", "jumanji", "orbax", "pandas",
+               "scipy", "matplotlib", "sklearn")  # the library and the [torch] extra only
     for name in BLOCKED:
         sys.modules[name] = None  # `import jax` raises ImportError from here on
 
@@ -320,8 +321,10 @@ _NO_JAX = textwrap.dedent(
 
 
 def test_a_pytorch_loop_never_imports_jax(tmp_path):
-    """In a process where importing jax, flax, optax, distrax, chex or jumanji fails, `import
-    ganno`, ganno.torch.pretrained_policy() and GannoScheduler run whole episodes: the shipped
+    """In a process where importing jax, flax, optax, distrax, chex or jumanji (or pandas,
+    scipy, matplotlib, scikit-learn: none of them in the library's dependencies or its torch
+    extra) fails, `import ganno`, ganno.torch.pretrained_policy() and GannoScheduler run whole
+    episodes: the shipped
     policy with the gradients read and from the weights' changes, and a DoG-base policy with the
     guard (the shipped actor with env.base_step_size: dog)."""
     dog = tmp_path / "dog_policy"
