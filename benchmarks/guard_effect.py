@@ -73,8 +73,8 @@ def policy_runs(args: argparse.Namespace, method: str) -> list:
 
 def swept(args: argparse.Namespace, task: str, runs: list) -> pd.DataFrame | None:
     """The pipeline's guard-off runs of ``runs`` on ``task`` (None unless every one exists)."""
-    from ganno.experiments import read_results
     from ganno.layout import AGENT_CSV
+    from ganno.results import read_results
 
     paths = [
         args.results / AGENT_CSV.format(task=task, agent=args.agent, seed=run.meta_seed)
@@ -159,9 +159,10 @@ def main() -> None:
     from ganno import agents
     from ganno.config import agent_config, load_config
     from ganno.data import task_unavailable_reason
-    from ganno.experiments import lr0_grid, run_policies
+    from ganno.experiments import run_policies
     from ganno.io import atomic_write, write_csv
     from ganno.layout import task_names
+    from ganno.results import lr0_grid
 
     config_path = args.config or args.results / "config.yaml"
     cfg = agent_config(load_config(config_path), args.agent)

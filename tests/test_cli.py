@@ -273,7 +273,7 @@ def test_generalise_runs_a_policy_with_the_settings_it_ships_with(
     import pandas as pd
 
     from ganno import pretrained
-    from ganno.experiments import lr0_grid
+    from ganno.results import lr0_grid
 
     monkeypatch.chdir(tmp_path)  # no config here: the dataset is built in ./data
     shipped = pretrained.refresh(

@@ -13,7 +13,7 @@ import pytest
 
 from ganno import cost, layout
 from ganno.config import validate
-from ganno.experiments import COLUMNS
+from ganno.results import COLUMNS
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

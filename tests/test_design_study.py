@@ -17,7 +17,7 @@ from ganno.design_study import (
     write_study,
 )
 from ganno.errors import ResultsMissingError, StepFailedError, UsageError
-from ganno.experiments import COLUMNS
+from ganno.results import COLUMNS
 
 
 def _runs(method, lr0s, acc_at, seeds, meta_seed=-1, task="train"):

@@ -15,7 +15,7 @@ from test_report import write_designed_results  # the report tests' designed res
 from ganno import agents, extensions_report, layout, report
 from ganno.agents import method_name
 from ganno.config import ConfigError, agent_config, load_config, merge, validate
-from ganno.experiments import COLUMNS, lr0_grid
+from ganno.results import COLUMNS, lr0_grid
 from ganno.rewards import REWARDS
 
 ROOT = Path(__file__).resolve().parents[1]

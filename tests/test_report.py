@@ -15,7 +15,7 @@ import pytest
 
 from ganno import baselines, layout, report, stats, tables, tuning_budget
 from ganno.config import validate
-from ganno.experiments import COLUMNS, lr0_grid
+from ganno.results import COLUMNS, lr0_grid
 
 SEEDS = (0, 1, 2)
 SEED_OFFSETS = (-0.01, 0.0, 0.01)  # per evaluation seed: the seed mean is the designed value
@@ -392,7 +392,7 @@ def test_the_stated_tuning_criterion_is_the_one_used(config, criterion, chosen):
 
 @pytest.mark.parametrize("per_decade", [1, 2, 10])
 def test_the_stated_grid_is_the_one_swept(config, per_decade):
-    """The README's grid sentence names the lr0 grid the sweeps run (experiments.lr0_grid)."""
+    """The README's grid sentence names the lr0 grid the sweeps run (results.lr0_grid)."""
     cfg = validate({**config, "evaluation": {**config["evaluation"], "lr0_per_decade": per_decade}})
     grid = lr0_grid(cfg)
     statement = report.grid_statement(cfg)
@@ -707,7 +707,8 @@ def test_the_front_door_quotes_the_reports_verdict_table(tmp_path):
     the committed README quotes the committed paper/README.md's table."""
     report_readme = tmp_path / "report.md"
     report_readme.write_text(
-        "# GANNO: results\n\nintro\n\n## What reproduces\n\nprose\n\n| agent | C1 |\n| --- | --- |\n"
+        "# GANNO: results\n\nintro\n\n## What reproduces\n\nprose\n\n"
+        "| agent | C1 |\n| --- | --- |\n"
         "| ganno_ippo | **level**: 0.64 [0.63, 0.65] vs 0.64 [0.63, 0.64] |\n\n## C1\n\n| x |\n"
     )
     readme = tmp_path / "README.md"

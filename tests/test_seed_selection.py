@@ -8,7 +8,7 @@ from test_pipeline import _planned  # outside the pipeline tests' worker
 
 from ganno.config import load_config
 from ganno.design_study import CARRIED, study_steps, write_across_tasks
-from ganno.experiments import COLUMNS
+from ganno.results import COLUMNS
 from ganno.seed_selection import seeds_table, selected_runs, selection_summary
 from ganno.stats import rank_correlation_ci
 

@@ -28,13 +28,13 @@ from flax import serialization  # noqa: E402
 
 import ganno  # noqa: E402
 from ganno import baselines  # noqa: E402
+from ganno import schedules as base_schedule  # noqa: E402
 from ganno.errors import PolicyLoadError, PolicyNotFoundError  # noqa: E402
 from ganno.policy import CONFIG_FILE, PARAMS_FILE, Policy  # noqa: E402
 from ganno.pretrained import directory  # noqa: E402
 from ganno.systems.networks import ACTOR_KINDS, MASKED_LOGIT  # noqa: E402
 from ganno.systems.normalisation import CLIP  # noqa: E402
 from ganno.torch import actor as torch_actor  # noqa: E402
-from ganno.torch import base_schedule  # noqa: E402
 from ganno.torch.actor import TorchPolicy, pretrained_policy, read_flax_msgpack  # noqa: E402
 from ganno.types import Observation  # noqa: E402
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from ganno.cli import main  # noqa: E402
 from ganno.config import ConfigError, load_config, validate  # noqa: E402
-from ganno.experiments import COLUMNS  # noqa: E402
+from ganno.results import COLUMNS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

@@ -43,7 +43,7 @@ from ganno.agents import agents, get, question_title, reference
 from ganno.config import agent_config, family_configs, task_config
 from ganno.env_settings import BASE_SCHEDULES, COLLAPSE_DEAD
 from ganno.errors import ResultsMissingError, StepFailedError, UsageError
-from ganno.experiments import read_results
+from ganno.results import read_results
 
 #: The handcrafted SGD schedules (the baselines of the first target): those a base schedule can be.
 HANDCRAFTED = BASE_SCHEDULES

@@ -12,44 +12,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from ganno import baselines
 from ganno.config import TRAIN_TASK, task_config
 from ganno.data import load_from_config
 from ganno.env import make_env
-from ganno.errors import ResultsError
 from ganno.evaluate import grid_table, lr_trajectory_table
 from ganno.inner import make_task
-
-#: Columns of every results table, in order (``meta_seed`` is -1 for methods without one).
-COLUMNS = (
-    "method",
-    "task",
-    "lr0",
-    "seed",
-    "meta_seed",
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "diverged",
-    "wall_time_s",
-)
-
-
-#: Columns a results table carries after :data:`COLUMNS` where they apply: ``guard_step``, the
-#: inner step at which a policy's guard tripped (-1: never; ``env.guard``, ganno.deployment).
-OPTIONAL_COLUMNS = ("guard_step",)
-
-
-def lr0_grid(config: Mapping[str, Any]) -> list[float]:
-    """The initial rates of the sweep: ``10**low .. 10**high``, ``lr0_per_decade`` per decade."""
-    low, high = config["evaluation"]["lr0_exponents"]
-    per = config["evaluation"]["lr0_per_decade"]
-    exponents = np.arange(round(low * per), round(high * per) + 1) / per
-    return [float(10.0**e) for e in exponents]
+from ganno.results import COLUMNS, OPTIONAL_COLUMNS, lr0_grid
 
 
 def _tidy(df: pd.DataFrame, meta_seed: int = -1) -> pd.DataFrame:
@@ -153,20 +124,3 @@ def run_policy(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One trained policy on ``task`` (see :func:`run_policies`): (results, schedules)."""
     return run_policies(config, task, [PolicyRun(policy_dir, method, meta_seed)], greedy)[0]
-
-
-def read_results(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate result CSVs, checking they carry the results schema."""
-    frames = []
-    for path in paths:
-        df = pd.read_csv(path)
-        missing = set(COLUMNS) - set(df.columns)
-        if missing:
-            raise ResultsError(
-                f"{path} is not a results table: it lacks {sorted(missing)}; give a table written "
-                "by ganno baselines, sweep or generalise"
-            )
-        frames.append(df[list(COLUMNS)])
-    if not frames:
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.concat(frames, ignore_index=True)

@@ -265,7 +265,7 @@ def grid_study_table(
     import numpy as np
     import pandas as pd
 
-    from ganno.experiments import lr0_grid
+    from ganno.results import lr0_grid
 
     block = settings(config)
     agent = block["agent"]
@@ -368,7 +368,7 @@ def _display(
 
 def grid_statement(config: Mapping[str, Any]) -> str:
     """The first line of the Markdown table: the command that made it and the config's grids."""
-    from ganno.experiments import lr0_grid
+    from ganno.results import lr0_grid
 
     block = settings(config)
     ev = config["evaluation"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
 
-from ganno import baselines, stats
+from ganno import schedules, stats
 from ganno.agents import is_ganno
 from ganno.io import atomic_open, write_csv
 
@@ -57,22 +56,22 @@ class FigurePaths(NamedTuple):
 
 
 def method_kind(method: str) -> str:
-    """``ganno``; ``schedule`` (a baseline with a fixed rate shape, see
-    :func:`ganno.baselines.unit_schedule`); or ``adaptive`` (learning-rate-free and adaptive)."""
+    """``ganno``; ``schedule`` (a baseline with a fixed rate shape,
+    :data:`ganno.schedules.SCHEDULED_METHODS`); or ``adaptive`` (learning-rate-free and
+    adaptive)."""
     if is_ganno(method):
         return "ganno"
     return "schedule" if _has_schedule(method) else "adaptive"
 
 
-@cache
 def _has_schedule(method: str) -> bool:
-    return method in baselines.METHODS and baselines.unit_schedule(method, 100) is not None
+    return method in schedules.SCHEDULED_METHODS
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
     """GANNO methods first, then the baselines in registry order (unknown names last, sorted)."""
     methods = list(dict.fromkeys(methods))
-    registry = list(baselines.METHODS)
+    registry = list(schedules.METHOD_NAMES)
 
     def key(m: str) -> tuple[int, int, str]:
         if is_ganno(m):
@@ -289,8 +288,7 @@ def handcrafted_schedules(tuned_lr0: Mapping[str, float], total_steps: int) -> p
         lr0 = tuned_lr0[method]
         if not method.startswith("sgd_") or method_kind(method) != "schedule":
             continue
-        shape = baselines.unit_schedule(method, total_steps)
-        rates = np.asarray([float(shape(int(t))) for t in steps]) * float(lr0)
+        rates = schedules.unit_schedule(method, total_steps, steps).astype(float) * float(lr0)
         frames.append(
             pd.DataFrame(
                 {"method": method, "lr0": float(lr0), "step": steps, "learning_rate": rates}

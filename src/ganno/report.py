@@ -29,9 +29,9 @@ import yaml
 from ganno import agents as registry
 from ganno import cost, extensions_report, plots, seed_selection, stats, tuning_budget
 from ganno.errors import ResultsError
-from ganno.experiments import lr0_grid, read_results
 from ganno.io import atomic_write, read_curve
 from ganno.layout import DEFAULT_REPORT_DIR, TRAIN_TASK, result_paths, task_names
+from ganno.results import lr0_grid, read_results
 from ganno.tables import (  # noqa: F401  (re-exported: the notebooks read them from here)
     ALL_TASKS,
     DEAD_RUNS_PER_SEED_MAX,
@@ -613,7 +613,7 @@ TUNING = {
 
 def grid_statement(config: Mapping[str, Any]) -> str:
     """The README's sentence on the lr0 grid every number comes from (the one
-    :func:`ganno.experiments.lr0_grid` builds for every method and task)."""
+    :func:`ganno.results.lr0_grid` builds for every method and task)."""
     grid = lr0_grid(config)
     per = int(config["evaluation"]["lr0_per_decade"])
     return (

@@ -32,7 +32,7 @@ import pandas as pd
 from ganno import layout, plots, stats, tables
 from ganno.agents import agents, get, meta_seeds, method_name
 from ganno.errors import ConfigError, ResultsError, ResultsMissingError
-from ganno.experiments import read_results
+from ganno.results import read_results
 
 #: What a selected policy's method name ends with: ``ganno_<agent>_selected`` holds the runs of
 #: the agent's selected seed, a row of the across-tasks table of its own.

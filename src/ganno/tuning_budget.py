@@ -221,7 +221,7 @@ def expected_best_curve(
 ) -> pd.DataFrame:
     """Expected best ``metric`` after ``k = 1 .. n`` runs, per method and task, and pooled.
 
-    ``results``: a results table (:data:`ganno.experiments.COLUMNS`). ``tasks``: the tasks pooled
+    ``results``: a results table (:data:`ganno.results.COLUMNS`). ``tasks``: the tasks pooled
     into the :data:`POOLED` rows (default :func:`held_out_tasks`). ``confidence``,
     ``n_resamples`` and ``seed`` as in :func:`ganno.stats.stratified_bootstrap_ci` (so
     :func:`ganno.tables.ci_kwargs` fits).

@@ -328,8 +328,8 @@ def train_run(
 
 
 def lr0_grid(block: Mapping[str, Any]) -> list[float]:
-    """The initial rates of a ``torch_deployment`` block (as :func:`ganno.experiments.lr0_grid`)."""
-    from ganno.experiments import lr0_grid as grid
+    """The initial rates of a ``torch_deployment`` block (as :func:`ganno.results.lr0_grid`)."""
+    from ganno.results import lr0_grid as grid
 
     return grid({"evaluation": dict(block)})
 
@@ -341,11 +341,11 @@ def torch_deployment(
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """The ``torch_deployment`` experiment of a validated config: a table with the columns of
-    :data:`ganno.experiments.COLUMNS` (one row per method x network x lr0 x seed [x policy])."""
+    :data:`ganno.results.COLUMNS` (one row per method x network x lr0 x seed [x policy])."""
     from ganno.agents import method_name
     from ganno.data import load_from_config
-    from ganno.experiments import COLUMNS
     from ganno.policy import Policy
+    from ganno.results import COLUMNS
 
     block = config["torch_deployment"]
     methods, networks = list(block["methods"]), list(block["networks"])

@@ -101,9 +101,9 @@ from ganno.deployment import (
 )
 from ganno.env_settings import DOG_EPS
 from ganno.errors import GannoWarning, UsageError
+from ganno.schedules import unit_schedule
 from ganno.torch import features
 from ganno.torch.actor import TorchPolicy
-from ganno.torch.base_schedule import unit_schedule
 from ganno.torch.networks import describe_param_groups
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample, WindowSums
 from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd, not_plain_sgd

@@ -1,7 +1,9 @@
-"""The anchored modes' base schedules in NumPy, so the PyTorch scheduler needs no JAX.
+"""The handcrafted schedules' shapes in NumPy, with no JAX: the anchored modes' base schedules for
+the PyTorch scheduler, and the baselines' names and shapes for the report's figures.
 
 :func:`unit_schedule` gives the peak-1 shape of a handcrafted SGD schedule at every step of a
-budget, as ``ganno.baselines.unit_schedule`` (optax's schedules) computes it: the same float32
+budget, as ``ganno.baselines.unit_schedule`` (optax's schedules, which train the baselines)
+computes it: the same float32
 operations in the same order, with the cosines and powers taken in float64 and rounded, so a
 value is within a few float32 ulps of 1 of optax's (XLA's float32 ``cos`` is not correctly
 rounded; ``tests/test_torch_actor.py`` checks every schedule against optax's).
@@ -76,8 +78,36 @@ _SCHEDULES = {
 BASE_SCHEDULES = tuple(_SCHEDULES)
 
 
-def unit_schedule(name: str, total_steps: int) -> np.ndarray:
-    """The base schedule ``name``'s peak-1 value at steps ``0 .. total_steps - 1`` (float32)."""
+def unit_schedule(name: str, total_steps: int, steps: np.ndarray | None = None) -> np.ndarray:
+    """The schedule ``name``'s peak-1 value over a budget of ``total_steps`` at ``steps`` (default
+    ``0 .. total_steps - 1``), float32."""
     if name not in _SCHEDULES:
         raise ValueError(f"unknown base schedule {name!r}; choose one of {BASE_SCHEDULES}")
-    return _SCHEDULES[name](np.arange(int(total_steps)), int(total_steps)).astype(_F)
+    at = np.arange(int(total_steps)) if steps is None else np.asarray(steps)
+    return _SCHEDULES[name](at, int(total_steps)).astype(_F)
+
+
+#: The baselines (``ganno.baselines.METHODS``, trained there with optax), in registry order: the
+#: report orders and colours methods by it without importing JAX (a test holds the two equal).
+METHOD_NAMES: tuple[str, ...] = (
+    "sgd_constant",
+    "sgd_step",
+    "sgd_exponential",
+    "sgd_cosine",
+    "sgd_warmup_cosine",
+    "sgd_onecycle",
+    "adam",
+    "adam_cosine",
+    "schedule_free_sgd",
+    "schedule_free_adamw",
+    "prodigy",
+    "dadapt_adamw",
+    "mechanic",
+    "dog",
+    "layerwise_dog",
+    "cocob",
+    "sgd_hd",
+)
+#: The baselines whose rate is lr0 times a fixed shape (``ganno.baselines.unit_schedule`` not
+#: None); the rest are learning-rate-free or adaptive.
+SCHEDULED_METHODS: frozenset[str] = frozenset({*BASE_SCHEDULES, "adam", "adam_cosine"})
