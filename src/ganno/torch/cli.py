@@ -45,7 +45,9 @@ def add_torch_commands(subparsers: argparse._SubParsersAction) -> None:
             "table (the columns of the other results tables)."
         ),
     )
-    te.add_argument("--config", type=Path, required=True)
+    te.add_argument(
+        "--config", type=Path, required=True, help="the pipeline config (torch_deployment block)"
+    )
     te.add_argument(
         "--policy",
         type=Path,
