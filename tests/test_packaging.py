@@ -49,3 +49,21 @@ def test_the_library_ranges_admit_the_locked_versions():
     lock = _lock()
     for req in _requirements(PROJECT["dependencies"] + EXTRAS["torch"] + EXTRAS["optax"]):
         assert req.specifier.contains(lock[canonicalize_name(req.name)]), req
+
+
+def test_a_jax_policy_without_jax_names_the_install():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['jax'] = None\n"
+        "import ganno\n"
+        "try:\n"
+        "    ganno.pretrained_policy()\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "jax is not installed" in out.stdout
+    assert "ganno[optax]" in out.stdout and "ganno.torch.pretrained_policy()" in out.stdout

@@ -38,9 +38,24 @@ def _import_jumanji_keeping_the_matplotlib_backend() -> None:
         shell.run_line_magic = original
 
 
+def _needs_jax(what: str) -> None:
+    """An ImportError naming the install, where ``what`` (a JAX policy) is asked for without JAX."""
+    import importlib.util
+
+    missing = [m for m in ("jax", "flax", "distrax", "chex") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"{what} runs in JAX, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: "
+            "pip install 'ganno[optax]' for a JAX training loop; in a PyTorch loop use "
+            "ganno.torch.pretrained_policy() (the same policy in PyTorch, no JAX)"
+        )
+
+
 def pretrained_policy(name: str = "ippo"):
-    """The policy ``name`` shipped with the package, a :class:`ganno.Policy` (see
-    :mod:`ganno.pretrained` for its provenance)."""
+    """The policy ``name`` shipped with the package, a :class:`ganno.Policy` (JAX; see
+    :mod:`ganno.pretrained` for its provenance). In PyTorch: ``ganno.torch.pretrained_policy``."""
+    _needs_jax("ganno.pretrained_policy()")
     from ganno.pretrained import load
 
     return load(name)
@@ -49,6 +64,7 @@ def pretrained_policy(name: str = "ippo"):
 def __getattr__(name: str):
     # Lazy, so `import ganno` (and the CLI's --help) does not import JAX.
     if name == "Policy":
+        _needs_jax("ganno.Policy")
         from ganno.policy import Policy
 
         return Policy
