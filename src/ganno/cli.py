@@ -437,23 +437,8 @@ CONFIG_HELP = "the config (YAML; config/README.md), e.g. config/config.yaml"
 POLICY_HELP = "a policy folder (run/policy) or a shipped policy's name (ganno pretrained show)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ganno import pretrained
-
-    parser = argparse.ArgumentParser(prog="ganno", description=__doc__)
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"ganno {pretrained.package_version()}",
-        help="print ganno's version and exit",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the traceback of every error (ganno's own errors are one line without it)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    """The parser of the data command: preparing datasets."""
     data_p = sub.add_parser("data", help="datasets").add_subparsers(
         dest="data_command", required=True, metavar="COMMAND"
     )
@@ -480,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.set_defaults(func=_cmd_data_prepare)
 
+
+def _add_meta_train(sub: argparse._SubParsersAction) -> None:
+    """The parser of meta-train."""
     mt = sub.add_parser("meta-train", help="meta-train an agent of the config on its task")
     mt.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     mt.add_argument(
@@ -494,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--out", type=Path, required=True, help="run folder (rerun it to resume)")
     mt.add_argument("--no-progress", action="store_true", help="no progress bar")
     mt.set_defaults(func=_cmd_meta_train)
+
+
+def _add_run_policy(sub: argparse._SubParsersAction) -> None:
+    """The parser of run-policy."""
+    from ganno import pretrained
 
     rp = sub.add_parser("run-policy", help="train an inner network with a policy in control")
     rp.add_argument(
@@ -533,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, required=True, help="trajectory JSON to write")
     rp.set_defaults(func=_cmd_run_policy)
 
+
+def _add_experiments(sub: argparse._SubParsersAction) -> None:
+    """The parser of the experiments: baselines, sweep, generalise."""
     bl = sub.add_parser("baselines", help="every baseline on a task over the lr0 grid")
     bl.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     bl.add_argument(
@@ -596,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument("--variant", help=argparse.SUPPRESS)  # deprecated: --agent
         sw.set_defaults(func=_cmd_sweep)
 
+
+def _add_design_study(sub: argparse._SubParsersAction) -> None:
+    """The parser of the design study's commands."""
     for name, helptext, func in (
         (
             "design-study",
@@ -648,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
         ds.set_defaults(func=func)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """The parser of report, grid-study and notebook."""
     rep = sub.add_parser("report", help="figures, tables and paper/README.md from results/")
     rep.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     rep.add_argument(
@@ -687,6 +689,11 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--cwd", type=Path, default=Path("."), help="folder it runs in")
     nb.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     nb.set_defaults(func=_cmd_notebook)
+
+
+def _add_pretrained(sub: argparse._SubParsersAction) -> None:
+    """The parser of pretrained: show, refresh, select."""
+    from ganno import pretrained
 
     pre_p = sub.add_parser(
         "pretrained", help="the policies shipped with the package"
@@ -745,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--out", type=Path, required=True, help="the selection record (JSON)")
     select.set_defaults(func=_cmd_pretrained_select)
 
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    """The parser of config check."""
     cfg_p = sub.add_parser("config", help="configs").add_subparsers(
         dest="config_command", required=True, metavar="COMMAND"
     )
@@ -752,6 +762,32 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path, help="the config (YAML) to check")
     check.add_argument("--out", type=Path, help="write the resolved config here instead")
     check.set_defaults(func=_cmd_config_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ganno import pretrained
+
+    parser = argparse.ArgumentParser(prog="ganno", description=__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ganno {pretrained.package_version()}",
+        help="print ganno's version and exit",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of every error (ganno's own errors are one line without it)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data(sub)
+    _add_meta_train(sub)
+    _add_run_policy(sub)
+    _add_experiments(sub)
+    _add_design_study(sub)
+    _add_report(sub)
+    _add_pretrained(sub)
+    _add_config(sub)
     from ganno.torch.cli import add_torch_commands  # torch-eval (PyTorch deployment)
 
     add_torch_commands(sub)
