@@ -7,8 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
-
 from ganno import baselines, schedules
 
 ANALYSIS = (
@@ -43,8 +41,4 @@ def test_the_numpy_registry_and_shapes_match_the_baselines():
     assert schedules.METHOD_NAMES == tuple(baselines.METHODS)
     scheduled = {m for m in baselines.METHODS if baselines.unit_schedule(m, 100) is not None}
     assert schedules.SCHEDULED_METHODS == scheduled
-    for name in schedules.BASE_SCHEDULES:
-        shape = baselines.unit_schedule(name, 200)
-        expected = np.array([float(shape(t)) for t in range(201)], np.float32)
-        got = schedules.unit_schedule(name, 200, np.arange(201))
-        np.testing.assert_allclose(got, expected, rtol=3e-7, atol=1e-7, err_msg=name)
+    # the shapes themselves: tests/test_torch_actor.py::test_base_schedules_match_optax

@@ -67,3 +67,24 @@ def test_a_jax_policy_without_jax_names_the_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "jax is not installed" in out.stdout
     assert "ganno[optax]" in out.stdout and "ganno.torch.pretrained_policy()" in out.stdout
+
+
+def test_the_optax_path_needs_neither_pandas_nor_jumanji_nor_torch():
+    """What ganno[optax] installs is enough: the shipped policy as an optax transformation."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('pandas', 'jumanji', 'torch', 'scipy', 'matplotlib', 'sklearn'):\n"
+        "    sys.modules[m] = None\n"
+        "import jax.numpy as jnp\n"
+        "import ganno\n"
+        "from ganno.optax_scheduler import ganno_sgd\n"
+        "opt = ganno_sgd(ganno.pretrained_policy(), lr0=0.05, total_steps=40,\n"
+        "                val_loss_fn=lambda p: jnp.sum(p['w'] ** 2))\n"
+        "state = opt.init({'w': jnp.ones(3)})\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

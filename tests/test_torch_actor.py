@@ -177,9 +177,6 @@ def test_base_schedules_match_optax(name):
     from ganno.env_settings import BASE_SCHEDULES
 
     assert base_schedule.BASE_SCHEDULES == BASE_SCHEDULES
-    for constant in ("WARMUP_FRACTION", "STEP_BOUNDARIES", "STEP_FACTOR"):
-        assert getattr(base_schedule, constant) == getattr(baselines, constant)
-    assert base_schedule.EXPONENTIAL_FINAL_FRACTION == baselines.EXPONENTIAL_FINAL_FRACTION
     for total in (2, 3, 7, 20, 60, 101, 2000, 8000):
         steps = jnp.arange(total)
         expected = np.asarray(jax.vmap(baselines.unit_schedule(name, total))(steps), np.float32)

@@ -62,16 +62,13 @@ from optax import contrib
 from ganno.inner import InnerTask, episode_keys
 from ganno.networks import layer_keys
 from ganno.parallel import sharded_vmap
+from ganno.schedules import optax_unit_schedule, warmup_steps
 
 #: ``(lr0, total_steps) -> optimizer``: how every baseline is built.
 MethodFn = Callable[[Any, int], optax.GradientTransformation]
 #: ``(opt_state, params) -> params`` to evaluate (schedule-free methods: the averaged point).
 EvalParamsFn = Callable[[Any, Any], Any]
 
-WARMUP_FRACTION = 0.05
-STEP_BOUNDARIES = (0.5, 0.75)  # fractions of the budget where the step schedule multiplies by 0.1
-STEP_FACTOR = 0.1
-EXPONENTIAL_FINAL_FRACTION = 1e-2
 HYPERGRADIENT_BETA = 1e-3  # Baydin et al. (2018) use 1e-3 for SGD-HD on MNIST
 
 
@@ -131,29 +128,10 @@ def layerwise(make: Callable[[], optax.GradientTransformation]) -> optax.Gradien
 # --------------------------------------------------------------------------------------------
 
 
-def _warmup(total_steps: int) -> int:
-    return max(1, int(round(WARMUP_FRACTION * total_steps)))
-
-
 def _scaled(lr0, unit_schedule: optax.Schedule) -> optax.Schedule:
     """``lr0 x`` a schedule whose peak is 1 (optax's schedules branch on a Python peak value,
     so the swept, possibly traced, rate multiplies a fixed shape instead)."""
     return lambda count: lr0 * unit_schedule(count)
-
-
-#: The peak-1 shape of each scheduled baseline's rate, ``total_steps -> schedule``.
-_UNIT_SCHEDULES: dict[str, Callable[[int], optax.Schedule]] = {
-    "sgd_constant": lambda n: optax.constant_schedule(1.0),
-    "sgd_step": lambda n: optax.piecewise_constant_schedule(
-        1.0, {int(f * n): STEP_FACTOR for f in STEP_BOUNDARIES}
-    ),
-    "sgd_exponential": lambda n: optax.exponential_decay(1.0, n, EXPONENTIAL_FINAL_FRACTION),
-    "sgd_cosine": lambda n: optax.cosine_decay_schedule(1.0, n),
-    "sgd_warmup_cosine": lambda n: optax.warmup_cosine_decay_schedule(0.0, 1.0, _warmup(n), n),
-    "sgd_onecycle": lambda n: optax.cosine_onecycle_schedule(n, 1.0),
-    "adam": lambda n: optax.constant_schedule(1.0),
-    "adam_cosine": lambda n: optax.cosine_decay_schedule(1.0, n),
-}
 
 
 def unit_schedule(method: str, total_steps: int) -> optax.Schedule | None:
@@ -167,8 +145,7 @@ def unit_schedule(method: str, total_steps: int) -> optax.Schedule | None:
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; the baselines are {sorted(METHODS)}")
-    shape = _UNIT_SCHEDULES.get(method)
-    return None if shape is None else shape(total_steps)
+    return optax_unit_schedule(method, total_steps)
 
 
 def sgd_constant(lr0, total_steps: int) -> optax.GradientTransformation:
@@ -204,11 +181,11 @@ def adam_cosine(lr0, total_steps: int) -> optax.GradientTransformation:
 
 
 def schedule_free_sgd(lr0, total_steps: int) -> optax.GradientTransformation:
-    return contrib.schedule_free_sgd(lr0, warmup_steps=_warmup(total_steps))
+    return contrib.schedule_free_sgd(lr0, warmup_steps=warmup_steps(total_steps))
 
 
 def schedule_free_adamw(lr0, total_steps: int) -> optax.GradientTransformation:
-    return contrib.schedule_free_adamw(lr0, warmup_steps=_warmup(total_steps))
+    return contrib.schedule_free_adamw(lr0, warmup_steps=warmup_steps(total_steps))
 
 
 def prodigy(lr0, total_steps: int) -> optax.GradientTransformation:

@@ -212,7 +212,7 @@ class GannoEnv(Environment):
         self._num_agents = task.num_layers()
         self._position = position_columns(self._num_agents)
         if self.anchored:
-            from ganno.baselines import unit_schedule
+            from ganno.schedules import optax_unit_schedule as unit_schedule
 
             self._unit_schedule = unit_schedule(settings.base_schedule, settings.total_steps)
         #: the anchored base schedule scales DoG's step size (env.base_step_size dog), not lr0

@@ -207,7 +207,7 @@ def ganno_sgd(
     unit = None
     dog_base = cfg.anchored and cfg.base_step_size == "dog"
     if cfg.anchored:
-        from ganno.baselines import unit_schedule
+        from ganno.schedules import optax_unit_schedule as unit_schedule
 
         unit = unit_schedule(cfg.base_schedule, cfg.total_steps)
 

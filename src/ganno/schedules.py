@@ -1,9 +1,10 @@
-"""The handcrafted schedules' shapes in NumPy, with no JAX: the anchored modes' base schedules for
-the PyTorch scheduler, and the baselines' names and shapes for the report's figures.
+"""The handcrafted schedules' shapes, in one place: their constants, their optax form
+(:func:`optax_unit_schedule`: what the baselines train with, and the environment's and
+``ganno_sgd``'s base schedule; optax is imported only when asked for) and their NumPy form, with
+no JAX (the PyTorch scheduler's base schedule, the report's figures), and the baselines' names.
 
 :func:`unit_schedule` gives the peak-1 shape of a handcrafted SGD schedule at every step of a
-budget, as ``ganno.baselines.unit_schedule`` (optax's schedules, which train the baselines)
-computes it: the same float32
+budget, as :func:`optax_unit_schedule` computes it: the same float32
 operations in the same order, with the cosines and powers taken in float64 and rounded, so a
 value is within a few float32 ulps of 1 of optax's (XLA's float32 ``cos`` is not correctly
 rounded; ``tests/test_torch_actor.py`` checks every schedule against optax's).
@@ -11,11 +12,12 @@ rounded; ``tests/test_torch_actor.py`` checks every schedule against optax's).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-# ganno.baselines' constants (checked equal by the tests)
 WARMUP_FRACTION = 0.05
-STEP_BOUNDARIES = (0.5, 0.75)
+STEP_BOUNDARIES = (0.5, 0.75)  # fractions of the budget where the step schedule multiplies by 0.1
 STEP_FACTOR = 0.1
 EXPONENTIAL_FINAL_FRACTION = 1e-2
 _F = np.float32
@@ -111,3 +113,32 @@ METHOD_NAMES: tuple[str, ...] = (
 #: The baselines whose rate is lr0 times a fixed shape (``ganno.baselines.unit_schedule`` not
 #: None); the rest are learning-rate-free or adaptive.
 SCHEDULED_METHODS: frozenset[str] = frozenset({*BASE_SCHEDULES, "adam", "adam_cosine"})
+
+
+def warmup_steps(total_steps: int) -> int:
+    """The warmup of ``sgd_warmup_cosine`` (and the schedule-free methods): 5% of the budget."""
+    return max(1, int(round(WARMUP_FRACTION * total_steps)))
+
+
+def optax_unit_schedule(method: str, total_steps: int) -> Any:
+    """``method``'s peak-1 shape over ``total_steps`` as an optax schedule (traceable), None for
+    a method without a fixed shape (not in :data:`SCHEDULED_METHODS`)."""
+    import optax
+
+    n = int(total_steps)
+    shapes = {
+        "sgd_constant": lambda: optax.constant_schedule(1.0),
+        "sgd_step": lambda: optax.piecewise_constant_schedule(
+            1.0, {int(f * n): STEP_FACTOR for f in STEP_BOUNDARIES}
+        ),
+        "sgd_exponential": lambda: optax.exponential_decay(1.0, n, EXPONENTIAL_FINAL_FRACTION),
+        "sgd_cosine": lambda: optax.cosine_decay_schedule(1.0, n),
+        "sgd_warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
+            0.0, 1.0, warmup_steps(n), n
+        ),
+        "sgd_onecycle": lambda: optax.cosine_onecycle_schedule(n, 1.0),
+        "adam": lambda: optax.constant_schedule(1.0),
+        "adam_cosine": lambda: optax.cosine_decay_schedule(1.0, n),
+    }
+    shape = shapes.get(method)
+    return None if shape is None else shape()

@@ -8,14 +8,14 @@ per agent, shape ``[N]``; actions are integer arrays of shape ``[N]``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import chex
 
 from ganno import _import_jumanji_keeping_the_matplotlib_backend
 
-_import_jumanji_keeping_the_matplotlib_backend()
-from jumanji.types import StepType, TimeStep  # noqa: E402 -- once the call above quieted it
+if TYPE_CHECKING:
+    from jumanji.types import StepType, TimeStep
 
 __all__ = ["MarlEnv", "Observation", "ObservationGlobalState", "StepType", "TimeStep"]
 
@@ -48,3 +48,14 @@ class MarlEnv(Protocol):
     def reset(self, key: chex.PRNGKey) -> tuple[Any, TimeStep]: ...
 
     def step(self, state: Any, action: chex.Array) -> tuple[Any, TimeStep]: ...
+
+
+def __getattr__(name: str) -> Any:
+    """jumanji's ``StepType`` and ``TimeStep``, imported when first asked for: a policy's
+    :class:`Observation` (the optax scheduler's, a saved policy's shapes) needs no jumanji."""
+    if name in ("StepType", "TimeStep"):
+        _import_jumanji_keeping_the_matplotlib_backend()
+        from jumanji import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module 'ganno.types' has no attribute {name!r}")

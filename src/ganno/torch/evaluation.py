@@ -235,13 +235,13 @@ def train_run(
     elif schedule_free:
         import schedulefree
 
-        from ganno.baselines import WARMUP_FRACTION
+        from ganno.schedules import warmup_steps
 
         optimizer = schedulefree.SGDScheduleFree(
             layerwise_param_groups(model),
             lr=lr0,
             momentum=SCHEDULE_FREE_MOMENTUM,
-            warmup_steps=max(1, int(round(WARMUP_FRACTION * num_steps))),
+            warmup_steps=warmup_steps(num_steps),
         )
     else:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
