@@ -280,11 +280,11 @@ def test_the_target_plans_the_grid_jobs_and_all_does_not(tmp_path):
     _copy_workflow(tmp_path)
     out = _dry_run(tmp_path, "grid_study")
     jobs = _job_counts(out)
-    # per study task (train, mlp_depth5): a baselines sweep and an agent sweep on the fine grid,
-    # and the default run's sweeps of them on the coarse grid
+    # per study task (the test config's: train): a baselines sweep and an agent sweep on the fine
+    # grid, and the default run's sweeps of them on the coarse grid
     assert jobs["grid_study"] == 1
-    assert jobs["grid_study_baselines"] == jobs["grid_study_agent"] == 2
-    assert jobs["sweep_baselines"] == jobs["sweep_agent"] == 2
+    assert jobs["grid_study_baselines"] == jobs["grid_study_agent"] == 1
+    assert jobs["sweep_baselines"] == jobs["sweep_agent"] == 1
     assert "report" not in jobs  # the table needs the sweeps, not the report
     assert "--methods sgd_constant,dog" in out
     assert "results/grid_study/config.yaml" in out
