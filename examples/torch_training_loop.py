@@ -10,6 +10,7 @@ it).
     python examples/torch_training_loop.py                       # the packaged pretrained policy
     python examples/torch_training_loop.py --total-steps 8000    # any training length
     python examples/torch_training_loop.py --ceiling 1           # rates capped at 1, not 10
+    python examples/torch_training_loop.py --guard               # the guard on
     python examples/torch_training_loop.py --policy results/meta_train/ippo/seed_0/policy
 
 The dataset is read from ``<data-root>/processed`` (prepared offline, if absent, as by
@@ -98,9 +99,11 @@ def train_one(kind: str, policy: TorchPolicy, dataset: Any, args: argparse.Names
         val_loss_fn=val_loss,
         total_steps=args.total_steps,
         on_divergence="restore",  # roll back to the last decision and stop deciding
-        # the highest rate a layer may get (default: the policy's own, 10); the shipped policy
-        # kills this 1-D CNN at 10 and trains it at 1 (docs/torch.md, "Dead networks")
+        # the highest rate a layer may get (default: the policy's own, 10)
         lr_bounds=None if args.ceiling is None else (1e-6, args.ceiling),
+        # --guard: when the run heads for death, back to the last decision and the base schedule
+        # to the end (docs/torch.md, "The guard"); default: what the policy records (off)
+        guard=args.guard or None,
     )
     names = [g["name"] for g in optimizer.param_groups]
     print(
@@ -141,7 +144,7 @@ def train_one(kind: str, policy: TorchPolicy, dataset: Any, args: argparse.Names
     if sched.dead_at_step is not None:
         print(
             f"  the scheduler flagged the network dead at step {sched.dead_at_step}: rerun with "
-            "a lower ceiling (--ceiling 1) or a smaller --lr0"
+            "--guard, a lower ceiling (--ceiling 1) or a smaller --lr0"
         )
     return {
         "network": kind,
@@ -171,6 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ceiling",
         type=float,
         help="the highest learning rate a layer may get (lr_bounds[1]; default: the policy's)",
+    )
+    parser.add_argument(
+        "--guard", action="store_true", help="the guard on (docs/torch.md, 'The guard')"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
