@@ -42,7 +42,9 @@ def test_the_packaged_policy_loads_and_acts():
     actions = np.asarray(policy.act(obs))
     assert actions.shape == (n,) and ((0 <= actions) & (actions < net["action_dim"])).all()
     record = pretrained.provenance()
-    assert record["commit"] and record["config"]["env"] and record["headline"] is not None
+    assert record["commit"] and record["config"]["env"]
+    # its numbers: the report's table, or (refreshed before the report) every seed's validation
+    assert record["headline"] is not None or record["selection"]["scores"]
     assert record["note"], "the provenance must say what this policy is"
     with pytest.raises(ValueError, match="no pretrained policy 'nope'"):
         pretrained.load("nope")
@@ -191,17 +193,19 @@ def test_show_describes_a_shipped_policy_readably():
     record = pretrained.provenance()
     assert text.startswith(f"ippo: a policy shipped with ganno {pretrained.package_version()}")
     assert all(len(line) <= 100 for line in text.splitlines())
-    for section in ("Provenance", "Design", "Headline (paper/tables/robustness.csv)"):
+    headline = "Headline (paper/tables/robustness.csv)" if record["headline"] else "Headline: none"
+    for section in ("Provenance", "Design", headline):
         assert f"\n{section}" in text
     for seed, score in record["selection"]["scores"].items():
         assert f"seed {seed}  {score['value']:.4f}" in text
     env = pretrained.settings()["config"]["env"]
     assert f"{env['num_decisions']} decisions x {env['steps_per_decision']} steps" in text
     assert f'action_mode "{env["action_mode"]}"' in " ".join(text.split())  # across a wrap
-    rows = {row["method"]: row for row in record["headline"]}
-    ganno_row = rows["ganno_ippo_selected"]
-    line = next(line for line in text.splitlines() if "ganno_ippo_selected" in line)
-    assert f"{float(ganno_row['tuned_iqm']):.4f}" in line
+    if record["headline"]:
+        rows = {row["method"]: row for row in record["headline"]}
+        ganno_row = rows["ganno_ippo_selected"]
+        line = next(line for line in text.splitlines() if "ganno_ippo_selected" in line)
+        assert f"{float(ganno_row['tuned_iqm']):.4f}" in line
     # a headline that is not the robustness table: its own columns
     assert pretrained._headline([{"a": 1, "b": "x"}], 100) == ["  a  b", "  1  x"]
     assert pretrained._headline({"acc": 0.9}, 100) == ["  acc: 0.9"]

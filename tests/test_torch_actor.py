@@ -286,7 +286,8 @@ _NO_JAX = textwrap.dedent(
     out = {}
     for label, policy, kw in [
         ("shipped_read", pretrained_policy(), {"gradient_statistics": "read"}),
-        ("shipped_weight_changes", pretrained_policy(), {"gradient_statistics": "weight_changes"}),
+        ("lr0_weight_changes", TorchPolicy.load(sys.argv[2]),
+         {"gradient_statistics": "weight_changes"}),
         ("dog_guard", TorchPolicy.load(sys.argv[1]), {"guard": True}),
     ]:
         model = TorchMLP(40, 3, 32, 10)
@@ -321,20 +322,26 @@ def test_a_pytorch_loop_never_imports_jax(tmp_path):
     """In a process where importing jax, flax, optax, distrax, chex or jumanji (or pandas,
     scipy, matplotlib, scikit-learn: none of them in the library's dependencies or its torch
     extra) fails, `import ganno`, ganno.torch.pretrained_policy() and GannoScheduler run whole
-    episodes: the shipped
-    policy with the gradients read and from the weights' changes, and a DoG-base policy with the
-    guard (the shipped actor with env.base_step_size: dog)."""
-    dog = tmp_path / "dog_policy"
-    shutil.copytree(directory(), dog)
-    config = json.loads((dog / CONFIG_FILE).read_text())
-    config["env"]["base_step_size"] = "dog"
-    (dog / CONFIG_FILE).write_text(json.dumps(config))
+    episodes: the shipped policy with the gradients read, the shipped actor on an lr0 base
+    (env.base_step_size: lr0) from the weights' changes (a DoG base reads every gradient), and
+    on a DoG base with the guard."""
+    copies = {}
+    for base in ("dog", "lr0"):
+        copies[base] = tmp_path / f"{base}_policy"
+        shutil.copytree(directory(), copies[base])
+        config = json.loads((copies[base] / CONFIG_FILE).read_text())
+        config["env"]["base_step_size"] = base
+        (copies[base] / CONFIG_FILE).write_text(json.dumps(config))
+    dog = copies["dog"]
     script = tmp_path / "no_jax.py"
     script.write_text(_NO_JAX)
     src = str(Path(ganno.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
-        [sys.executable, str(script), str(dog)], capture_output=True, text=True, env=env
+        [sys.executable, str(script), str(dog), str(copies["lr0"])],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
@@ -342,5 +349,5 @@ def test_a_pytorch_loop_never_imports_jax(tmp_path):
     for label, result in out.items():
         assert result["decisions"] == 40, label
     assert out["shipped_read"]["statistics"] == "read"
-    assert out["shipped_weight_changes"]["statistics"] == "weight_changes"
+    assert out["lr0_weight_changes"]["statistics"] == "weight_changes"
     assert out["dog_guard"]["guard"] and out["dog_guard"]["dog"] > 0

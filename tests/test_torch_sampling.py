@@ -5,6 +5,9 @@ the exact ones on the same training stream."""
 
 from __future__ import annotations
 
+import copy
+from itertools import islice
+
 import numpy as np
 import pytest
 import torch
@@ -60,7 +63,8 @@ def test_on_a_large_layer_the_gradient_features_stay_close_to_the_exact_ones():
     model = torch.nn.Sequential(
         torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
     )  # the first layer's weight has 200,704 entries: sampled
-    policy = ganno.pretrained_policy()
+    # the shipped actor on an lr0 base: a DoG base drives this random stream to divergence
+    policy = _on_an_lr0_base(ganno.pretrained_policy())
     steps = 400
     drive = torch.optim.SGD(layerwise_param_groups(model), lr=1e-2)
     watch = torch.optim.SGD(layerwise_param_groups(model), lr=1e-2)  # never steps
@@ -192,3 +196,38 @@ def test_read_into_a_flat_buffer_is_read_unscaled_whatever_the_dtype():
         sample.read_into(cast, sample.views(flat))
         expected = torch.cat([r.reshape(-1) for r in sample.read([t.float() for t in cast])])
         assert torch.equal(flat * scales, expected), dtype  # read's float32 scaling, bitwise
+
+
+def _on_an_lr0_base(policy):
+    """``policy`` with ``env.base_step_size: lr0`` (its actor unchanged)."""
+    config = copy.deepcopy(policy.config)
+    config["env"]["base_step_size"] = "lr0"
+    return type(policy)(policy.params, config, policy.normaliser)
+
+
+def test_a_dog_base_reads_its_norms_from_the_sampled_window():
+    """The shipped policy (a DoG base) on a layer large enough to be sampled: DoG's step size
+    takes the staged step's norms from the window's sample (a tuple from torch._foreach_norm
+    once broke this)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
+    optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=1e-3)
+    val_x, val_y = next(_stream(1, seed=1))
+    loss_fn = torch.nn.functional.cross_entropy
+    sched = GannoScheduler(
+        optimizer,
+        ganno.pretrained_policy(),
+        val_loss_fn=lambda: loss_fn(model(val_x), val_y).detach(),
+        total_steps=400,
+    )
+    assert sched.gradient_sample.sampled == 1 and sched.dog is not None
+    for x, y in islice(_stream(400), 30):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        sched.observe_gradients(loss)
+        optimizer.step()
+        sched.step()
+    assert sched.decisions > 1 and np.isfinite(sched.learning_rates.numpy()).all()

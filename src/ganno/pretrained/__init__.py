@@ -427,6 +427,9 @@ def describe(name: str = DEFAULT, width: int = 100) -> str:
     if headline is not None:
         out += ["", f"Headline ({prov.get('headline_source')})"]
         out += _headline(headline, width)
+    else:
+        out += ["", "Headline: none recorded (refreshed without the report's table; the seeds'"]
+        out += ["  validation scores are under Provenance)"]
     return "\n".join(out) + "\n"
 
 

@@ -191,7 +191,7 @@ class WindowSums:
 
     def staged_norms(self) -> list[torch.Tensor]:
         """The staged step's per-tensor gradient norms, as ``sample.read`` would give them."""
-        norms = torch._foreach_norm(self._staged)
+        norms = list(torch._foreach_norm(self._staged))  # a tuple in some releases
         for j in self._sampled:
             norms[j] = norms[j] * self.sample.scales[j]
         return norms
