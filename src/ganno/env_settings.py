@@ -77,6 +77,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ganno import schedules
+
 ACTION_MODES: tuple[str, ...] = ("compound", "anchored", "anchored_compound")
 #: ``collapse_check``: the share of the way from chance to perfect accuracy that the episode's best
 #: validation accuracy must have reached, and at or below which a later one counts as a collapse.
@@ -92,15 +94,8 @@ def share_of_the_way(num_classes: int, share: float) -> float:
     return chance + share * (1.0 - chance)
 
 
-#: The handcrafted SGD schedules an anchored mode can use as its base (``ganno.baselines``).
-BASE_SCHEDULES: tuple[str, ...] = (
-    "sgd_constant",
-    "sgd_step",
-    "sgd_exponential",
-    "sgd_cosine",
-    "sgd_warmup_cosine",
-    "sgd_onecycle",
-)
+#: The handcrafted SGD schedules an anchored mode can use as its base (:mod:`ganno.schedules`).
+BASE_SCHEDULES: tuple[str, ...] = schedules.BASE_SCHEDULES
 #: What the anchored modes' base schedule scales: lr0 (constant) or DoG's step size.
 BASE_STEP_SIZES: tuple[str, ...] = ("lr0", "dog")
 #: ``optax.contrib.scale_by_dog``'s default epsilon under the square root of DoG's step size.
