@@ -36,6 +36,7 @@ from ganno.errors import (
     CheckpointNotFoundError,
     GannoWarning,
     OutputError,
+    PolicyNotFoundError,
     RunLockedError,
 )
 
@@ -363,3 +364,26 @@ def read_curve(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return rows
+
+
+#: The files of a saved policy (``ganno.Policy.save``), read by ``ganno.Policy.load`` and by the
+#: PyTorch actor (``ganno.torch.TorchPolicy.load``), which must not import JAX.
+POLICY_CONFIG_FILE = "policy.json"
+POLICY_PARAMS_FILE = "actor_params.msgpack"
+HOW_TO_CREATE_A_POLICY = (
+    "create it by meta-training (ganno.meta_train.meta_train(env, cfg, algo, seed, out_dir), "
+    "or the pipeline's meta-train stage), which writes <out_dir>/policy/"
+)
+
+
+def saved_policy_files(directory: str | Path) -> tuple[Path, Path]:
+    """A saved policy's config and parameters files; a PolicyNotFoundError naming the missing
+    one and how to create a policy."""
+    directory = Path(directory)
+    files = directory / POLICY_CONFIG_FILE, directory / POLICY_PARAMS_FILE
+    for path in files:
+        if not path.is_file():
+            raise PolicyNotFoundError(
+                f"no saved policy at {directory} ({path} is missing); " + HOW_TO_CREATE_A_POLICY
+            )
+    return files

@@ -27,7 +27,13 @@ from ganno.errors import (  # noqa: F401 -- importable from here, as before
     PolicyMismatchError,
     PolicyNotFoundError,
 )
-from ganno.io import atomic_write
+from ganno.io import (
+    HOW_TO_CREATE_A_POLICY,
+    POLICY_CONFIG_FILE,
+    POLICY_PARAMS_FILE,
+    atomic_write,
+    saved_policy_files,
+)
 from ganno.systems.networks import (
     RecurrentActor,
     actor_step,
@@ -37,13 +43,9 @@ from ganno.systems.networks import (
 )
 from ganno.systems.normalisation import normalise
 
-CONFIG_FILE = "policy.json"
-PARAMS_FILE = "actor_params.msgpack"
+CONFIG_FILE, PARAMS_FILE = POLICY_CONFIG_FILE, POLICY_PARAMS_FILE  # importable from here
 FORMAT_VERSION = 1
-_HOW_TO_CREATE = (
-    "create it by meta-training (ganno.meta_train.meta_train(env, cfg, algo, seed, out_dir), "
-    "or the pipeline's meta-train stage), which writes <out_dir>/policy/"
-)
+_HOW_TO_CREATE = HOW_TO_CREATE_A_POLICY
 
 
 @jax.tree_util.register_pytree_node_class
@@ -153,12 +155,7 @@ class Policy:
     def load(cls, directory: str | Path) -> Policy:
         """Read a policy written by :meth:`save`; clear errors if it is missing or corrupt."""
         directory = Path(directory)
-        config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_FILE
-        for path in (config_path, params_path):
-            if not path.is_file():
-                raise PolicyNotFoundError(
-                    f"no saved policy at {directory} ({path} is missing); " + _HOW_TO_CREATE
-                )
+        config_path, params_path = saved_policy_files(directory)
         try:
             config = json.loads(config_path.read_text())
             config.pop("format_version", None)

@@ -27,11 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno.errors import PolicyLoadError, PolicyNotFoundError
+from ganno.errors import PolicyLoadError
+from ganno.io import (
+    HOW_TO_CREATE_A_POLICY,
+    POLICY_CONFIG_FILE,
+    POLICY_PARAMS_FILE,
+    saved_policy_files,
+)
 
-#: What :meth:`ganno.Policy.save` writes (``ganno.policy.CONFIG_FILE`` / ``PARAMS_FILE``).
-CONFIG_FILE = "policy.json"
-PARAMS_FILE = "actor_params.msgpack"
+#: What :meth:`ganno.Policy.save` writes.
+CONFIG_FILE, PARAMS_FILE = POLICY_CONFIG_FILE, POLICY_PARAMS_FILE
 #: The actor kinds PyTorch runs (``ganno.systems.networks.ACTOR_KINDS``: every kind there is).
 TORCH_ACTOR_KINDS = ("mlp_categorical", "gru_categorical")
 #: The logit given to masked actions (``ganno.systems.networks.MASKED_LOGIT``).
@@ -41,10 +46,7 @@ MASKED_LOGIT = -1e9
 NORMALISER_EPS = 1e-8
 NORMALISER_CLIP = 5.0
 _FLAX_NDARRAY, _FLAX_NPSCALAR = 1, 3  # flax.serialization's msgpack extension types
-_HOW_TO_CREATE = (
-    "create it by meta-training (ganno.meta_train.meta_train, or the pipeline's meta-train "
-    "stage), which writes <out_dir>/policy/"
-)
+_HOW_TO_CREATE = HOW_TO_CREATE_A_POLICY
 
 
 def _flax_ext_hook(code: int, data: bytes) -> Any:
@@ -249,12 +251,7 @@ class TorchPolicy:
         ``actor_params.msgpack``); the errors of :meth:`ganno.Policy.load` if it is missing or
         corrupt."""
         directory = Path(directory)
-        config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_FILE
-        for path in (config_path, params_path):
-            if not path.is_file():
-                raise PolicyNotFoundError(
-                    f"no saved policy at {directory} ({path} is missing); " + _HOW_TO_CREATE
-                )
+        config_path, params_path = saved_policy_files(directory)
         try:
             config = json.loads(config_path.read_text())
             config["network"]["hidden_sizes"]  # noqa: B018 -- a policy's config has it
