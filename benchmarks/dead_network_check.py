@@ -1,4 +1,4 @@
-"""Does the deployed scheduler's dead-network flag (``ganno.deployment.dead_layers``: a layer
+"""Does the deployed scheduler's dead-network flag (``ganno.protocol.dead_layers``: a layer
 that got no gradient for three intervals in a row) catch the networks the shipped policy kills, and
 only them?
 

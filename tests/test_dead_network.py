@@ -1,4 +1,4 @@
-"""The deployments flag a dead network (ganno.deployment.dead_layers: a layer that got no gradient
+"""The deployments flag a dead network (ganno.protocol.dead_layers: a layer that got no gradient
 for DEAD_INTERVALS intervals in a row): the PyTorch scheduler and the optax transformation count
 the same intervals on the same stream and flag the same step, warn once with the remedy, and leave
 a live network alone."""
@@ -14,11 +14,12 @@ import optax
 import pytest
 from conftest import decisive_policy, inner_task, optax_train_step, scheduled_torch_step
 
-from ganno.deployment import DEAD_INTERVALS, dead_layers, dead_network_warning
+from ganno.deployment import dead_network_warning
 from ganno.env import GannoEnv
 from ganno.errors import GannoWarning
 from ganno.networks import MLP
 from ganno.optax_scheduler import dead_at_step, ganno_sgd
+from ganno.protocol import DEAD_INTERVALS, dead_layers
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402

@@ -1,4 +1,4 @@
-"""The guard (issue 37 item 6; ``env.guard``, the rule in :mod:`ganno.deployment`): when a run heads
+"""The guard (issue 37 item 6; ``env.guard``, the rule in :mod:`ganno.protocol`): when a run heads
 for death it goes back to the last decision and follows the base schedule to the end of its
 budget. (1) the rule on constructed values, each trigger alone; (2) an environment built for
 evaluation keeps alive a network that a controller doubling its multiplier kills without it, with
@@ -18,12 +18,7 @@ import pytest
 from conftest import decisive_policy, inner_task, scheduled_torch_step
 
 from ganno.config import validate
-from ganno.deployment import (
-    DEAD_GRADIENT_FRACTION,
-    deployment_settings,
-    guard_trips,
-    run_diverged,
-)
+from ganno.deployment import deployment_settings
 from ganno.env import GannoEnv, make_env
 from ganno.env_settings import EnvSettings, share_of_the_way
 from ganno.errors import UsageError
@@ -32,6 +27,7 @@ from ganno.inner import episode_keys
 from ganno.networks import MLP, layer_keys
 from ganno.optax_scheduler import ganno_sgd, guarded_at
 from ganno.policy import Policy, env_settings
+from ganno.protocol import DEAD_GRADIENT_FRACTION, guard_trips, run_diverged
 
 K, H = 5, 8
 WEIGHT_RTOL = 1e-4

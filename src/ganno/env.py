@@ -31,7 +31,6 @@ from jumanji import specs
 from jumanji.env import Environment
 from jumanji.types import StepType, TimeStep
 
-from ganno.deployment import GUARD_MULTIPLIER, guard_trips, run_diverged
 from ganno.env_settings import (
     ACTION_MODES,
     COLLAPSE_DEAD,
@@ -56,6 +55,13 @@ from ganno.optim import (
     dog_step_size_init,
     dog_step_size_update,
     layerwise_sgd,
+)
+from ganno.protocol import (
+    GUARD_MULTIPLIER,
+    after_decision,
+    anchored_rates,
+    guard_trips,
+    run_diverged,
 )
 from ganno.rewards import REWARDS, RewardInputs, validation_error
 from ganno.types import ObservationGlobalState
@@ -104,7 +110,7 @@ class ReferenceRun(NamedTuple):
 
 
 class GuardState(NamedTuple):
-    """The guard's part of an episode (``env.guard``, see :mod:`ganno.deployment`)."""
+    """The guard's part of an episode (``env.guard``, see :mod:`ganno.protocol`)."""
 
     initial_grad_sq: jnp.ndarray  # [N] the first minibatch's squared gradient norms (dead layers)
     tripped: jnp.ndarray  # [] bool, the guard tripped: the agents are no longer followed
@@ -141,7 +147,7 @@ class GannoEnv(Environment):
     Built from an inner task and :class:`~ganno.env_settings.EnvSettings` (``settings=``), or from
     keyword arguments naming its fields (``GannoEnv(task, num_decisions=5)``).
 
-    The guard (``settings.guard``; the rule in :mod:`ganno.deployment`) applies unless
+    The guard (``settings.guard``; the rule in :mod:`ganno.protocol`) applies unless
     ``apply_guard=False``, which :func:`make_env` passes for meta-training: such an environment
     records the setting (a saved policy carries it) and plays as without it. On a trip
     (checked at the end of :meth:`step`, before the agents' next choice) the episode goes back to
@@ -356,20 +362,20 @@ class GannoEnv(Environment):
 
     def _anchored_rates(self, lr0: jnp.ndarray, lr_scale: jnp.ndarray) -> RateFn:
         upper = self.lr_bounds[1]
-        return lambda step, eta=lr0: jnp.minimum(self.base_rate(eta, step) * lr_scale, upper)
+        return lambda step, eta=lr0: anchored_rates(eta, self._unit_schedule(step), lr_scale, upper)
 
     def _choose(self, state: EnvState, multipliers: jnp.ndarray) -> tuple[jnp.ndarray, Any]:
         """``(lr_scale, rates)`` after the agents' learning-rate choices ``multipliers`` [N]:
         ``rates`` is a constant [N] in the compound mode, a :data:`RateFn` if anchored."""
-        mode = self.settings.action_mode
-        if mode == "compound":
-            rates = jnp.clip(state.opt_state.learning_rates * multipliers, *self.lr_bounds)
-            return state.lr_scale, rates
-        if mode == "anchored":
-            scale = multipliers
-        else:
-            scale = jnp.clip(state.lr_scale * multipliers, *self.settings.scale_bounds)
-        return scale, self._anchored_rates(state.lr0, scale)
+        rates, scale = after_decision(
+            self.settings.action_mode,
+            multipliers,
+            state.opt_state.learning_rates,
+            state.lr_scale,
+            self.lr_bounds,
+            self.settings.scale_bounds,
+        )
+        return scale, self._anchored_rates(state.lr0, scale) if self.anchored else rates
 
     # ------------------------------------------------------------------ inner training
     def _val_metrics(self, params: Any) -> tuple[jnp.ndarray, jnp.ndarray]:

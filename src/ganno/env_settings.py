@@ -63,7 +63,7 @@ The guard (``guard``, default off): when a run heads for death (it diverged, its
 is back above where it started, or a layer got no gradient in an interval), the weights, DoG's
 state and the optimiser state go back to those of the last decision, every multiplier becomes 1
 and the run trains on with the base schedule to the end of its budget (the rule:
-:mod:`ganno.deployment`, ``guard_trips``). It needs a base schedule, so it refuses the compound
+:mod:`ganno.protocol`, ``guard_trips``). It needs a base schedule, so it refuses the compound
 mode (:func:`check_guard`). Evaluation and deployment only: an environment built for meta-training
 (``make_env`` without ``evaluation=True``, ``make_envs``) carries the setting, so a saved policy
 records it and the deployed schedulers default to it, but does not apply it; meta-training is

@@ -24,7 +24,7 @@ sets it explicitly.
 **Decisions.** Step 0's update takes the first decision from the gradient of the first minibatch
 at the initial weights and their validation loss (the environment's ``reset``), so step 0 already
 uses the policy's rates. The policy's ``num_decisions`` decisions are spread over ``total_steps``
-(:mod:`ganno.deployment`): at the start of update ``interval_end(d)`` (``d x total_steps //
+(:mod:`ganno.protocol`): at the start of update ``interval_end(d)`` (``d x total_steps //
 num_decisions``) the interval that ended is observed (the mean gradient and mean squared gradient
 norm per layer of its last ``gradient_window`` updates, the policy's recorded window; its mean
 minibatch ``loss``, the weights before and after it, the validation loss of
@@ -47,10 +47,10 @@ weights of the last decision (``updates = last_good - params``) and every later 
 
 **Dead networks**: a layer that got no gradient for three intervals in a row (its ReLUs died, as
 when the policy drives a network's rates to its ceiling) flags the run; :func:`dead_at_step` reads
-the flag (the rule: :func:`ganno.deployment.dead_layers`).
+the flag (the rule: :func:`ganno.protocol.dead_layers`).
 
 **The guard** (``guard=True``, or a policy that records ``env.guard``; anchored modes only; the
-rule: :func:`ganno.deployment.guard_trips`): when, at the end of an interval, the run diverged,
+rule: :func:`ganno.protocol.guard_trips`): when, at the end of an interval, the run diverged,
 its validation loss is back above the initial one or a layer got no gradient in the interval,
 that update returns the weights of the last decision (``updates = last_good - params``; it trains
 on nothing, as the environment's rollback step), DoG's state and the ``direction`` state go back
@@ -74,16 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ganno.deployment import (
-    DEAD_INTERVALS,
-    GUARD_MULTIPLIER,
-    DeploymentSettings,
-    check_one_dog_lr0,
-    dead_layers,
-    deployment_settings,
-    guard_trips,
-    run_diverged,
-)
+from ganno.deployment import DeploymentSettings, check_one_dog_lr0, deployment_settings
 from ganno.errors import UsageError
 from ganno.feature_names import FEATURE_NAMES
 from ganno.observation import (
@@ -95,6 +86,17 @@ from ganno.observation import (
     stack_columns,
 )
 from ganno.optim import DogStepSize, dog_step_size_init, dog_step_size_update
+from ganno.protocol import (
+    DEAD_INTERVALS,
+    GUARD_MULTIPLIER,
+    after_decision,
+    anchored_rates,
+    dead_layers,
+    gradient_start,
+    guard_trips,
+    interval_end,
+    run_diverged,
+)
 
 _COSINE, _NOISE = FEATURE_NAMES.index("grad_cosine"), FEATURE_NAMES.index("log_grad_noise")
 
@@ -212,8 +214,8 @@ def ganno_sgd(
         unit = unit_schedule(cfg.base_schedule, cfg.total_steps)
 
     def rates_at(step, lr0_, scale):
-        return jnp.minimum(
-            lr0_ * unit(jnp.minimum(step, cfg.total_steps - 1)) * scale, cfg.lr_bounds[1]
+        return anchored_rates(
+            lr0_, unit(jnp.minimum(step, cfg.total_steps - 1)), scale, cfg.lr_bounds[1]
         )
 
     def init_fn(params) -> GannoState:
@@ -377,14 +379,14 @@ def ganno_sgd(
         )
         key, sub = jax.random.split(state.key)
         carry, actions = policy.step(state.policy_carry, obs, None if greedy else sub, greedy)
-        mult = factors[actions]
-        rates, scale = state.learning_rates, state.lr_scale
-        if cfg.action_mode == "compound":
-            rates = jnp.clip(rates * mult, *cfg.lr_bounds)
-        elif cfg.action_mode == "anchored":
-            scale = mult
-        else:
-            scale = jnp.clip(scale * mult, *cfg.scale_bounds)
+        rates, scale = after_decision(
+            cfg.action_mode,
+            factors[actions],
+            state.learning_rates,
+            state.lr_scale,
+            cfg.lr_bounds,
+            cfg.scale_bounds,
+        )
         return state._replace(
             learning_rates=rates,
             lr_scale=scale,
@@ -572,17 +574,15 @@ def _relabel(tree: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
 
 
 def _interval_end(cfg: DeploymentSettings, decisions: jnp.ndarray) -> jnp.ndarray:
-    """``decisions x total_steps // num_decisions`` in int32 (the traced twin of
-    :meth:`DeploymentSettings.interval_end`)."""
-    return (decisions * cfg.total_steps) // cfg.num_decisions
+    """:func:`ganno.protocol.interval_end` of traced ``decisions`` (int32)."""
+    return interval_end(decisions, cfg.total_steps, cfg.num_decisions)
 
 
 def _gradient_start(cfg: DeploymentSettings, decisions: jnp.ndarray) -> jnp.ndarray:
-    """The traced twin of :meth:`DeploymentSettings.gradient_start`."""
-    start = _interval_end(cfg, decisions - 1)
-    if cfg.gradient_window is None:
-        return start
-    return jnp.maximum(start, _interval_end(cfg, decisions) - cfg.gradient_window)
+    """:func:`ganno.protocol.gradient_start` of traced ``decisions`` (int32)."""
+    return gradient_start(
+        decisions, cfg.total_steps, cfg.num_decisions, cfg.gradient_window, jnp.maximum
+    )
 
 
 def diverged(state: Any) -> jnp.ndarray:
@@ -593,7 +593,7 @@ def diverged(state: Any) -> jnp.ndarray:
 
 def dead_at_step(state: Any) -> int | None:
     """The update at which the network ``ganno_sgd``'s state watches was flagged dead
-    (:func:`ganno.deployment.dead_layers`: a layer got no gradient for three intervals in a row,
+    (:func:`ganno.protocol.dead_layers`: a layer got no gradient for three intervals in a row,
     as when the policy drives the rates to its ceiling and the ReLUs die; the PyTorch scheduler
     warns), or None. Read it outside ``jit``; the remedy is a lower ceiling (``ganno_sgd(...,
     lr_bounds=(1e-6, 1.0))``) or a smaller lr0."""

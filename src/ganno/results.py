@@ -30,7 +30,7 @@ COLUMNS = (
 
 
 #: Columns a results table carries after :data:`COLUMNS` where they apply: ``guard_step``, the
-#: inner step at which a policy's guard tripped (-1: never; ``env.guard``, ganno.deployment).
+#: inner step at which a policy's guard tripped (-1: never; ``env.guard``, ganno.protocol).
 OPTIONAL_COLUMNS = ("guard_step",)
 
 

@@ -62,7 +62,7 @@ Divergence is detected at interval ends, like the environment, except that a non
 loss is caught at once (the interval's mean training loss would be non-finite anyway).
 
 The guard (``guard=True``, or a policy that records ``env.guard``; anchored modes only; the rule:
-:func:`ganno.deployment.guard_trips`): when, at the end of an interval, the run diverged, its
+:func:`ganno.protocol.guard_trips`): when, at the end of an interval, the run diverged, its
 validation loss is back above the initial one, or a layer got no gradient in the interval, the
 weights, the optimiser's state (momentum, Adam moments) and DoG's state go back to those of the
 last decision, every multiplier becomes 1 and the policy is no longer asked: the rates follow
@@ -89,18 +89,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno.deployment import (
+from ganno.deployment import check_one_dog_lr0, dead_network_warning, deployment_settings
+from ganno.env_settings import DOG_EPS
+from ganno.errors import GannoWarning, UsageError
+from ganno.protocol import (
     DEAD_INTERVALS,
     GUARD_MULTIPLIER,
-    check_one_dog_lr0,
+    after_decision,
+    anchored_rates,
     dead_layers,
-    dead_network_warning,
-    deployment_settings,
     guard_trips,
     run_diverged,
 )
-from ganno.env_settings import DOG_EPS
-from ganno.errors import GannoWarning, UsageError
 from ganno.schedules import unit_schedule
 from ganno.torch import features
 from ganno.torch.actor import TorchPolicy
@@ -201,7 +201,7 @@ class GannoScheduler:
     statistics from the weights"). ``"auto"`` (default): ``weight_changes`` for plain SGD on CPU
     tensors (not a DoG-base policy), ``read`` otherwise; ``gradient_statistics`` says which.
 
-    A dead network (:func:`ganno.deployment.dead_layers`: a layer that got no gradient for three
+    A dead network (:func:`ganno.protocol.dead_layers`: a layer that got no gradient for three
     intervals in a row, as when the policy drives a network's rates to its ceiling and its ReLUs
     die) is flagged once: a :class:`ganno.errors.GannoWarning` naming the remedy, and
     ``dead_at_step``. The scheduler goes on deciding; restarting is the user's call.
@@ -390,9 +390,8 @@ class GannoScheduler:
         of its per-call cost)."""
         unit = self._unit[np.minimum(np.arange(start, end), len(self._unit) - 1)]
         step_size = self.lr0.numpy() if self.dog is None else np.float32(self.dog.eta)
-        rates = np.multiply(step_size, unit[:, None], dtype=np.float32)
-        rates = rates * self.lr_scale.numpy()[None, :]
-        return torch.from_numpy(np.minimum(rates, self._lr_max))
+        scale = self.lr_scale.numpy()[None, :]
+        return torch.from_numpy(anchored_rates(step_size, unit[:, None], scale, self._lr_max))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -411,7 +410,7 @@ class GannoScheduler:
         self.diverged = False
         self.diverged_at_step: int | None = None
         #: the step at which the run was flagged dead (a GannoWarning says so once;
-        #: :func:`ganno.deployment.dead_layers`), None while it is not
+        #: :func:`ganno.protocol.dead_layers`), None while it is not
         self.dead_at_step: int | None = None
         self._dead_count = 0  # intervals in a row in which a layer got no gradient
         #: the step at which the guard tripped (weights back to the last decision's, the base
@@ -865,7 +864,7 @@ class GannoScheduler:
 
     def _check_dead(self, mean_sq_grad_norm: torch.Tensor) -> None:
         """Count the intervals in a row in which a layer got no gradient; flag the run (and warn)
-        once :data:`ganno.deployment.DEAD_INTERVALS` did."""
+        once :data:`ganno.protocol.DEAD_INTERVALS` did."""
         if self._initial_grad_sq is None:  # resumed from a state saved before the check
             return
         dead = dead_layers(mean_sq_grad_norm, self._initial_grad_sq)
@@ -888,15 +887,15 @@ class GannoScheduler:
         actions = self._policy_actions(view)
         self._prev_rates = self.learning_rates.clone()
         idx = torch.as_tensor(actions, dtype=torch.long)
-        if self.action_mode == "compound":
-            self.learning_rates = torch.clamp(
-                self.learning_rates * self._factors[idx], *self.lr_bounds
-            )
-        else:
-            if self.action_mode == "anchored":
-                self.lr_scale = self._factors[idx].clone()
-            else:
-                self.lr_scale = torch.clamp(self.lr_scale * self._factors[idx], *self.scale_bounds)
+        self.learning_rates, self.lr_scale = after_decision(
+            self.action_mode,
+            self._factors[idx],
+            self.learning_rates,
+            self.lr_scale,
+            self.lr_bounds,
+            self.settings.scale_bounds,
+        )
+        if self.anchored:
             self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
         self._prev_log2 = self._log2_factors[idx]
         self._apply_rates(self.learning_rates)
