@@ -23,6 +23,10 @@ ANALYSIS = (
     "ganno.results",
     "ganno.layout",
     "ganno.cli",
+    # the decision protocol and the deployment settings: shared by the JAX environment, optax
+    # and the PyTorch scheduler, so they belong to neither framework
+    "ganno.protocol",
+    "ganno.deployment",
 )
 FRAMEWORKS = ("jax", "flax", "optax", "distrax", "chex", "torch", "jumanji")
 
