@@ -11,10 +11,8 @@ import difflib
 import functools
 import json
 import os
-import re
 import warnings
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +23,15 @@ from ganno import agents as registry
 from ganno.env_settings import check_base_step_size, check_gradient_scale_range
 from ganno.errors import ConfigError
 from ganno.layout import TRAIN_TASK, task_names
+from ganno.schema import parsed_schema, read_yaml
 
 __all__ = ["TRAIN_TASK", "ConfigError", "agent_config", "derive", "load_config", "task_config",
            "task_names", "validate"]  # fmt: skip
-SCHEMA_PATH = Path(str(resources.files("ganno") / "schemas" / "config.schema.yaml"))
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, but '1e-3' is a float (YAML 1.1 would read it as a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file, with scientific notation such as 1e-3 read as a number."""
-    with open(path) as f:
-        return yaml.load(f, Loader=_Loader)
-
-
-@functools.cache
-def _parsed_schema() -> dict[str, Any]:
-    return read_yaml(SCHEMA_PATH)
 
 
 def load_schema() -> dict[str, Any]:
     """The config schema (read and parsed once per process; a copy, so callers may change it)."""
-    return copy.deepcopy(_parsed_schema())
+    return copy.deepcopy(parsed_schema())
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -141,8 +110,8 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
         problems.append(f"'env.{error}'")
     try:
         check_base_step_size(
-            config["env"].get("base_step_size", "lr0"),
-            config["env"].get("action_mode", "compound"),
+            config["env"]["base_step_size"],
+            config["env"]["action_mode"],
         )
     except ValueError as error:
         problems.append(f"'env.{error}'")
@@ -474,7 +443,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"a config must be a mapping of keys to values, not {type(config).__name__}"
         )
-    schema = _parsed_schema()  # read only here
+    schema = parsed_schema()  # read only here
     filled = _fill_defaults(schema, _migrated(config), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))

@@ -25,10 +25,19 @@ from ganno.feature_names import FEATURE_NAMES
 from ganno.protocol import DEAD_INTERVALS, gradient_start, interval_end
 
 #: The environment's default factors (a policy saved before they were recorded used them).
-DEFAULT_ACTIONS: tuple[float, ...] = (0.5, 0.8, 1.0, 1.25, 2.0)
 #: The column the anchored modes append to the observation (``ganno.env.SCALE_FEATURE``).
 SCALE_FEATURE = "log_lr_scale"
-_FALLBACK = {"lr_bounds": (1e-6, 10.0), "divergence_loss_ratio": 10.0}
+#: What a policy whose saved ``env`` entry records no such setting was meta-trained with: the
+#: environment before the setting existed (fixed history, so not the schema's defaults, which
+#: may move).
+UNRECORDED: dict[str, Any] = {
+    "action_mode": "compound",
+    "base_step_size": "lr0",
+    "gradient_window": None,
+    "actions": (0.5, 0.8, 1.0, 1.25, 2.0),
+    "lr_bounds": (1e-6, 10.0),
+    "divergence_loss_ratio": 10.0,
+}
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,8 @@ def deployment_settings(
             out[name] = value
         elif name in saved:
             out[name] = saved[name]
-        elif name in _FALLBACK:
-            out[name] = _FALLBACK[name]
+        elif name in UNRECORDED:
+            out[name] = UNRECORDED[name]
         else:
             missing.append(name)
     if missing:
@@ -145,8 +154,8 @@ def deployment_settings(
     bounds = (float(out["lr_bounds"][0]), float(out["lr_bounds"][1]))
     if not 0 < bounds[0] < bounds[1]:
         raise ValueError(f"lr_bounds={bounds} must satisfy 0 < low < high")
-    mode = str(saved.get("action_mode", "compound"))
-    base_step_size = str(saved.get("base_step_size", "lr0"))
+    mode = str(saved.get("action_mode", UNRECORDED["action_mode"]))
+    base_step_size = str(saved.get("base_step_size", UNRECORDED["base_step_size"]))
     try:
         check_base_step_size(base_step_size, mode)
     except ValueError as exc:
@@ -216,7 +225,7 @@ def _check_actions(
                 f"actions={list(actions)} differ from the factors the policy was trained "
                 f"with ({recorded}); leave actions out to use the policy's"
             )
-    chosen = tuple(float(a) for a in (actions or recorded or DEFAULT_ACTIONS))
+    chosen = tuple(float(a) for a in (actions or recorded or UNRECORDED["actions"]))
     if any(not (a > 0 and math.isfinite(a)) for a in chosen):
         raise ValueError(f"learning-rate factors must be positive and finite, got {chosen}")
     num_choices = len(saved["levels"]) if mode == "anchored" else len(chosen)
@@ -236,7 +245,7 @@ def _check_actions(
 
 
 __all__ = [
-    "DEFAULT_ACTIONS",
+    "UNRECORDED",
     "SCALE_FEATURE",
     "DeploymentSettings",
     "check_one_dog_lr0",

@@ -78,6 +78,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganno import schedules
+from ganno.schema import block_defaults
 
 ACTION_MODES: tuple[str, ...] = ("compound", "anchored", "anchored_compound")
 #: ``collapse_check``: the share of the way from chance to perfect accuracy that the episode's best
@@ -102,33 +103,38 @@ BASE_STEP_SIZES: tuple[str, ...] = ("lr0", "dog")
 DOG_EPS = 1e-8
 
 
+_ENV, _TASK = block_defaults("env"), block_defaults("task")
+
+
 @dataclass(frozen=True)
 class EnvSettings:
     """Everything but the inner task that defines a GANNO environment (see the module doc)."""
 
-    steps_per_decision: int = 50
-    num_decisions: int = 40
-    lr0_range: tuple[float, float] = (1e-3, 1e-1)
-    lr_bounds: tuple[float, float] = (1e-6, 10.0)
-    actions: tuple[float, ...] = (0.5, 0.8, 1.0, 1.25, 2.0)
-    reward: str = "log_val_loss_drop"
-    reward_clip: float = 2.0
-    divergence_penalty: float = 1.0
-    divergence_loss_ratio: float = 10.0
+    # every default is the schema's (ganno.schema); collapse_check and guard have none there:
+    # absent is off
+    steps_per_decision: int = _ENV["steps_per_decision"]
+    num_decisions: int = _ENV["num_decisions"]
+    lr0_range: tuple[float, float] = _ENV["lr0_range"]
+    lr_bounds: tuple[float, float] = _ENV["lr_bounds"]
+    actions: tuple[float, ...] = _ENV["actions"]
+    reward: str = _ENV["reward"]
+    reward_clip: float = _ENV["reward_clip"]
+    divergence_penalty: float = _ENV["divergence_penalty"]
+    divergence_loss_ratio: float = _ENV["divergence_loss_ratio"]
     collapse_check: bool = False
-    val_subset: int | None = None
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    momentum_actions: tuple[float, ...] | None = None
-    weight_decay_actions: tuple[float, ...] | None = None
-    action_mode: str = "compound"
-    base_schedule: str = "sgd_cosine"
-    base_step_size: str = "lr0"
-    levels: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
-    level_scale: float = 0.34657359  # ln(2) / 2: levels +-2 are a factor 2
-    scale_bounds: tuple[float, float] = (1e-3, 1e3)
-    gradient_window: int | None = None
-    gradient_scale_range: tuple[float, float] | None = None
+    val_subset: int | None = _ENV["val_subset"]
+    momentum: float = _TASK["momentum"]
+    weight_decay: float = _TASK["weight_decay"]
+    momentum_actions: tuple[float, ...] | None = _ENV["momentum_actions"]
+    weight_decay_actions: tuple[float, ...] | None = _ENV["weight_decay_actions"]
+    action_mode: str = _ENV["action_mode"]
+    base_schedule: str = _ENV["base_schedule"]
+    base_step_size: str = _ENV["base_step_size"]
+    levels: tuple[float, ...] = _ENV["levels"]
+    level_scale: float = _ENV["level_scale"]  # ln(2) / 2: levels +-2 are a factor 2
+    scale_bounds: tuple[float, float] = _ENV["scale_bounds"]
+    gradient_window: int | None = _ENV["gradient_window"]
+    gradient_scale_range: tuple[float, float] | None = _ENV["gradient_scale_range"]
     guard: bool = False
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import serialization, traverse_util
 
+from ganno.deployment import UNRECORDED
 from ganno.errors import (  # noqa: F401 -- importable from here, as before
     PolicyLoadError,
     PolicyMismatchError,
@@ -281,7 +282,7 @@ def check_policy_env(policy: Policy, env: Any, where: str | Path = "the policy")
     if not saved or actual is None:
         return
     # a policy saved before these settings existed: compound mode, features of whole intervals
-    saved = {"action_mode": "compound", "gradient_window": None, **saved}
+    saved = {name: UNRECORDED[name] for name in ("action_mode", "gradient_window")} | saved
     names = ACTION_SETTINGS if saved["action_mode"] != "compound" else ACTION_SETTINGS[:2]
     for name in (*names, "gradient_window", "feature_names"):
         if name in saved and saved[name] != actual.get(name):
