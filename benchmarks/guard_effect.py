@@ -1,4 +1,4 @@
-"""What the guard (``env.guard``, issue 37 item 6; the rule in ``ganno.deployment``) changes: a
+"""What the guard (``env.guard``, issue 37 item 6; the rule in ``ganno.protocol``) changes: a
 pipeline run's trained policies on every task of its config, the lr0 grid x evaluation seeds, with
 the guard off and on.
 
@@ -114,10 +114,15 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 def paired(runs: pd.DataFrame, task: str, guard: str) -> dict[str, float]:
     """The guard's rows against the same runs without it (same policy, lr0 and seed): runs
-    taken off chance (``rescued``), runs put at chance (``killed``), and the mean change in
-    test accuracy of the runs in which it tripped."""
+    taken off chance (``rescued``), runs put at chance (``killed``), the mean change in test
+    accuracy of the runs in which it tripped, and of every run with its 95% bootstrap interval
+    (``change``, ``change_low``, ``change_high``) and where that interval stands against no
+    change (``change_standing``: above, level or below, ganno.stats.compare)."""
     if guard != "on":
-        return {"rescued": float("nan"), "killed": float("nan"), "tripped_change": float("nan")}
+        nan = float("nan")
+        keys = ("rescued", "killed", "tripped_change", "change", "change_low", "change_high")
+        return {**dict.fromkeys(keys, nan), "change_standing": ""}
+    from ganno.stats import Estimate, compare, mean_ci
     from ganno.tables import at_chance
 
     keys = ["lr0", "seed", "meta_seed"]
@@ -128,10 +133,15 @@ def paired(runs: pd.DataFrame, task: str, guard: str) -> dict[str, float]:
     off, on = at_chance(both["test_accuracy_off"]), at_chance(both["test_accuracy_on"])
     tripped = both["guard_step_on"] >= 0
     change = both["test_accuracy_on"] - both["test_accuracy_off"]
+    every = mean_ci([change.to_numpy()])
     return {
         "rescued": int((off & ~on).sum()),
         "killed": int((on & ~off).sum()),
         "tripped_change": float(change[tripped].mean()) if tripped.any() else 0.0,
+        "change": every.value,
+        "change_low": every.low,
+        "change_high": every.high,
+        "change_standing": compare(every, Estimate(0.0, 0.0, 0.0)),
     }
 
 
@@ -140,16 +150,22 @@ def markdown(summary: pd.DataFrame, header: str) -> str:
         header,
         "",
         "| task | guard | runs | at chance | all-lr0 test acc. | tuned test acc. (lr0) | "
-        "guard tripped (still at chance) | off chance / to chance | change where tripped |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "guard tripped (still at chance) | off chance / to chance | change where tripped | "
+        "change, every run [95% CI] |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in summary.itertuples():
         pairs = "" if r.guard != "on" else f"{int(r.rescued)} / {int(r.killed)}"
         change = "" if r.guard != "on" else f"{r.tripped_change:+.3f}"
+        every = (
+            ""
+            if r.guard != "on"
+            else f"{r.change_standing}: {r.change:+.3f} [{r.change_low:+.3f}, {r.change_high:+.3f}]"
+        )
         lines.append(
             f"| {r.task} | {r.guard} | {r.runs} | {r.at_chance_share:.1%} | "
             f"{r.all_lr0_test_accuracy:.3f} | {r.tuned_test_accuracy:.3f} ({r.tuned_lr0:.3g}) | "
-            f"{r.guard_trips} ({r.tripped_at_chance}) | {pairs} | {change} |"
+            f"{r.guard_trips} ({r.tripped_at_chance}) | {pairs} | {change} | {every} |"
         )
     return "\n".join(lines) + "\n"
 
