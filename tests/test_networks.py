@@ -31,4 +31,4 @@ def test_layers_are_named_in_depth_order():
     with pytest.raises(ValueError, match="layer_0..layer_N"):
         layer_keys({"dense": {}})
     with pytest.raises(ValueError, match="unknown network kind"):
-        make_network({"kind": "transformer"}, 10)
+        make_network({"kind": "resnet"}, 10)

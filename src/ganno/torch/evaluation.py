@@ -2,9 +2,10 @@
 baselines, on the config's training data.
 
 For every network (``mlp``: the config's task MLP; ``cnn``: a small 1-D CNN, the architecture of
-the ``cnn1d`` generalisation task), every initial rate of the ``torch_deployment`` grid and every
-seed, each method trains a fresh PyTorch network for the environment's budget
-(``steps_per_decision x num_decisions`` steps of ``batch_size``):
+the ``cnn1d`` generalisation task; ``cnn_bn``: that CNN with BatchNorm after each convolution;
+``transformer``: the twin of the JAX ``transformer`` network), every initial rate of the
+``torch_deployment`` grid and every seed, each method trains a fresh PyTorch network for the
+environment's budget (``steps_per_decision x num_decisions`` steps of ``batch_size``):
 
 * ``ganno_<agent>`` (one row per policy): ``torch.optim.SGD`` with one parameter group per
   layer, rates set by :class:`~ganno.torch.GannoScheduler`;
@@ -44,9 +45,9 @@ from ganno.io import write_csv
 from ganno.torch.networks import from_jax_params, layerwise_param_groups, make_torch_network
 from ganno.torch.scheduler import GannoScheduler
 
-NETWORKS = ("mlp", "cnn")
+NETWORKS = ("mlp", "cnn", "cnn_bn", "transformer")
 METHODS = ("ganno", "sgd_constant", "sgd_cosine", "schedule_free_sgd")
-TASK_NAMES = {"mlp": "torch_mlp", "cnn": "torch_cnn"}
+TASK_NAMES = {network: f"torch_{network}" for network in NETWORKS}
 SCHEDULE_FREE_MOMENTUM = 0.9
 
 
@@ -128,8 +129,11 @@ class RunResult:
 
 
 def network_spec(config: Mapping[str, Any], network: str) -> dict[str, Any]:
-    """The ``task.network`` spec of ``mlp`` (the config's MLP) or ``cnn`` (a 1-D CNN with the
-    config's ``channels`` / ``kernel_size``, as in the ``cnn1d`` generalisation task)."""
+    """The ``task.network`` spec of ``mlp`` (the config's MLP), ``cnn`` (a 1-D CNN with the
+    config's ``channels`` / ``kernel_size``, as in the ``cnn1d`` generalisation task), ``cnn_bn``
+    (that CNN with BatchNorm, ``batch_norm: true``: PyTorch only, its JAX initial weights the plain
+    CNN's) or ``transformer`` (the config's transformer keys where it has them, else the
+    defaults)."""
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}; choose from {NETWORKS}")
     base = dict(config["task"]["network"])
@@ -137,7 +141,9 @@ def network_spec(config: Mapping[str, Any], network: str) -> dict[str, Any]:
         if base.get("kind", "mlp") != "mlp":
             base = {"kind": "mlp", "depth": 3, "width": 64}
         return {**base, "kind": "mlp"}
-    return {**base, "kind": "cnn1d"}
+    if network == "transformer":
+        return {**base, "kind": "transformer"}
+    return {**base, "kind": "cnn1d", "batch_norm": network == "cnn_bn"}
 
 
 def episode_inputs(
@@ -184,7 +190,11 @@ def _params_finite(model: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Loss and accuracy in eval mode (BatchNorm's running statistics), the mode restored."""
+    training = model.training
+    model.eval()
     logits = model(x)
+    model.train(training)
     loss = F.cross_entropy(logits, y).item()
     return loss, (logits.argmax(-1) == y).float().mean().item()
 
@@ -249,8 +259,8 @@ def train_run(
     def rates() -> list[float]:
         return [float(g["lr"]) for g in optimizer.param_groups]
 
-    def snapshot() -> list[torch.Tensor]:
-        return [p.detach().clone() for p in model.parameters()]
+    def snapshot() -> list[torch.Tensor]:  # the weights and buffers (BatchNorm's statistics)
+        return [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
 
     if schedule_free:
         optimizer.eval()
@@ -311,7 +321,7 @@ def train_run(
             on_decision(step + 1, history[-1], new_val_loss)
 
     with torch.no_grad():  # evaluate the last good weights (the averaged ones if schedule-free)
-        for p, q in zip(model.parameters(), good, strict=True):
+        for p, q in zip((*model.parameters(), *model.buffers()), good, strict=True):
             p.copy_(q)
     test_loss, test_accuracy = _evaluate(model, data.x_test, data.y_test)
     return RunResult(

@@ -4,6 +4,9 @@ transposition) and the one-parameter-group-per-layer helper the scheduler needs.
 :func:`from_jax_params` copies a flax parameter tree into a twin, so a PyTorch run can start from
 exactly the initial weights of a JAX episode (used by the equivalence tests and by
 ``ganno torch-eval``, whose seeds then mean the same initial weights as the JAX evaluation's).
+:class:`TorchCNN1DBatchNorm` (the 1-D CNN with BatchNorm after each convolution) has no JAX
+network of its own: its convolutions and head take the plain CNN's weights, its norms start at
+one and zero.
 """
 
 from __future__ import annotations
@@ -16,11 +19,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+#: flax's truncated LeCun normal draws from +-2 std and divides by this to keep the variance
+_TRUNCATION_STD = 0.87962566103423978
+#: LayerNorm's epsilon, as in ganno.networks.LAYER_NORM_EPS (flax's default)
+LAYER_NORM_EPS = 1e-6
+
+
+def _lecun_normal_(weight: torch.Tensor, fan_in: int) -> None:
+    """flax's ``lecun_normal``: truncated at 2 std, variance-corrected, std ``1 / sqrt(fan_in)``."""
+    std = math.sqrt(1.0 / fan_in) / _TRUNCATION_STD
+    torch.nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
 
 def _flax_dense_init(lin: torch.nn.Linear) -> None:
     """flax ``Dense`` defaults: LeCun normal (truncated at 2 std, variance-corrected), zero bias."""
-    std = math.sqrt(1.0 / lin.in_features) / 0.87962566103423978
-    torch.nn.init.trunc_normal_(lin.weight, std=std, a=-2 * std, b=2 * std)
+    _lecun_normal_(lin.weight, lin.in_features)
     torch.nn.init.zeros_(lin.bias)
 
 
@@ -44,6 +57,27 @@ class TorchMLP(torch.nn.Module):
         return self.layers[-1](x)
 
 
+def _same_padding(length: int, kernel_size: int, stride: int) -> tuple[tuple[int, int], int]:
+    """'SAME' padding of a strided 1-D convolution as in :class:`ganno.networks.Conv1D`:
+    ((left, right), output length)."""
+    out_len = -(-length // stride)
+    pad = max((out_len - 1) * stride + kernel_size - length, 0)
+    return (pad // 2, pad - pad // 2), out_len
+
+
+def _flax_conv(c_in: int, c_out: int, kernel_size: int, stride: int) -> torch.nn.Conv1d:
+    """A ``Conv1d`` initialised like :class:`ganno.networks.Conv1D` (LeCun normal, zero bias)."""
+    conv = torch.nn.Conv1d(c_in, c_out, kernel_size, stride=stride)
+    _lecun_normal_(conv.weight, c_in * kernel_size)
+    torch.nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` (one channel) or ``[B, L, C]`` (channels last, as in JAX) -> ``[B, C, L]``."""
+    return x[:, None, :] if x.ndim == 2 else x.transpose(1, 2)
+
+
 class TorchCNN1D(torch.nn.Module):
     """Small 1-D CNN like :class:`ganno.networks.CNN1D`: stride-2 'SAME' ReLU convolutions, then
     a dense head. Inputs ``[B, L]`` (one channel) or ``[B, L, C]`` (channels last, as in JAX)."""
@@ -63,28 +97,15 @@ class TorchCNN1D(torch.nn.Module):
         self.pads: list[tuple[int, int]] = []
         c_in, length = int(in_channels), int(length)
         for c in channels:
-            out_len = -(-length // self.stride)
-            pad = max((out_len - 1) * self.stride + self.kernel_size - length, 0)
-            self.pads.append((pad // 2, pad - pad // 2))
-            conv = torch.nn.Conv1d(c_in, int(c), self.kernel_size, stride=self.stride)
-            std = math.sqrt(1.0 / (c_in * self.kernel_size))  # lecun_normal, fan_in = k * c_in
-            torch.nn.init.trunc_normal_(
-                conv.weight,
-                std=std / 0.87962566103423978,
-                a=-2 * std / 0.87962566103423978,
-                b=2 * std / 0.87962566103423978,
-            )
-            torch.nn.init.zeros_(conv.bias)
-            self.convs.append(conv)
-            c_in, length = int(c), out_len
+            pad, length = _same_padding(length, self.kernel_size, self.stride)
+            self.pads.append(pad)
+            self.convs.append(_flax_conv(c_in, int(c), self.kernel_size, self.stride))
+            c_in = int(c)
         self.head = torch.nn.Linear(c_in * length, int(num_classes))
         _flax_dense_init(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 2:
-            x = x[:, None, :]
-        else:  # [B, L, C] -> [B, C, L]
-            x = x.transpose(1, 2)
+        x = _channels_first(x)
         for conv, pad in zip(self.convs, self.pads, strict=True):
             x = F.relu(conv(F.pad(x, pad)))
         # flatten length-major, channels fastest, like the JAX network's [B, L, C] reshape
@@ -94,11 +115,175 @@ class TorchCNN1D(torch.nn.Module):
         return [*self.convs, self.head]
 
 
+class ConvBatchNorm(torch.nn.Module):
+    """A 'SAME' strided ``Conv1d`` and the ``BatchNorm1d`` of its output (before the ReLU)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, pad: tuple[int, int]):
+        super().__init__()
+        self.pad = pad
+        self.conv = _flax_conv(c_in, c_out, kernel_size, stride)
+        self.norm = torch.nn.BatchNorm1d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(F.pad(x, self.pad)))
+
+
+class TorchCNN1DBatchNorm(torch.nn.Module):
+    """:class:`TorchCNN1D` with BatchNorm after each convolution: conv-BN-ReLU blocks, then the
+    dense head. Each block registers its norm after its convolution, so
+    :func:`layerwise_param_groups` puts the norm's scale and shift in the convolution's group:
+    as many agents as the plain CNN (the convolutions and the head)."""
+
+    def __init__(
+        self,
+        length: int,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32),
+        kernel_size: int = 5,
+        num_classes: int = 10,
+        stride: int = 2,
+    ):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList()
+        c_in, length = int(in_channels), int(length)
+        for c in channels:
+            pad, length = _same_padding(length, int(kernel_size), int(stride))
+            self.blocks.append(ConvBatchNorm(c_in, int(c), int(kernel_size), int(stride), pad))
+            c_in = int(c)
+        self.head = torch.nn.Linear(c_in * length, int(num_classes))
+        _flax_dense_init(self.head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _channels_first(x)
+        for block in self.blocks:
+            x = F.relu(block(x))
+        return self.head(x.transpose(1, 2).reshape(x.shape[0], -1))
+
+    def layers(self) -> list[torch.nn.Module]:
+        """The layers the JAX ``CNN1D`` has: the convolutions and the head (not the norms)."""
+        return [*(block.conv for block in self.blocks), self.head]
+
+
+class PatchEmbedding(torch.nn.Module):
+    """:class:`ganno.networks.PatchEmbedding`: each patch through a dense map (``weight``
+    ``[d_model, patch_size]``, ``bias``) plus a learned ``position`` embedding
+    ``[tokens, d_model]``. It owns its parameters itself, so they are one group (one agent)."""
+
+    #: its parameters' paths in the flax layer's subtree
+    JAX_LAYOUT = {
+        ("dense", "kernel"): "weight",
+        ("dense", "bias"): "bias",
+        ("position",): "position",
+    }
+
+    def __init__(self, patch_size: int, tokens: int, d_model: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(d_model, patch_size))
+        self.bias = torch.nn.Parameter(torch.zeros(d_model))
+        self.position = torch.nn.Parameter(torch.empty(tokens, d_model))
+        _lecun_normal_(self.weight, patch_size)
+        torch.nn.init.normal_(self.position, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.linear(tokens, self.weight, self.bias) + self.position
+
+
+class NormLinear(torch.nn.Module):
+    """:class:`ganno.networks.NormDense`: LayerNorm (``norm_weight``, ``norm_bias``), then a linear
+    map (``weight`` ``[out, in]``, ``bias``). It owns its parameters itself, so the norm is in the
+    group (the agent) of the weights it feeds, in either order of :func:`layerwise_param_groups`."""
+
+    JAX_LAYOUT = {
+        ("norm", "scale"): "norm_weight",
+        ("norm", "bias"): "norm_bias",
+        ("dense", "kernel"): "weight",
+        ("dense", "bias"): "bias",
+    }
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.norm_weight = torch.nn.Parameter(torch.ones(in_features))
+        self.norm_bias = torch.nn.Parameter(torch.zeros(in_features))
+        self.weight = torch.nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = torch.nn.Parameter(torch.zeros(out_features))
+        _lecun_normal_(self.weight, in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, x.shape[-1:], self.norm_weight, self.norm_bias, LAYER_NORM_EPS)
+        return F.linear(x, self.weight, self.bias)
+
+
+class TransformerBlock(torch.nn.Module):
+    """One pre-LayerNorm block of :class:`ganno.networks.Transformer`: four weight layers, ``qkv``
+    (the fused query-key-value projection with the attention's norm), ``out`` (the attention's
+    output projection), ``mlp_in`` (with the MLP's norm) and ``mlp_out``."""
+
+    def __init__(self, d_model: int, heads: int, mlp_width: int):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.qkv = NormLinear(d_model, 3 * d_model)
+        self.out = torch.nn.Linear(d_model, d_model)
+        self.mlp_in = NormLinear(d_model, mlp_width)
+        self.mlp_out = torch.nn.Linear(mlp_width, d_model)
+        _flax_dense_init(self.out)
+        _flax_dense_init(self.mlp_out)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        batch, length, d_model = h.shape
+        head_dim = d_model // self.heads
+        q, k, v = self.qkv(h).reshape(batch, length, 3, self.heads, head_dim).unbind(2)
+        logits = torch.einsum("bqhd,bkhd->bhqk", q, k) * head_dim**-0.5
+        attended = torch.einsum("bhqk,bkhd->bqhd", logits.softmax(-1), v)
+        h = h + self.out(attended.reshape(batch, length, d_model))
+        return h + self.mlp_out(F.gelu(self.mlp_in(h)))
+
+
+class TorchTransformer(torch.nn.Module):
+    """The PyTorch twin of :class:`ganno.networks.Transformer`: the flattened input cut into
+    patches of ``patch_size`` values, a patch embedding (with position embeddings),
+    ``blocks`` pre-LayerNorm blocks, a LayerNorm and the dense head on the mean over tokens.
+    Its :func:`layerwise_param_groups` are the JAX network's layers, 2 + 4 x blocks agents."""
+
+    def __init__(
+        self,
+        input_size: int,
+        d_model: int = 32,
+        heads: int = 2,
+        blocks: int = 2,
+        mlp_width: int = 64,
+        patch_size: int = 4,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"{input_size} input values do not cut into patches of {patch_size}")
+        self.patch_size = int(patch_size)
+        self.embed = PatchEmbedding(self.patch_size, input_size // self.patch_size, int(d_model))
+        self.blocks = torch.nn.ModuleList(
+            TransformerBlock(int(d_model), int(heads), int(mlp_width)) for _ in range(int(blocks))
+        )
+        self.head = NormLinear(int(d_model), int(num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.reshape(x.shape[0], -1, self.patch_size))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h.mean(1))
+
+    def layers(self) -> list[torch.nn.Module]:
+        """The modules of the JAX network's ``layer_0 .. layer_N``, in order."""
+        inner = [m for b in self.blocks for m in (b.qkv, b.out, b.mlp_in, b.mlp_out)]
+        return [self.embed, *inner, self.head]
+
+
 def make_torch_network(
     spec: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
 ) -> torch.nn.Module:
     """The PyTorch twin of ``ganno.networks.make_network(spec, num_classes)`` for inputs of
-    ``input_shape`` (one example, e.g. ``(40,)`` for MNIST-1D)."""
+    ``input_shape`` (one example, e.g. ``(40,)`` for MNIST-1D). ``batch_norm: true`` in a
+    ``cnn1d`` spec (PyTorch only) gives :class:`TorchCNN1DBatchNorm`."""
     kind = spec.get("kind", "mlp")
     if kind == "mlp":
         return TorchMLP(
@@ -110,29 +295,57 @@ def make_torch_network(
     if kind == "cnn1d":
         length = int(input_shape[0])
         in_channels = int(input_shape[1]) if len(input_shape) > 1 else 1
-        return TorchCNN1D(
+        cnn = TorchCNN1DBatchNorm if spec.get("batch_norm", False) else TorchCNN1D
+        return cnn(
             length,
             in_channels,
             tuple(int(c) for c in spec.get("channels", (16, 32))),
             int(spec.get("kernel_size", 5)),
             num_classes,
         )
-    raise ValueError(f"unknown network kind {kind!r}; choose 'mlp' or 'cnn1d'")
+    if kind == "transformer":  # a key the spec leaves out takes the constructor's default
+        keys = ("d_model", "heads", "blocks", "mlp_width", "patch_size")
+        sizes = {key: int(spec[key]) for key in keys if key in spec}
+        return TorchTransformer(int(np.prod(input_shape)), num_classes=num_classes, **sizes)
+    raise ValueError(f"unknown network kind {kind!r}; choose 'mlp', 'cnn1d' or 'transformer'")
+
+
+#: A Linear's or Conv1d's parameters as paths in the flax layer's subtree (``{kernel, bias}``)
+_DENSE_LAYOUT = {("kernel",): "weight", ("bias",): "bias"}
 
 
 def _layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     if isinstance(model, TorchMLP):
         return list(model.layers)
-    if isinstance(model, TorchCNN1D):
+    if isinstance(model, TorchCNN1D | TorchCNN1DBatchNorm | TorchTransformer):
         return model.layers()
     raise TypeError(f"no JAX parameter layout is known for {type(model).__name__}")
 
 
+def _to_torch(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+    """A flax array as its PyTorch parameter: kernels transposed (Dense ``[in, out]`` ->
+    ``[out, in]``, Conv1D ``[k, in, out]`` -> ``[out, in, k]``), other arrays as they are."""
+    if path[-1] != "kernel":
+        return value
+    return value.T if value.ndim == 2 else value.transpose(2, 1, 0)
+
+
+def _leaf_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    paths = set()
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            paths |= _leaf_paths(value, (*prefix, key))
+        else:
+            paths.add((*prefix, key))
+    return paths
+
+
 @torch.no_grad()
 def from_jax_params(model: torch.nn.Module, params: Mapping[str, Any]) -> torch.nn.Module:
-    """Copy flax parameters ``{layer_i: {kernel, bias}}`` into a :class:`TorchMLP` or
-    :class:`TorchCNN1D` (Dense kernels ``[in, out]`` -> ``[out, in]``; Conv1D kernels
-    ``[k, in, out]`` -> ``[out, in, k]``); returns the model."""
+    """Copy flax parameters (``{layer_i: {kernel, bias}}``, or a transformer's nested layers)
+    into a :class:`TorchMLP`, :class:`TorchCNN1D`, :class:`TorchCNN1DBatchNorm` (its convolutions
+    and head) or :class:`TorchTransformer`, kernels transposed (:func:`_to_torch`); returns the
+    model."""
     from ganno.networks import layer_keys
 
     keys = layer_keys(params)
@@ -140,24 +353,40 @@ def from_jax_params(model: torch.nn.Module, params: Mapping[str, Any]) -> torch.
     if len(keys) != len(layers):
         raise ValueError(f"{len(keys)} JAX layers for a model of {len(layers)} layers")
     for key, layer in zip(keys, layers, strict=True):
-        kernel = np.array(params[key]["kernel"], np.float32)
-        weight = kernel.T if kernel.ndim == 2 else kernel.transpose(2, 1, 0)
-        if tuple(weight.shape) != tuple(layer.weight.shape):
+        layout = getattr(layer, "JAX_LAYOUT", _DENSE_LAYOUT)
+        if _leaf_paths(params[key]) != set(layout):
             raise ValueError(
-                f"{key}: kernel {kernel.shape} does not fit {tuple(layer.weight.shape)}"
+                f"{key}: parameters {sorted(_leaf_paths(params[key]))} do not fit "
+                f"{type(layer).__name__} ({sorted(layout)})"
             )
-        layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
-        layer.bias.copy_(torch.from_numpy(np.array(params[key]["bias"], np.float32)))
+        for path, name in layout.items():
+            value = params[key]
+            for part in path:
+                value = value[part]
+            array = np.array(value, np.float32)
+            target = getattr(layer, name)
+            weight = _to_torch(path, array)
+            if tuple(weight.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"{key}: {'/'.join(path)} {array.shape} does not fit {tuple(target.shape)}"
+                )
+            target.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
     return model
 
 
-def to_jax_params(model: torch.nn.Module) -> dict[str, dict[str, np.ndarray]]:
-    """The inverse of :func:`from_jax_params`: numpy ``{layer_i: {kernel, bias}}``."""
-    out = {}
+def to_jax_params(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """The inverse of :func:`from_jax_params`: numpy ``{layer_i: {kernel, bias}}`` (nested like
+    the flax layers for the transformer; a BatchNorm CNN's norms are left out)."""
+    out: dict[str, dict[str, Any]] = {}
     for i, layer in enumerate(_layers(model)):
-        w = layer.weight.detach().cpu().numpy()
-        kernel = w.T if w.ndim == 2 else w.transpose(2, 1, 0)
-        out[f"layer_{i}"] = {"kernel": kernel.copy(), "bias": layer.bias.detach().cpu().numpy()}
+        tree: dict[str, Any] = {}
+        for path, name in getattr(layer, "JAX_LAYOUT", _DENSE_LAYOUT).items():
+            node = tree
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            # the transposes of _to_torch are their own inverses on the reversed shapes
+            node[path[-1]] = _to_torch(path, getattr(layer, name).detach().cpu().numpy()).copy()
+        out[f"layer_{i}"] = tree
     return out
 
 
