@@ -11,6 +11,10 @@ from ganno import baselines, schedules
 
 ANALYSIS = (
     "ganno.report",
+    "ganno.verdicts",
+    "ganno.claims_text",
+    "ganno.method_statements",
+    "ganno.front_door",
     "ganno.extensions_report",
     "ganno.tables",
     "ganno.plots",
