@@ -190,6 +190,27 @@ def test_changing_baseline_settings_reruns_only_baselines_and_their_dependants(
     assert "rule sweep_agent:" not in jobs
 
 
+def test_adding_a_task_runs_that_task_alone(pipeline_run, tmp_path):
+    """Another task's definition is not a setting of a task's runs: a new generalisation task
+    runs its own sweeps (and the report after them), and no other task's."""
+    cfg = (pipeline_run / "config" / "test.yaml").read_text()
+    changed = cfg.replace(
+        "    - {name: digits, task: {dataset: digits}}\n",
+        "    - {name: digits, task: {dataset: digits}}\n"
+        "    - {name: mlp_narrow, task: {network: {width: 8}}}\n",
+    )
+    assert changed != cfg
+    path = tmp_path / "added.yaml"
+    path.write_text(changed)
+    result = _snakemake(pipeline_run, "--cores", "2", "--configfile", str(path), "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = result.stdout + result.stderr
+    swept = set(re.findall(r"wildcards: task=(\w+)", jobs))
+    assert swept == {"mlp_narrow"}, swept
+    assert "rule report:" in jobs or "localrule report:" in jobs
+    assert "rule meta_train:" not in jobs and "localrule meta_train:" not in jobs
+
+
 def test_default_config_dag_dry_run(tmp_path):
     _copy_workflow(tmp_path)
     result = _snakemake(tmp_path, "--cores", "2", "-n")

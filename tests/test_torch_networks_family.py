@@ -57,7 +57,7 @@ def _jax_params(spec, seed=0, scale=0.05):
 
 
 def test_the_transformer_twin_computes_the_jax_function_with_the_jax_layers():
-    spec = {"kind": "transformer"}  # the defaults: 10 layers
+    spec = {"kind": "transformer", "blocks": 2}  # two blocks: 10 layers
     params = _jax_params(spec)
     model = from_jax_params(make_torch_network(spec, (40,), 10), params)
     assert isinstance(model, TorchTransformer)

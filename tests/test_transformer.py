@@ -41,35 +41,30 @@ def mnist1d(tmp_path_factory):
 
 
 def test_one_layer_per_weight_layer_with_the_norm_it_feeds():
-    """Defaults (d_model 32, 2 heads, 2 blocks, MLP 64, patches of 4): ten layers, the token
+    """Defaults (d_model 16, 2 heads, 1 block, MLP 32, patches of 4): six layers, the token
     embedding with the position embeddings, per block QKV (one layer, with its LayerNorm),
     attention output, MLP in (with its LayerNorm), MLP out, then the head with the final norm."""
     params = _params({"kind": "transformer"})
-    assert layer_keys(params) == [f"layer_{i}" for i in range(10)]
+    assert layer_keys(params) == [f"layer_{i}" for i in range(6)]
     shapes = jax.tree.map(jnp.shape, params)
-    norm = {"scale": (32,), "bias": (32,)}
-    assert shapes["layer_0"] == {"dense": {"kernel": (4, 32), "bias": (32,)}, "position": (10, 32)}
-    for first in (1, 5):
-        assert shapes[f"layer_{first}"] == {
-            "norm": norm,
-            "dense": {"kernel": (32, 96), "bias": (96,)},
-        }
-        assert shapes[f"layer_{first + 1}"] == {"kernel": (32, 32), "bias": (32,)}
-        assert shapes[f"layer_{first + 2}"] == {
-            "norm": norm,
-            "dense": {"kernel": (32, 64), "bias": (64,)},
-        }
-        assert shapes[f"layer_{first + 3}"] == {"kernel": (64, 32), "bias": (32,)}
-    assert shapes["layer_9"] == {"norm": norm, "dense": {"kernel": (32, 10), "bias": (10,)}}
-    assert sum(x.size for x in jax.tree.leaves(params)) == 17962
-    assert len(layer_keys(_params(TINY))) == 6  # 2 + 4 x blocks
+    norm = {"scale": (16,), "bias": (16,)}
+    assert shapes["layer_0"] == {"dense": {"kernel": (4, 16), "bias": (16,)}, "position": (10, 16)}
+    assert shapes["layer_1"] == {"norm": norm, "dense": {"kernel": (16, 48), "bias": (48,)}}
+    assert shapes["layer_2"] == {"kernel": (16, 16), "bias": (16,)}
+    assert shapes["layer_3"] == {"norm": norm, "dense": {"kernel": (16, 32), "bias": (32,)}}
+    assert shapes["layer_4"] == {"kernel": (32, 16), "bias": (16,)}
+    assert shapes["layer_5"] == {"norm": norm, "dense": {"kernel": (16, 10), "bias": (10,)}}
+    assert sum(x.size for x in jax.tree.leaves(params)) == 2666
+    two = _params({"kind": "transformer", "blocks": 2})  # 2 + 4 x blocks
+    assert layer_keys(two) == [f"layer_{i}" for i in range(10)]
+    assert jax.tree.map(jnp.shape, two)["layer_5"] == shapes["layer_1"]  # the second block's QKV
 
 
 def test_bad_shapes_and_keys_are_refused():
     x = jnp.zeros((1, 40))
     with pytest.raises(ValueError, match="40 input values do not cut into patches of 3"):
         make_network({"kind": "transformer", "patch_size": 3}, 10).init(jax.random.PRNGKey(0), x)
-    with pytest.raises(ValueError, match="d_model 32 is not a multiple of heads 3"):
+    with pytest.raises(ValueError, match="d_model 16 is not a multiple of heads 3"):
         make_network({"kind": "transformer", "heads": 3}, 10).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ConfigError, match="task.network.heads"):
         validate({"task": {"network": {"kind": "transformer", "heads": 0}}})

@@ -121,10 +121,10 @@ class Transformer(nn.Module):
     """
 
     num_classes: int
-    d_model: int = 32
+    d_model: int = 16
     heads: int = 2
-    blocks: int = 2
-    mlp_width: int = 64
+    blocks: int = 1
+    mlp_width: int = 32
     patch_size: int = 4
 
     @nn.compact

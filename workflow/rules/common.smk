@@ -135,14 +135,26 @@ def task_data(wildcards):
     return rules.prepare_data.output.npz.format(dataset=cfg["task"]["dataset"])
 
 
+# The lists that define the other tasks: a task's runs do not depend on them (its own entry is
+# merged into its `task` and `env` sections), so adding or editing another task reruns that task
+# alone.
+TASK_LISTS = ("generalisation_tasks", "validation_tasks")
+
+
 def task_settings(wildcards, *sections):
-    """A task's resolved sections (of an agent's config for an agent's job): editing them
-    reruns that task (and agent) only."""
+    """A task's resolved sections (of an agent's config for an agent's job), other tasks'
+    definitions left out: editing them reruns that task (and agent) only."""
     base = config
     if "agent" in wildcards.keys():
         base = agent_config(config, wildcards.agent)
     cfg = task_config(base, wildcards.task)
-    return json.dumps({k: cfg[k] for k in sections}, sort_keys=True)
+    settings = {k: cfg[k] for k in sections}
+    if "evaluation" in settings:
+        evaluation = settings["evaluation"]
+        settings["evaluation"] = {
+            k: v for k, v in evaluation.items() if k not in TASK_LISTS
+        }
+    return json.dumps(settings, sort_keys=True)
 
 
 def agent_settings(wildcards):

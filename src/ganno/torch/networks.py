@@ -249,10 +249,10 @@ class TorchTransformer(torch.nn.Module):
     def __init__(
         self,
         input_size: int,
-        d_model: int = 32,
+        d_model: int = 16,
         heads: int = 2,
-        blocks: int = 2,
-        mlp_width: int = 64,
+        blocks: int = 1,
+        mlp_width: int = 32,
         patch_size: int = 4,
         num_classes: int = 10,
     ):
