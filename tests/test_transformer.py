@@ -164,3 +164,19 @@ def test_sgd_cosine_trains_a_small_transformer_above_chance_on_mnist1d(mnist1d):
     print(df[["lr0", "val_accuracy", "test_accuracy", "wall_time_s"]])
     assert not df["diverged"].any()
     assert (df["test_accuracy"] > 0.3).all() and (df["val_accuracy"] > 0.3).all()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "transformer"},
+        {"kind": "transformer", "blocks": 3},
+        {"kind": "mlp", "depth": 5},
+        {"kind": "cnn1d", "channels": [8, 8, 8]},
+    ],
+)
+def test_the_cost_model_counts_the_layers_the_network_has(spec):
+    """Q3's cost model (ganno.cost, no JAX) counts a network's agents as the network has them."""
+    from ganno.cost import _num_layers
+
+    assert _num_layers(spec) == len(layer_keys(_params(spec)))

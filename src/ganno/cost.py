@@ -108,6 +108,8 @@ def _num_layers(network: Mapping[str, Any]) -> int:
     """Parametrised layers (one agent each) of a ``task.network`` block (:mod:`ganno.networks`)."""
     if network.get("kind", "mlp") == "cnn1d":
         return len(network.get("channels", (16, 32))) + 1  # the convolutions and the dense head
+    if network.get("kind") == "transformer":  # embedding, 4 a block, head (its default: 1 block)
+        return 2 + 4 * int(network.get("blocks", 1))
     return int(network.get("depth", 3))
 
 
