@@ -336,10 +336,13 @@ def torch_lines(table: pd.DataFrame) -> list[str]:
         best = t.loc[others, "tuned_iqm"].idxmax()
         widest = t.loc[others, "robust_decades"].idxmax()
         lines.append(
-            f"- `{task}`: `{ganno[0]}` tuned {_ci_text(g, 'tuned')}, robust range "
+            f"- `{task}`: "
+            + _compare(ganno[0], g, t.loc[best], best, "tuned", "tuned test accuracy")
+            + f" (the best baseline tuned); runs at chance {g['at_chance']:.1%} (baselines: "
+            + ", ".join(f"`{m}` {t.loc[m, 'at_chance']:.1%}" for m in others)
+            + f"); `{ganno[0]}`'s robust range "
             f"{tables.fmt_decades(g['robust_decades'])} decades, all-lr0 IQM "
-            f"{tables.fmt(g['all_iqm'])}; best baseline tuned: `{best}` "
-            f"{_ci_text(t.loc[best], 'tuned')}; widest baseline range: `{widest}` "
+            f"{tables.fmt(g['all_iqm'])}; widest baseline range: `{widest}` "
             f"{tables.fmt_decades(t.loc[widest, 'robust_decades'])} decades, all-lr0 IQM of "
             + ", ".join(f"`{m}` {tables.fmt(t.loc[m, 'all_iqm'])}" for m in others)
             + "."
