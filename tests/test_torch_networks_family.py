@@ -155,15 +155,9 @@ def test_torch_eval_runs_the_batchnorm_cnn_and_the_transformer(tmp_path, monkeyp
         },
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    env_entry = {
-        "steps_per_decision": 5,
-        "num_decisions": 4,
-        "actions": [0.5, 0.8, 1.0, 1.25, 2.0],
-        "lr_bounds": [1e-6, 10.0],
-        "lr0_range": [1e-3, 0.1],
-        "divergence_loss_ratio": 10.0,
-    }
-    decisive_policy(16, 5, env_entry=env_entry).save(tmp_path / "policy")
+    from test_torch_eval import ENV_ENTRY  # the test config's env block as a policy records it
+
+    decisive_policy(16, 5, env_entry=ENV_ENTRY).save(tmp_path / "policy")
     out = tmp_path / "deployment.csv"
     argv = ["torch-eval", "--config", str(tmp_path / "config.yaml"), "--quiet"]
     assert main([*argv, "--policy", str(tmp_path / "policy"), "--out", str(out)]) == 0
