@@ -448,6 +448,15 @@ def test_the_stated_agent_design_is_the_one_the_environment_is_built_from(config
     assert f"gradient features read the last 5 of every {env.steps_per_decision} steps" in ippo
     assert "gradient features read every step of an interval" in mappo
     assert "(MAPPO) chooses a level from {-1, 0, 1}" in mappo and "`sgd_cosine`" in mappo
+    assert "schedule from lr0" in ippo and "DoG" not in text
+    assert "evaluated without the guard" in ippo
+    dog = validate({**config, "env": {**config["env"], "guard": True}, "agents": [
+        {"name": "ippo", "env": {"action_mode": "anchored_compound", "base_step_size": "dog",
+                                 "reward": "relative_log_val_error", "lr_bounds": [1e-6, 1.0]}},
+    ]})  # fmt: skip
+    text = report.agent_design_statement(dog)
+    assert "`sgd_cosine` schedule whose step size is DoG's (`env.base_step_size: dog`" in text
+    assert "every rate capped at `env.lr_bounds[1]` = 1, evaluated with the guard" in text
 
 
 def test_the_readme_states_the_configured_criterion(built, config):

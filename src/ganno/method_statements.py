@@ -101,10 +101,17 @@ def meta_training_statement(config: Mapping[str, Any]) -> str:
 ACTION_MODE_WORDS = {
     "compound": "a factor from {actions} on each layer's current rate, compounding over the "
     "episode",
-    "anchored": "a level from {levels} (x{scale:.3g} per level) on the {base} schedule from lr0, "
+    "anchored": "a level from {levels} (x{scale:.3g} per level) on the {base} schedule {step}, "
     "nothing compounding",
     "anchored_compound": "a factor from {actions} on a per-layer multiplier (within {bounds}) of "
-    "the {base} schedule from lr0",
+    "the {base} schedule {step}",
+}
+#: What the anchored modes' base schedule scales (``env.base_step_size``).
+BASE_STEP_WORDS = {
+    "lr0": "from lr0",
+    "dog": "whose step size is DoG's (`env.base_step_size: dog`: the largest distance the weights "
+    "moved from their start over the root of the summed squared gradient norms; lr0 at the first "
+    "step)",
 }
 
 
@@ -128,6 +135,7 @@ def agent_design_statement(config: Mapping[str, Any]) -> str:
             scale=math.exp(env.level_scale),
             bounds=f"[{env.scale_bounds[0]:g}, {env.scale_bounds[1]:g}]",
             base=f"`{env.base_schedule}`",
+            step=BASE_STEP_WORDS[env.base_step_size],
         )
         network = f"a {'GRU' if mt.get('gru_size', 0) else 'feed-forward'} actor"
         norm = "normalised" if mt.get("normalise_observations", False) else "raw"
@@ -136,9 +144,14 @@ def agent_design_statement(config: Mapping[str, Any]) -> str:
             if env.gradient_steps == env.steps_per_decision
             else f"the last {env.gradient_steps} of every {env.steps_per_decision} steps"
         )
+        guard = "with" if env.guard else "without"
+        ceiling = (
+            f", every rate capped at `env.lr_bounds[1]` = {env.lr_bounds[1]:g}, evaluated {guard} "
+            "the guard (`env.guard`)"
+        )
         parts.append(
             f"`{agent.name}` ({agent.algorithm.upper()}) chooses {actions} "
             f"(`env.action_mode: {env.action_mode}`), is rewarded by `{env.reward}`, with "
-            f"{network} on {norm} observations whose gradient features read {window}"
+            f"{network} on {norm} observations whose gradient features read {window}{ceiling}"
         )
     return f"Agent design: {'; '.join(parts)}."
