@@ -171,3 +171,17 @@ def test_bad_config_and_mismatched_resume_give_clear_errors(full_run, tmp_path):
     shutil.copytree(full_run[0], tmp_path / "copy")
     with pytest.raises(ConfigError, match="another config"):
         meta_train(ENV, tiny_config(gamma=0.5), "ippo", 0, tmp_path / "copy", progress=False)
+
+
+def test_the_evaluation_only_guard_is_not_part_of_a_runs_identity():
+    """``env.guard`` applies in evaluation and deployment only: a run meta-trained without it
+    resumes (and the workflow keeps it) when it is turned on; any other env key is identity."""
+    from ganno.config import validate
+    from ganno.meta_train import _fingerprint
+
+    base = validate(tiny_config())
+    base["env"] = {**base["env"], "action_mode": "anchored_compound"}
+    guarded = {**base, "env": {**base["env"], "guard": True}}
+    assert _fingerprint(guarded, "ippo") == _fingerprint(base, "ippo")
+    other = {**base, "env": {**base["env"], "divergence_loss_ratio": 5.0}}
+    assert _fingerprint(other, "ippo") != _fingerprint(base, "ippo")

@@ -72,6 +72,9 @@ ALGORITHMS = {"ippo": ippo.make_learner, "mappo": mappo.make_learner}
 CURVE_FILE = "learning_curve.jsonl"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
+#: The env key meta-training never applies (the guard: evaluation and deployment only), so it is
+#: not part of a run's identity: turning it on keeps meta-training's results.
+EVALUATION_ONLY = "guard"
 # Config keys that may change between an interrupted run and its resumption.
 _RESUMABLE_KEYS = (
     "total_timesteps",
@@ -181,6 +184,7 @@ def _fingerprint(cfg: Mapping[str, Any], algo: str) -> str:
     learning["meta_train"] = {
         k: v for k, v in cfg["meta_train"].items() if k not in _RESUMABLE_KEYS
     }
+    learning["env"].pop(EVALUATION_ONLY, None)  # meta-training never applies the guard
     return json.dumps({"config": learning, "algo": algo}, sort_keys=True)
 
 

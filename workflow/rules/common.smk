@@ -162,6 +162,8 @@ def agent_settings(wildcards):
     cfg = agent_config(config, wildcards.agent)
     algorithm = registry.get(config, wildcards.agent).algorithm
     sections = {k: cfg[k] for k in ("seed", "task", "env", "meta_train")}
+    # the guard applies in evaluation only: turning it on reruns the sweeps, not meta-training
+    sections["env"] = {k: v for k, v in cfg["env"].items() if k != "guard"}
     return json.dumps({**sections, "algorithm": algorithm}, sort_keys=True)
 
 
