@@ -130,6 +130,24 @@ def test_refresh_copies_a_run_with_its_settings_and_provenance(tmp_path, monkeyp
     assert not (dest / "broken").exists()  # nothing copied from a broken run
 
 
+def test_the_refresh_records_whether_the_shipped_policy_deploys_with_the_guard(tmp_path):
+    """The pipeline passes its env.guard: the shipped policy deploys as the report evaluated it
+    (deployment_settings' default); without --guard/--no-guard the copy is the run's, byte for
+    byte."""
+    from ganno.deployment import deployment_settings
+
+    run = tmp_path / "run"
+    ganno.pretrained_policy().save(run / "policy")
+    original = (run / "policy" / "policy.json").read_bytes()
+    for flag, expected in (("--guard", True), ("--no-guard", False)):
+        argv = ["pretrained", "refresh", "--from", str(run / "policy"), "--dest", str(tmp_path)]
+        assert cli_main([*argv, "--name", flag[2:], flag]) == 0
+        assert deployment_settings(Policy.load(tmp_path / flag[2:])).guard is expected
+    assert (tmp_path / "no-guard" / "policy.json").read_bytes() == original
+    pretrained.refresh(run / "policy", dest=tmp_path, name="as_is")
+    assert (tmp_path / "as_is" / "policy.json").read_bytes() == original
+
+
 def test_the_shipped_settings_are_what_the_refresh_makes_of_its_provenance(tmp_path):
     """settings.json and PROVENANCE.json's paths come from the refresh's own code: restamping a
     copy of the shipped folder whose record holds a developer's absolute path gives the shipped

@@ -377,6 +377,7 @@ def _cmd_pretrained_refresh(args: argparse.Namespace) -> int:
             note=args.note,
             dest=args.dest,
             selection=selection,
+            guard=args.guard,
         )
     )
     return 0
@@ -734,6 +735,13 @@ def _add_pretrained(sub: argparse._SubParsersAction) -> None:
     refresh.add_argument("--note", help="a sentence on what the policy is (stored as is)")
     refresh.add_argument(
         "--dest", type=Path, help="folder of shipped policies (default: the package's own)"
+    )
+    refresh.add_argument(
+        "--guard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the shipped policy deploys with the guard by default (the pipeline passes "
+        "its env.guard, so it deploys as the report evaluated it; default: as the policy records)",
     )
     refresh.set_defaults(func=_cmd_pretrained_refresh)
     select = pre_p.add_parser(

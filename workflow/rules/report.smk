@@ -139,6 +139,8 @@ rule pretrained_policy:
         source=pretrained_source,
         dest=lambda wildcards, output: str(Path(output[0]).parent.parent),
         name=PRETRAINED_AGENT,
+        # deploys as the report evaluated it (env.guard)
+        guard="--guard" if config["env"].get("guard") else "--no-guard",
         note=(
             f"the pipeline's main IPPO policy (agent {PRETRAINED_AGENT}, "
             + (
@@ -152,4 +154,5 @@ rule pretrained_policy:
         ),
     shell:
         "ganno pretrained refresh {params.source} --summary {input.summary} "
-        "--name {params.name} --dest {params.dest} --note {params.note:q} > {log} 2>&1"
+        "--name {params.name} --dest {params.dest} --note {params.note:q} {params.guard} "
+        "> {log} 2>&1"

@@ -254,6 +254,19 @@ def _write_settings(target: Path, record: Mapping[str, Any]) -> None:
     _write_json(path, shipped_settings(record["config"], agent=agent, algorithm=algorithm))
 
 
+def _set_guard(policy_json: Path, guard: bool) -> None:
+    """Record in a copied ``policy.json`` whether it deploys with the guard (``env.guard``,
+    recorded only when on, as meta-training records it)."""
+    record = json.loads(policy_json.read_text())
+    env = dict(record.get("env") or {})
+    if bool(env.get("guard", False)) == guard:
+        return  # already so: the copy stays byte for byte the run's
+    env.pop("guard", None)
+    if guard:
+        env["guard"] = True
+    _write_json(policy_json, {**record, "env": env})
+
+
 def refresh(
     policy_dir: str | Path,
     *,
@@ -262,6 +275,7 @@ def refresh(
     note: str | None = None,
     dest: str | Path | None = None,
     selection: Mapping[str, Any] | None = None,
+    guard: bool | None = None,
 ) -> Path:
     """Copy the policy in ``policy_dir`` (a run's ``policy/`` folder) to the shipped policy
     ``name`` and write its ``settings.json`` (:func:`shipped_settings` of the run's
@@ -270,8 +284,11 @@ def refresh(
     source's repository, the headline numbers read from ``summary`` (JSON, CSV or text) and
     ``note``. ``dest``: the folder of shipped policies (default: this package's, i.e. the source
     tree in an editable install). ``selection``: how the policy was chosen among its agent's
-    meta-training seeds (:func:`ganno.seed_selection.select_seed`'s record), stored as is. Returns
-    the policy's new folder."""
+    meta-training seeds (:func:`ganno.seed_selection.select_seed`'s record), stored as is.
+    ``guard``: whether the shipped policy deploys with the guard by default (``env.guard`` in its
+    ``policy.json``, what :func:`ganno.deployment.deployment_settings` reads; the pipeline passes
+    the config's, so it deploys as the report evaluated it); None keeps what the policy records.
+    Returns the policy's new folder."""
     import yaml
 
     from ganno.policy import Policy
@@ -289,6 +306,8 @@ def refresh(
     target.mkdir(parents=True, exist_ok=True)
     for file in _POLICY_FILES:
         shutil.copyfile(source / file, target / file)
+    if guard is not None:
+        _set_guard(target / "policy.json", guard)
     curve = run / "learning_curve.jsonl"
     last_row = None
     if curve.is_file():
