@@ -1,9 +1,8 @@
 """Where the pipeline puts things: every results path and every report name, spelled once.
 
 The Snakemake rules and the library (the CLI, :mod:`ganno.report`) both import this module; it
-imports only :mod:`ganno.agents` and the shipped agent's name from :mod:`ganno.pretrained` (no
-JAX, no third-party package), so ``snakemake -n`` stays quick. Paths below are relative to the
-results folder (``results/``)::
+imports only :mod:`ganno.agents` (no JAX, no third-party package), so ``snakemake -n`` stays
+quick. Paths below are relative to the results folder (``results/``)::
 
     meta_train/<agent>/seed_<s>/policy/policy.json     an agent's policy of meta-training seed s
     meta_train/<agent>/seed_<s>/learning_curve.jsonl   its meta-training curve
@@ -28,7 +27,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ganno import agents as registry
-from ganno.pretrained import DEFAULT as SHIPPED_AGENT
+
+#: The agent whose policy the package ships (:mod:`ganno.pretrained`).
+SHIPPED_AGENT = "ippo"
 
 #: The name of the meta-training task among the evaluation tasks.
 TRAIN_TASK = "train"

@@ -30,7 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-DEFAULT = "ippo"
+from ganno.layout import SHIPPED_AGENT as DEFAULT  # the shipped agent, named once
+
 PROVENANCE_FILE = "PROVENANCE.json"
 SETTINGS_FILE = "settings.json"
 _POLICY_FILES = ("policy.json", "actor_params.msgpack")
