@@ -453,12 +453,12 @@ def test_ganno_errors_keep_their_builtin_bases():
 
 
 def test_the_cli_shows_a_traceback_for_bugs_and_with_debug(tiny, monkeypatch, capsys):
-    import ganno.cli
+    import ganno.cli.config
 
     def bug(args):
         raise ValueError("a bug, not a user error")
 
-    monkeypatch.setattr(ganno.cli, "_cmd_config_check", bug)
+    monkeypatch.setattr(ganno.cli.config, "_cmd_config_check", bug)
     with pytest.raises(ValueError, match="a bug"):  # not turned into one line
         main(["config", "check", str(tiny)])
     with pytest.raises(ConfigError, match="does not exist"):

@@ -26,7 +26,7 @@ ANALYSIS = (
     "ganno.design_study",
     "ganno.results",
     "ganno.layout",
-    "ganno.cli",
+    "ganno.cli",  # with its command groups (ganno.cli.data, ganno.cli.evaluation, ...)
     # the decision protocol and the deployment settings: shared by the JAX environment, optax
     # and the PyTorch scheduler, so they belong to neither framework
     "ganno.protocol",
@@ -81,7 +81,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tuning_budget", "verdicts",
     ),
     # the command line and the package's front (ganno.pretrained_policy, ganno.Policy)
-    "interface": ("cli", "__init__"),
+    "interface": (
+        "cli", "cli.__main__", "cli.common", "cli.config", "cli.data", "cli.evaluation",
+        "cli.meta_train", "cli.pretrained", "cli.report", "cli.study", "__init__",
+    ),
 }  # fmt: skip
 
 
