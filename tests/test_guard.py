@@ -419,3 +419,57 @@ def test_a_guarded_scheduler_resumes_across_its_trip(task):
         for p, q in zip(resumed.parameters(), model.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
         assert resumed_sched.dog.eta == sched.dog.eta
+
+
+def test_the_guard_rolls_back_batchnorm_statistics_given_as_buffers(task):
+    """BatchNorm's running statistics move in the interval that went wrong, like the weights:
+    with ``buffers=model.buffers()`` the trip restores them to the last decision's (as the
+    weights), without them they keep the bad interval's."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from ganno.torch.networks import layerwise_param_groups
+    from ganno.torch.scheduler import GannoScheduler
+
+    env = guarded_env(task)
+    policy = always(env, 2.0)  # compounds the rates up until the guard trips
+    x, y = torch.tensor(np.asarray(task.x_train)), torch.tensor(np.asarray(task.y_train)).long()
+    xv, yv = torch.tensor(np.asarray(task.x_val)), torch.tensor(np.asarray(task.y_val)).long()
+
+    def run(with_buffers: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(40, 32),
+            torch.nn.BatchNorm1d(32),
+            torch.nn.ReLU(),
+            torch.nn.Linear(32, 32),
+            torch.nn.ReLU(),
+            torch.nn.Linear(32, 10),
+        )
+        assert len(layerwise_param_groups(model)) == 3  # the norm with the layer before it
+        optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=0.05)
+
+        def val():
+            model.eval()
+            with torch.no_grad():
+                value = F.cross_entropy(model(xv), yv).item()
+            model.train()
+            return value
+
+        sched = GannoScheduler(
+            optimizer, policy, val_loss_fn=val, buffers=model.buffers() if with_buffers else ()
+        )
+        stats = []  # BatchNorm's running mean after every step
+        for t in range(K * H):
+            idx = torch.arange(t * 32, (t + 1) * 32) % len(x)
+            scheduled_torch_step(model, optimizer, sched, x[idx], y[idx])
+            stats.append(model[1].running_mean.clone())
+        return sched.guarded_at_step, stats
+
+    trip, stats = run(True)
+    assert trip is not None and trip >= 2 * K, "the policy must trip the guard after a decision"
+    # the trip (at the end of step `trip`) restores the state of the decision one interval back
+    torch.testing.assert_close(stats[trip - 1], stats[trip - K - 1], rtol=0, atol=0)
+    trip_without, unrestored = run(False)
+    assert trip_without == trip
+    assert not torch.equal(unrestored[trip - 1], unrestored[trip - K - 1])

@@ -93,8 +93,9 @@ class Budget:
     divergence_loss_ratio: float = 10.0
     lr_bounds: tuple[float, float] = (1e-6, 10.0)
     actions: tuple[float, ...] | None = None
-    #: the guard (``env.guard``), as the JAX evaluation of the same config runs it
-    guard: bool = False
+    #: the guard (``env.guard``), as the JAX evaluation of the same config runs it; None: as the
+    #: policy records it
+    guard: bool | None = None
 
     @property
     def num_steps(self) -> int:
@@ -110,7 +111,7 @@ class Budget:
             float(env["divergence_loss_ratio"]),
             (float(env["lr_bounds"][0]), float(env["lr_bounds"][1])),
             tuple(float(a) for a in env["actions"]),
-            bool(env.get("guard", False)),
+            None if env.get("guard") is None else bool(env["guard"]),
         )
 
 
@@ -238,6 +239,7 @@ def train_run(
             lr_bounds=budget.lr_bounds,
             divergence_loss_ratio=budget.divergence_loss_ratio,
             guard=budget.guard,
+            buffers=model.buffers(),  # BatchNorm's statistics roll back with the weights
             greedy=greedy,
             gradient_statistics=gradient_statistics,
             on_divergence="stop",  # the loop below applies the same rule and restores

@@ -71,7 +71,9 @@ next step is the rollback (as in the environment and ``ganno_sgd``, where the up
 the trip can only restore): its ``optimizer.step()`` is undone, and its gradient is read by
 nothing. Before the trip a non-finite minibatch loss is left to the guard at the interval's end
 (the environment's rule); after it, a divergence is handled by ``on_divergence`` as without the
-guard. Each decision then keeps a copy of the weights and of the optimiser's state.
+guard. Each decision then keeps a copy of the weights and of the optimiser's state, and of the
+``buffers`` given (``model.buffers()``: BatchNorm's running statistics, which the bad interval
+moved too; the optimiser does not know them).
 
 The policy's actor runs in PyTorch (:class:`ganno.torch.actor.TorchPolicy`, loaded from the
 policy's files or copied from a :class:`ganno.Policy`), so the scheduler needs no JAX;
@@ -83,7 +85,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -208,7 +210,9 @@ class GannoScheduler:
 
     ``guard``: roll back and follow the base schedule when the run heads for death (the module
     doc; default: what the policy records, ``env.guard``, off if it records none);
-    ``guarded_at_step`` is the step at which it tripped (None while it has not).
+    ``guarded_at_step`` is the step at which it tripped (None while it has not). ``buffers``:
+    tensors the guard rolls back with the weights (pass ``model.buffers()`` for a network with
+    BatchNorm, whose running statistics the bad interval moved).
 
     ``policy``: a :class:`ganno.torch.actor.TorchPolicy` (``ganno.torch.pretrained_policy()``,
     ``TorchPolicy.load(dir)``: no JAX needed) or a :class:`ganno.Policy`. ``actor``: where its
@@ -238,6 +242,7 @@ class GannoScheduler:
         sample_above: int = SAMPLE_ABOVE,
         gradient_statistics: str = "auto",
         guard: bool | None = None,
+        buffers: Iterable[torch.Tensor] = (),
         actor: str = "torch",
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
@@ -248,6 +253,9 @@ class GannoScheduler:
             )
         self.optimizer = optimizer
         self.policy = policy
+        #: what the guard restores besides the weights (floating-point buffers only; counters such
+        #: as BatchNorm's num_batches_tracked are left to run on)
+        self._buffers = [b for b in buffers if b.is_floating_point()]
         #: where the policy's actor decides: "torch" or "jax"
         self.actor = actor
         self._decider = _decider(policy, actor)
@@ -779,7 +787,7 @@ class GannoScheduler:
             if id(p) in index
         }
         dog = None if self.dog is None else self.dog.state_dict()
-        return {"optimizer": optimizer, "dog": dog}
+        return {"optimizer": optimizer, "dog": dog, "buffers": [b.clone() for b in self._buffers]}
 
     @torch.no_grad()
     def _restore_last_decision(self) -> None:
@@ -795,6 +803,8 @@ class GannoScheduler:
             }
         if self.dog is not None:
             self.dog.load_state_dict(snapshot["dog"])
+        for buffer, saved in zip(self._buffers, snapshot.get("buffers", ()), strict=False):
+            buffer.copy_(saved)
 
     def _trip(self, params) -> None:
         """The guard trips at this interval's end: back to the last decision, multiplier 1, the
@@ -997,6 +1007,7 @@ class GannoScheduler:
                     for i, st in self._guard_snapshot["optimizer"].items()
                 },
                 "dog": self._guard_snapshot["dog"],
+                "buffers": [b.clone() for b in self._guard_snapshot.get("buffers", ())],
             },
             "initial_grad_sq": None
             if self._initial_grad_sq is None
