@@ -156,6 +156,8 @@ def test_break_even_arithmetic():
     assert cost.problems_to_break_even(99.0, 3, 10.0, 5.0) == 4
     assert math.isinf(cost.problems_to_break_even(100.0, 1, 5.0, 10.0))  # no saving: never
     assert math.isinf(cost.problems_to_break_even(100.0, 1, 5.0, 5.0))
+    # the baseline needs one run as GANNO does: no tuning saved, whatever one run of each costs
+    assert math.isinf(cost.problems_to_break_even(100.0, 1, 10.0, 5.0))
     assert math.isnan(cost.problems_to_break_even(np.nan, 3, 10.0, 5.0))  # not measured
     assert cost.fmt_problems(math.inf) == "never"
     assert cost.fmt_problems(np.nan) == cost.NOT_MEASURED

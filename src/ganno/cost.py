@@ -21,7 +21,9 @@ Every number comes from a file the run (or a benchmark script) wrote, never from
 B per training problem (``k`` = the runs B needs for its expected best to reach one GANNO run,
 :func:`ganno.tuning_budget.runs_saved`), and with GANNO one run; meta-training is paid once. GANNO
 costs less in all after ``P`` problems, the smallest whole number above
-``meta_cost / (k * cost_B - cost_GANNO)``, and never where that denominator is not positive.
+``meta_cost / (k * cost_B - cost_GANNO)``; never where that denominator is not positive, and never
+where B needs no more runs than GANNO (``k = 1``: no tuning is saved, and what one run of each
+costs differs by a few percent, inside the timings' noise).
 """
 
 from __future__ import annotations
@@ -319,11 +321,14 @@ def problems_to_break_even(
 ) -> float:
     """The training problems after which GANNO (``meta_cost`` once, then ``cost_g`` a problem)
     costs less in all than tuning B (``k_needed`` runs of ``cost_b`` a problem): the smallest whole
-    ``P`` with ``meta_cost + P cost_g < P k cost_b``; ``inf`` (never) where ``k cost_b <= cost_g``;
-    NaN where a cost is unknown."""
+    ``P`` with ``meta_cost + P cost_g < P k cost_b``; ``inf`` (never) where ``k cost_b <= cost_g``
+    or ``k <= 1`` (B needs no more runs than GANNO: no tuning saved); NaN where a cost is
+    unknown."""
     values = (meta_cost, k_needed, cost_b, cost_g)
     if any(v is None or not np.isfinite(v) for v in values):
         return np.nan
+    if k_needed <= 1:
+        return math.inf
     saving = k_needed * cost_b - cost_g
     if saving <= 0:
         return math.inf
