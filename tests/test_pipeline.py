@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # One worker runs every test of the test pipeline (and the SLURM run, which compares with it).
@@ -117,7 +118,8 @@ def test_meta_training_runs_before_any_baseline(pipeline_run):
     logs = sorted((pipeline_run / ".snakemake" / "log").glob("*.snakemake.log"))
     started = [line.split()[1].rstrip(":") for line in logs[0].read_text().splitlines()
                if re.match(r"(local)?rule \w+:", line)]  # fmt: skip
-    assert started.count("meta_train") == 5, started
+    agents = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())["agents"]
+    assert started.count("meta_train") == len(agents), started  # one seed each
     last_meta = max(i for i, rule in enumerate(started) if rule == "meta_train")
     first_baseline = started.index("sweep_baselines")
     assert last_meta < first_baseline, started
