@@ -99,6 +99,16 @@ def share_of_the_way(num_classes: int, share: float) -> float:
 BASE_SCHEDULES: tuple[str, ...] = schedules.BASE_SCHEDULES
 #: What the anchored modes' base schedule scales: lr0 (constant) or DoG's step size.
 BASE_STEP_SIZES: tuple[str, ...] = ("lr0", "dog")
+#: The env key that meta-training never applies (the guard: evaluation and deployment only), so
+#: it is not part of what a meta-training run is: turning it on keeps meta-training's results.
+EVALUATION_ONLY = "guard"
+
+
+def meta_training_env(env: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's ``env`` block as meta-training reads it (:data:`EVALUATION_ONLY` left out)."""
+    return {key: value for key, value in env.items() if key != EVALUATION_ONLY}
+
+
 #: ``optax.contrib.scale_by_dog``'s default epsilon under the square root of DoG's step size.
 DOG_EPS = 1e-8
 

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ganno.config import dump_config, validate
+from ganno.env_settings import meta_training_env
 from ganno.errors import (  # noqa: F401 -- re-exported: their historical home
     CheckpointError,
     CheckpointNotFoundError,
@@ -72,9 +73,6 @@ ALGORITHMS = {"ippo": ippo.make_learner, "mappo": mappo.make_learner}
 CURVE_FILE = "learning_curve.jsonl"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
-#: The env key meta-training never applies (the guard: evaluation and deployment only), so it is
-#: not part of a run's identity: turning it on keeps meta-training's results.
-EVALUATION_ONLY = "guard"
 # Config keys that may change between an interrupted run and its resumption.
 _RESUMABLE_KEYS = (
     "total_timesteps",
@@ -184,7 +182,7 @@ def _fingerprint(cfg: Mapping[str, Any], algo: str) -> str:
     learning["meta_train"] = {
         k: v for k, v in cfg["meta_train"].items() if k not in _RESUMABLE_KEYS
     }
-    learning["env"].pop(EVALUATION_ONLY, None)  # meta-training never applies the guard
+    learning["env"] = meta_training_env(cfg["env"])  # the guard is evaluation-only
     return json.dumps({"config": learning, "algo": algo}, sort_keys=True)
 
 

@@ -15,6 +15,7 @@ from ganno import pretrained as shipped
 from ganno.config import ConfigError, agent_config, family_configs, task_config
 from ganno.config import validate as ganno_validate
 from ganno.data import task_unavailable_reason
+from ganno.env_settings import meta_training_env
 
 try:
     _resolved = ganno_validate(config)
@@ -163,7 +164,7 @@ def agent_settings(wildcards):
     algorithm = registry.get(config, wildcards.agent).algorithm
     sections = {k: cfg[k] for k in ("seed", "task", "env", "meta_train")}
     # the guard applies in evaluation only: turning it on reruns the sweeps, not meta-training
-    sections["env"] = {k: v for k, v in cfg["env"].items() if k != "guard"}
+    sections["env"] = meta_training_env(cfg["env"])
     return json.dumps({**sections, "algorithm": algorithm}, sort_keys=True)
 
 

@@ -290,7 +290,6 @@ class GannoScheduler:
         if self.anchored:
             self._unit = unit_schedule(settings.base_schedule, self.total_steps)
             self._lr_max = np.float32(settings.lr_bounds[1])
-            self.scale_bounds = settings.scale_bounds
 
         self.num_layers = len(optimizer.param_groups)
         if self.num_layers == 0:
