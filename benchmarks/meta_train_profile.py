@@ -19,11 +19,15 @@ all alike), environments sharded over the host's CPU devices as ``ganno meta-tra
   -> ``log_val_loss_drop``), which trains no reference network;
 - *compilation*: the learner's first call less a steady call, paid once a run (without XLA's
   persistent cache, which this script turns off; in the pipeline the seeds after the first of a
-  setting may find their program there).
+  setting may find their program there);
+- *reference pool* (``meta_train.reference_pool``, :mod:`ganno.reference_pool`): filling the pool,
+  every member's reference curves trained once before the first update, compilation included;
+  the rollouts and the learner then play the pool's episodes (0 without a pool).
 
 Parts of a run (``seconds``: the config's ``total_timesteps`` worth of updates): agents' inner
-training = rollout without the reference; reference run = rollout - that; PPO (action selection,
-GAE, the epochs of minibatch updates) = full - rollout; compilation once. ``share`` = part / their
+training = rollout without the reference; reference run = rollout - that (reading the pool's
+table, with a pool); PPO (action selection, GAE, the epochs of minibatch updates) = full -
+rollout; compilation and the reference pool once. ``share`` = part / their
 sum. A difference of two timings can come out slightly negative when a part is negligible.
 Process start-up, data loading and writing the policy are not counted (the run's benchmark file
 has them: its wall time minus the estimate here).
@@ -57,6 +61,7 @@ from ganno.env import make_envs
 from ganno.layout import MEASURED_META_TRAIN_PROFILE
 from ganno.meta_train import ALGORITHMS
 from ganno.parallel import shard_batch
+from ganno.reference_pool import pooled_envs
 from ganno.systems.anakin import scan_updates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,19 +73,29 @@ PLAIN_TWIN = {
     "relative_log_val_error": "log_val_error_drop",
     "relative_log_val_loss": "log_val_loss_drop",
 }
-PARTS = ("compilation", "agents' inner training", "reference run", "PPO")
+PARTS = ("compilation", "reference pool", "agents' inner training", "reference run", "PPO")
 
 
-def _members(cfg):
+def played_envs(cfg):
+    """(what meta-training plays: the config's environments with their reference pool if it has
+    one, as ``ganno.meta_train.build_learner`` makes them; seconds the pool took to fill)."""
     envs = make_envs(cfg)
+    start = time.perf_counter()
+    played = pooled_envs(envs, cfg, 0)
+    jax.block_until_ready([getattr(e, "reference_pool", None) for e in _as_list(played)])
+    return played, (time.perf_counter() - start if played is not envs else 0.0)
+
+
+def _as_list(envs):
     return envs if isinstance(envs, list) else [envs]
 
 
-def rollout_fn(cfg, updates: int):
+def rollout_fn(envs, cfg, updates: int):
     """A blocking call rolling out every family member ``updates`` updates' worth of decisions."""
     mt = cfg["meta_train"]
     runs = [
-        random_rollout(env, mt["num_envs"], mt["rollout_length"], updates) for env in _members(cfg)
+        random_rollout(env, mt["num_envs"], mt["rollout_length"], updates)
+        for env in _as_list(envs)
     ]
 
     def call():
@@ -91,9 +106,8 @@ def rollout_fn(cfg, updates: int):
     return call
 
 
-def learner_fn(cfg, algorithm: str, updates: int):
+def learner_fn(envs, cfg, algorithm: str, updates: int):
     """(blocking call of ``updates`` learner updates, seconds of its first call)."""
-    envs = make_envs(cfg)
     init_fn, update_fn = ALGORITHMS[algorithm](envs, cfg)
     state = shard_batch(jax.jit(init_fn)(jax.random.PRNGKey(0)), cfg["meta_train"]["num_envs"])
     chunk = jax.jit(lambda s: scan_updates(update_fn, updates)(s)[0])
@@ -133,7 +147,8 @@ def profile(config_path: str, agent: str | None, updates: int, repeats: int) -> 
     cfg = agent_config(config, name)
     reward = cfg["env"]["reward"]
     mt = cfg["meta_train"]
-    members = len(_members(cfg))
+    envs, pool_s = played_envs(cfg)
+    members = len(_as_list(envs))
     per_update = mt["num_envs"] * mt["rollout_length"] * members
     num_updates = mt["total_timesteps"] // per_update
     print(
@@ -143,12 +158,12 @@ def profile(config_path: str, agent: str | None, updates: int, repeats: int) -> 
         flush=True,
     )
     calls = {}
-    full, first = learner_fn(cfg, get(config, name).algorithm, updates)
+    full, first = learner_fn(envs, cfg, get(config, name).algorithm, updates)
     calls["full"] = full
-    calls["rollout"] = rollout_fn(cfg, updates)
+    calls["rollout"] = rollout_fn(envs, cfg, updates)
     if reward in PLAIN_TWIN:
         plain = validate(merge(cfg, {"env": {"reward": PLAIN_TWIN[reward]}}))
-        calls["rollout_without_reference"] = rollout_fn(plain, updates)
+        calls["rollout_without_reference"] = rollout_fn(make_envs(plain), plain, updates)
     times = {k: [] for k in calls}
     for _ in range(repeats):
         for key, call in calls.items():
@@ -160,12 +175,14 @@ def profile(config_path: str, agent: str | None, updates: int, repeats: int) -> 
     compile_s = first - per["full"] * updates
     seconds = {
         "compilation": compile_s,
+        "reference pool": pool_s,
         "agents' inner training": without * num_updates,
         "reference run": (per["rollout"] - without) * num_updates,
         "PPO": (per["full"] - per["rollout"]) * num_updates,
     }
     per_update_s = {
         "compilation": float("nan"),
+        "reference pool": float("nan"),
         "agents' inner training": without,
         "reference run": per["rollout"] - without,
         "PPO": per["full"] - per["rollout"],
@@ -174,6 +191,7 @@ def profile(config_path: str, agent: str | None, updates: int, repeats: int) -> 
     meta = {
         "agent": name,
         "reward": reward,
+        "reference_pool": mt.get("reference_pool"),
         "config": str(Path(config_path).name),
         "total_timesteps": mt["total_timesteps"],
         "num_updates": num_updates,

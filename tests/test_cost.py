@@ -136,6 +136,11 @@ def test_inner_steps_without_a_reference_and_planned_decisions(config):
     assert cost.inner_trainings_per_decision(counterfactual) == 1 + 3  # N = 3 layers
     # 1000 decisions buy 50 updates of 2 envs x 5 steps x 2 members
     assert cost.planned_decisions(config) == 1000
+    # a pool of 10 episodes a member: 10 x 5 (train) and 10 x 3 (short) reference intervals
+    # trained once, over the 500 decisions each member plays
+    pooled = validate({**config, "meta_train": {**config["meta_train"], "reference_pool": 10}})
+    assert cost.inner_trainings_per_decision(pooled) == pytest.approx(1 + 50 / 500)
+    assert cost.inner_steps_per_decision(pooled) == pytest.approx((10 * 1.1 + 20 * 1.06) / 2)
 
 
 def test_evaluation_cost_per_run(results, config):
@@ -208,8 +213,8 @@ def test_velo_ratio_units():
 def test_section_on_a_run(results, config, tmp_path):
     profile = tmp_path / "profile.csv"
     pd.DataFrame(
-        {"part": list(cost.PROFILE_PARTS), "seconds": [10.0, 50.0, 30.0, 10.0],
-         "share": [0.1, 0.5, 0.3, 0.1], "machine": "x86_64, 2 CPUs", "config": "config.yaml"}
+        {"part": list(cost.PROFILE_PARTS), "seconds": [10.0, 0.0, 50.0, 30.0, 10.0],
+         "share": [0.1, 0.0, 0.5, 0.3, 0.1], "machine": "x86_64, 2 CPUs", "config": "config.yaml"}
     ).to_csv(profile, index=False)  # fmt: skip
     saved = pd.DataFrame(
         [("ganno_ippo", "dog", "train", 3, "3", 4)],

@@ -67,7 +67,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "systems.networks", "systems.normalisation", "systems.ppo", "systems.wrappers", "types",
     ),
     # meta-training and evaluating policies and baselines over the lr0 grid
-    "training": ("baselines", "evaluate", "experiments", "meta_train"),
+    "training": ("baselines", "evaluate", "experiments", "meta_train", "reference_pool"),
     # a trained policy in a user's training loop, and the shipped one
     "deployment": (
         "optax_scheduler", "pretrained", "torch", "torch.actor", "torch.cli", "torch.evaluation",

@@ -61,7 +61,7 @@ TORCH_OVERHEAD_FILES = (
     "benchmarks/torch_scheduler_overhead.txt",
 )
 #: Parts of :data:`ganno.layout.META_TRAIN_PROFILE`, in the order they are reported.
-PROFILE_PARTS = ("compilation", "agents' inner training", "reference run", "PPO")
+PROFILE_PARTS = ("compilation", "reference pool", "agents' inner training", "reference run", "PPO")
 
 # --------------------------------------------------------------------------------------------
 # Reading
@@ -115,16 +115,25 @@ def _num_layers(network: Mapping[str, Any]) -> int:
     return int(network.get("depth", 3))
 
 
-def inner_trainings_per_decision(cfg: Mapping[str, Any]) -> int:
-    """The inner networks one decision trains: the agents' own, plus the reference run of a
-    relative reward (``Reward.reference_metric``), plus one per agent for the counterfactual
-    rewards (each agent's keep-action counterfactual)."""
+def inner_trainings_per_decision(
+    cfg: Mapping[str, Any], member: Mapping[str, Any] | None = None
+) -> float:
+    """The inner networks one decision of ``member`` (default: the config's own task) trains:
+    the agents' own, plus the reference run of a relative reward (``Reward.reference_metric``),
+    plus one per agent for the counterfactual rewards (each agent's keep-action counterfactual).
+    With a reference pool (``meta_train.reference_pool``) the reference counts by its share: the
+    pool's ``P x num_decisions`` reference intervals over the decisions the member plays."""
     from ganno.rewards import REWARDS
 
-    reward = REWARDS[cfg["env"]["reward"]]
-    extra = 1 if reward.reference_metric else 0
+    member = cfg if member is None else member
+    reward = REWARDS[member["env"]["reward"]]
+    extra = 0.0
+    if reward.reference_metric:
+        pool = cfg["meta_train"].get("reference_pool")
+        played = planned_decisions(cfg) / len(family_configs(cfg))
+        extra = 1.0 if pool is None else pool * member["env"]["num_decisions"] / played
     if reward.counterfactual:
-        extra += _num_layers(cfg["task"]["network"])
+        extra += _num_layers(member["task"]["network"])
     return 1 + extra
 
 
@@ -134,7 +143,9 @@ def inner_steps_per_decision(cfg: Mapping[str, Any]) -> float:
     family's members (each takes the same share of the decisions; one member without a family)."""
     members = [c for _, c in family_configs(cfg)]
     return float(
-        np.mean([m["env"]["steps_per_decision"] * inner_trainings_per_decision(m) for m in members])
+        np.mean(
+            [m["env"]["steps_per_decision"] * inner_trainings_per_decision(cfg, m) for m in members]
+        )
     )
 
 

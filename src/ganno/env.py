@@ -74,6 +74,7 @@ __all__ = [
     "EnvState",
     "GannoEnv",
     "GuardState",
+    "PooledReference",
     "log_feature",
     "EVALUATION_REWARD",
     "make_env",
@@ -109,6 +110,15 @@ class ReferenceRun(NamedTuple):
     dog: DogStepSize | tuple  # its own DoG step size (base_step_size dog), else ()
 
 
+class PooledReference(NamedTuple):
+    """The reference of an episode drawn from the environment's reference pool
+    (``meta_train.reference_pool``, :mod:`ganno.reference_pool`): read from the pool's table,
+    not trained."""
+
+    index: jnp.ndarray  # [] int32, the episode's row of the pool
+    metric: jnp.ndarray  # [] the reference's validation metric after the last interval
+
+
 class GuardState(NamedTuple):
     """The guard's part of an episode (``env.guard``, see :mod:`ganno.protocol`)."""
 
@@ -137,7 +147,7 @@ class EnvState(NamedTuple):
     lr_scale: jnp.ndarray  # [N] multiplier on the base schedule (anchored modes; else 1)
     grad_scale: jnp.ndarray  # [] factor on every gradient of the episode (gradient_scale_range)
     dog: DogStepSize | tuple  # DoG's step size of the agents' run (base_step_size dog), else ()
-    reference: ReferenceRun | tuple  # () unless the reward compares with a reference run
+    reference: ReferenceRun | PooledReference | tuple  # () unless the reward has a reference
     guard: GuardState | tuple = ()  # () unless the guard applies (evaluation with env.guard)
 
 
@@ -225,6 +235,9 @@ class GannoEnv(Environment):
         self._dog = self.anchored and settings.base_step_size == "dog"
         #: whether the guard applies in this environment (env.guard, not built for meta-training)
         self.guarded = bool(settings.guard and apply_guard)
+        #: the pool meta-training draws episodes from (:func:`ganno.reference_pool.with_pool`),
+        #: None: every episode fresh, its reference run trained alongside
+        self.reference_pool: Any = None
         super().__init__()
 
     # ------------------------------------------------------------------ settings
@@ -616,10 +629,39 @@ class GannoEnv(Environment):
 
     def reset(self, key: jax.Array) -> tuple[EnvState, TimeStep]:
         """A new meta-training episode: its initial learning rate drawn from ``lr0_range``, its
-        gradient factor from ``gradient_scale_range`` (1 when that is None)."""
+        gradient factor from ``gradient_scale_range`` (1 when that is None). With a reference
+        pool, the episode is one of the pool's, drawn uniformly by ``key``: the same as
+        ``reset(pool.keys[i])`` without the pool, but its reference is read, not trained."""
+        pool, index = self.reference_pool, None
+        if pool is not None:
+            index = jax.random.randint(key, (), 0, pool.metrics.shape[0])
+            key = pool.keys[index]
+        lr0, grad_scale = self._episode_draws(key)
+        return self._reset(key, lr0, grad_scale, pool_index=index)
+
+    def _episode_draws(self, key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(lr0, gradient factor) of the meta-training episode of ``key``."""
         lr0_key = episode_keys(key)[2]
         grad_scale = self.sample_grad_scale(jax.random.fold_in(lr0_key, 1))
-        return self.reset_with_lr0(key, self.sample_lr0(lr0_key), grad_scale=grad_scale)
+        return self.sample_lr0(lr0_key), grad_scale
+
+    def reference_curve(self, key: jax.Array) -> jnp.ndarray:
+        """[num_decisions + 1]: the reference run's validation metric at the start and after
+        each interval of the meta-training episode of ``key`` (what a reference pool stores;
+        only for a reward with a reference run)."""
+        if self._reward.reference_metric is None:
+            raise ValueError(f"reward {self.settings.reward!r} has no reference run")
+        lr0, grad_scale = self._episode_draws(key)
+        state, _ = self._reset(key, lr0, grad_scale)
+
+        def interval(state: EnvState, _: None) -> tuple[EnvState, jnp.ndarray]:
+            reference = self._step_reference(state)
+            return state._replace(reference=reference, step_count=state.step_count + 1), (
+                reference.metric
+            )
+
+        _, metrics = jax.lax.scan(interval, state, None, length=self.num_decisions)
+        return jnp.concatenate([state.reference.metric[None], metrics])
 
     def _initial_rates(self, lr0: jnp.ndarray) -> jnp.ndarray:
         n = self._num_agents
@@ -634,6 +676,14 @@ class GannoEnv(Environment):
         """A new episode whose layers all start at the given learning rate (for evaluation: the
         task's own gradients, ``grad_scale`` 1; another factor applies in an environment with a
         ``gradient_scale_range``)."""
+        if self.reference_pool is not None:
+            raise ValueError(
+                "an environment with a reference pool plays the pool's episodes only (reset); "
+                "use one without it (make_env) to choose lr0"
+            )
+        return self._reset(key, lr0, grad_scale)
+
+    def _reset(self, key, lr0, grad_scale, *, pool_index=None) -> tuple[EnvState, TimeStep]:
         init_key, data_key, _ = episode_keys(key)
         lr0 = jnp.asarray(lr0, jnp.float32)
         grad_scale = jnp.asarray(grad_scale, jnp.float32)
@@ -683,7 +733,7 @@ class GannoEnv(Environment):
             lr_scale=lr_scale,
             grad_scale=grad_scale,
             dog=dog_step_size_init(params, lr0) if self._dog else (),
-            reference=self._reset_reference(params, lr0, val_loss, val_accuracy),
+            reference=self._reset_reference(params, lr0, val_loss, val_accuracy, pool_index),
             guard=GuardState(
                 initial_grad_sq=stats.mean_sq_grad_norm,
                 tripped=jnp.zeros((), bool),
@@ -850,9 +900,13 @@ class GannoEnv(Environment):
             return jnp.nan_to_num(loss, nan=jnp.inf)
         return jnp.where(jnp.isfinite(loss), self._val_error(accuracy), 1.0)
 
-    def _reset_reference(self, params, lr0, val_loss, val_accuracy) -> ReferenceRun | tuple:
+    def _reset_reference(
+        self, params, lr0, val_loss, val_accuracy, pool_index=None
+    ) -> ReferenceRun | PooledReference | tuple:
         if self._reward.reference_metric is None:
             return ()
+        if pool_index is not None:
+            return PooledReference(pool_index, self.reference_pool.metrics[pool_index, 0])
         opt_state = self._reference_optimizer.init(params)._replace(
             learning_rates=self._initial_rates(lr0)
         )
@@ -862,11 +916,15 @@ class GannoEnv(Environment):
         dog = dog_step_size_init(params, lr0) if self._dog else ()
         return ReferenceRun(params, opt_state, metric, dog)
 
-    def _step_reference(self, state: EnvState) -> ReferenceRun | tuple:
+    def _step_reference(self, state: EnvState) -> ReferenceRun | PooledReference | tuple:
         """One interval of the reference run: the base schedule at multiplier 1 in the anchored
         modes, constant SGD at lr0 (every agent keeping its rate) in the compound mode."""
         if self._reward.reference_metric is None:
             return ()
+        if isinstance(state.reference, PooledReference):
+            index = state.reference.index
+            metric = self.reference_pool.metrics[index, state.step_count + 1]
+            return PooledReference(index, metric)
         n = self._num_agents
         rate_fn = self._anchored_rates(state.lr0, jnp.ones((n,))) if self.anchored else None
         params, opt_state, dog = self._sgd_interval(

@@ -61,6 +61,7 @@ from ganno.io import (  # noqa: F401 -- save/load re-exported for callers of thi
 )
 from ganno.parallel import shard_batch
 from ganno.policy import Policy, env_settings
+from ganno.reference_pool import pooled_envs
 from ganno.systems import ippo, mappo, normalisation
 from ganno.systems.anakin import (
     actor_network_config,
@@ -274,6 +275,7 @@ def build_learner(env: Any, plan: RunPlan) -> tuple[Any, ChunkFn]:
     """The initial learner state (seeds on a leading axis if vmapped), placed on the devices,
     and ``chunk_fn(state, n) -> (state, metrics)``, which runs ``n`` updates in one compiled
     call (compiled once per ``n``)."""
+    env = pooled_envs(env, plan.cfg, plan.seeds[0])  # meta_train.reference_pool, if set
     init_fn, update_fn = ALGORITHMS[plan.algo](env, plan.cfg)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in plan.seeds])
     if plan.vmapped:

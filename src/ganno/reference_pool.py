@@ -1,0 +1,72 @@
+"""Reference runs trained once per meta-training run and reused (``meta_train.reference_pool``).
+
+The relative rewards compare the agents' run with a reference run: the base schedule (constant
+SGD in the compound mode) from the same initial weights, minibatches, lr0 and gradient factor. It
+does not depend on the agents' actions, only on the episode, yet a fresh episode trains it
+alongside, about half of meta-training's compute (``benchmarks/measured/meta_train_profile.csv``).
+With a pool, each task (each member of a task family) gets ``P`` episodes drawn from the
+meta-training seed; their reference curves (:meth:`ganno.env.GannoEnv.reference_curve`) are
+trained once, before the first update, and every meta-training episode is one of them, drawn
+uniformly, its reward reading the reference's metric from the table. An episode of the pool
+plays exactly as the same episode without the pool (tested); what changes is that meta-training
+sees ``P`` initial conditions per task instead of a fresh one for every episode.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+#: the pool's keys: ``fold_in(fold_in(PRNGKey(seed), POOL_STREAM), member)``, a stream of their own
+POOL_STREAM = 0x900D
+#: episodes whose reference runs train side by side (vmapped) while the pool is filled
+POOL_BATCH = 32
+
+
+class ReferencePool(NamedTuple):
+    """The episodes of a pool and their reference curves."""
+
+    keys: jax.Array  # [P, 2] the episodes' keys
+    metrics: jnp.ndarray  # [P, num_decisions + 1] the reference's validation metric per decision
+
+
+def has_reference(env: Any) -> bool:
+    """Whether ``env``'s reward trains a reference run (a pool has something to store)."""
+    from ganno.rewards import REWARDS
+
+    return REWARDS[env.settings.reward].reference_metric is not None
+
+
+def fill_pool(env: Any, size: int, key: jax.Array) -> ReferencePool:
+    """``size`` episodes of ``env`` drawn from ``key`` and their reference curves, trained
+    :data:`POOL_BATCH` at a time."""
+    keys = jax.random.split(key, int(size))
+    curves = jax.jit(lambda ks: jax.lax.map(env.reference_curve, ks, batch_size=POOL_BATCH))
+    return ReferencePool(keys, curves(keys))
+
+
+def with_pool(env: Any, size: int, key: jax.Array) -> Any:
+    """A copy of ``env`` that plays the episodes of a pool of ``size`` (``env`` itself where its
+    reward has no reference run)."""
+    if not has_reference(env):
+        return env
+    pooled = copy.copy(env)
+    pooled.reference_pool = fill_pool(env, size, key)
+    return pooled
+
+
+def pooled_envs(env: Any, cfg: Mapping[str, Any], seed: int) -> Any:
+    """What meta-training plays: ``env`` (one environment, or a family's list) with the pool of
+    ``cfg['meta_train']['reference_pool']`` episodes per member, drawn from ``seed``; ``env``
+    unchanged without that key."""
+    size = cfg["meta_train"].get("reference_pool")
+    if size is None:
+        return env
+    stream = jax.random.fold_in(jax.random.PRNGKey(int(seed)), POOL_STREAM)
+    members = list(env) if isinstance(env, list | tuple) else [env]
+    pooled = [with_pool(m, size, jax.random.fold_in(stream, i)) for i, m in enumerate(members)]
+    return pooled if isinstance(env, list | tuple) else pooled[0]
