@@ -21,10 +21,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ganno.parallel import sharded_vmap
+
 #: the pool's keys: ``fold_in(fold_in(PRNGKey(seed), POOL_STREAM), member)``, a stream of their own
 POOL_STREAM = 0x900D
-#: episodes whose reference runs train side by side (vmapped) while the pool is filled
-POOL_BATCH = 32
+#: episodes whose reference runs train side by side (vmapped, split over the host's devices as
+#: meta-training's environments are) while the pool is filled
+POOL_BATCH = 64
 
 
 class ReferencePool(NamedTuple):
@@ -43,10 +46,9 @@ def has_reference(env: Any) -> bool:
 
 def fill_pool(env: Any, size: int, key: jax.Array) -> ReferencePool:
     """``size`` episodes of ``env`` drawn from ``key`` and their reference curves, trained
-    :data:`POOL_BATCH` at a time."""
+    :data:`POOL_BATCH` at a time over every device."""
     keys = jax.random.split(key, int(size))
-    curves = jax.jit(lambda ks: jax.lax.map(env.reference_curve, ks, batch_size=POOL_BATCH))
-    return ReferencePool(keys, curves(keys))
+    return ReferencePool(keys, sharded_vmap(env.reference_curve, keys, chunk_size=POOL_BATCH))
 
 
 def with_pool(env: Any, size: int, key: jax.Array) -> Any:
