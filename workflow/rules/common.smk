@@ -74,12 +74,20 @@ PRETRAINED_INPUT_SEEDS = (
     PRETRAINED_SEEDS if PRETRAINED_VALIDATION else PRETRAINED_SEEDS[:1]
 )
 # The shipped policy's files as the rule pretrained_policy refreshes them (none for a config
-# without that agent); the notebooks wait for them (the tutorial runs ganno.pretrained_policy()).
+# without that agent); the notebooks that run ganno.pretrained_policy() wait for them.
 PRETRAINED_FILES = (
     [f"{PRETRAINED_DIR}/{PRETRAINED_AGENT}/{name}" for name in shipped.SHIPPED_FILES]
     if SHIPS_POLICY
     else []
 )
+
+
+def notebook_pretrained(wildcards):
+    """The shipped policy's files for a notebook that runs ganno.pretrained_policy() (the
+    tutorial): this run's, once refreshed. The analysis notebooks read results/ only, so they
+    run beside the report instead of after the refresh."""
+    source = Path(f"notebooks/{wildcards.name}.ipynb").read_text()
+    return PRETRAINED_FILES if "pretrained_policy()" in source else []
 
 
 wildcard_constraints:

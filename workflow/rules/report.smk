@@ -55,8 +55,7 @@ rule notebook:
     input:
         notebook="notebooks/{name}.ipynb",
         results=REPORT_INPUTS,
-        # the tutorial runs ganno.pretrained_policy(): this run's, once refreshed
-        pretrained=PRETRAINED_FILES,
+        pretrained=notebook_pretrained,
     output:
         "results/notebooks/{name}.ipynb",
     log:
