@@ -21,7 +21,8 @@ def tiny_config(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     cfg = merge(
         yaml.safe_load((ROOT / "config" / "test.yaml").read_text()),
-        {"data": {"root": str(tmp / "data")}},
+        # the training task alone: the family's path is the pipeline's and test_task_family's
+        {"data": {"root": str(tmp / "data")}, "meta_train": {"task_family": []}},
     )
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -93,24 +93,21 @@ def test_extensions_are_meta_trained_evaluated_and_reported(pipeline_run):
     tables = pipeline_run / REPORT / "tables"
     q1 = pd.read_csv(tables / "q1.csv")
     assert list(q1["method"]) == ["ganno_ippo", "ganno_lr_momentum"]  # the reference first
-    q2 = pd.read_csv(tables / "q2.csv")
-    assert list(q2["method"]) == ["ganno_ippo", "ganno_reward_counterfactual"]
-    for table in (q1, q2):  # train and the held-out task digits
-        assert table["held_out_tasks"].eq(1).all() and table["tuned_iqm"].between(0, 1).all()
-    policy = pipeline_run / "results" / "meta_train" / "lr_momentum" / "seed_0"
-    saved = json.loads((policy / "policy" / "policy.json").read_text())
+    # train and the held-out task digits
+    assert q1["held_out_tasks"].eq(1).all() and q1["tuned_iqm"].between(0, 1).all()
+    assert not (tables / "q2.csv").exists()  # no agent of Q2 in the test config
+    # an agent with its own meta_train.seeds is trained and evaluated over those only
+    trained = pipeline_run / "results" / "meta_train" / "lr_momentum"
+    assert sorted(p.name for p in trained.iterdir()) == ["seed_1"]
+    saved = json.loads((trained / "seed_1" / "policy" / "policy.json").read_text())
     assert saved["env"]["hyperparameter_actions"] == {"momentum": [0.0, 0.9]}
     sweep = pipeline_run / "results" / "sweep" / "digits"
-    rows = pd.read_csv(sweep / "lr_momentum_seed_0.csv")
+    rows = pd.read_csv(sweep / "lr_momentum_seed_1.csv")
     assert set(rows["method"]) == {"ganno_lr_momentum"} and len(rows) == 4 * 2
-    # an agent with its own meta_train.seeds is trained and evaluated over those only
-    counterfactual = pipeline_run / "results" / "meta_train" / "reward_counterfactual"
-    assert sorted(p.name for p in counterfactual.iterdir()) == ["seed_1"]
-    assert (sweep / "reward_counterfactual_seed_1.csv").is_file()
     torch = pd.read_csv(tables / "torch_deployment.csv")
     assert {"ganno_ippo", "sgd_constant", "sgd_cosine", "schedule_free_sgd"} <= set(torch["method"])
     readme = (pipeline_run / REPORT / "README.md").read_text()
-    assert "## Q1" in readme and "## Q2" in readme and "## PyTorch deployment" in readme
+    assert "## Q1" in readme and "## Q2" not in readme and "## PyTorch deployment" in readme
 
 
 def test_meta_training_runs_before_any_baseline(pipeline_run):
@@ -242,12 +239,20 @@ def test_default_config_dag_dry_run(tmp_path):
     assert "results/selection/ippo.json" in report[: report.index("\n\n")]  # its own row
     for name in ("policy.json", "actor_params.msgpack", "PROVENANCE.json"):
         assert f"src/ganno/pretrained/ippo/{name}" in refresh
-    # the notebooks (the tutorial runs ganno.pretrained_policy()) run after the refresh, so the
-    # tutorial shows this run's shipped policy, not the one the checkout came with
+    # the tutorial (it runs ganno.pretrained_policy()) runs after the refresh, so it shows this
+    # run's shipped policy, not the one the checkout came with; the analysis notebooks read
+    # results/ only and do not wait for it
     notebooks = out.split("rule notebook:")[1:]
     assert len(notebooks) == len(list((ROOT / "notebooks").glob("*.ipynb")))
-    for job in notebooks:
-        assert "src/ganno/pretrained/ippo/policy.json" in job[: job.index("\n\n")]
+    waits = {
+        job.split("input: notebooks/")[1].split(".ipynb")[0]: "src/ganno/pretrained/ippo/policy.json"
+        in job[: job.index("\n\n")]
+        for job in notebooks
+    }
+    assert waits == {
+        p.stem: "pretrained_policy()" in p.read_text() for p in (ROOT / "notebooks").glob("*.ipynb")
+    }
+    assert waits["03_ganno_in_your_training_loop"] and not waits["01_meta_training"]
 
 
 def _planned(work: Path, config_text: str) -> str:

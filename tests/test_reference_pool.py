@@ -82,21 +82,22 @@ def test_the_pool_comes_from_the_seed_one_per_member_and_only_where_it_is_asked_
     seed and another for another seed; a reward without a reference run has nothing to pool; a
     pooled environment refuses to be reset at a chosen lr0."""
     assert pooled_envs(env, tiny_config(), 0) is env
-    cfg = tiny_config(reference_pool=3)
+    cfg = tiny_config(reference_pool=2)
     deeper = dataclasses.replace(
         env.task, network=make_network({"kind": "mlp", "depth": 3, "width": 8}, 3)
     )
-    family = [env, GannoEnv(deeper, **DESIGN)]
-    a, b = pooled_envs(family, cfg, 0), pooled_envs(family, cfg, 0)
-    np.testing.assert_array_equal(a[0].reference_pool.keys, b[0].reference_pool.keys)
-    np.testing.assert_array_equal(a[1].reference_pool.metrics, b[1].reference_pool.metrics)
-    assert not np.array_equal(a[0].reference_pool.keys, a[1].reference_pool.keys)
-    other_seed = pooled_envs(family, cfg, 1)
-    assert not np.array_equal(a[0].reference_pool.keys, other_seed[0].reference_pool.keys)
+    family = pooled_envs([env, GannoEnv(deeper, **DESIGN)], cfg, 0)
+    alone = pooled_envs(env, cfg, 0)  # the family's first member, the same pool
+    np.testing.assert_array_equal(family[0].reference_pool.keys, alone.reference_pool.keys)
+    np.testing.assert_array_equal(family[0].reference_pool.metrics, alone.reference_pool.metrics)
+    assert family[1].reference_pool.metrics.shape == (2, env.num_decisions + 1)
+    assert not np.array_equal(family[0].reference_pool.keys, family[1].reference_pool.keys)
+    other_seed = pooled_envs(env, cfg, 1)
+    assert not np.array_equal(alone.reference_pool.keys, other_seed.reference_pool.keys)
     plain = GannoEnv(env.task, **{**DESIGN, "reward": "log_val_loss_drop"})
     assert pooled_envs(plain, cfg, 0) is plain
     with pytest.raises(ValueError, match="reference pool plays the pool's episodes only"):
-        a[0].reset_with_lr0(jax.random.PRNGKey(0), 0.01)
+        alone.reset_with_lr0(jax.random.PRNGKey(0), 0.01)
     with pytest.raises(ValueError, match="has no reference run"):
         plain.reference_curve(jax.random.PRNGKey(0))
 
