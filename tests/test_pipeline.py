@@ -64,8 +64,9 @@ def test_every_final_file_is_written(pipeline_run):
 
     config = load_config(pipeline_run / "results" / "config.yaml")
     figures, tables = figure_names(config), table_names(config)
-    assert {"q1_robustness", "q2_curves", "torch_deployment"} <= set(figures)
-    assert {"q1", "q2", "torch_deployment"} <= set(tables)
+    assert {"q1_robustness", "q1_curves", "torch_deployment"} <= set(figures)
+    assert not any(name.startswith("q2_") for name in figures)  # no Q2 agent in the config
+    assert {"q1", "torch_deployment"} <= set(tables) and "q2" not in tables
     for name in figures:
         width, height = _png_size(paper / "figures" / f"{name}.png")
         assert width >= 600 and height >= 300
