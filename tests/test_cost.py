@@ -251,3 +251,30 @@ def test_section_with_every_file_missing(tmp_path, config):
     assert "`benchmarks/meta_train/ippo_seed_0.tsv`" in text
     assert section.break_even.empty
     assert pd.read_csv(section.tables["q3_cost"].csv)["value"].isna().any()
+
+
+def test_the_reference_pool_line_reads_both_profiles_and_the_runs_config(config, tmp_path):
+    """The Q3 line on the reference pool states the measured verdict both ways, from the two
+    profiles' numbers, and whether this run's agents used a pool (from the config)."""
+    path = tmp_path / "pool.csv"
+
+    def write(pooled_run: float) -> None:
+        rows = []
+        for pool, run, fill, ref in ((None, 100.0, 0.0, 30.0), (8, pooled_run, 12.0, 1.0)):
+            for part, seconds in (("reference pool", fill), ("reference run", ref), ("PPO", 5.0)):
+                rows.append({"part": part, "seconds": seconds, "reference_pool": pool,
+                             "run_seconds_estimate": run, "config": "c.yaml"})  # fmt: skip
+        pd.DataFrame(rows).to_csv(path, index=False)
+
+    assert cost.reference_pool_lines(tmp_path / "absent.csv", config) == []
+    write(120.0)
+    (line,) = cost.reference_pool_lines(path, config)
+    assert "a pool of 8 episodes per task" in line and "Filling the pool took 12 s" in line
+    assert "against 30 s trained alongside; a run 120 s against 100 s" in line
+    assert "it does not make meta-training cheaper here" in line
+    assert line.endswith("This run's agents meta-trained without a pool.")
+    write(75.0)
+    pooled = validate({**config, "meta_train": {**config["meta_train"], "reference_pool": 4}})
+    (line,) = cost.reference_pool_lines(path, pooled)
+    assert "it makes meta-training 25% cheaper here" in line
+    assert line.endswith("This run's agents meta-trained with pools of 4 episodes per task.")

@@ -305,6 +305,59 @@ def default_profile_paths(results_dir: str | Path) -> list[Path]:
     ]
 
 
+def reference_pool_lines(path: str | Path, config: Mapping[str, Any]) -> list[str]:
+    """What the reference pool (``meta_train.reference_pool``) did to meta-training's time, from
+    two profiles of one agent, without and with a pool (``benchmarks/meta_train_profile.py`` run
+    on each, their rows in one CSV), and whether this run's ``config`` uses one: a line for the
+    report, none without the file."""
+    df = _read_csv(Path(path))
+    if df is None or not {"part", "seconds", "reference_pool", "run_seconds_estimate"} <= set(
+        df.columns
+    ):
+        return []
+    pooled = df[df["reference_pool"].notna()]
+    plain = df[df["reference_pool"].isna()]
+    if pooled.empty or plain.empty:
+        return []
+    part = lambda rows, name: float(rows.loc[rows["part"] == name, "seconds"].sum())  # noqa: E731
+    size = int(pooled["reference_pool"].iloc[0])
+    with_pool = float(pooled["run_seconds_estimate"].iloc[0])
+    without = float(plain["run_seconds_estimate"].iloc[0])
+    change = with_pool / without - 1
+    verdict = (
+        f"it makes meta-training {_num(-100 * change, 2)}% cheaper here"
+        if change < 0
+        else "it does not make meta-training cheaper here"
+    )
+    first = pooled.iloc[0]
+    about = ", ".join(
+        f"{c} {first[c]}" for c in ("config", "machine", "date") if c in pooled and pd.notna(first[c])
+    )
+    return [
+        f"- What was tried on the reference run: a pool of {size} episodes per task whose "
+        "reference runs train once, before meta-training (`meta_train.reference_pool`), profiled "
+        f"beside the same agent without it (`{Path(path).name}`: {about}). Filling the pool took "
+        f"{_num(part(pooled, 'reference pool'))} s and the reference then "
+        f"{_num(part(pooled, 'reference run'))} s, against "
+        f"{_num(part(plain, 'reference run'))} s trained alongside; a run {_num(with_pool)} s "
+        f"against {_num(without)} s: {verdict} (a reference trained in the agents' compiled "
+        f"step costs less than one trained alone). {_pool_in(config)}"
+    ]
+
+
+def _pool_in(config: Mapping[str, Any]) -> str:
+    """Whether this run meta-trained its main agents with a reference pool."""
+    sizes = {
+        agent_config(config, a.name)["meta_train"].get("reference_pool")
+        for a in registry.agents(config, question=None)
+    }
+    if sizes == {None}:
+        return "This run's agents meta-trained without a pool."
+    return "This run's agents meta-trained with pools of " + ", ".join(
+        "none" if s is None else str(s) for s in sorted(sizes, key=lambda s: (s is None, s))
+    ) + " episodes per task."
+
+
 def read_profile(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, Path] | None:
     """The first of ``paths`` that holds a meta-training profile (columns ``part``, ``seconds``,
     ``share`` and the machine's description; ``benchmarks/meta_train_profile.py``), with its path;
@@ -804,6 +857,9 @@ def q3_section(
         "TPU-second are not the same unit: the ratio is an order-of-magnitude statement."
     )
     lines += _profile_lines(profile, meta)
+    lines += reference_pool_lines(
+        Path(__file__).resolve().parents[2] / layout.MEASURED_REFERENCE_POOL_PROFILE, config
+    )
     lines.append(_deployment_line(deployment, overhead))
     if missing:
         lines.append(
