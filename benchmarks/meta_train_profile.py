@@ -94,8 +94,7 @@ def rollout_fn(envs, cfg, updates: int):
     """A blocking call rolling out every family member ``updates`` updates' worth of decisions."""
     mt = cfg["meta_train"]
     runs = [
-        random_rollout(env, mt["num_envs"], mt["rollout_length"], updates)
-        for env in _as_list(envs)
+        random_rollout(env, mt["num_envs"], mt["rollout_length"], updates) for env in _as_list(envs)
     ]
 
     def call():

@@ -70,7 +70,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "training": ("baselines", "evaluate", "experiments", "meta_train", "reference_pool"),
     # a trained policy in a user's training loop, and the shipped one
     "deployment": (
-        "optax_scheduler", "pretrained", "torch", "torch.actor", "torch.cli", "torch.evaluation",
+        "optax_scheduler", "pretrained", "torch", "torch.actor", "torch.cli", "torch.dog",
+        "torch.evaluation",
         "torch.features", "torch.networks", "torch.sampling", "torch.scheduler",
         "torch.weight_changes",
     ),

@@ -246,8 +246,9 @@ def test_default_config_dag_dry_run(tmp_path):
     notebooks = out.split("rule notebook:")[1:]
     assert len(notebooks) == len(list((ROOT / "notebooks").glob("*.ipynb")))
     waits = {
-        job.split("input: notebooks/")[1].split(".ipynb")[0]: "src/ganno/pretrained/ippo/policy.json"
-        in job[: job.index("\n\n")]
+        job.split("input: notebooks/")[1].split(".ipynb")[
+            0
+        ]: "src/ganno/pretrained/ippo/policy.json" in job[: job.index("\n\n")]
         for job in notebooks
     }
     assert waits == {

@@ -63,7 +63,9 @@ def test_a_pooled_episode_plays_as_the_same_episode_without_the_pool(env):
         assert isinstance(state_f.reference, ReferenceRun)
         assert float(state_p.lr0) == float(state_f.lr0)
         assert float(state_p.grad_scale) == float(state_f.grad_scale)
-        for a, b in zip(jax.tree.leaves(state_p.params), jax.tree.leaves(state_f.params)):
+        for a, b in zip(
+            jax.tree.leaves(state_p.params), jax.tree.leaves(state_f.params), strict=True
+        ):
             np.testing.assert_array_equal(a, b)
         actions = [jnp.asarray(rng.integers(0, env.action_dim, env.num_agents)) for _ in range(4)]
         rewards_p, states_p = _play(pooled, state_p, actions)

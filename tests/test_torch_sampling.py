@@ -121,7 +121,7 @@ def test_dogs_step_size_from_the_sample_stays_close_to_the_exact_one():
     """A DoG-base policy's step size (ganno.torch.DogStepSize) reads the weights and gradients on
     the scheduler's sample: on the large layer's training stream it stays within 2% of the step
     size from every entry, 1% over the last 50 of 200 steps (measured: at most 1.0%, and 0.4%)."""
-    from ganno.torch.scheduler import DogStepSize
+    from ganno.torch.dog import DogStepSize
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

@@ -331,7 +331,9 @@ def reference_pool_lines(path: str | Path, config: Mapping[str, Any]) -> list[st
     )
     first = pooled.iloc[0]
     about = ", ".join(
-        f"{c} {first[c]}" for c in ("config", "machine", "date") if c in pooled and pd.notna(first[c])
+        f"{c} {first[c]}"
+        for c in ("config", "machine", "date")
+        if c in pooled and pd.notna(first[c])
     )
     return [
         f"- What was tried on the reference run: a pool of {size} episodes per task whose "
@@ -353,9 +355,13 @@ def _pool_in(config: Mapping[str, Any]) -> str:
     }
     if sizes == {None}:
         return "This run's agents meta-trained without a pool."
-    return "This run's agents meta-trained with pools of " + ", ".join(
-        "none" if s is None else str(s) for s in sorted(sizes, key=lambda s: (s is None, s))
-    ) + " episodes per task."
+    return (
+        "This run's agents meta-trained with pools of "
+        + ", ".join(
+            "none" if s is None else str(s) for s in sorted(sizes, key=lambda s: (s is None, s))
+        )
+        + " episodes per task."
+    )
 
 
 def read_profile(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, Path] | None:

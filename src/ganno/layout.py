@@ -53,7 +53,8 @@ TORCH_BENCHMARK = "benchmarks/torch/deployment.tsv"
 #: results folder, and, measured by hand, in the repository.
 META_TRAIN_PROFILE = "benchmarks/meta_train_profile.csv"
 MEASURED_META_TRAIN_PROFILE = "benchmarks/measured/meta_train_profile.csv"
-#: the default config's profile beside the same agent with a reference pool (meta_train.reference_pool)
+#: the default config's profile beside the same agent with a reference pool
+#: (meta_train.reference_pool)
 MEASURED_REFERENCE_POOL_PROFILE = "benchmarks/measured/reference_pool_profile.csv"
 
 #: The report of the paper's claims; questions and the PyTorch deployment add theirs.

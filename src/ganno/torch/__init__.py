@@ -20,7 +20,7 @@ from typing import Any
 _EXPORTS = {
     "GannoScheduler": "ganno.torch.scheduler",
     "TrainingDivergedError": "ganno.torch.scheduler",
-    "DogStepSize": "ganno.torch.scheduler",
+    "DogStepSize": "ganno.torch.dog",
     "TorchPolicy": "ganno.torch.actor",
     "TorchActor": "ganno.torch.actor",
     "pretrained_policy": "ganno.torch.actor",

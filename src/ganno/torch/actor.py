@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganno.errors import PolicyLoadError
+from ganno.errors import PolicyLoadError, UsageError
 from ganno.io import (
     HOW_TO_CREATE_A_POLICY,
     POLICY_CONFIG_FILE,
@@ -346,3 +346,56 @@ def pretrained_policy(name: str = "ippo") -> TorchPolicy:
     from ganno.pretrained import directory
 
     return TorchPolicy.load(directory(name))
+
+
+# ----------------------------------------------------------------------------- deciding
+#: Where a scheduler's policy decides: in PyTorch (:class:`TorchPolicy`) or in JAX (ganno.Policy).
+ACTORS = ("torch", "jax")
+
+
+def carry_to_numpy(carry: Any) -> np.ndarray | None:
+    """A recurrent policy's hidden state as a NumPy copy (None for a feed-forward policy)."""
+    if carry is None or isinstance(carry, tuple) and not carry:
+        return None
+    return carry.numpy().copy() if isinstance(carry, torch.Tensor) else np.array(carry)
+
+
+def decider(policy: Any, actor: str) -> Any:
+    """What takes the decisions: ``policy`` as a :class:`TorchPolicy` (``actor="torch"``) or the
+    JAX :class:`ganno.Policy` itself (``"jax"``)."""
+    if actor not in ACTORS:
+        raise ValueError(f"actor={actor!r}; choose one of {ACTORS}")
+    if isinstance(policy, TorchPolicy):
+        if actor == "jax":
+            raise UsageError(
+                "actor='jax' decides with a JAX policy: pass ganno.Policy.load(dir) (or "
+                "ganno.pretrained_policy()), not a TorchPolicy"
+            )
+        return policy
+    if not (hasattr(policy, "params") and hasattr(policy, "config")):
+        raise TypeError(
+            f"policy: a ganno.torch.TorchPolicy or a ganno.Policy, not {type(policy).__name__}"
+        )
+    return TorchPolicy.from_policy(policy) if actor == "torch" else policy
+
+
+_ACT_CACHE: dict[bool, Any] = {}
+
+
+def jax_act(policy: Any, greedy: bool):
+    """A jitted ``policy.step`` (compiled once per observation and carry shape, shared by all
+    schedulers): ``(policy, carry, obs[, key]) -> (carry, actions)``."""
+    import jax
+
+    if greedy not in _ACT_CACHE:
+        if greedy:
+            _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs: p.step(c, obs, greedy=True))
+        else:
+            _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs, key: p.step(c, obs, key, greedy=False))
+    return _ACT_CACHE[greedy]
+
+
+def jax_key(seed: int):
+    import jax
+
+    return jax.random.PRNGKey(int(seed))

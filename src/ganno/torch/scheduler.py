@@ -92,7 +92,6 @@ import numpy as np
 import torch
 
 from ganno.deployment import check_one_dog_lr0, dead_network_warning, deployment_settings
-from ganno.env_settings import DOG_EPS
 from ganno.errors import GannoWarning, UsageError
 from ganno.protocol import (
     DEAD_INTERVALS,
@@ -105,14 +104,13 @@ from ganno.protocol import (
 )
 from ganno.schedules import unit_schedule
 from ganno.torch import features
-from ganno.torch.actor import TorchPolicy
+from ganno.torch.actor import carry_to_numpy, decider, jax_act, jax_key
+from ganno.torch.dog import DogStepSize
 from ganno.torch.networks import describe_param_groups
 from ganno.torch.sampling import SAMPLE_ABOVE, SAMPLE_FRACTION, GradientSample, WindowSums
 from ganno.torch.weight_changes import WeightChangeStatistics, check_plain_sgd, not_plain_sgd
 
 ON_DIVERGENCE = ("raise", "restore", "stop")
-#: Where the policy's actor runs: PyTorch (:class:`ganno.torch.actor.TorchPolicy`) or JAX.
-ACTORS = ("torch", "jax")
 #: How the interval's gradient statistics are taken: read from ``p.grad`` every step of the
 #: gradient window, or estimated from the weights' changes (plain SGD; ganno.torch.weight_changes)
 GRADIENT_STATISTICS = ("auto", "read", "weight_changes")
@@ -120,60 +118,6 @@ GRADIENT_STATISTICS = ("auto", "read", "weight_changes")
 
 class TrainingDivergedError(FloatingPointError):
     """The training the scheduler watches diverged (``on_divergence="raise"``)."""
-
-
-class DogStepSize:
-    """DoG's step size over a PyTorch model, as the environment carries it
-    (:class:`ganno.optim.DogStepSize`): ``eta_t = max_{s<=t} ||x_s - x_0|| / sqrt(sum_{s<=t}
-    ||g_s||^2 + eps)`` over all the weights at once, ``eta_0 = lr0``. Its sums read the weights
-    as the scheduler's gradient statistics read the gradients (``sample``, a
-    :class:`ganno.torch.sampling.GradientSample`): small tensors whole, so exactly the
-    environment's step size, a large one on its fixed sample of blocks (the sums estimated from
-    them, and only the sample of the initial weights kept)."""
-
-    def __init__(self, lr0: float, sample: GradientSample) -> None:
-        self._eps = DOG_EPS
-        self.lr0 = float(lr0)
-        self.sample = sample
-        self.eta = self.lr0  # the step size of the last update (lr0 before any)
-        self.steps = 0  # updates taken
-        self.max_distance = 0.0
-        self.grad_sq_sum = 0.0
-        self._origin: list[torch.Tensor] | None = None  # x_0 as read, taken at the first update
-
-    def update(self, params: Sequence[torch.Tensor], grad_norms: Sequence[torch.Tensor]) -> float:
-        """The step size of the step about to be taken from ``params``, whose gradient's
-        per-tensor norms (as ``sample`` reads it) are ``grad_norms``."""
-        weights = self.sample.read([p.detach().float() for p in params])
-        if self._origin is None:
-            self._origin = [w.clone() for w in weights]
-        distance = torch._foreach_norm(torch._foreach_sub(weights, self._origin))
-        distance = float(torch.linalg.vector_norm(torch.stack(distance)))
-        grad_sq = float(torch.stack(list(grad_norms)).square().sum())
-        first = self.steps == 0
-        self.steps += 1
-        self.max_distance = max(self.max_distance, distance)
-        self.grad_sq_sum += grad_sq
-        self.eta = (
-            self.lr0 if first else self.max_distance / math.sqrt(self.grad_sq_sum + self._eps)
-        )
-        return self.eta
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "lr0": self.lr0,
-            "eta": self.eta,
-            "steps": self.steps,
-            "max_distance": self.max_distance,
-            "grad_sq_sum": self.grad_sq_sum,
-            "origin": None if self._origin is None else [t.clone() for t in self._origin],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.lr0, self.eta, self.steps = float(state["lr0"]), float(state["eta"]), state["steps"]
-        self.max_distance, self.grad_sq_sum = state["max_distance"], state["grad_sq_sum"]
-        origin = state["origin"]
-        self._origin = None if origin is None else [t.clone() for t in origin]
 
 
 class GannoScheduler:
@@ -258,7 +202,7 @@ class GannoScheduler:
         self._buffers = [b for b in buffers if b.is_floating_point()]
         #: where the policy's actor decides: "torch" or "jax"
         self.actor = actor
-        self._decider = _decider(policy, actor)
+        self._decider = decider(policy, actor)
         self.val_loss_fn = val_loss_fn
         self.greedy = bool(greedy)
         self.on_divergence = on_divergence
@@ -339,8 +283,8 @@ class GannoScheduler:
 
         self._key = self._generator = None
         if self.actor == "jax":
-            self._act = _make_act(policy, self.greedy)
-            self._key = None if self.greedy else _jax_key(seed)
+            self._act = jax_act(policy, self.greedy)
+            self._key = None if self.greedy else jax_key(seed)
         elif not self.greedy:
             self._generator = torch.Generator().manual_seed(int(seed))
         self._reset_episode()
@@ -1030,7 +974,7 @@ class GannoScheduler:
             "history": [dict(h) for h in self.history],
             "key": None if self._key is None else np.asarray(self._key).tolist(),
             "generator": None if self._generator is None else self._generator.get_state(),
-            "policy_carry": _carry_to_numpy(self._policy_carry),
+            "policy_carry": carry_to_numpy(self._policy_carry),
             "dog": None if self.dog is None else self.dog.state_dict(),
             "weight_changes": None
             if self._weight_stats is None
@@ -1126,51 +1070,3 @@ class GannoScheduler:
         if not self.diverged:
             self._plan_rates()
         self._apply_rates(self.learning_rates)
-
-
-def _carry_to_numpy(carry: Any) -> np.ndarray | None:
-    """A recurrent policy's hidden state as a NumPy copy (None for a feed-forward policy)."""
-    if carry is None or isinstance(carry, tuple) and not carry:
-        return None
-    return carry.numpy().copy() if isinstance(carry, torch.Tensor) else np.array(carry)
-
-
-def _decider(policy: Any, actor: str) -> Any:
-    """What takes the decisions: ``policy`` as a :class:`TorchPolicy` (``actor="torch"``) or the
-    JAX :class:`ganno.Policy` itself (``"jax"``)."""
-    if actor not in ACTORS:
-        raise ValueError(f"actor={actor!r}; choose one of {ACTORS}")
-    if isinstance(policy, TorchPolicy):
-        if actor == "jax":
-            raise UsageError(
-                "actor='jax' decides with a JAX policy: pass ganno.Policy.load(dir) (or "
-                "ganno.pretrained_policy()), not a TorchPolicy"
-            )
-        return policy
-    if not (hasattr(policy, "params") and hasattr(policy, "config")):
-        raise TypeError(
-            f"policy: a ganno.torch.TorchPolicy or a ganno.Policy, not {type(policy).__name__}"
-        )
-    return TorchPolicy.from_policy(policy) if actor == "torch" else policy
-
-
-_ACT_CACHE: dict[bool, Any] = {}
-
-
-def _make_act(policy: Any, greedy: bool):
-    """A jitted ``policy.step`` (compiled once per observation and carry shape, shared by all
-    schedulers): ``(policy, carry, obs[, key]) -> (carry, actions)``."""
-    import jax
-
-    if greedy not in _ACT_CACHE:
-        if greedy:
-            _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs: p.step(c, obs, greedy=True))
-        else:
-            _ACT_CACHE[greedy] = jax.jit(lambda p, c, obs, key: p.step(c, obs, key, greedy=False))
-    return _ACT_CACHE[greedy]
-
-
-def _jax_key(seed: int):
-    import jax
-
-    return jax.random.PRNGKey(int(seed))
