@@ -3,13 +3,17 @@
 The relative rewards compare the agents' run with a reference run: the base schedule (constant
 SGD in the compound mode) from the same initial weights, minibatches, lr0 and gradient factor. It
 does not depend on the agents' actions, only on the episode, yet a fresh episode trains it
-alongside, about half of meta-training's compute (``benchmarks/measured/meta_train_profile.csv``).
+alongside: 35-50% of meta-training's time in two profiles (``benchmarks/measured/``).
 With a pool, each task (each member of a task family) gets ``P`` episodes drawn from the
 meta-training seed; their reference curves (:meth:`ganno.env.GannoEnv.reference_curve`) are
 trained once, before the first update, and every meta-training episode is one of them, drawn
 uniformly, its reward reading the reference's metric from the table. An episode of the pool
 plays exactly as the same episode without the pool (tested); what changes is that meta-training
 sees ``P`` initial conditions per task instead of a fresh one for every episode.
+
+A reference trained alone costs more per episode than one trained in the agents' compiled step,
+so on 2 CPU cores a pool of 128 a member costs about what it saves; the default config has none
+(docs/choices.md, "Whether meta-training reuses its reference runs").
 """
 
 from __future__ import annotations
