@@ -60,6 +60,8 @@ TORCH_OVERHEAD_FILES = (
     "benchmarks/torch_scheduler_overhead.csv",
     "benchmarks/torch_scheduler_overhead.txt",
 )
+#: The repository an editable install runs from: the profiles measured by hand are committed there.
+REPOSITORY = Path(__file__).resolve().parents[2]
 #: Parts of :data:`ganno.layout.META_TRAIN_PROFILE`, in the order they are reported.
 PROFILE_PARTS = ("compilation", "reference pool", "agents' inner training", "reference run", "PPO")
 
@@ -298,10 +300,9 @@ def deployment_cost(results_dir: str | Path, config: Mapping[str, Any]) -> pd.Da
 def default_profile_paths(results_dir: str | Path) -> list[Path]:
     """Where :func:`read_profile` looks: the run's own profile, then the one measured by hand and
     committed with the package's repository (an editable install)."""
-    repo = Path(__file__).resolve().parents[2]
     return [
         Path(results_dir) / layout.META_TRAIN_PROFILE,
-        repo / layout.MEASURED_META_TRAIN_PROFILE,
+        REPOSITORY / layout.MEASURED_META_TRAIN_PROFILE,
     ]
 
 
@@ -863,9 +864,7 @@ def q3_section(
         "TPU-second are not the same unit: the ratio is an order-of-magnitude statement."
     )
     lines += _profile_lines(profile, meta)
-    lines += reference_pool_lines(
-        Path(__file__).resolve().parents[2] / layout.MEASURED_REFERENCE_POOL_PROFILE, config
-    )
+    lines += reference_pool_lines(REPOSITORY / layout.MEASURED_REFERENCE_POOL_PROFILE, config)
     lines.append(_deployment_line(deployment, overhead))
     if missing:
         lines.append(

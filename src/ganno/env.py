@@ -253,6 +253,12 @@ class GannoEnv(Environment):
         return self.settings.reward
 
     @property
+    def has_reference_run(self) -> bool:
+        """Whether the reward compares with a reference run trained alongside (the relative
+        rewards): what a reference pool (:mod:`ganno.reference_pool`) can store."""
+        return self._reward.reference_metric is not None
+
+    @property
     def anchored(self) -> bool:
         """Whether rates follow a base schedule (the anchored action modes)."""
         return self.settings.action_mode != "compound"
@@ -649,7 +655,7 @@ class GannoEnv(Environment):
         """[num_decisions + 1]: the reference run's validation metric at the start and after
         each interval of the meta-training episode of ``key`` (what a reference pool stores;
         only for a reward with a reference run)."""
-        if self._reward.reference_metric is None:
+        if not self.has_reference_run:
             raise ValueError(f"reward {self.settings.reward!r} has no reference run")
         lr0, grad_scale = self._episode_draws(key)
         state, _ = self._reset(key, lr0, grad_scale)

@@ -41,13 +41,6 @@ class ReferencePool(NamedTuple):
     metrics: jnp.ndarray  # [P, num_decisions + 1] the reference's validation metric per decision
 
 
-def has_reference(env: Any) -> bool:
-    """Whether ``env``'s reward trains a reference run (a pool has something to store)."""
-    from ganno.rewards import REWARDS
-
-    return REWARDS[env.settings.reward].reference_metric is not None
-
-
 def fill_pool(env: Any, size: int, key: jax.Array) -> ReferencePool:
     """``size`` episodes of ``env`` drawn from ``key`` and their reference curves, trained
     :data:`POOL_BATCH` at a time over every device."""
@@ -58,7 +51,7 @@ def fill_pool(env: Any, size: int, key: jax.Array) -> ReferencePool:
 def with_pool(env: Any, size: int, key: jax.Array) -> Any:
     """A copy of ``env`` that plays the episodes of a pool of ``size`` (``env`` itself where its
     reward has no reference run)."""
-    if not has_reference(env):
+    if not env.has_reference_run:
         return env
     pooled = copy.copy(env)
     pooled.reference_pool = fill_pool(env, size, key)
