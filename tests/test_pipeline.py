@@ -64,9 +64,10 @@ def test_every_final_file_is_written(pipeline_run):
 
     config = load_config(pipeline_run / "results" / "config.yaml")
     figures, tables = figure_names(config), table_names(config)
-    assert {"q1_robustness", "q1_curves", "torch_deployment"} <= set(figures)
-    assert not any(name.startswith("q2_") for name in figures)  # no Q2 agent in the config
-    assert {"q1", "torch_deployment"} <= set(tables) and "q2" not in tables
+    assert "torch_deployment" in figures and "torch_deployment" in tables
+    # no question agent in the test config: no question's figures or tables
+    assert not any(name.startswith(("q1_", "q2_")) for name in figures)
+    assert not {"q1", "q2"} & set(tables)
     for name in figures:
         width, height = _png_size(paper / "figures" / f"{name}.png")
         assert width >= 600 and height >= 300
@@ -90,37 +91,33 @@ def test_tables_have_every_method_and_no_nan(pipeline_run):
         assert not table.select_dtypes("number").isna().any().any()
 
 
-def test_extensions_are_meta_trained_evaluated_and_reported(pipeline_run):
+def test_the_deployment_is_reported_and_no_question_is(pipeline_run):
     tables = pipeline_run / REPORT / "tables"
-    q1 = pd.read_csv(tables / "q1.csv")
-    assert list(q1["method"]) == ["ganno_ippo", "ganno_lr_momentum"]  # the reference first
-    # train and the held-out task digits
-    assert q1["held_out_tasks"].eq(1).all() and q1["tuned_iqm"].between(0, 1).all()
-    assert not (tables / "q2.csv").exists()  # no agent of Q2 in the test config
-    # an agent with its own meta_train.seeds is trained and evaluated over those only
-    trained = pipeline_run / "results" / "meta_train" / "lr_momentum"
-    assert sorted(p.name for p in trained.iterdir()) == ["seed_1"]
-    saved = json.loads((trained / "seed_1" / "policy" / "policy.json").read_text())
-    assert saved["env"]["hyperparameter_actions"] == {"momentum": [0.0, 0.9]}
-    sweep = pipeline_run / "results" / "sweep" / "digits"
-    rows = pd.read_csv(sweep / "lr_momentum_seed_1.csv")
-    assert set(rows["method"]) == {"ganno_lr_momentum"} and len(rows) == 4 * 2
     torch = pd.read_csv(tables / "torch_deployment.csv")
     assert {"ganno_ippo", "sgd_constant", "sgd_cosine", "schedule_free_sgd"} <= set(torch["method"])
+    assert not (tables / "q1.csv").exists() and not (tables / "q2.csv").exists()
     readme = (pipeline_run / REPORT / "README.md").read_text()
-    assert "## Q1" in readme and "## Q2" not in readme and "## PyTorch deployment" in readme
+    assert "## PyTorch deployment" in readme
+    assert "## Q1" not in readme and "## Q2" not in readme
 
 
 def test_meta_training_runs_before_any_baseline(pipeline_run):
-    # As the README says: meta-training (every core) first, the single-core sweeps after it.
+    # workflow/rules/meta_train.smk: meta-training goes first. Snakemake starts jobs in rounds
+    # ("Execute N jobs..."); every meta-training job starts in a round no later than the first
+    # baseline sweep's (config/test.yaml's job holds one core, so a sweep may share its round
+    # and fill the other; the default config's holds every core).
     logs = sorted((pipeline_run / ".snakemake" / "log").glob("*.snakemake.log"))
-    started = [line.split()[1].rstrip(":") for line in logs[0].read_text().splitlines()
-               if re.match(r"(local)?rule \w+:", line)]  # fmt: skip
+    rounds, started = 0, []
+    for line in logs[0].read_text().splitlines():
+        if line.startswith("Execute "):
+            rounds += 1
+        elif match := re.match(r"(local)?rule (\w+):", line):
+            started.append((rounds, match.group(2)))
     agents = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())["agents"]
-    assert started.count("meta_train") == len(agents), started  # one seed each
-    last_meta = max(i for i, rule in enumerate(started) if rule == "meta_train")
-    first_baseline = started.index("sweep_baselines")
-    assert last_meta < first_baseline, started
+    meta = [r for r, rule in started if rule == "meta_train"]
+    assert len(meta) == len(agents), started  # one seed each
+    first_baseline = min(r for r, rule in started if rule == "sweep_baselines")
+    assert max(meta) <= first_baseline, started
 
 
 def test_results_tables_cover_the_grid(pipeline_run):
