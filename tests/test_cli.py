@@ -13,6 +13,10 @@ import ganno
 from ganno.cli import main
 from ganno.config import agent_config, load_config, merge
 
+# One worker runs this module, so its module fixtures (a meta-training run) are built once
+# (under --dist loadgroup an ungrouped test goes to either worker, which builds its own).
+pytestmark = pytest.mark.xdist_group("cli")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

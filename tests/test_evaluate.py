@@ -14,6 +14,10 @@ from ganno.parallel import sharded_vmap
 from ganno.policy import Policy
 from ganno.systems.networks import Actor, actor_config
 
+# One worker runs this module, so its module fixtures (the policies it plays) are built once
+# (under --dist loadgroup an ungrouped test goes to either worker, which builds its own).
+pytestmark = pytest.mark.xdist_group("evaluate")
+
 LR0S, SEEDS = [1e-3, 0.1, 30.0], [0, 1]
 
 

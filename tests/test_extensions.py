@@ -18,6 +18,10 @@ from ganno.config import ConfigError, agent_config, load_config, merge, validate
 from ganno.results import COLUMNS, lr0_grid
 from ganno.rewards import REWARDS
 
+# One worker runs this module, so its module fixtures (a built report) are built once
+# (under --dist loadgroup an ungrouped test goes to either worker, which builds its own).
+pytestmark = pytest.mark.xdist_group("extensions")
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
     {"name": "lr_momentum", "question": "Q1", "description": "lr x momentum",

@@ -39,6 +39,10 @@ from ganno.errors import (
 from ganno.io import RunLock, atomic_write, load_checkpoint, save_checkpoint, write_json
 from ganno.meta_train import meta_train, read_curve
 
+# One worker runs this module, so its module fixtures (two meta-training runs) are built once
+# (under --dist loadgroup an ungrouped test goes to either worker, which builds its own).
+pytestmark = pytest.mark.xdist_group("faults")
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("steps_per_second", "wall_time")
 UPDATES = 12

@@ -17,6 +17,10 @@ from ganno import baselines, layout, report, stats, tables, tuning_budget
 from ganno.config import validate
 from ganno.results import COLUMNS, lr0_grid
 
+# One worker runs this module, so its module fixtures (a built report) are built once
+# (under --dist loadgroup an ungrouped test goes to either worker, which builds its own).
+pytestmark = pytest.mark.xdist_group("report")
+
 SEEDS = (0, 1, 2)
 SEED_OFFSETS = (-0.01, 0.0, 0.01)  # per evaluation seed: the seed mean is the designed value
 
