@@ -203,32 +203,74 @@ def ganno_sgd(
     cfg = deployment_settings(
         policy, total_steps=total_steps, guard=guard, who="ganno_sgd", **settings
     )
-    direction = direction if direction is not None else optax.identity()
-    factors = jnp.asarray(cfg.lr_multipliers, jnp.float32)
-    log2_factors = jnp.log2(factors)
-    unit = None
-    dog_base = cfg.anchored and cfg.base_step_size == "dog"
-    if cfg.anchored:
-        from ganno.schedules import optax_unit_schedule as unit_schedule
+    run = _GannoSgd(
+        policy,
+        cfg,
+        lr0=lr0,
+        val_loss_fn=val_loss_fn,
+        direction=direction,
+        layer_names=layer_names,
+        greedy=greedy,
+        seed=seed,
+    )
+    transformation = optax.GradientTransformationExtraArgs(run.init, run.update)
+    transformation.settings = cfg  # type: ignore[attr-defined]
+    return transformation
 
-        unit = unit_schedule(cfg.base_schedule, cfg.total_steps)
 
-    def rates_at(step, lr0_, scale):
+class _GannoSgd:
+    """:func:`ganno_sgd`'s transformation: its settings, and ``init``/``update`` with the steps of
+    an update (the observation and decision at an interval's end, the guard, the step's rates,
+    the accumulation of the interval's statistics) as methods. Everything it keeps between
+    updates is in the :class:`GannoState`; these attributes are fixed at construction."""
+
+    def __init__(
+        self,
+        policy: Any,
+        cfg: DeploymentSettings,
+        *,
+        lr0: float | Sequence[float],
+        val_loss_fn: Callable[[Any], jnp.ndarray] | None,
+        direction: optax.GradientTransformation | None,
+        layer_names: Sequence[str] | None,
+        greedy: bool,
+        seed: int,
+    ) -> None:
+        self.policy, self.cfg, self.lr0, self.val_loss_fn = policy, cfg, lr0, val_loss_fn
+        self.direction = direction if direction is not None else optax.identity()
+        self.layer_names, self.greedy, self.seed = layer_names, greedy, seed
+        self.factors = jnp.asarray(cfg.lr_multipliers, jnp.float32)
+        self.log2_factors = jnp.log2(self.factors)
+        self.unit = None
+        self.dog_base = cfg.anchored and cfg.base_step_size == "dog"
+        if cfg.anchored:
+            from ganno.schedules import optax_unit_schedule as unit_schedule
+
+            self.unit = unit_schedule(cfg.base_schedule, cfg.total_steps)
+
+    def rates_at(self, step, lr0_, scale):
         return anchored_rates(
-            lr0_, unit(jnp.minimum(step, cfg.total_steps - 1)), scale, cfg.lr_bounds[1]
+            lr0_,
+            self.unit(jnp.minimum(step, self.cfg.total_steps - 1)),
+            scale,
+            self.cfg.lr_bounds[1],
         )
 
-    def init_fn(params) -> GannoState:
-        names = _layer_order(params, layer_names)
+    def init(self, params) -> GannoState:
+        names = _layer_order(params, self.layer_names)
         n = len(names)
         if n == 0:
             raise ValueError("the params have no layers")
-        first = jnp.broadcast_to(jnp.asarray(lr0, jnp.float32), (n,))
+        first = jnp.broadcast_to(jnp.asarray(self.lr0, jnp.float32), (n,))
         dog = ()
-        if dog_base:
-            _check_one_dog_lr0(lr0)
+        if self.dog_base:
+            _check_one_dog_lr0(self.lr0)
             dog = dog_step_size_init(params, first[0])
-        rates = rates_at(0, first, jnp.ones(n)) if cfg.anchored else jnp.clip(first, *cfg.lr_bounds)
+        rates = (
+            self.rates_at(0, first, jnp.ones(n))
+            if self.cfg.anchored
+            else jnp.clip(first, *self.cfg.lr_bounds)
+        )
         zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
         scalar = jnp.zeros((), jnp.float32)
         return GannoState(
@@ -239,7 +281,7 @@ def ganno_sgd(
             lr_scale=jnp.ones(n),
             prev_log2=jnp.zeros(n),
             actions=jnp.zeros(n, jnp.int32),
-            agents_view=jnp.zeros((n, len(cfg.feature_names)), jnp.float32),
+            agents_view=jnp.zeros((n, len(self.cfg.feature_names)), jnp.float32),
             grad_sum=zeros,
             sq_sum=jnp.zeros(n),
             loss_sum=scalar,
@@ -251,9 +293,9 @@ def ganno_sgd(
             val_loss=scalar,
             initial_val_loss=scalar,
             diverged=jnp.zeros((), bool),
-            key=jax.random.PRNGKey(seed),
-            direction_state=direction.init(params),
-            policy_carry=policy.initial_carry(n),
+            key=jax.random.PRNGKey(self.seed),
+            direction_state=self.direction.init(params),
+            policy_carry=self.policy.initial_carry(n),
             dog=dog,
             initial_grad_sq=jnp.zeros(n),
             dead_count=jnp.zeros((), jnp.int32),
@@ -263,29 +305,31 @@ def ganno_sgd(
                 at=jnp.full((), -1, jnp.int32),
                 best_val_loss=jnp.full((), jnp.inf),  # the first observation's until a decision
                 dog=dog,
-                direction_state=direction.init(params),
+                direction_state=self.direction.init(params),
             )
-            if cfg.guard
+            if self.cfg.guard
             else (),
         )
 
-    def update_fn(grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
+    def update(self, grads, state: GannoState, params=None, *, loss=None, val_loss=None, **extra):
         if params is None or loss is None:
             raise ValueError(
                 "ganno_sgd needs the params and the minibatch loss: "
                 "opt.update(grads, state, params, loss=loss)"
             )
-        names = _layer_order(params, layer_names)
+        names = _layer_order(params, self.layer_names)
         loss = jnp.asarray(loss, jnp.float32)
         first = state.count == 0
-        interval_over = (state.decisions > 0) & (state.count == _interval_end(cfg, state.decisions))
+        interval_over = (state.decisions > 0) & (
+            state.count == _interval_end(self.cfg, state.decisions)
+        )
         observe_now = (first | interval_over) & ~state.diverged
         if val_loss is not None:
             val = jnp.asarray(val_loss, jnp.float32)
-        elif val_loss_fn is not None:
+        elif self.val_loss_fn is not None:
             val = jax.lax.cond(
                 observe_now,
-                lambda p: jnp.asarray(val_loss_fn(p), jnp.float32),
+                lambda p: jnp.asarray(self.val_loss_fn(p), jnp.float32),
                 lambda p: jnp.full((), jnp.nan, jnp.float32),
                 params,
             )
@@ -298,38 +342,40 @@ def ganno_sgd(
             branch,
             [
                 lambda s: s,
-                lambda s: _first_decision(s, grads, params, loss, val),
-                lambda s: _end_interval(s, params, val),
+                lambda s: self._first_decision(s, grads, params, loss, val),
+                lambda s: self._end_interval(s, params, val),
             ],
             state,
         )
         newly_diverged = new.diverged & ~state.diverged
         rollback = jnp.zeros((), bool)
-        if cfg.guard:  # a trip returns DoG and the direction to the last decision's states
-            new, rollback = _guard_states(state, new)
+        if self.cfg.guard:  # a trip returns DoG and the direction to the last decision's states
+            new, rollback = self._guard_states(state, new)
 
         # THIS STEP'S RATES
-        if cfg.anchored:
+        if self.cfg.anchored:
             step_size = new.lr0
-            if dog_base:  # from this update's weights and gradient, before the update; after
+            if self.dog_base:  # from this update's weights and gradient, before the update; after
                 # total_steps the rates stay where they are (and a rollback trains on nothing)
                 dog = jax.lax.cond(
-                    new.diverged | (new.count >= cfg.total_steps) | rollback,
+                    new.diverged | (new.count >= self.cfg.total_steps) | rollback,
                     lambda d: d,
                     lambda d: dog_step_size_update(d, params, grads),
                     new.dog,
                 )
                 new, step_size = new._replace(dog=dog), dog.eta
-            new = new._replace(learning_rates=rates_at(new.count, step_size, new.lr_scale))
+            new = new._replace(learning_rates=self.rates_at(new.count, step_size, new.lr_scale))
 
         # ACCUMULATE (while the episode runs)
-        active = (new.decisions > 0) & (new.count < _interval_end(cfg, new.decisions))
+        active = (new.decisions > 0) & (new.count < _interval_end(self.cfg, new.decisions))
         active &= ~new.diverged & ~rollback
-        new = jax.lax.cond(active, lambda s: _accumulate(s, grads, loss), lambda s: s, new)
+        new = jax.lax.cond(active, lambda s: self._accumulate(s, grads, loss), lambda s: s, new)
 
         # UPDATE
-        direction_updates, direction_state = direction.update(grads, new.direction_state, params)
-        if cfg.guard:  # the rollback's gradient (at the weights that went wrong) moves nothing
+        direction_updates, direction_state = self.direction.update(
+            grads, new.direction_state, params
+        )
+        if self.cfg.guard:  # the rollback's gradient (at the weights that went wrong) moves nothing
             direction_state = _select(rollback, new.direction_state, direction_state)
         scaled = {
             k: jax.tree.map(lambda u, r=new.learning_rates[i]: -r * u, direction_updates[k])
@@ -344,7 +390,7 @@ def ganno_sgd(
         new = new._replace(count=new.count + 1, direction_state=direction_state)
         return updates, new
 
-    def _guard_states(state: GannoState, new: GannoState) -> tuple[GannoState, jnp.ndarray]:
+    def _guard_states(self, state: GannoState, new: GannoState) -> tuple[GannoState, jnp.ndarray]:
         """After this update's observation: on a trip, DoG's and the direction's state back to
         the last decision's; at a decision the guard followed, those states kept to return to.
         Returns the state and whether this update is the rollback."""
@@ -361,36 +407,38 @@ def ganno_sgd(
         )
         return new, rollback
 
-    def _observe(stats: IntervalStats, lr_scale) -> jnp.ndarray:
+    def _observe(self, stats: IntervalStats, lr_scale) -> jnp.ndarray:
         n = stats.learning_rates.shape[0]
         columns = {**interval_columns(stats), **position_columns(n)}
-        if cfg.anchored:
+        if self.cfg.anchored:
             columns["log_lr_scale"] = log_feature(lr_scale)
-        return stack_columns(columns, cfg.feature_names)
+        return stack_columns(columns, self.cfg.feature_names)
 
-    def _decide(state: GannoState, view) -> GannoState:
+    def _decide(self, state: GannoState, view) -> GannoState:
         from ganno.types import Observation
 
         n = view.shape[0]
         obs = Observation(
             agents_view=view,
-            action_mask=jnp.ones((n, factors.shape[0]), bool),
+            action_mask=jnp.ones((n, self.factors.shape[0]), bool),
             step_count=jnp.full((n,), state.decisions, jnp.int32),
         )
         key, sub = jax.random.split(state.key)
-        carry, actions = policy.step(state.policy_carry, obs, None if greedy else sub, greedy)
+        carry, actions = self.policy.step(
+            state.policy_carry, obs, None if self.greedy else sub, self.greedy
+        )
         rates, scale = after_decision(
-            cfg.action_mode,
-            factors[actions],
+            self.cfg.action_mode,
+            self.factors[actions],
             state.learning_rates,
             state.lr_scale,
-            cfg.lr_bounds,
-            cfg.scale_bounds,
+            self.cfg.lr_bounds,
+            self.cfg.scale_bounds,
         )
         return state._replace(
             learning_rates=rates,
             lr_scale=scale,
-            prev_log2=log2_factors[actions],
+            prev_log2=self.log2_factors[actions],
             actions=actions.astype(jnp.int32),
             agents_view=view,
             decisions=state.decisions + 1,
@@ -398,10 +446,10 @@ def ganno_sgd(
             policy_carry=carry,
         )
 
-    def _first_decision(state: GannoState, grads, params, loss, val) -> GannoState:
+    def _first_decision(self, state: GannoState, grads, params, loss, val) -> GannoState:
         g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads)
         p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-        names = _layer_order(params, layer_names)
+        names = _layer_order(params, self.layer_names)
         as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
         n = state.learning_rates.shape[0]
         stats = IntervalStats(
@@ -418,7 +466,7 @@ def ganno_sgd(
             progress=jnp.zeros(()),
             prev_log2_choice=jnp.zeros(n),
         )
-        view = _observe(stats, state.lr_scale).at[:, _COSINE].set(0.0).at[:, _NOISE].set(0.0)
+        view = self._observe(stats, state.lr_scale).at[:, _COSINE].set(0.0).at[:, _NOISE].set(0.0)
         ready = state._replace(
             prev_mean_grad=g,
             prev_params=p,
@@ -428,15 +476,18 @@ def ganno_sgd(
             initial_grad_sq=stats.mean_sq_grad_norm,
             agents_view=view,
         )
-        if cfg.guard:
+        if self.cfg.guard:
             ready = ready._replace(guard=ready.guard._replace(best_val_loss=val))
         ok = jnp.isfinite(val)
         return jax.lax.cond(
-            ok, lambda s: _decide(s, view), lambda s: s._replace(diverged=jnp.ones((), bool)), ready
+            ok,
+            lambda s: self._decide(s, view),
+            lambda s: s._replace(diverged=jnp.ones((), bool)),
+            ready,
         )
 
-    def _end_interval(state: GannoState, params, val) -> GannoState:
-        names = _layer_order(params, layer_names)
+    def _end_interval(self, state: GannoState, params, val) -> GannoState:
+        names = _layer_order(params, self.layer_names)
         as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
         k = state.grad_count.astype(jnp.float32)
         mean_grad = jax.tree.map(lambda s: s / k, state.grad_sum)
@@ -453,16 +504,16 @@ def ganno_sgd(
             val_loss=val,
             prev_train_loss=state.train_loss,
             prev_val_loss=state.val_loss,
-            progress=state.decisions / cfg.num_decisions,
+            progress=state.decisions / self.cfg.num_decisions,
             prev_log2_choice=state.prev_log2,
         )
-        view = _observe(stats, state.lr_scale)
+        view = self._observe(stats, state.lr_scale)
         diverged = run_diverged(
             val,
             train_loss,
             per_layer(jnp.square, as_layers(p)),
             state.initial_val_loss,
-            cfg.divergence_loss_ratio,
+            self.cfg.divergence_loss_ratio,
         )
         zeros = jax.tree.map(jnp.zeros_like, state.grad_sum)
         dead = dead_layers(stats.mean_sq_grad_norm, state.initial_grad_sq).any()
@@ -482,19 +533,25 @@ def ganno_sgd(
             grad_count=jnp.zeros((), jnp.int32),
             agents_view=view,
         )
-        more = state.decisions < cfg.num_decisions
-        if cfg.guard:  # the lowest validation loss at a decision (a trip keeps the old one)
-            best = jnp.minimum(state.guard.best_val_loss, val)
-            passed = passed._replace(guard=passed.guard._replace(best_val_loss=best))
-        else:
-            return jax.lax.cond(
-                diverged,
-                lambda s: state._replace(diverged=jnp.ones((), bool)),
-                lambda s: jax.lax.cond(more, lambda t: _decide(t, view), lambda t: t, s),
-                passed,
-            )
-        # THE GUARD: asked until it trips; a trip rolls back (weights: prev_params, kept) and
-        # takes this interval's decision for the agents (multiplier 1, the policy not asked)
+        more = state.decisions < self.cfg.num_decisions
+        if self.cfg.guard:
+            return self._guarded_end(state, passed, diverged, val, stats, view, more)
+        return jax.lax.cond(
+            diverged,
+            lambda s: state._replace(diverged=jnp.ones((), bool)),
+            lambda s: jax.lax.cond(more, lambda t: self._decide(t, view), lambda t: t, s),
+            passed,
+        )
+
+    def _guarded_end(
+        self, state: GannoState, passed: GannoState, diverged, val, stats: IntervalStats, view, more
+    ) -> GannoState:
+        """:meth:`_end_interval` with the guard, from the interval's observed state ``passed``:
+        the guard is asked until it trips; a trip rolls back (weights: ``prev_params``, kept) and
+        takes this interval's decision for the agents (multiplier 1, the policy not asked)."""
+        # the lowest validation loss at a decision (a trip keeps the old one)
+        best = jnp.minimum(state.guard.best_val_loss, val)
+        passed = passed._replace(guard=passed.guard._replace(best_val_loss=best))
         tripped = state.guard.tripped
         trips = ~tripped & guard_trips(
             diverged,
@@ -522,13 +579,13 @@ def ganno_sgd(
                 lambda s: state._replace(diverged=jnp.ones((), bool)),  # ends, as unguarded
                 lambda s: rolled,
                 lambda s: s._replace(decisions=next_decision),  # the base schedule goes on
-                lambda s: jax.lax.cond(more, lambda t: _decide(t, view), lambda t: t, s),
+                lambda s: jax.lax.cond(more, lambda t: self._decide(t, view), lambda t: t, s),
             ],
             passed,
         )
 
-    def _accumulate(state: GannoState, grads, loss) -> GannoState:
-        names = _layer_order(grads, layer_names)
+    def _accumulate(self, state: GannoState, grads, loss) -> GannoState:
+        names = _layer_order(grads, self.layer_names)
         as_layers = lambda tree: _relabel(tree, names)  # noqa: E731
 
         def read_gradients(s: GannoState) -> GannoState:
@@ -539,15 +596,11 @@ def ganno_sgd(
                 grad_count=s.grad_count + 1,
             )
 
-        in_window = state.count >= _gradient_start(cfg, state.decisions)
+        in_window = state.count >= _gradient_start(self.cfg, state.decisions)
         state = jax.lax.cond(in_window, read_gradients, lambda s: s, state)
         return state._replace(
             loss_sum=state.loss_sum + loss, interval_count=state.interval_count + 1
         )
-
-    transformation = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    transformation.settings = cfg  # type: ignore[attr-defined]
-    return transformation
 
 
 def _check_one_dog_lr0(lr0: Any) -> None:
