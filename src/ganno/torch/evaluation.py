@@ -203,6 +203,59 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     return loss, (logits.argmax(-1) == y).float().mean().item()
 
 
+def _method_optimizer(
+    model: torch.nn.Module,
+    method: str,
+    lr0: float,
+    budget: Budget,
+    policy: Any,
+    greedy: bool,
+    gradient_statistics: str,
+) -> tuple[torch.optim.Optimizer, Any, GannoScheduler | None]:
+    """The optimiser :func:`train_run` trains ``model`` with for ``method`` (one parameter group
+    per layer), its learning-rate scheduler (``sgd_cosine``) and the policy's
+    :class:`GannoScheduler` (``ganno``), each None where the method has none."""
+    lr_scheduler, sched = None, None
+    if method == "ganno":
+        if policy is None:
+            raise ValueError("method 'ganno' needs a policy")
+        optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
+        sched = GannoScheduler(
+            optimizer,
+            policy,
+            steps_per_decision=budget.steps_per_decision,
+            num_decisions=budget.num_decisions,
+            actions=budget.actions,
+            lr_bounds=budget.lr_bounds,
+            divergence_loss_ratio=budget.divergence_loss_ratio,
+            guard=budget.guard,
+            buffers=model.buffers(),  # BatchNorm's statistics roll back with the weights
+            greedy=greedy,
+            gradient_statistics=gradient_statistics,
+            on_divergence="stop",  # train_run's loop applies the same rule and restores
+        )
+    elif method in ("sgd_constant", "sgd_cosine"):
+        optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
+        if method == "sgd_cosine":
+            lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=budget.num_steps
+            )
+    elif method == "schedule_free_sgd":
+        import schedulefree
+
+        from ganno.schedules import warmup_steps
+
+        optimizer = schedulefree.SGDScheduleFree(
+            layerwise_param_groups(model),
+            lr=lr0,
+            momentum=SCHEDULE_FREE_MOMENTUM,
+            warmup_steps=warmup_steps(budget.num_steps),
+        )
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    return optimizer, lr_scheduler, sched
+
+
 def train_run(
     model: torch.nn.Module,
     method: str,
@@ -219,48 +272,19 @@ def train_run(
     (indices ``[num_steps, batch_size]``); ``policy`` for ``ganno``. ``on_decision(step, rates,
     val_loss)`` is called at the start and at every check (e.g. to print the schedule).
     ``gradient_statistics``: the scheduler's (``GannoScheduler``); the pipeline reads the
-    gradients, as the environment does."""
+    gradients, as the environment does.
+
+    One sequence, kept whole: the training loop with the environment's divergence check at
+    every interval's end, the restore of the last good weights and the test evaluation, in the
+    order a reader checks them against the environment's episode."""
     start = time.perf_counter()
     k, num_steps = budget.steps_per_decision, budget.num_steps
     if batches.shape[0] < num_steps:
         raise ValueError(f"{batches.shape[0]} minibatches for a budget of {num_steps} steps")
     schedule_free = method == "schedule_free_sgd"
-    lr_scheduler, sched = None, None
-    if method == "ganno":
-        if policy is None:
-            raise ValueError("method 'ganno' needs a policy")
-        optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
-        sched = GannoScheduler(
-            optimizer,
-            policy,
-            steps_per_decision=k,
-            num_decisions=budget.num_decisions,
-            actions=budget.actions,
-            lr_bounds=budget.lr_bounds,
-            divergence_loss_ratio=budget.divergence_loss_ratio,
-            guard=budget.guard,
-            buffers=model.buffers(),  # BatchNorm's statistics roll back with the weights
-            greedy=greedy,
-            gradient_statistics=gradient_statistics,
-            on_divergence="stop",  # the loop below applies the same rule and restores
-        )
-    elif method in ("sgd_constant", "sgd_cosine"):
-        optimizer = torch.optim.SGD(layerwise_param_groups(model), lr=lr0)
-        if method == "sgd_cosine":
-            lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps)
-    elif schedule_free:
-        import schedulefree
-
-        from ganno.schedules import warmup_steps
-
-        optimizer = schedulefree.SGDScheduleFree(
-            layerwise_param_groups(model),
-            lr=lr0,
-            momentum=SCHEDULE_FREE_MOMENTUM,
-            warmup_steps=warmup_steps(num_steps),
-        )
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    optimizer, lr_scheduler, sched = _method_optimizer(
+        model, method, lr0, budget, policy, greedy, gradient_statistics
+    )
 
     def rates() -> list[float]:
         return [float(g["lr"]) for g in optimizer.param_groups]
