@@ -274,19 +274,22 @@ class WindowSums:
                 buffers.append(torch.zeros(2, total, dtype=torch.float32, device=device))
         #: the staging row (each stage's row 1), where each step's read entries go
         self.staged = FlatRows(sample, tensors, rows=[stage[1] for stage in stages])
+        self._offsets = self.staged.offsets
         self._stages = stages
         self._sums = sums
         self._current = 0
+        #: per tensor: its slice of the staging row, shaped as ``sample`` reads it
+        self._staged = self.staged.views
         self._sampled = sample.sampled_tensors
 
     def _view(self, buffers: Sequence[torch.Tensor], j: int, row: int) -> torch.Tensor:
-        d, offset = self.staged.offsets[j]
+        d, offset = self._offsets[j]
         shape = self.sample.shapes[j]
         return buffers[d][row, offset : offset + math.prod(shape)].view(shape)
 
     def add(self, grads: Sequence[torch.Tensor]) -> None:
         """Stage this step's gradients (one per tensor) and add them to the sums."""
-        self.staged.read(grads)
+        self.sample.read_into(grads, self._staged)
         for stage, sums in zip(self._stages, self._sums[self._current], strict=True):
             sums.addcmul_(stage, stage[1].expand_as(stage))
 
@@ -306,10 +309,8 @@ class WindowSums:
             scale = self.sample.scales[j]
             self._view(sums, j, 0).mul_(scale)
             self._view(sums, j, 1).mul_(scale * scale)
-        tensors = range(len(self.sample.shapes))
-        return [self._view(sums, j, 0) for j in tensors], [
-            self._view(sums, j, 1).sum() for j in tensors
-        ]
+        mean_grad = [self._view(sums, j, 0) for j in range(len(self._staged))]
+        return mean_grad, [self._view(sums, j, 1).sum() for j in range(len(self._staged))]
 
     def next_interval(self) -> None:
         """Add from now on into the other buffer, zeroed (:meth:`finish`'s views stay valid)."""
