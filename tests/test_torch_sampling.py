@@ -136,8 +136,8 @@ def test_dogs_step_size_from_the_sample_stays_close_to_the_exact_one():
         model.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         grads = [p.grad for p in params]
-        a = exact.update(params, exact.gradient_squared_norm(grads))
-        b = sampled.update(params, sampled.gradient_squared_norm(grads))
+        a = exact.update(params, torch._foreach_norm(exact.sample.read(grads)))
+        b = sampled.update(params, torch._foreach_norm(sampled.sample.read(grads)))
         etas.append((a, b))
         with torch.no_grad():
             for p in params:
@@ -147,38 +147,6 @@ def test_dogs_step_size_from_the_sample_stays_close_to_the_exact_one():
     assert etas[-1, 0] > 5 * etas[1, 0]  # the step size grew: a test of something
     np.testing.assert_allclose(etas[:, 1], etas[:, 0], rtol=0.02)
     np.testing.assert_allclose(etas[-50:, 1], etas[-50:, 0], rtol=0.01)
-
-
-def test_dogs_step_size_resumes_from_its_state_on_a_sampled_layer():
-    """DogStepSize's state (x_0 as the sample reads it, scaled) taken mid-run and loaded into a
-    new one, before or after that one's first update, gives the uninterrupted run's steps."""
-    from ganno.torch.dog import DogStepSize
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.Linear(256, 10))
-    params = list(model.parameters())
-    whole, resumed = DogStepSize(1e-3, GradientSample(params)), None
-    assert whole.sample.sampled == 1
-    etas, again = [], []
-    for step, (x, y) in enumerate(_stream(12)):
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        grads = [p.grad for p in params]
-        etas.append(whole.update(params, whole.gradient_squared_norm(grads)))
-        if step == 5:
-            state = whole.state_dict()
-            resumed = DogStepSize(1.0, GradientSample(params))
-            resumed.load_state_dict(state)
-        elif resumed is not None:
-            again.append(resumed.update(params, resumed.gradient_squared_norm(grads)))
-        with torch.no_grad():
-            for p in params:
-                p -= etas[-1] * p.grad
-    assert len(set(etas)) > 5  # the step size moved
-    assert again == etas[6:]
-    origin = resumed.state_dict()["origin"]
-    for a, b in zip(origin, state["origin"], strict=True):
-        torch.testing.assert_close(a, b)
 
 
 def test_window_sums_equal_the_read_gradients_sums_and_resume():

@@ -134,114 +134,6 @@ class GradientSample:
         return out
 
 
-def flat_layout(
-    sample: GradientSample, tensors: Sequence[torch.Tensor]
-) -> tuple[list[torch.device], list[tuple[int, int]], list[int]]:
-    """Where each tensor's read entries go in one flat row per device: the devices (in the order
-    the tensors first use them), per tensor (device index, offset), per device the row's
-    length."""
-    sizes = [math.prod(shape) for shape in sample.shapes]
-    devices = list(dict.fromkeys(t.device for t in tensors))
-    offsets: list[tuple[int, int]] = [(0, 0)] * len(tensors)
-    totals = []
-    for d, device in enumerate(devices):
-        offset = 0
-        for j, t in enumerate(tensors):
-            if t.device == device:
-                offsets[j] = (d, offset)
-                offset += sizes[j]
-        totals.append(offset)
-    return devices, offsets, totals
-
-
-class FlatRows:
-    """Tensors' read entries (as ``sample`` reads them) in one flat float32 row per device,
-    filled with a handful of calls whatever the number of tensors (:meth:`read`), and the
-    squared norm over the rows (:meth:`squared_norm`): the estimate of the sum over every entry,
-    exact where a tensor is read whole.
-
-    ``scaled``: each sampled entry is scaled by ``sqrt(n / m)`` as it is read (one more call a
-    device), as :meth:`GradientSample.read` gives it, so that norms and distances over the rows
-    are the estimates themselves; unscaled (a :class:`WindowSums` staging row, scaled once per
-    interval), the squared norm weights each sampled entry by ``n / m``. ``rows``: the
-    per-device 1-D buffers to read into, one for each device in the order the tensors first use
-    them; new ones by default."""
-
-    def __init__(
-        self,
-        sample: GradientSample,
-        tensors: Sequence[torch.Tensor],
-        rows: Sequence[torch.Tensor] | None = None,
-        scaled: bool = False,
-    ) -> None:
-        self.sample = sample
-        self.scaled = scaled
-        #: the tensors' devices, in the order they first appear; per tensor: (device index,
-        #: offset in that device's row); per device: its row's length
-        self.devices, self.offsets, totals = flat_layout(sample, tensors)
-        if rows is None:
-            rows = [torch.empty(n, dtype=torch.float32, device=dev)
-                    for n, dev in zip(totals, self.devices, strict=True)]  # fmt: skip
-        self.rows = list(rows)
-        self.views = self.views_of(self.rows)
-        # per device: each entry's sqrt(n / m) if scaled, else n / m (None where every tensor
-        # there is read whole)
-        self._weights: list[torch.Tensor | None] = []
-        for d, device in enumerate(self.devices):
-            members = [j for j, t in enumerate(tensors) if t.device == device]
-            if not any(sample.blocks[j] is not None for j in members):
-                self._weights.append(None)
-                continue
-            weight = torch.ones(totals[d], dtype=torch.float32, device=device)
-            for view, j in zip(self._slices(weight, members), members, strict=True):
-                view.fill_(sample.scales[j] if scaled else sample.scales[j] ** 2)
-            self._weights.append(weight)
-
-    def _slices(self, row: torch.Tensor, members: Sequence[int]) -> list[torch.Tensor]:
-        return [
-            row[self.offsets[j][1] : self.offsets[j][1] + math.prod(self.sample.shapes[j])]
-            for j in members
-        ]
-
-    def views_of(self, rows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each tensor's slice of per-device ``rows`` laid out as these, shaped as ``sample``
-        reads it."""
-        out = []
-        for (d, offset), shape in zip(self.offsets, self.sample.shapes, strict=True):
-            out.append(rows[d][offset : offset + math.prod(shape)].view(shape))
-        return out
-
-    def read(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Each tensor's read entries into its slice of the rows (scaled if ``scaled``)."""
-        self.sample.read_into(tensors, self.views)
-        if self.scaled:
-            for row, weight in zip(self.rows, self._weights, strict=True):
-                if weight is not None:
-                    row.mul_(weight)
-
-    def squared_norm(self) -> torch.Tensor:
-        """The estimated sum of squares of every entry read: a 0-d tensor on the first device."""
-        total = None
-        for row, weight, device in zip(self.rows, self._weights, self.devices, strict=True):
-            if weight is None or self.scaled:
-                part = torch.dot(row, row)
-            else:
-                part = torch.dot(row * row, weight)
-            part = part.to(self.devices[0]) if device != self.devices[0] else part
-            total = part if total is None else total + part
-        return total
-
-    def distance(self, origin: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The estimated norm of the rows read minus ``origin`` (rows laid out as these, read as
-        these: ``scaled`` only): a 0-d tensor on the first device."""
-        if not self.scaled:
-            raise ValueError("distance() reads scaled rows: FlatRows(..., scaled=True)")
-        parts = [torch.dist(row, o) for row, o in zip(self.rows, origin, strict=True)]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.linalg.vector_norm(torch.stack([p.to(self.devices[0]) for p in parts]))
-
-
 class WindowSums:
     """The gradient window's sums, each tensor's gradient (as ``sample`` reads it) and its
     squared entries, added with a handful of calls a step whatever the number of tensors.
@@ -264,22 +156,26 @@ class WindowSums:
 
     def __init__(self, sample: GradientSample, tensors: Sequence[torch.Tensor]) -> None:
         self.sample = sample
+        sizes = [math.prod(shape) for shape in sample.shapes]
+        devices = list(dict.fromkeys(t.device for t in tensors))
+        self._offsets: list[tuple[int, int]] = [(0, 0)] * len(tensors)  # (device, offset)
         stages, sums = [], ([], [])
-        devices, _, totals = flat_layout(sample, tensors)
-        for device, total in zip(devices, totals, strict=True):
+        for d, device in enumerate(devices):
+            members = [j for j, t in enumerate(tensors) if t.device == device]
+            total, offset = sum(sizes[j] for j in members), 0
+            for j in members:
+                self._offsets[j] = (d, offset)
+                offset += sizes[j]
             stage = torch.empty(2, total, dtype=torch.float32, device=device)
             stage[0] = 1.0
             stages.append(stage)
             for buffers in sums:
                 buffers.append(torch.zeros(2, total, dtype=torch.float32, device=device))
-        #: the staging row (each stage's row 1), where each step's read entries go
-        self.staged = FlatRows(sample, tensors, rows=[stage[1] for stage in stages])
-        self._offsets = self.staged.offsets
         self._stages = stages
         self._sums = sums
         self._current = 0
         #: per tensor: its slice of the staging row, shaped as ``sample`` reads it
-        self._staged = self.staged.views
+        self._staged = [self._view(stages, j, 1) for j in range(len(tensors))]
         self._sampled = sample.sampled_tensors
 
     def _view(self, buffers: Sequence[torch.Tensor], j: int, row: int) -> torch.Tensor:
@@ -293,10 +189,12 @@ class WindowSums:
         for stage, sums in zip(self._stages, self._sums[self._current], strict=True):
             sums.addcmul_(stage, stage[1].expand_as(stage))
 
-    def staged_squared_norm(self) -> torch.Tensor:
-        """The staged step's squared gradient norm over every tensor (0-d), as ``sample.read``
-        would estimate it."""
-        return self.staged.squared_norm()
+    def staged_norms(self) -> list[torch.Tensor]:
+        """The staged step's per-tensor gradient norms, as ``sample.read`` would give them."""
+        norms = list(torch._foreach_norm(self._staged))  # a tuple in some releases
+        for j in self._sampled:
+            norms[j] = norms[j] * self.sample.scales[j]
+        return norms
 
     def finish(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The interval's mean gradient over its ``count`` steps read (per tensor, as ``sample``

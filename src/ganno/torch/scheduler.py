@@ -344,20 +344,6 @@ class GannoScheduler:
         scale = self.lr_scale.numpy()[None, :]
         return torch.from_numpy(anchored_rates(step_size, unit[:, None], scale, self._lr_max))
 
-    def _step_rates(self, step: int) -> list[np.float32]:
-        """:meth:`_anchored_rates` of the one step ``step`` (``N`` float32 scalars, the same
-        operations in the same order), without arrays: a DoG-base policy's rates are set every
-        step, right after the backward pass, where each array operation pays tens of
-        microseconds of cold caches (docs/torch.md, "Overhead")."""
-        unit = self._unit[min(step, len(self._unit) - 1)]
-        scales = self.lr_scale.numpy()
-        if self.dog is None:
-            sizes = self.lr0.numpy()
-        else:
-            sizes = (np.float32(self.dog.eta),) * self.num_layers
-        upper = self._lr_max
-        return [min(size * unit * scale, upper) for size, scale in zip(sizes, scales, strict=True)]
-
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The observation's columns: ganno's FEATURE_NAMES (and the multiplier if anchored)."""
@@ -464,11 +450,9 @@ class GannoScheduler:
         :func:`ganno.torch.layerwise_param_groups` makes them) and its current rate."""
         return describe_param_groups(self.optimizer.param_groups, self.get_last_lr())
 
-    def _apply_rates(self, rates: torch.Tensor | list[np.float32]) -> None:
-        if isinstance(rates, torch.Tensor):
-            rates = rates.tolist()
-        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
-            group["lr"] = float(lr)
+    def _apply_rates(self, rates: torch.Tensor) -> None:
+        for group, lr in zip(self.optimizer.param_groups, rates.tolist(), strict=True):
+            group["lr"] = lr
 
     # ------------------------------------------------------------------ the loop
     def _val_loss(self, val_loss) -> float:
@@ -547,14 +531,14 @@ class GannoScheduler:
             # this step's rates from DoG's step size (after total_steps they stay where they are)
             in_window = self.decisions > 0 and self._grad_start <= self.steps < self._end
             if in_window and not self.guarded:
-                self._window.add(self._grads())  # the window's sums, and the norm from there
+                self._window.add(self._grads())  # the window's sums, and the norms from there
                 staged = True
-                grad_sq = self._window.staged_squared_norm()
+                norms = self._window.staged_norms()
             else:
-                grad_sq = self.dog.gradient_squared_norm(self._grads())
-            self.dog.update(self._flat, grad_sq)
-            self.learning_rates = rates = self._step_rates(self.steps)
-            self._apply_rates(rates)
+                norms = torch._foreach_norm(self._read_grads())
+            self.dog.update(self._flat, norms)
+            self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
+            self._apply_rates(self.learning_rates)
         if self.decisions > 0 and self.steps < self._end:
             if self.guarded:  # no observation after the trip: the loss for the divergence check
                 pass
@@ -627,14 +611,11 @@ class GannoScheduler:
         if self._rate_rows and self.steps > self._rows_from:
             row = min(self.steps, self._end - 1) - self._rows_from
             return torch.tensor(self._rate_rows[row])
-        if not isinstance(self._learning_rates, torch.Tensor):  # a step's rates, when first read
-            self._learning_rates = torch.from_numpy(np.array(self._learning_rates, np.float32))
         return self._learning_rates
 
     @learning_rates.setter
-    def learning_rates(self, rates: torch.Tensor | list[np.float32]) -> None:
-        """The rates from now on (until :meth:`_plan_rates` plans an anchored interval): ``[N]``
-        float32, or :meth:`_step_rates`'s scalars."""
+    def learning_rates(self, rates: torch.Tensor) -> None:
+        """The rates from now on (until :meth:`_plan_rates` plans an anchored interval)."""
         self._learning_rates = rates
         self._rate_rows = []
 
@@ -794,7 +775,7 @@ class GannoScheduler:
             self.decisions += 1
             self._set_interval()
         # with DoG each step's rate is set again once its gradient is read (observe_gradients)
-        self.learning_rates = self._step_rates(self.steps)
+        self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
         self._apply_rates(self.learning_rates)
         self._plan_rates()
 
@@ -826,7 +807,7 @@ class GannoScheduler:
         if self._rate_rows:
             rows = self._rate_rows[self._grad_start - self._rows_from : self._end - self._rows_from]
             return torch.tensor(rows)
-        return self.learning_rates.expand(self._end - self._grad_start, -1)
+        return self._learning_rates.expand(self._end - self._grad_start, -1)
 
     @property
     def _keeps_weights(self) -> bool:
@@ -868,7 +849,7 @@ class GannoScheduler:
             self.settings.scale_bounds,
         )
         if self.anchored:
-            self.learning_rates = self._step_rates(self.steps)
+            self.learning_rates = self._anchored_rates(self.steps, self.steps + 1)[0]
         self._prev_log2 = self._log2_factors[idx]
         self._apply_rates(self.learning_rates)
         self.last_observation, self.last_actions = view, actions
