@@ -206,17 +206,32 @@ class GannoScheduler:
         self.val_loss_fn = val_loss_fn
         self.greedy = bool(greedy)
         self.on_divergence = on_divergence
-        settings = deployment_settings(
-            policy,
-            steps_per_decision=steps_per_decision,
-            num_decisions=num_decisions,
-            total_steps=total_steps,
-            actions=actions,
-            lr_bounds=lr_bounds,
-            divergence_loss_ratio=divergence_loss_ratio,
-            guard=guard,
-            who="GannoScheduler",
+        self._deploy(
+            deployment_settings(
+                policy,
+                steps_per_decision=steps_per_decision,
+                num_decisions=num_decisions,
+                total_steps=total_steps,
+                actions=actions,
+                lr_bounds=lr_bounds,
+                divergence_loss_ratio=divergence_loss_ratio,
+                guard=guard,
+                who="GannoScheduler",
+            )
         )
+        self._bind_groups(gradient_sample, sample_above, gradient_statistics)
+        self._start_rates(lr0)
+        self._key = self._generator = None
+        if self.actor == "jax":
+            self._act = jax_act(policy, self.greedy)
+            self._key = None if self.greedy else jax_key(seed)
+        elif not self.greedy:
+            self._generator = torch.Generator().manual_seed(int(seed))
+        self._reset_episode()
+
+    # ------------------------------------------------------------------ construction
+    def _deploy(self, settings: Any) -> None:
+        """Take the policy's settings as deployed (:class:`ganno.deployment.DeploymentSettings`)."""
         #: the policy's settings as deployed (:class:`ganno.deployment.DeploymentSettings`)
         self.settings = settings
         self.steps_per_decision = settings.steps_per_decision
@@ -234,11 +249,17 @@ class GannoScheduler:
         if self.anchored:
             self._unit = unit_schedule(settings.base_schedule, self.total_steps)
             self._lr_max = np.float32(settings.lr_bounds[1])
+        self._dog_base = self.anchored and settings.base_step_size == "dog"
 
-        self.num_layers = len(optimizer.param_groups)
+    def _bind_groups(
+        self, gradient_sample: float | None, sample_above: int, gradient_statistics: str
+    ) -> None:
+        """One layer per parameter group of the optimiser; which entries of its tensors the
+        gradient statistics read, and how they are taken."""
+        self.num_layers = len(self.optimizer.param_groups)
         if self.num_layers == 0:
             raise ValueError("the optimizer has no parameter groups")
-        self._params = [list(g["params"]) for g in optimizer.param_groups]
+        self._params = [list(g["params"]) for g in self.optimizer.param_groups]
         self._flat = [p for group in self._params for p in group]
         self._group_of = [i for i, group in enumerate(self._params) for _ in group]
         #: which entries of each tensor the gradient statistics read (ganno.torch.sampling)
@@ -247,13 +268,16 @@ class GannoScheduler:
         )
         #: what was asked for ("auto" resolves to one of the two, and may follow a saved state's)
         self.requested_statistics = gradient_statistics
-        self._dog_base = self.anchored and settings.base_step_size == "dog"
         self._use_statistics(
             self._auto_statistics() if gradient_statistics == "auto" else gradient_statistics
         )
+
+    def _start_rates(self, lr0: float | Sequence[float] | None) -> None:
+        """Each layer's initial rate (``lr0``, or its group's ``lr``), checked and clipped to
+        ``lr_bounds``; DoG's step size for a DoG-base policy; the first step's rates applied."""
         explicit_lr0 = lr0 is not None
         if lr0 is None:
-            lr0 = [float(g["lr"]) for g in optimizer.param_groups]
+            lr0 = [float(g["lr"]) for g in self.optimizer.param_groups]
         rates = torch.as_tensor(lr0, dtype=torch.float32).expand(self.num_layers).clone()
         if not bool(torch.all(torch.isfinite(rates) & (rates > 0))):
             raise UsageError(
@@ -265,7 +289,7 @@ class GannoScheduler:
                 f"lr0 {rates.tolist()} is outside the policy's lr_bounds {list(self.lr_bounds)}: "
                 f"the layers start from {clipped.tolist()} (as in meta-training)",
                 GannoWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of GannoScheduler(...)
             )
         #: each layer's initial rate (the base schedules' lr0 in the anchored modes)
         self.lr0 = rates
@@ -280,14 +304,6 @@ class GannoScheduler:
         else:
             self.learning_rates = clipped
         self._apply_rates(self.learning_rates)
-
-        self._key = self._generator = None
-        if self.actor == "jax":
-            self._act = jax_act(policy, self.greedy)
-            self._key = None if self.greedy else jax_key(seed)
-        elif not self.greedy:
-            self._generator = torch.Generator().manual_seed(int(seed))
-        self._reset_episode()
 
     # ------------------------------------------------------------------ settings
     def _check_dog_lr0(self) -> None:
@@ -674,6 +690,37 @@ class GannoScheduler:
             update_sq = features.squared_norms(self._prev_params)
         self._check_dead(mean_sq_grad_norm)
         mean_grad = self._by_layer(mean_grad)
+        view, grad_sq = self._observation(
+            mean_grad, mean_sq_grad_norm, weight_sq, update_sq, train_loss, val
+        )
+        self.train_loss, self.val_loss = train_loss, val
+        self._best_val_loss = min(self._best_val_loss, val)
+        # The next interval adds into the window's other buffer (the mean gradient just taken
+        # stays as the last one), the next snapshot of the weights reuses the last one's (fresh
+        # weights-sized tensors each decision cost page faults).
+        self._spare_params = prev_flat if params is not None else None
+        self._prev_mean_grad, self._prev_grad_sq = mean_grad, grad_sq
+        self._prev_params = params
+        if self._window is not None:
+            self._window.next_interval()
+        self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
+        if self.decisions < self.num_decisions:
+            self._decide(view)
+        else:
+            self.last_observation = view
+            self.history.append(self._record(None, view))
+
+    def _observation(
+        self,
+        mean_grad: list[list[torch.Tensor]],
+        mean_sq_grad_norm: torch.Tensor,
+        weight_sq: torch.Tensor,
+        update_sq: torch.Tensor,
+        train_loss: float,
+        val: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interval's observation ``[N, F]`` (the environment's features, and the multiplier
+        if anchored) and each layer's squared mean-gradient norm, kept for the next one."""
         stats = features.layer_statistics(
             mean_grad=mean_grad,
             prev_mean_grad=self._prev_mean_grad,
@@ -693,23 +740,7 @@ class GannoScheduler:
             num_decisions=self.num_decisions,
             prev_log2_factor=self._prev_log2,
         )
-        view = self._with_scale(view)
-        self.train_loss, self.val_loss = train_loss, val
-        self._best_val_loss = min(self._best_val_loss, val)
-        # The next interval adds into the window's other buffer (the mean gradient just taken
-        # stays as the last one), the next snapshot of the weights reuses the last one's (fresh
-        # weights-sized tensors each decision cost page faults).
-        self._spare_params = prev_flat if params is not None else None
-        self._prev_mean_grad, self._prev_grad_sq = mean_grad, stats["grad_sq"]
-        self._prev_params = params
-        if self._window is not None:
-            self._window.next_interval()
-        self._loss_sum, self._count, self._grad_count = 0.0, 0, 0
-        if self.decisions < self.num_decisions:
-            self._decide(view)
-        else:
-            self.last_observation = view
-            self.history.append(self._record(None, view))
+        return self._with_scale(view), stats["grad_sq"]
 
     def _divergence_message(self, val: float, train_loss: float) -> str:
         return (
