@@ -512,6 +512,14 @@ def _held_out(config: Mapping[str, Any], tasks: Sequence[str]) -> list[str]:
     return [t for t in task_names(config) if t != TRAIN_TASK and t in set(tasks)]
 
 
+COST_COLUMNS = ["method", "quantity", "value", "unit", "source"]
+
+
+def _row(method: str, quantity: str, value: Any, unit: str, source: str) -> dict[str, Any]:
+    """One row of the Q3 table."""
+    return dict(zip(COST_COLUMNS, (method, quantity, float(value), unit, source), strict=True))
+
+
 def cost_table(
     config: Mapping[str, Any],
     meta: pd.DataFrame,
@@ -520,116 +528,143 @@ def cost_table(
     torch_overhead: Path | None,
 ) -> pd.DataFrame:
     """The Q3 table, long: ``method``, ``quantity``, ``value``, ``unit``, ``source`` (one row per
-    number; NaN where the file it comes from is missing)."""
-    rows: list[dict[str, Any]] = []
+    number; NaN where the file it comes from is missing): the meta-training rows of every agent,
+    the evaluation rows of every method, the deployment rows."""
+    rows = [
+        *_meta_training_rows(meta),
+        *_evaluation_rows(config, evaluation),
+        *_deployment_rows(deployment, torch_overhead),
+    ]
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
 
-    def add(method, quantity, value, unit, source):
-        rows.append(
-            {
-                "method": method,
-                "quantity": quantity,
-                "value": float(value),
-                "unit": unit,
-                "source": source,
-            }
-        )
 
-    held = _held_out(config, evaluation["task"])
+def _meta_training_rows(meta: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each agent's meta-training cost: CPU and wall time (per seed and in all), the cores it
+    kept busy, decisions, networks trained per decision, inner steps, and the ratio to VeLO's."""
+    rows = []
     bench = "results/" + layout.META_TRAIN_BENCHMARK
+    decisions_source = {
+        frozenset({"curve"}): "learning curve (env_steps)",
+        frozenset({"config"}): "config (meta_train.total_timesteps)",
+    }
     for method, m in meta.groupby("method", sort=False):
         measured = m["cpu_s"].notna().all()
         total = m["cpu_s"].sum() if measured else np.nan
-        add(method, "meta-training seeds", len(m), "runs", "config")
-        add(
-            method, "meta-training CPU time per seed (mean)", m["cpu_s"].mean(), "CPU-core-s", bench
-        )
-        add(method, "meta-training CPU time, every seed", total, "CPU-core-s", bench)
-        add(method, "meta-training wall time per seed (mean)", m["wall_s"].mean(), "s", bench)
-        add(
-            method,
-            "meta-training wall time, every seed",
-            m["wall_s"].sum() if m["wall_s"].notna().all() else np.nan,
-            "s",
-            bench,
-        )
-        add(
-            method,
-            "cores kept busy on average (mean_load / 100)",
-            m["mean_load"].mean() / 100,
-            "cores",
-            bench,
-        )
-        add(
-            method,
-            "decisions per seed",
-            m["decisions"].mean(),
-            "decisions",
-            {
-                frozenset({"curve"}): "learning curve (env_steps)",
-                frozenset({"config"}): "config (meta_train.total_timesteps)",
-            }.get(frozenset(m["decisions_from"]), "learning curves, else the config"),
-        )
-        add(
-            method,
-            "networks trained per decision",
-            m["inner_trainings"].iloc[0],
-            "networks",
-            "config (env.reward: the agents' run, + a reference run for a relative reward)",
-        )
-        add(
-            method,
-            "inner SGD steps per seed",
-            m["inner_steps"].mean(),
-            "steps",
-            "decisions x env.steps_per_decision x networks per decision",
-        )
-        add(
-            method,
-            "meta-training / VeLO's",
-            velo_ratio(total),
-            "CPU-core-s per TPU-s",
-            "VeLO: 4000 TPU-months (arXiv 2211.09760)",
-        )
+        wall_total = m["wall_s"].sum() if m["wall_s"].notna().all() else np.nan
+        rows += [
+            _row(method, "meta-training seeds", len(m), "runs", "config"),
+            _row(
+                method,
+                "meta-training CPU time per seed (mean)",
+                m["cpu_s"].mean(),
+                "CPU-core-s",
+                bench,
+            ),
+            _row(method, "meta-training CPU time, every seed", total, "CPU-core-s", bench),
+            _row(method, "meta-training wall time per seed (mean)", m["wall_s"].mean(), "s", bench),
+            _row(method, "meta-training wall time, every seed", wall_total, "s", bench),
+            _row(
+                method,
+                "cores kept busy on average (mean_load / 100)",
+                m["mean_load"].mean() / 100,
+                "cores",
+                bench,
+            ),
+            _row(
+                method,
+                "decisions per seed",
+                m["decisions"].mean(),
+                "decisions",
+                decisions_source.get(
+                    frozenset(m["decisions_from"]), "learning curves, else the config"
+                ),
+            ),
+            _row(
+                method,
+                "networks trained per decision",
+                m["inner_trainings"].iloc[0],
+                "networks",
+                "config (env.reward: the agents' run, + a reference run for a relative reward)",
+            ),
+            _row(
+                method,
+                "inner SGD steps per seed",
+                m["inner_steps"].mean(),
+                "steps",
+                "decisions x env.steps_per_decision x networks per decision",
+            ),
+            _row(
+                method,
+                "meta-training / VeLO's",
+                velo_ratio(total),
+                "CPU-core-s per TPU-s",
+                "VeLO: 4000 TPU-months (arXiv 2211.09760)",
+            ),
+        ]
+    return rows
+
+
+def _evaluation_rows(config: Mapping[str, Any], evaluation: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each method's evaluation CPU time per run on the training task and held out (the mean
+    over the held-out tasks it ran on)."""
+    rows = []
+    held = _held_out(config, evaluation["task"])
     for method, e in evaluation.groupby("method", sort=False):
         src = "results/benchmarks/sweep/<task>_" + (
             f"{registry.agent_of(method)}.tsv" if registry.is_ganno(method) else "baselines.tsv"
         )
         on_train = e[e["task"] == TRAIN_TASK]["cpu_s_per_run"]
-        add(
-            method,
-            f"evaluation CPU time per run, {TRAIN_TASK}",
-            on_train.iloc[0] if len(on_train) else np.nan,
-            "CPU-core-s",
-            src,
-        )
-        mine = e[e["task"].isin(held)]
-        if len(mine):
-            add(
+        rows.append(
+            _row(
                 method,
-                f"evaluation CPU time per run, held out (mean over {len(mine)} task(s))",
-                mine["cpu_s_per_run"].mean(),
+                f"evaluation CPU time per run, {TRAIN_TASK}",
+                on_train.iloc[0] if len(on_train) else np.nan,
                 "CPU-core-s",
                 src,
             )
+        )
+        mine = e[e["task"].isin(held)]
+        if len(mine):
+            rows.append(
+                _row(
+                    method,
+                    f"evaluation CPU time per run, held out (mean over {len(mine)} task(s))",
+                    mine["cpu_s_per_run"].mean(),
+                    "CPU-core-s",
+                    src,
+                )
+            )
+    return rows
+
+
+def _deployment_rows(
+    deployment: pd.DataFrame | None, torch_overhead: Path | None
+) -> list[dict[str, Any]]:
+    """The PyTorch runs' wall time against their reference method's, and where the scheduler's
+    overhead benchmark is (or that it wrote no file)."""
+    rows = []
     if deployment is not None:
         for _, d in deployment[deployment["relative_to"] != ""].iterrows():
-            add(
-                d["method"],
-                f"PyTorch run wall time / {d['relative_to']}'s, {d['task']}",
-                d["ratio"],
-                "ratio",
-                "results/torch/deployment.csv (median over finished runs)",
+            rows.append(
+                _row(
+                    d["method"],
+                    f"PyTorch run wall time / {d['relative_to']}'s, {d['task']}",
+                    d["ratio"],
+                    "ratio",
+                    "results/torch/deployment.csv (median over finished runs)",
+                )
             )
-    add(
-        "ganno (PyTorch scheduler)",
-        "scheduler overhead benchmark",
-        np.nan,
-        "",
+    overhead_source = (
         str(torch_overhead)
         if torch_overhead
-        else f"{NOT_MEASURED}: benchmarks/torch_scheduler_overhead.py writes no file",
+        else f"{NOT_MEASURED}: benchmarks/torch_scheduler_overhead.py writes no file"
     )
-    return pd.DataFrame(rows, columns=["method", "quantity", "value", "unit", "source"])
+    rows.append(
+        _row(
+            "ganno (PyTorch scheduler)", "scheduler overhead benchmark", np.nan, "", overhead_source
+        )
+    )
+    return rows
 
 
 def cost_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -788,7 +823,45 @@ def q3_section(
     profile = read_profile(
         profile_paths if profile_paths is not None else default_profile_paths(root)
     )
-    tables = {
+    tables = _write_q3_tables(out, table, be)
+    missing = _missing(root, config, meta, evaluation)
+    lines = ["## Q3 What GANNO costs", ""]
+    lines.append(
+        "Every number is read from the run's own files: Snakemake's benchmark files (wall and CPU "
+        "time of every job, `results/benchmarks/`), the learning curves (decisions) and the "
+        "results CSVs (runs). They hold on the machine the run ran on, which the benchmark files "
+        "do not name (`mean_load` / 100: the cores a job kept busy); CPU time is "
+        "CPU-core-seconds (`tables/q3_cost`)."
+    )
+    lines.append("")
+    held = _held_out(config, evaluation["task"])
+    for method, m in meta.groupby("method", sort=False):
+        lines.append(
+            _meta_training_line(method, m, evaluation[evaluation["method"] == method], held)
+        )
+    lines += _baselines_lines(evaluation)
+    lines += _break_even_lines(be)
+    lines.append(
+        f"- VeLO for scale: {VELO_SOURCE}; taken as {int(VELO_TPU_MONTHS)} x 30 x 24 x 3600 = "
+        f"{VELO_TPU_MONTHS * SECONDS_PER_MONTH:.3g} TPU-seconds. A CPU core-second and a "
+        "TPU-second are not the same unit: the ratio is an order-of-magnitude statement."
+    )
+    lines += _profile_lines(profile, meta)
+    lines += reference_pool_lines(REPOSITORY / layout.MEASURED_REFERENCE_POOL_PROFILE, config)
+    lines.append(_deployment_line(deployment, overhead))
+    if missing:
+        lines.append(
+            f"- {NOT_MEASURED.capitalize()}: no benchmark file " + ", ".join(missing) + "."
+        )
+    if be.empty:
+        lines.append(f"- Break-even: {NOT_MEASURED} (no runs-saved numbers, tables/tuning_budget).")
+    lines.append("")
+    return CostSection(lines, tables, table, be, missing)
+
+
+def _write_q3_tables(out: Path, table: pd.DataFrame, be: pd.DataFrame) -> dict[str, Any]:
+    """``tables/q3_cost`` and ``tables/q3_break_even`` (CSV, Markdown, LaTeX) with captions."""
+    return {
         "q3_cost": write_table(
             table,
             cost_display(table),
@@ -808,72 +881,55 @@ def q3_section(
             "GANNO run.",
         ),
     }
-    missing = _missing(root, config, meta, evaluation)
-    lines = ["## Q3 What GANNO costs", ""]
-    lines.append(
-        "Every number is read from the run's own files: Snakemake's benchmark files (wall and CPU "
-        "time of every job, `results/benchmarks/`), the learning curves (decisions) and the "
-        "results CSVs (runs). They hold on the machine the run ran on, which the benchmark files "
-        "do not name (`mean_load` / 100: the cores a job kept busy); CPU time is "
-        "CPU-core-seconds (`tables/q3_cost`)."
+
+
+def _meta_training_line(
+    method: str, m: pd.DataFrame, evaluation: pd.DataFrame, held: Sequence[str]
+) -> str:
+    """The README's line on one agent: its meta-training cost (``m``, a row per seed), one
+    evaluation run's (``evaluation``, its rows) and the ratio to VeLO's."""
+    total = m["cpu_s"].sum() if m["cpu_s"].notna().all() else np.nan
+    g_train = evaluation[evaluation["task"] == TRAIN_TASK]["cpu_s_per_run"]
+    g_held = evaluation[evaluation["task"].isin(held)]["cpu_s_per_run"]
+    networks = int(m["inner_trainings"].iloc[0])
+    which = ": the agents' and the relative reward's reference run" if networks == 2 else ""
+    measured = int(m["cpu_s"].notna().sum())
+    seeds = (
+        f"{_amount(total, 'CPU-core-s')} over {len(m)} seeds"
+        if measured == len(m)
+        else f"{NOT_MEASURED} in all ({measured} of {len(m)} seeds' benchmark files)"
     )
-    lines.append("")
-    held = _held_out(config, evaluation["task"])
-    for method, m in meta.groupby("method", sort=False):
-        total = m["cpu_s"].sum() if m["cpu_s"].notna().all() else np.nan
-        g = evaluation[evaluation["method"] == method]
-        g_train = g[g["task"] == TRAIN_TASK]["cpu_s_per_run"]
-        g_held = g[g["task"].isin(held)]["cpu_s_per_run"]
-        networks = int(m["inner_trainings"].iloc[0])
-        which = ": the agents' and the relative reward's reference run" if networks == 2 else ""
-        measured = int(m["cpu_s"].notna().sum())
-        seeds = (
-            f"{_amount(total, 'CPU-core-s')} over {len(m)} seeds"
-            if measured == len(m)
-            else f"{NOT_MEASURED} in all ({measured} of {len(m)} seeds' benchmark files)"
+    return (
+        f"- **{method}** meta-training: {seeds} ({_amount(m['cpu_s'].mean(), 'CPU-core-s')} "
+        f"per seed, {_amount(m['wall_s'].mean(), 's')} wall per seed, "
+        f"{_amount(m['mean_load'].mean() / 100, 'cores')} busy on average); per seed "
+        f"{_num(m['decisions'].mean())} decisions and {_num(m['inner_steps'].mean())} inner "
+        f"SGD steps ({networks} network(s) trained per decision{which}). One evaluation run: "
+        f"{_amount(g_train.iloc[0] if len(g_train) else np.nan, 'CPU-core-s')} on "
+        f"`{TRAIN_TASK}`"
+        + (
+            f", {_amount(g_held.mean(), 'CPU-core-s')} on the held-out tasks (mean)"
+            if len(g_held)
+            else ""
         )
-        lines.append(
-            f"- **{method}** meta-training: {seeds} ({_amount(m['cpu_s'].mean(), 'CPU-core-s')} "
-            f"per seed, {_amount(m['wall_s'].mean(), 's')} wall per seed, "
-            f"{_amount(m['mean_load'].mean() / 100, 'cores')} busy on average); per seed "
-            f"{_num(m['decisions'].mean())} decisions and {_num(m['inner_steps'].mean())} inner "
-            f"SGD steps ({networks} network(s) trained per decision{which}). One evaluation run: "
-            f"{_amount(g_train.iloc[0] if len(g_train) else np.nan, 'CPU-core-s')} on "
-            f"`{TRAIN_TASK}`"
-            + (
-                f", {_amount(g_held.mean(), 'CPU-core-s')} on the held-out tasks (mean)"
-                if len(g_held)
-                else ""
-            )
-            + f". Against VeLO's meta-training: {_ratio_text(velo_ratio(total))}."
-        )
+        + f". Against VeLO's meta-training: {_ratio_text(velo_ratio(total))}."
+    )
+
+
+def _baselines_lines(evaluation: pd.DataFrame) -> list[str]:
+    """The README's line on the baselines' evaluation runs on the training task (none without)."""
     base = evaluation[~evaluation["method"].map(registry.is_ganno).astype(bool)]
     on_train = base[base["task"] == TRAIN_TASK]
-    if len(on_train):
-        lines.append(
-            f"- Baselines, one evaluation run on `{TRAIN_TASK}`: "
-            f"{_num(on_train['cpu_s_per_run'].min())} to {_num(on_train['cpu_s_per_run'].max())} "
-            f"CPU-core-s ({on_train.loc[on_train['cpu_s_per_run'].idxmin(), 'method']} to "
-            f"{on_train.loc[on_train['cpu_s_per_run'].idxmax(), 'method']}; their sweep's CPU "
-            "time shared by each one's measured grid wall time)."
-        )
-    lines += _break_even_lines(be)
-    lines.append(
-        f"- VeLO for scale: {VELO_SOURCE}; taken as {int(VELO_TPU_MONTHS)} x 30 x 24 x 3600 = "
-        f"{VELO_TPU_MONTHS * SECONDS_PER_MONTH:.3g} TPU-seconds. A CPU core-second and a "
-        "TPU-second are not the same unit: the ratio is an order-of-magnitude statement."
-    )
-    lines += _profile_lines(profile, meta)
-    lines += reference_pool_lines(REPOSITORY / layout.MEASURED_REFERENCE_POOL_PROFILE, config)
-    lines.append(_deployment_line(deployment, overhead))
-    if missing:
-        lines.append(
-            f"- {NOT_MEASURED.capitalize()}: no benchmark file " + ", ".join(missing) + "."
-        )
-    if be.empty:
-        lines.append(f"- Break-even: {NOT_MEASURED} (no runs-saved numbers, tables/tuning_budget).")
-    lines.append("")
-    return CostSection(lines, tables, table, be, missing)
+    if not len(on_train):
+        return []
+    cost = on_train["cpu_s_per_run"]
+    return [
+        f"- Baselines, one evaluation run on `{TRAIN_TASK}`: "
+        f"{_num(cost.min())} to {_num(cost.max())} "
+        f"CPU-core-s ({on_train.loc[cost.idxmin(), 'method']} to "
+        f"{on_train.loc[cost.idxmax(), 'method']}; their sweep's CPU "
+        "time shared by each one's measured grid wall time)."
+    ]
 
 
 def _amount(x: float, unit: str) -> str:
