@@ -320,13 +320,7 @@ def schedule_figure(
     """
     methods = method_order(schedules["method"].unique()) if len(schedules) else []
     shown = _nearest(schedules["lr0"].unique(), lr0s) if methods else []
-    agent = schedules[schedules["lr0"].isin(shown)]
-    agent = (
-        agent.groupby(["method", "lr0", "layer", "step"], sort=True)["learning_rate"]
-        .agg(median="median", low="min", high="max", runs="count")
-        .reset_index()
-    )
-    agent.insert(0, "source", "agents")
+    agent = _rate_bands(schedules[schedules["lr0"].isin(shown)])
     hand = handcrafted_schedules(tuned_lr0, total_steps)
     hand_data = hand.assign(
         source="handcrafted",
@@ -355,27 +349,7 @@ def schedule_figure(
                 ax = fig.add_subplot(grid[r, c], sharey=first, sharex=first)
                 first = first or ax
                 cell = agent[(agent["method"] == method) & (agent["lr0"] == lr0)]
-                for layer in layers:
-                    line = cell[cell["layer"] == layer]
-                    color = layer_colors[layer]
-                    ax.fill_between(
-                        line["step"],
-                        line["low"],
-                        line["high"],
-                        step="pre",
-                        color=color,
-                        alpha=0.2,
-                        lw=0,
-                    )
-                    ax.plot(
-                        line["step"],
-                        line["median"],
-                        drawstyle="steps-pre",
-                        color=color,
-                        lw=1.6,
-                        label=f"layer {layer}",
-                    )
-                ax.axhline(lr0, color="0.4", ls=":", lw=1)
+                _agent_rates_panel(ax, cell, layer_colors, lr0)
                 ax.set_title(f"{method}, lr0 = {_fmt_lr(lr0)}", fontsize=10)
                 ax.set_xlabel("inner step" if r == rows - 1 else "")
                 ax.set_ylabel("learning rate" if c == 0 else "")
@@ -385,26 +359,64 @@ def schedule_figure(
                     )
         ax = fig.add_subplot(grid[:, -1], sharey=first, sharex=first)
         first = first or ax
-        palette = method_palette(hand["method"].unique())
-        for i, (method, line) in enumerate(hand.groupby("method", sort=False)):
-            rates = line["learning_rate"].where(line["learning_rate"] > 0)
-            ax.plot(
-                line["step"],
-                rates,
-                color=palette[method],
-                lw=1.6,
-                ls=LINESTYLES[i % 4],
-                label=f"{method} ({_fmt_lr(line['lr0'].iloc[0])})",
-            )
-        ax.set_title("handcrafted SGD schedules at tuned lr0", fontsize=10)
-        ax.set_xlabel("inner step")
-        if len(hand):
-            ax.legend(fontsize=8, loc="lower left")
+        _handcrafted_panel(ax, hand)
         _log_lr_axis(first, "y")
         first.set_ylim(ymin, ymax)
         first.set_xlim(0, total_steps)
         fig.suptitle("Learning rates chosen by the agents (per layer) and handcrafted schedules")
         return _save(fig, data, stem)
+
+
+def _rate_bands(schedules: pd.DataFrame) -> pd.DataFrame:
+    """Per method, lr0, layer and step: the median rate over runs (evaluation seeds and
+    policies), its minimum and maximum, and the count of runs; ``source`` "agents"."""
+    agent = (
+        schedules.groupby(["method", "lr0", "layer", "step"], sort=True)["learning_rate"]
+        .agg(median="median", low="min", high="max", runs="count")
+        .reset_index()
+    )
+    agent.insert(0, "source", "agents")
+    return agent
+
+
+def _agent_rates_panel(
+    ax: Any, cell: pd.DataFrame, layer_colors: Mapping[Any, Any], lr0: float
+) -> None:
+    """One method's rates from one lr0: a line (the median) and a band (min-max) per layer,
+    drawn as steps, and lr0 dotted."""
+    for layer, color in layer_colors.items():
+        line = cell[cell["layer"] == layer]
+        ax.fill_between(
+            line["step"], line["low"], line["high"], step="pre", color=color, alpha=0.2, lw=0
+        )
+        ax.plot(
+            line["step"],
+            line["median"],
+            drawstyle="steps-pre",
+            color=color,
+            lw=1.6,
+            label=f"layer {layer}",
+        )
+    ax.axhline(lr0, color="0.4", ls=":", lw=1)
+
+
+def _handcrafted_panel(ax: Any, hand: pd.DataFrame) -> None:
+    """The handcrafted SGD schedules at their tuned lr0, one line each (zero rates left out)."""
+    palette = method_palette(hand["method"].unique())
+    for i, (method, line) in enumerate(hand.groupby("method", sort=False)):
+        rates = line["learning_rate"].where(line["learning_rate"] > 0)
+        ax.plot(
+            line["step"],
+            rates,
+            color=palette[method],
+            lw=1.6,
+            ls=LINESTYLES[i % 4],
+            label=f"{method} ({_fmt_lr(line['lr0'].iloc[0])})",
+        )
+    ax.set_title("handcrafted SGD schedules at tuned lr0", fontsize=10)
+    ax.set_xlabel("inner step")
+    if len(hand):
+        ax.legend(fontsize=8, loc="lower left")
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,53 +517,66 @@ def robustness_figure(
         for col, (name, members) in enumerate(panels):
             ax = fig.add_subplot(grid[0, col], sharey=top)
             top = top or ax
-            dmap = fig.add_subplot(grid[1, col], sharex=ax)
-            palette = method_palette(members)  # per panel: a method is drawn in one panel only
-            for ax_ in (ax, dmap):
-                if train_range is not None:
-                    ax_.axvspan(*train_range, color="0.85", alpha=0.6, lw=0, zorder=0)
-            for i, method in enumerate(members):
-                line = data[data["method"] == method].sort_values("lr0")
-                color = palette[method]
-                band_and_line(ax, line["lr0"], line["mean"], line["low"], line["high"], method, i,
-                              color, band_alpha=0.08, lw=1.3, ms=3.5, label=method)  # fmt: skip
-                bad = line[line["diverged_fraction"] > 0]
-                dmap.scatter(
-                    bad["lr0"],
-                    np.full(len(bad), i),
-                    s=8 + 60 * bad["diverged_fraction"],
-                    marker="X",
-                    color=color,
-                    lw=0,
-                    zorder=3,
-                )
-            _log_lr_axis(ax)
-            lr0s = data["lr0"]
-            ax.set_xlim(lr0s.min() / 1.6, lr0s.max() * 1.6)  # the shading must not widen the axis
-            ax.set_title(name)
-            ax.tick_params(labelbottom=False)
-            dmap.set_yticks(range(len(members)), members, fontsize=7)
-            dmap.set_ylim(len(members) - 0.5, -0.5)
-            dmap.grid(axis="y", lw=0.4)
-            for tick, method in zip(dmap.get_yticklabels(), members, strict=True):
-                tick.set_color(palette[method])
-            dmap.set_xlabel("initial learning rate lr0")
-            dmap.set_title(
-                "diverged runs (marker size: fraction of the lr0's runs)", fontsize=8, loc="left"
-            )
-            handles, labels = ax.get_legend_handles_labels()
-            if train_range is not None:
-                handles.append(Line2D([], [], color="0.85", lw=8))
-                labels.append("meta-training lr0 range")
-            legend_ax = fig.add_subplot(grid[2, col])
-            legend_ax.axis("off")
-            legend_ax.legend(
-                handles, labels, loc="upper center", ncols=3, fontsize=8, frameon=False
-            )
+            _robustness_panel(fig, grid, col, ax, name, members, data, train_range)
         top.set_ylabel(f"final {label} (mean over runs, 95% CI)")
         tasks = sorted(df["task"].unique()) if "task" in df else []
         fig.suptitle(title or f"Robustness to the initial learning rate ({', '.join(tasks)})")
         return _save(fig, data, stem)
+
+
+def _robustness_panel(
+    fig: Figure,
+    grid: Any,
+    col: int,
+    ax: Any,
+    name: str,
+    members: Sequence[str],
+    data: pd.DataFrame,
+    train_range: Sequence[float] | None,
+) -> None:
+    """Column ``col`` of the robustness figure: the methods' curves with their bands on ``ax``,
+    their divergence map under it and their legend under that."""
+    dmap = fig.add_subplot(grid[1, col], sharex=ax)
+    palette = method_palette(members)  # per panel: a method is drawn in one panel only
+    for ax_ in (ax, dmap):
+        if train_range is not None:
+            ax_.axvspan(*train_range, color="0.85", alpha=0.6, lw=0, zorder=0)
+    for i, method in enumerate(members):
+        line = data[data["method"] == method].sort_values("lr0")
+        color = palette[method]
+        band_and_line(ax, line["lr0"], line["mean"], line["low"], line["high"], method, i,
+                      color, band_alpha=0.08, lw=1.3, ms=3.5, label=method)  # fmt: skip
+        bad = line[line["diverged_fraction"] > 0]
+        dmap.scatter(
+            bad["lr0"],
+            np.full(len(bad), i),
+            s=8 + 60 * bad["diverged_fraction"],
+            marker="X",
+            color=color,
+            lw=0,
+            zorder=3,
+        )
+    _log_lr_axis(ax)
+    lr0s = data["lr0"]
+    ax.set_xlim(lr0s.min() / 1.6, lr0s.max() * 1.6)  # the shading must not widen the axis
+    ax.set_title(name)
+    ax.tick_params(labelbottom=False)
+    dmap.set_yticks(range(len(members)), members, fontsize=7)
+    dmap.set_ylim(len(members) - 0.5, -0.5)
+    dmap.grid(axis="y", lw=0.4)
+    for tick, method in zip(dmap.get_yticklabels(), members, strict=True):
+        tick.set_color(palette[method])
+    dmap.set_xlabel("initial learning rate lr0")
+    dmap.set_title(
+        "diverged runs (marker size: fraction of the lr0's runs)", fontsize=8, loc="left"
+    )
+    handles, labels = ax.get_legend_handles_labels()
+    if train_range is not None:
+        handles.append(Line2D([], [], color="0.85", lw=8))
+        labels.append("meta-training lr0 range")
+    legend_ax = fig.add_subplot(grid[2, col])
+    legend_ax.axis("off")
+    legend_ax.legend(handles, labels, loc="upper center", ncols=3, fontsize=8, frameon=False)
 
 
 # --------------------------------------------------------------------------------------------

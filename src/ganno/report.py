@@ -353,15 +353,22 @@ def claims_section(
     out_dir: Path, config: Mapping[str, Any], data: ReportData
 ) -> tuple[Tables, dict[str, TablePaths], dict[str, plots.FigurePaths]]:
     """The tables and figures of the paper's claims (C1-C3) and of meta-training."""
-    out = out_dir
+    tables, curves = _claims_tables(config, data)
+    table_paths = _write_claims_tables(out_dir / "tables", tables, data.tasks)
+    figures = _claims_figures(out_dir / "figures", config, data, tables, curves)
+    return tables, table_paths, figures
+
+
+def _claims_tables(config: Mapping[str, Any], data: ReportData) -> tuple[Tables, pd.DataFrame]:
+    """The claims' tables, computed from the run's results, and the expected-best curves of the
+    tuning budget they read the runs saved from."""
     ci = ci_kwargs(config)
     tol = float(config["baselines"]["robustness_tolerance"])
     by = tune_by(config)
     results = data.results
-    train = results[results["task"] == TRAIN_TASK]
     by_task = robustness_by_task(results, data.tasks, tolerance=tol, tune_by=by, **ci)
     on_train = by_task[by_task["task"] == TRAIN_TASK].drop(columns="task")
-
+    curves = tuning_budget.expected_best_curve(results, **ci)
     tables = Tables(
         robustness=on_train.reset_index(drop=True),
         generalisation=generalisation_summary(results, data.tasks, tune_by=by, **ci),
@@ -369,12 +376,16 @@ def claims_section(
         schedules=schedule_summary(data.schedules),
         robustness_by_task=by_task,
         dead_networks=_dead_networks(results),
-        runs_saved=_runs_saved(
-            curves := tuning_budget.expected_best_curve(results, **ci), ci["confidence"]
-        ),
+        runs_saved=_runs_saved(curves, ci["confidence"]),
     )
-    table_dir = out / "tables"
-    table_paths = {
+    return tables, curves
+
+
+def _write_claims_tables(
+    table_dir: Path, tables: Tables, tasks: Sequence[str]
+) -> dict[str, TablePaths]:
+    """The claims' tables under ``table_dir`` (CSV, Markdown, LaTeX), with their captions."""
+    return {
         "robustness": write_table(
             tables.robustness,
             robustness_display(tables.robustness),
@@ -383,7 +394,7 @@ def claims_section(
         ),
         "generalisation": write_table(
             tables.generalisation,
-            generalisation_display(tables.generalisation, data.tasks),
+            generalisation_display(tables.generalisation, tasks),
             table_dir / "generalisation",
             "Tuned test accuracy, IQM [95% CI] / tuned test loss, IQM / runs at chance (every "
             "lr0 and seed), per task (C3); the pooled columns normalised per task.",
@@ -397,7 +408,7 @@ def claims_section(
         ),
         "robustness_by_task": write_table(
             tables.robustness_by_task,
-            robustness_by_task_display(tables.robustness_by_task, data.tasks),
+            robustness_by_task_display(tables.robustness_by_task, tasks),
             table_dir / "robustness_by_task",
             "Robust range (decades; +: at the lr0 grid's edge, may be wider) / all-lr0 test "
             "accuracy IQM / runs at chance of every method on every task.",
@@ -418,7 +429,19 @@ def claims_section(
         ),
     }
 
-    fig_dir = out / "figures"
+
+def _claims_figures(
+    fig_dir: Path,
+    config: Mapping[str, Any],
+    data: ReportData,
+    tables: Tables,
+    curves: pd.DataFrame,
+) -> dict[str, plots.FigurePaths]:
+    """The claims' and meta-training's figures under ``fig_dir``."""
+    ci = ci_kwargs(config)
+    by = tune_by(config)
+    results = data.results
+    train = results[results["task"] == TRAIN_TASK]
     env = config["env"]
     tuned_lr0 = tables.robustness.set_index("method")["tuned_lr0"].to_dict()
     figures = {"meta_training": plots.meta_training_curves(data.curves, fig_dir / "meta_training")}
@@ -448,7 +471,7 @@ def claims_section(
         title="tuned test loss over all tasks (lower is better)",
         **ci,
     )
-    return tables, table_paths, figures
+    return figures
 
 
 def build_report(
