@@ -6,7 +6,7 @@ the claims' figures and the "What reproduces" table (:func:`claims_lines`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -314,15 +314,39 @@ def claims_lines(
     out = Path(out_dir)
     tol = float(config["baselines"]["robustness_tolerance"])
     ci = f"{round(100 * float(config['baselines']['confidence']))}%"
-    tasks = [
-        t for t in dict.fromkeys(tables.generalisation["task"]) if t not in (ALL_TASKS, HELD_OUT)
-    ]
 
     def figure(name: str, caption: str) -> list[str]:
         return figure_lines(out, figures[name], caption) if name in figures else []
 
+    return [
+        *_what_reproduces(tables),
+        "## C1 Competitive schedules",
+        "",
+        *_c1_lines(tables),
+        "",
+        *figure(
+            "schedules",
+            "Per-layer learning rates chosen by the agents from three initial rates (median over "
+            "runs, band min-max), beside the handcrafted SGD schedules at their tuned lr0.",
+        ),
+        *_c2_section(tables, tol, ci, figure),
+        *_c3_section(tables, ci, figure),
+        "## Meta-training",
+        "",
+        *figure(
+            "meta_training",
+            "Episode return and episode-end validation loss during meta-training (mean over "
+            "seeds, band min-max).",
+        ),
+    ]
+
+
+def _what_reproduces(tables: Tables) -> list[str]:
+    """The verdict table of every agent's claims, with how to read it (none without verdicts)."""
     verdicts = verdict_table(claim_verdicts(tables))
-    summary = [
+    if not verdicts:
+        return []
+    return [
         "## What reproduces",
         "",
         "Each claim of the paper for each agent: where it stands against the method it must "
@@ -338,17 +362,14 @@ def claims_lines(
         *verdicts,
         "",
     ]
+
+
+def _c2_section(
+    tables: Tables, tol: float, ci: str, figure: Callable[[str, str], list[str]]
+) -> list[str]:
+    """C2: the robust range's definition, each agent's lines, the robustness and tuning-budget
+    figures."""
     return [
-        *(summary if verdicts else []),
-        "## C1 Competitive schedules",
-        "",
-        *_c1_lines(tables),
-        "",
-        *figure(
-            "schedules",
-            "Per-layer learning rates chosen by the agents from three initial rates (median over "
-            "runs, band min-max), beside the handcrafted SGD schedules at their tuned lr0.",
-        ),
         "## C2 Robustness to the initial learning rate",
         "",
         f"Robust range: the widest contiguous stretch of the lr0 grid containing the best lr0 "
@@ -369,6 +390,15 @@ def claims_lines(
             "the dotted line is a GANNO agent's one run: where a baseline's curve crosses it is "
             "the tuning that agent saves (`tables/tuning_budget`).",
         ),
+    ]
+
+
+def _c3_section(tables: Tables, ci: str, figure: Callable[[str, str], list[str]]) -> list[str]:
+    """C3: the tasks with results, each agent's lines, the per-task and pooled figures."""
+    tasks = [
+        t for t in dict.fromkeys(tables.generalisation["task"]) if t not in (ALL_TASKS, HELD_OUT)
+    ]
+    return [
         "## C3 Generalisation to other networks and data",
         "",
         f"Tasks with results: {', '.join(f'`{t}`' for t in tasks)}.",
@@ -387,12 +417,5 @@ def claims_lines(
             "comparison_loss",
             f"Tuned test loss pooled over all tasks (IQM, {ci} stratified-bootstrap CI; lower is "
             "better).",
-        ),
-        "## Meta-training",
-        "",
-        *figure(
-            "meta_training",
-            "Episode return and episode-end validation loss during meta-training (mean over "
-            "seeds, band min-max).",
         ),
     ]

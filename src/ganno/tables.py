@@ -344,64 +344,90 @@ def generalisation_summary(
         every = results[results["method"] == method]
         all_lr0 = {t: g for t, g in every.groupby("task", sort=False)}
         for task in tasks:
-            if task not in by_task:
-                continue
-            here = task in norms.index
-            rows.append(
-                {
-                    "method": method,
-                    "task": task,
-                    **_estimate_columns("", iqm_ci({task: by_task[task][metric]}, **ci_kwargs)),
-                    "lr0": float(by_task[task]["lr0"].iloc[0]),
-                    "runs": len(by_task[task]),
-                    "tasks": 1,
-                    **_estimate_columns(
-                        "loss", iqm_ci({task: by_task[task]["test_loss"]}, **ci_kwargs)
-                    ),
-                    **_estimate_columns("all", iqm_ci({task: all_lr0[task][metric]}, **ci_kwargs)),
-                    "at_chance": float(shares[(method, task)]),
-                    "normalised": False,
-                    "normaliser": norms.loc[task, "accuracy"] if here else np.nan,
-                    "normaliser_method": norms.loc[task, "method"] if here else "-",
-                    "loss_normaliser": norms.loc[task, "loss"] if here else np.nan,
-                    "loss_normaliser_method": norms.loc[task, "loss_method"] if here else "-",
-                }
-            )
+            if task in by_task:
+                row = _task_row(by_task[task], all_lr0[task], task, metric, norms, ci_kwargs)
+                rows.append({"method": method, **row, "at_chance": float(shares[(method, task)])})
+                rows[-1] |= _task_normalisers(norms, task)
         for scope, members in scopes:
-            if not set(members) <= set(by_task):
-                continue
-            normed = set(members) <= set(norms.index)
-            scale = norms if normed else None
-            rows.append(
-                {
-                    "method": method,
-                    "task": scope,
-                    **_estimate_columns(
-                        "", _pooled_iqm(by_task, members, metric, scale, **ci_kwargs)
-                    ),
-                    "lr0": np.nan,
-                    "runs": int(sum(len(by_task[t]) for t in members)),
-                    "tasks": len(members),
-                    **_estimate_columns(
-                        "loss", _pooled_iqm(by_task, members, "test_loss", scale, **ci_kwargs)
-                    ),
-                    **_estimate_columns(
-                        "all", _pooled_iqm(all_lr0, members, metric, scale, **ci_kwargs)
-                    ),
-                    "at_chance": float(np.mean([shares[(method, t)] for t in members])),
-                    "normalised": normed,
-                    "normaliser": np.nan,
-                    "normaliser_method": "-",
-                    "loss_normaliser": np.nan,
-                    "loss_normaliser_method": "-",
-                }
-            )
+            if set(members) <= set(by_task):
+                row = _scope_row(by_task, all_lr0, scope, members, metric, norms, ci_kwargs)
+                at_chance = float(np.mean([shares[(method, t)] for t in members]))
+                rows.append({"method": method, **row, "at_chance": at_chance})
+                rows[-1] |= _scope_normalisers(members, norms)
     out = pd.DataFrame(rows).rename(columns={"_iqm": "iqm", "_low": "low", "_high": "high"})
     # lr0 and the normalisers are per task; the pooled rows have none (kept as the sentinels 0 and
     # "-" so the CSV has no NaN).
     columns = ["lr0", "normaliser", "loss_normaliser"]
     out[columns] = out[columns].fillna(0.0)
     return out
+
+
+def _task_row(
+    tuned: pd.DataFrame,
+    every: pd.DataFrame,
+    task: str,
+    metric: str,
+    norms: pd.DataFrame,
+    ci_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A method's row of :func:`generalisation_summary` on one task, raw: tuned ``metric`` and
+    test loss, ``metric`` over every lr0 and run (``every``), each IQM [CI]."""
+    return {
+        "task": task,
+        **_estimate_columns("", iqm_ci({task: tuned[metric]}, **ci_kwargs)),
+        "lr0": float(tuned["lr0"].iloc[0]),
+        "runs": len(tuned),
+        "tasks": 1,
+        **_estimate_columns("loss", iqm_ci({task: tuned["test_loss"]}, **ci_kwargs)),
+        **_estimate_columns("all", iqm_ci({task: every[metric]}, **ci_kwargs)),
+    }
+
+
+def _task_normalisers(norms: pd.DataFrame, task: str) -> dict[str, Any]:
+    """A task's row's normaliser columns (the pooled rows' scale; NaN and "-" without one)."""
+    here = task in norms.index
+    return {
+        "normalised": False,
+        "normaliser": norms.loc[task, "accuracy"] if here else np.nan,
+        "normaliser_method": norms.loc[task, "method"] if here else "-",
+        "loss_normaliser": norms.loc[task, "loss"] if here else np.nan,
+        "loss_normaliser_method": norms.loc[task, "loss_method"] if here else "-",
+    }
+
+
+def _scope_row(
+    by_task: Mapping[str, pd.DataFrame],
+    all_lr0: Mapping[str, pd.DataFrame],
+    scope: str,
+    members: Sequence[str],
+    metric: str,
+    norms: pd.DataFrame,
+    ci_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A method's pooled row of :func:`generalisation_summary` over the tasks ``members``,
+    normalised per task when every member has a normaliser (else raw)."""
+    scale = norms if set(members) <= set(norms.index) else None
+    return {
+        "task": scope,
+        **_estimate_columns("", _pooled_iqm(by_task, members, metric, scale, **ci_kwargs)),
+        "lr0": np.nan,
+        "runs": int(sum(len(by_task[t]) for t in members)),
+        "tasks": len(members),
+        **_estimate_columns("loss", _pooled_iqm(by_task, members, "test_loss", scale, **ci_kwargs)),
+        **_estimate_columns("all", _pooled_iqm(all_lr0, members, metric, scale, **ci_kwargs)),
+    }
+
+
+def _scope_normalisers(members: Sequence[str], norms: pd.DataFrame) -> dict[str, Any]:
+    """A pooled row's normaliser columns: whether it is normalised, and no normaliser of its
+    own."""
+    return {
+        "normalised": set(members) <= set(norms.index),
+        "normaliser": np.nan,
+        "normaliser_method": "-",
+        "loss_normaliser": np.nan,
+        "loss_normaliser_method": "-",
+    }
 
 
 def _pooled_iqm(
