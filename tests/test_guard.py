@@ -82,8 +82,13 @@ def test_the_rule_trips_on_each_trigger_alone_and_not_otherwise(kind):
     def diverged(val, train=1.0, w=weights):
         return bool(run_diverged(val, train, w, 2.3, 10.0))
 
-    def trips(div, val, sq, best=2.3):
-        return bool(guard_trips(div, val, 2.3, best, sq, initial_sq))
+    def trips(div, val, sq, best=2.3, train=2.3, best_train=2.3):
+        return bool(
+            guard_trips(
+                div, val, 2.3, best, sq, initial_sq,
+                train_loss=train, initial_train_loss=2.3, best_train_loss=best_train,
+            )
+        )  # fmt: skip
 
     # the divergence rule: each cause alone
     assert not diverged(2.0)
@@ -95,17 +100,36 @@ def test_the_rule_trips_on_each_trigger_alone_and_not_otherwise(kind):
     # the guard: none, then (a), (b), (c) alone
     assert not trips(False, 2.0, live_sq)
     assert trips(True, 2.0, live_sq)
-    assert trips(False, 2.31, live_sq) and not trips(False, 2.3, live_sq)
-    # (b) once the run made progress: half-way back from its best (1.0) to where it started
-    assert trips(False, 1.66, live_sq, best=1.0) and not trips(False, 1.64, live_sq, best=1.0)
+    assert trips(False, 2.31, live_sq, train=2.31) and not trips(False, 2.3, live_sq, train=2.31)
+    # (b) once the run made progress: both losses half-way back from their best (1.0) to where
+    # they started (2.3), each on its own line
+    back = dict(best=1.0, best_train=1.0)
+    assert trips(False, 1.66, live_sq, train=1.66, **back)
+    assert not trips(False, 1.64, live_sq, train=1.66, **back)
+    assert not trips(False, 1.66, live_sq, train=1.64, **back)
+    # a well-trained network whose validation loss rises while it still fits its training data
+    # (the training loss at its best): not a run heading for death
+    assert not trips(False, 2.2, live_sq, train=1.0, **back)
     # a network collapsed to one class sits near ln(10) = 2.303, under a 2.4 start: caught
-    assert bool(guard_trips(False, float(np.log(10.0)), 2.4, 0.9, live_sq, initial_sq))
+    collapsed = float(np.log(10.0))
+    assert bool(
+        guard_trips(
+            False, collapsed, 2.4, 0.9, live_sq, initial_sq,
+            train_loss=collapsed, initial_train_loss=2.4, best_train_loss=0.8,
+        )
+    )  # fmt: skip
     assert trips(False, 2.0, dead_sq)
     assert not trips(False, float("nan"), live_sq)  # a NaN is divergence's, (a)
     # the rule traces under jit
     if kind == "jax":
-        jitted = jax.jit(lambda v, sq: guard_trips(jnp.bool_(False), v, 2.3, 2.3, sq, initial_sq))
+        jitted = jax.jit(
+            lambda v, sq: guard_trips(
+                jnp.bool_(False), v, 2.3, 2.3, sq, initial_sq,
+                train_loss=v, initial_train_loss=2.3, best_train_loss=2.3,
+            )
+        )  # fmt: skip
         assert bool(jitted(jnp.float32(2.0), dead_sq)) and not bool(jitted(2.0, live_sq))
+        assert bool(jitted(jnp.float32(2.4), live_sq))
 
 
 # ------------------------------------------------------------------------------------ (4)

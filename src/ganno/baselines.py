@@ -321,6 +321,10 @@ def train(
     :func:`run_grid` does). ``params`` are the evaluation weights (``eval_params(opt_state, w)``
     for schedule-free methods) of the last finite state. ``eval_every`` must divide ``num_steps``;
     ``val_subset`` takes the first examples of the validation set, like the environment's.
+
+    One sequence on purpose (Mava style, like the environment's interval): the step and interval
+    functions close over this episode's task, optimiser, data key and initial validation loss,
+    and read top to bottom as the loop they trace to.
     """
     if num_steps % eval_every:
         raise ValueError(f"eval_every={eval_every} must divide num_steps={num_steps}")

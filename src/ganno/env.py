@@ -126,6 +126,8 @@ class GuardState(NamedTuple):
     tripped: jnp.ndarray  # [] bool, the guard tripped: the agents are no longer followed
     step: jnp.ndarray  # [] int32, the inner step at which it tripped (-1: never); not trained on
     best_val_loss: jnp.ndarray  # [] the lowest validation loss at a decision so far (rise rule)
+    initial_train_loss: jnp.ndarray  # [] the first minibatch's training loss (rise rule)
+    best_train_loss: jnp.ndarray  # [] the lowest interval training loss at a decision so far
 
 
 class EnvState(NamedTuple):
@@ -745,6 +747,8 @@ class GannoEnv(Environment):
                 tripped=jnp.zeros((), bool),
                 step=jnp.full((), -1, jnp.int32),
                 best_val_loss=val_loss,
+                initial_train_loss=train_loss,
+                best_train_loss=train_loss,
             )
             if self.guarded
             else (),
@@ -812,6 +816,9 @@ class GannoEnv(Environment):
                 state.guard.best_val_loss,
                 mean_sq,
                 state.guard.initial_grad_sq,
+                train_loss=train_loss,
+                initial_train_loss=state.guard.initial_train_loss,
+                best_train_loss=state.guard.best_train_loss,
             )
             rollback = diverged_now | trips
             diverged = diverged_now & state.guard.tripped  # before the trip the guard answers
@@ -822,6 +829,11 @@ class GannoEnv(Environment):
                     rollback,
                     state.guard.best_val_loss,
                     jnp.minimum(state.guard.best_val_loss, val_loss),
+                ),
+                best_train_loss=jnp.where(
+                    rollback,
+                    state.guard.best_train_loss,
+                    jnp.minimum(state.guard.best_train_loss, train_loss),
                 ),
             )
         done = diverged | (step_count >= self.num_decisions)

@@ -51,7 +51,8 @@ the flag (the rule: :func:`ganno.protocol.dead_layers`).
 
 **The guard** (``guard=True``, or a policy that records ``env.guard``; anchored modes only; the
 rule: :func:`ganno.protocol.guard_trips`): when, at the end of an interval, the run diverged,
-its validation loss is back above the initial one or a layer got no gradient in the interval,
+its validation and training losses both gave back half the progress they made, or a layer got
+no gradient in the interval,
 that update returns the weights of the last decision (``updates = last_good - params``; it trains
 on nothing, as the environment's rollback step), DoG's state and the ``direction`` state go back
 to that decision's, every multiplier becomes 1 and the policy is no longer asked: the rates follow
@@ -109,6 +110,8 @@ class GuardState(NamedTuple):
     tripped: jnp.ndarray  # [] bool
     at: jnp.ndarray  # [] int32, the update at which it tripped (-1: never)
     best_val_loss: jnp.ndarray  # [] the lowest validation loss at a decision so far (rise rule)
+    initial_train_loss: jnp.ndarray  # [] the first update's training loss (rise rule)
+    best_train_loss: jnp.ndarray  # [] the lowest interval training loss at a decision so far
     dog: DogStepSize | tuple  # DoG's state at the last decision (a DoG-base policy), else ()
     direction_state: Any  # the direction transformation's state at the last decision
 
@@ -304,6 +307,8 @@ class _GannoSgd:
                 tripped=jnp.zeros((), bool),
                 at=jnp.full((), -1, jnp.int32),
                 best_val_loss=jnp.full((), jnp.inf),  # the first observation's until a decision
+                initial_train_loss=jnp.full((), jnp.inf),  # likewise
+                best_train_loss=jnp.full((), jnp.inf),
                 dog=dog,
                 direction_state=self.direction.init(params),
             )
@@ -477,7 +482,8 @@ class _GannoSgd:
             agents_view=view,
         )
         if self.cfg.guard:
-            ready = ready._replace(guard=ready.guard._replace(best_val_loss=val))
+            first = dict(best_val_loss=val, initial_train_loss=loss, best_train_loss=loss)
+            ready = ready._replace(guard=ready.guard._replace(**first))
         ok = jnp.isfinite(val)
         return jax.lax.cond(
             ok,
@@ -549,9 +555,12 @@ class _GannoSgd:
         """:meth:`_end_interval` with the guard, from the interval's observed state ``passed``:
         the guard is asked until it trips; a trip rolls back (weights: ``prev_params``, kept) and
         takes this interval's decision for the agents (multiplier 1, the policy not asked)."""
-        # the lowest validation loss at a decision (a trip keeps the old one)
-        best = jnp.minimum(state.guard.best_val_loss, val)
-        passed = passed._replace(guard=passed.guard._replace(best_val_loss=best))
+        # the lowest losses at a decision (a trip keeps the old ones)
+        best = dict(
+            best_val_loss=jnp.minimum(state.guard.best_val_loss, val),
+            best_train_loss=jnp.minimum(state.guard.best_train_loss, passed.train_loss),
+        )
+        passed = passed._replace(guard=passed.guard._replace(**best))
         tripped = state.guard.tripped
         trips = ~tripped & guard_trips(
             diverged,
@@ -560,6 +569,9 @@ class _GannoSgd:
             state.guard.best_val_loss,
             stats.mean_sq_grad_norm,
             state.initial_grad_sq,
+            train_loss=passed.train_loss,
+            initial_train_loss=state.guard.initial_train_loss,
+            best_train_loss=state.guard.best_train_loss,
         )
         next_decision = state.decisions + more.astype(jnp.int32)
         rolled = passed._replace(

@@ -37,9 +37,10 @@ the gradient norms they read anyway.
 The guard (``env.guard``; :func:`guard_trips`, :func:`run_diverged`): a structural answer to dead
 networks, in the style of SOLAR's rollback and LHOPT's restart. At the end of every interval,
 where the observation is taken and before the agents decide, it trips when (a) the run diverged
-(:func:`run_diverged`, the environment's rule), (b) the validation loss gave back more than half
-the progress the run made (:data:`GUARD_RISE`, from its initial value to its best at a decision so
-far; back above the initial value while it made none), or (c) a layer got no gradient in this
+(:func:`run_diverged`, the environment's rule), (b) the validation loss and the training loss
+both gave back more than half the progress the run made (:data:`GUARD_RISE`, each from its
+initial value to its best at a decision so far; back above the initial value while it made
+none), or (c) a layer got no gradient in this
 interval (:func:`dead_layers`; one interval, not :data:`DEAD_INTERVALS`: a dead ReLU layer never
 recovers, so waiting costs the run). On a trip the
 weights, DoG's state and the optimiser state go back to those of the last decision (the start of
@@ -164,7 +165,8 @@ def run_diverged(
 
 
 #: The guard's rise rule: it trips once the validation loss has given back more than this share
-#: of the progress the run made, from where it started to its best decision so far.
+#: of the progress the run made, from where it started to its best decision so far, and the
+#: training loss has given back as much of its own.
 GUARD_RISE = 0.5
 
 
@@ -175,20 +177,30 @@ def guard_trips(
     best_val_loss: Any,
     mean_sq_grad_norm: Any,
     initial_grad_sq: Any,
+    *,
+    train_loss: Any,
+    initial_train_loss: Any,
+    best_train_loss: Any,
 ):
     """Whether the guard trips at the end of an interval (the module doc): (a) ``diverged``
-    (:func:`run_diverged`), (b) the validation loss rose back more than :data:`GUARD_RISE` of the
-    way from its best so far (``best_val_loss``, the lowest at any decision, the initial one
-    included) to ``initial_val_loss``, i.e. ``val_loss > best + GUARD_RISE x (initial - best)``:
-    above where it started while the run has made no progress, half-way back once it has (a
-    network collapsing to one class sits near ``ln(classes)``, which can be under its initial
-    loss; a NaN is caught by (a)), or (c) any layer dead in this interval (:func:`dead_layers` of
-    the interval's ``mean_sq_grad_norm`` ``[N]`` against the first minibatch's
-    ``initial_grad_sq``). The caller asks only while the guard has not tripped. Array-agnostic
-    like :func:`dead_layers`: a boolean of the inputs' kind."""
+    (:func:`run_diverged`), (b) both losses rose back more than :data:`GUARD_RISE` of the way
+    from their best so far to where they started: the validation loss, ``val_loss > best +
+    GUARD_RISE x (initial - best)`` (``best_val_loss``: the lowest at any decision, the initial
+    one included; above where it started while the run has made no progress, half-way back once
+    it has: a network collapsing to one class sits near ``ln(classes)``, which can be under its
+    initial loss), and the interval's mean training loss likewise against ``initial_train_loss``
+    (the first minibatch's, at the initial weights) and ``best_train_loss`` (the lowest interval
+    mean at a decision, the initial one included), or (c) any layer dead in this interval
+    (:func:`dead_layers` of the interval's ``mean_sq_grad_norm`` ``[N]`` against the first
+    minibatch's ``initial_grad_sq``). A NaN is caught by (a). The training loss tells a run
+    heading for death (both losses climb back) from a well-trained network whose validation
+    loss rises as its predictions grow confident while it still fits its training data
+    (docs/choices.md, "Whether evaluation runs the guard"). The caller asks only while the guard
+    has not tripped. Array-agnostic like :func:`dead_layers`: a boolean of the inputs' kind."""
     dead = dead_layers(mean_sq_grad_norm, initial_grad_sq).any()
-    limit = best_val_loss + GUARD_RISE * (initial_val_loss - best_val_loss)
-    return diverged | (val_loss > limit) | dead
+    val_limit = best_val_loss + GUARD_RISE * (initial_val_loss - best_val_loss)
+    train_limit = best_train_loss + GUARD_RISE * (initial_train_loss - best_train_loss)
+    return diverged | ((val_loss > val_limit) & (train_loss > train_limit)) | dead
 
 
 __all__ = [

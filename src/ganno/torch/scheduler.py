@@ -63,7 +63,8 @@ loss is caught at once (the interval's mean training loss would be non-finite an
 
 The guard (``guard=True``, or a policy that records ``env.guard``; anchored modes only; the rule:
 :func:`ganno.protocol.guard_trips`): when, at the end of an interval, the run diverged, its
-validation loss is back above the initial one, or a layer got no gradient in the interval, the
+validation and training losses both gave back half the progress they made, or a layer got no
+gradient in the interval, the
 weights, the optimiser's state (momentum, Adam moments) and DoG's state go back to those of the
 last decision, every multiplier becomes 1 and the policy is no longer asked: the rates follow
 the base schedule to ``total_steps`` and training goes on (``guarded_at_step`` says where). The
@@ -391,6 +392,8 @@ class GannoScheduler:
         self.initial_val_loss: float | None = None
         self.val_loss: float | None = None
         self._best_val_loss = math.inf  # the lowest at a decision so far (the guard's rise rule)
+        self._initial_train_loss = math.inf  # the first minibatch's (the rise rule)
+        self._best_train_loss = math.inf  # the lowest interval training loss at a decision
         self.train_loss: float | None = None
         self.last_observation: torch.Tensor | None = None
         self.last_actions: np.ndarray | None = None
@@ -576,7 +579,7 @@ class GannoScheduler:
         by_layer = self._by_layer(grads)
         params = self._detached_params()
         self.initial_val_loss = self.val_loss = self._best_val_loss = val_loss
-        self.train_loss = train_loss
+        self.train_loss = self._initial_train_loss = self._best_train_loss = train_loss
         if not math.isfinite(val_loss):
             self._diverge(f"non-finite initial validation loss {val_loss}")
             return
@@ -679,6 +682,9 @@ class GannoScheduler:
                 self._best_val_loss,
                 mean_sq_grad_norm,
                 self._initial_grad_sq,
+                train_loss=train_loss,
+                initial_train_loss=self._initial_train_loss,
+                best_train_loss=self._best_train_loss,
             )
         ):
             self._trip(params)
@@ -695,6 +701,7 @@ class GannoScheduler:
         )
         self.train_loss, self.val_loss = train_loss, val
         self._best_val_loss = min(self._best_val_loss, val)
+        self._best_train_loss = min(self._best_train_loss, train_loss)
         # The next interval adds into the window's other buffer (the mean gradient just taken
         # stays as the last one), the next snapshot of the weights reuses the last one's (fresh
         # weights-sized tensors each decision cost page faults).
@@ -972,6 +979,8 @@ class GannoScheduler:
             "dead_count": self._dead_count,
             "guarded_at_step": self.guarded_at_step,
             "best_val_loss": self._best_val_loss,
+            "initial_train_loss": self._initial_train_loss,
+            "best_train_loss": self._best_train_loss,
             "rollback_at": self._rollback_at,
             "guard_snapshot": None
             if self._guard_snapshot is None
@@ -1055,6 +1064,10 @@ class GannoScheduler:
         # a state saved before the rise rule: its best is unknown, the initial loss is an upper
         # bound (the rule then trips no later than the older one did)
         self._best_val_loss = state.get("best_val_loss", self.initial_val_loss or math.inf)
+        # a state saved before the training loss joined the rise rule: its initial training
+        # loss is unknown, so the rise rule does not trip on it (divergence and dead layers do)
+        self._initial_train_loss = state.get("initial_train_loss", math.inf)
+        self._best_train_loss = state.get("best_train_loss", math.inf)
         self._rollback_at = state.get("rollback_at")
         self._guard_snapshot = state.get("guard_snapshot")
         initial = state.get("initial_grad_sq")
