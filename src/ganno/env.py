@@ -764,7 +764,12 @@ class GannoEnv(Environment):
     def step(self, state: EnvState, action: jnp.ndarray) -> tuple[EnvState, TimeStep]:
         """Apply each agent's choice to its layer's rate, train one interval, observe, reward
         (and, with the guard, roll back and follow the base schedule when the run heads for
-        death; see the class doc)."""
+        death; see the class doc).
+
+        One sequence on purpose: the decision's rates, the interval, the observation, the
+        divergence and guard checks, the reward and the rollback read in the order they happen,
+        and each piece is a method already (``_choose``, ``_agents_interval``, ``_observe``,
+        ``_team_reward``, ``_guard_restored_opt_state``); what is left is their wiring."""
         n = self._num_agents
         lr_scale, rates = self._choose(state, self._factors[action])
         if self.guarded:  # once the guard tripped the agents are no longer followed
