@@ -262,6 +262,9 @@ def test_environment_optax_and_torch_trip_alike(task):
 
     params, opt_state, _, _, o_actions = optax_episode(task, policy, key, lr0, K * H)
     assert guarded_at(opt_state) == trip and not bool(opt_state.diverged)
+    # the rise rule's training-loss start: the first minibatch's loss at the initial weights
+    initial_train = float(state.guard.initial_train_loss)
+    assert float(opt_state.guard.initial_train_loss) == pytest.approx(initial_train, rel=1e-5)
     np.testing.assert_array_equal(o_actions[:before], actions[:before])
     np.testing.assert_array_equal(opt_state.lr_scale, state.lr_scale)
     np.testing.assert_allclose(opt_state.learning_rates, state.opt_state.learning_rates, rtol=1e-5)
@@ -273,6 +276,7 @@ def test_environment_optax_and_torch_trip_alike(task):
     model = from_jax_params(TorchMLP(40, 3, 32, 10), params0)
     sched = torch_episode(task, model, policy, data_key, lr0, K * H, sgd)
     assert sched.guard and sched.guarded_at_step == trip and not sched.diverged
+    assert sched._initial_train_loss == pytest.approx(initial_train, rel=1e-5)
     taken = [h["actions"] for h in sched.history if h["actions"] is not None]
     np.testing.assert_array_equal(np.stack(taken), actions[:before])
     np.testing.assert_array_equal(sched.lr_scale.numpy(), np.asarray(state.lr_scale))
