@@ -515,6 +515,11 @@ def _held_out(config: Mapping[str, Any], tasks: Sequence[str]) -> list[str]:
 COST_COLUMNS = ["method", "quantity", "value", "unit", "source"]
 
 
+def _every_seed_sum(values: pd.Series) -> float:
+    """The sum over an agent's seeds, NaN unless every seed's benchmark file was there."""
+    return values.sum() if values.notna().all() else np.nan
+
+
 def _row(method: str, quantity: str, value: Any, unit: str, source: str) -> dict[str, Any]:
     """One row of the Q3 table."""
     return dict(zip(COST_COLUMNS, (method, quantity, float(value), unit, source), strict=True))
@@ -548,9 +553,7 @@ def _meta_training_rows(meta: pd.DataFrame) -> list[dict[str, Any]]:
         frozenset({"config"}): "config (meta_train.total_timesteps)",
     }
     for method, m in meta.groupby("method", sort=False):
-        measured = m["cpu_s"].notna().all()
-        total = m["cpu_s"].sum() if measured else np.nan
-        wall_total = m["wall_s"].sum() if m["wall_s"].notna().all() else np.nan
+        total, wall_total = _every_seed_sum(m["cpu_s"]), _every_seed_sum(m["wall_s"])
         rows += [
             _row(method, "meta-training seeds", len(m), "runs", "config"),
             _row(
@@ -888,7 +891,7 @@ def _meta_training_line(
 ) -> str:
     """The README's line on one agent: its meta-training cost (``m``, a row per seed), one
     evaluation run's (``evaluation``, its rows) and the ratio to VeLO's."""
-    total = m["cpu_s"].sum() if m["cpu_s"].notna().all() else np.nan
+    total = _every_seed_sum(m["cpu_s"])
     g_train = evaluation[evaluation["task"] == TRAIN_TASK]["cpu_s_per_run"]
     g_held = evaluation[evaluation["task"].isin(held)]["cpu_s_per_run"]
     networks = int(m["inner_trainings"].iloc[0])

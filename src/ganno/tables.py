@@ -345,15 +345,26 @@ def generalisation_summary(
         all_lr0 = {t: g for t, g in every.groupby("task", sort=False)}
         for task in tasks:
             if task in by_task:
-                row = _task_row(by_task[task], all_lr0[task], task, metric, norms, ci_kwargs)
-                rows.append({"method": method, **row, "at_chance": float(shares[(method, task)])})
-                rows[-1] |= _task_normalisers(norms, task)
+                rows.append(
+                    {
+                        "method": method,
+                        **_task_row(by_task[task], all_lr0[task], task, metric, ci_kwargs),
+                        "at_chance": float(shares[(method, task)]),
+                        **_task_normalisers(norms, task),
+                    }
+                )
         for scope, members in scopes:
             if set(members) <= set(by_task):
-                row = _scope_row(by_task, all_lr0, scope, members, metric, norms, ci_kwargs)
-                at_chance = float(np.mean([shares[(method, t)] for t in members]))
-                rows.append({"method": method, **row, "at_chance": at_chance})
-                rows[-1] |= _scope_normalisers(members, norms)
+                normed = set(members) <= set(norms.index)
+                scale = norms if normed else None
+                rows.append(
+                    {
+                        "method": method,
+                        **_scope_row(by_task, all_lr0, scope, members, metric, scale, ci_kwargs),
+                        "at_chance": float(np.mean([shares[(method, t)] for t in members])),
+                        **_scope_normalisers(normed),
+                    }
+                )
     out = pd.DataFrame(rows).rename(columns={"_iqm": "iqm", "_low": "low", "_high": "high"})
     # lr0 and the normalisers are per task; the pooled rows have none (kept as the sentinels 0 and
     # "-" so the CSV has no NaN).
@@ -367,7 +378,6 @@ def _task_row(
     every: pd.DataFrame,
     task: str,
     metric: str,
-    norms: pd.DataFrame,
     ci_kwargs: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A method's row of :func:`generalisation_summary` on one task, raw: tuned ``metric`` and
@@ -401,12 +411,11 @@ def _scope_row(
     scope: str,
     members: Sequence[str],
     metric: str,
-    norms: pd.DataFrame,
+    scale: pd.DataFrame | None,
     ci_kwargs: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A method's pooled row of :func:`generalisation_summary` over the tasks ``members``,
-    normalised per task when every member has a normaliser (else raw)."""
-    scale = norms if set(members) <= set(norms.index) else None
+    normalised per task by ``scale`` (:func:`normalisers`; None: raw)."""
     return {
         "task": scope,
         **_estimate_columns("", _pooled_iqm(by_task, members, metric, scale, **ci_kwargs)),
@@ -418,11 +427,11 @@ def _scope_row(
     }
 
 
-def _scope_normalisers(members: Sequence[str], norms: pd.DataFrame) -> dict[str, Any]:
+def _scope_normalisers(normed: bool) -> dict[str, Any]:
     """A pooled row's normaliser columns: whether it is normalised, and no normaliser of its
     own."""
     return {
-        "normalised": set(members) <= set(norms.index),
+        "normalised": normed,
         "normaliser": np.nan,
         "normaliser_method": "-",
         "loss_normaliser": np.nan,
